@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Installs what tfload needs into the project folder, and nothing outside it:
+#   .venv/   Python with the pinned tensorflow-cpu wheel (its libtensorflow_cc.so.2 is the C API
+#            tfload links against; its Python side runs the exporter and the parity tests)
+#   .tflib/  libtensorflow.so / libtensorflow_framework.so links and a tensorflow.pc, so that the
+#            tensorflow crate finds the library through pkg-config instead of downloading one.
+# Idempotent: a second run checks a stamp and returns in well under a second.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+venv="$root/.venv"
+tflib="$root/.tflib"
+requirements="$root/scripts/requirements.txt"
+stamp="$venv/.tfload-setup-stamp"
+python="${PYTHON:-python3}"
+
+want_stamp() { sha256sum "$requirements" "$0" | sha256sum | cut -d' ' -f1; }
+
+if [[ -f "$stamp" && "$(cat "$stamp")" == "$(want_stamp)" && -f "$tflib/tensorflow.pc" ]]; then
+    exit 0
+fi
+
+echo "tfload setup: installing Python TensorFlow into $venv (one time, about 300 MB)" >&2
+if [[ ! -x "$venv/bin/python" ]]; then
+    "$python" -m venv "$venv"
+fi
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$requirements"
+
+tfdir="$("$venv/bin/python" - <<'PY'
+import importlib.util, os
+spec = importlib.util.find_spec("tensorflow")
+print(os.path.dirname(spec.origin))
+PY
+)"
+for lib in libtensorflow_cc.so.2 libtensorflow_framework.so.2; do
+    if [[ ! -f "$tfdir/$lib" ]]; then
+        echo "tfload setup: $tfdir/$lib is missing; the tensorflow-cpu wheel layout changed" >&2
+        exit 1
+    fi
+done
+
+mkdir -p "$tflib"
+ln -sfn "$tfdir/libtensorflow_cc.so.2" "$tflib/libtensorflow.so"
+ln -sfn "$tfdir/libtensorflow_framework.so.2" "$tflib/libtensorflow_framework.so"
+ln -sfn "$tfdir/libtensorflow_cc.so.2" "$tflib/libtensorflow_cc.so.2"
+ln -sfn "$tfdir/libtensorflow_framework.so.2" "$tflib/libtensorflow_framework.so.2"
+version="$("$venv/bin/python" -c 'import importlib.metadata as m; print(m.version("tensorflow-cpu"))')"
+cat > "$tflib/tensorflow.pc" <<PC
+prefix=$tflib
+libdir=\${prefix}
+
+Name: tensorflow
+Description: TensorFlow C API from the tensorflow-cpu $version wheel
+Version: $version
+Libs: -L\${libdir} -ltensorflow -ltensorflow_framework
+Cflags:
+PC
+
+want_stamp > "$stamp"
+echo "tfload setup: done (TensorFlow $version; C library in $tflib)" >&2

@@ -1,0 +1,77 @@
+//! The command-line layer: clap types, one module per subcommand, and the shared printing
+//! helpers. Commands call the library and print; they hold no logic of their own.
+
+pub mod logging;
+mod signatures;
+mod table;
+mod variables;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Inspect, run and fine-tune TensorFlow SavedModels, with no Python at run time.
+#[derive(Debug, Parser)]
+#[command(name = "tfload", version, about, long_about = None)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every subcommand takes.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// More logging on stderr: -v shows TensorFlow's own log, -vv debug output.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Only errors on stderr.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List every signature of a SavedModel: inputs and outputs with dtype, shape and tensor name.
+    Signatures(signatures::SignaturesArgs),
+    /// List the variables of a SavedModel with dtype, shape, size and trainable flag.
+    Variables(variables::VariablesArgs),
+}
+
+/// How results are printed on stdout.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// Tables for humans.
+    #[default]
+    Text,
+    /// One JSON document for programs (schema in docs/json-output.md).
+    Json,
+}
+
+/// Where a SavedModel is and which of its MetaGraphs to use.
+#[derive(Debug, Args)]
+pub struct ModelArgs {
+    /// The SavedModel directory (holds saved_model.pb and variables/).
+    pub dir: std::path::PathBuf,
+    /// Tag set of the MetaGraph to use, comma separated.
+    #[arg(long, default_value = "serve", value_delimiter = ',')]
+    pub tag: Vec<String>,
+}
+
+/// Runs the parsed command.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Signatures(args) => signatures::run(&args),
+        Command::Variables(args) => variables::run(&args),
+    }
+}
+
+/// Whether an error is stdout closing early (`tfload ... | head`), which is not a failure.
+pub fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    use std::io::ErrorKind::BrokenPipe;
+    error.chain().any(|cause| {
+        let io = cause.downcast_ref::<std::io::Error>().map(|io| io.kind());
+        let json = cause.downcast_ref::<serde_json::Error>().and_then(|e| e.io_error_kind());
+        io == Some(BrokenPipe) || json == Some(BrokenPipe)
+    })
+}

@@ -1,0 +1,108 @@
+//! `tfload variables DIR`: every variable of a SavedModel with dtype, shape, size and trainable
+//! flag, and totals.
+
+use std::io::Write;
+
+use anyhow::Result;
+use clap::Args;
+use serde::Serialize;
+use tfload::{SavedModel, VariableInfo, VariableTotals};
+
+use super::{table, ModelArgs, OutputFormat};
+
+/// Arguments of `tfload variables`.
+#[derive(Debug, Args)]
+pub struct VariablesArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Shortcut for `--format json`.
+    #[arg(long)]
+    json: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    format: OutputFormat,
+}
+
+/// The JSON document (`tfload.variables/v1`), documented in docs/json-output.md.
+#[derive(Debug, Serialize)]
+struct VariablesDocument<'a> {
+    schema: &'static str,
+    path: String,
+    tags: &'a [String],
+    variables: &'a [VariableInfo],
+    totals: VariableTotals,
+}
+
+pub fn run(args: &VariablesArgs) -> Result<()> {
+    let model = SavedModel::open(&args.model.dir)?;
+    let meta_graph = model.meta_graph(&args.model.tag)?;
+    let variables = meta_graph.variables()?;
+    let totals = VariableTotals::of(&variables);
+    let mut out = std::io::stdout().lock();
+    if args.json || args.format == OutputFormat::Json {
+        let document = VariablesDocument {
+            schema: "tfload.variables/v1",
+            path: model.dir().display().to_string(),
+            tags: meta_graph.tags(),
+            variables: &variables,
+            totals,
+        };
+        serde_json::to_writer_pretty(&mut out, &document)?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    let mut rows = table::new(&["name", "dtype", "shape", "elements", "bytes", "trainable"]);
+    for variable in &variables {
+        rows.add_row(vec![
+            variable.name.clone(),
+            variable.dtype.to_string(),
+            variable.shape.to_string(),
+            optional(variable.elements),
+            variable.bytes.map(human_bytes).unwrap_or_else(|| "-".into()),
+            if variable.trainable { "yes" } else { "no" }.to_string(),
+        ]);
+    }
+    table::align_right(&mut rows, &[3, 4]);
+    table::print_indented(&mut out, &rows, 0)?;
+    writeln!(
+        out,
+        "\n{} variables ({} trainable), {} elements ({} trainable), {}",
+        totals.count,
+        totals.trainable_count,
+        totals.elements,
+        totals.trainable_elements,
+        human_bytes(totals.bytes)
+    )?;
+    Ok(())
+}
+
+fn optional(value: Option<u64>) -> String {
+    value.map_or_else(|| "-".to_string(), |v| v.to_string())
+}
+
+/// `1.5 KiB`-style sizes; exact bytes below 1 KiB.
+fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::human_bytes;
+
+    #[test]
+    fn sizes_read_like_ls_h() {
+        assert_eq!(human_bytes(12), "12 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(3 * 1024 * 1024), "3.0 MiB");
+    }
+}

@@ -1,0 +1,125 @@
+//! The library's one error type. Each variant carries the path, key or tag set it is about, and
+//! its message says what is wrong and what to do next.
+
+use std::path::PathBuf;
+
+/// Shorthand for results of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in tfload.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The model path does not exist.
+    #[error("{path}: no such file or directory. Give the path of a SavedModel directory (the folder that holds saved_model.pb and variables/).")]
+    NotFound {
+        /// The path that was given.
+        path: PathBuf,
+    },
+
+    /// The model path is a file, not a SavedModel directory.
+    #[error("{path} is a file, not a SavedModel directory. {hint}")]
+    NotADirectory {
+        /// The path that was given.
+        path: PathBuf,
+        /// What the file looks like and what to do with it.
+        hint: String,
+    },
+
+    /// The directory has no `saved_model.pb`.
+    #[error("{dir} is not a SavedModel: it has no saved_model.pb. {hint}")]
+    MissingSavedModelPb {
+        /// The directory that was given.
+        dir: PathBuf,
+        /// What the directory holds instead, and what to do.
+        hint: String,
+    },
+
+    /// The directory has no `variables/` checkpoint, which loading and listing variables need.
+    #[error("{dir} has no variables/variables.index: the SavedModel's checkpoint is missing, so its variables cannot be read or restored. Copy the whole SavedModel directory (saved_model.pb together with variables/ and assets/), or export it again.")]
+    MissingVariables {
+        /// The SavedModel directory.
+        dir: PathBuf,
+    },
+
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What the operating system said.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// `saved_model.pb` is not a valid SavedModel protobuf (truncated, corrupt, or another format).
+    #[error("{path} is truncated or corrupt: it does not decode as a SavedModel protobuf ({source}). Export or copy the model again.")]
+    CorruptSavedModel {
+        /// The `saved_model.pb` file.
+        path: PathBuf,
+        /// The decoder's complaint.
+        #[source]
+        source: prost::DecodeError,
+    },
+
+    /// A protobuf inside the SavedModel decoded but does not hold what the format requires.
+    #[error("{path}: {problem}. The SavedModel is malformed; export it again.")]
+    MalformedSavedModel {
+        /// The file at fault.
+        path: PathBuf,
+        /// What is missing or inconsistent.
+        problem: String,
+    },
+
+    /// The checkpoint index under `variables/` could not be read.
+    #[error("{path}: cannot read the checkpoint index ({problem}). The variables/ folder may be truncated; copy or export the model again.")]
+    CorruptCheckpointIndex {
+        /// The `variables.index` file.
+        path: PathBuf,
+        /// What went wrong.
+        problem: String,
+    },
+
+    /// No MetaGraph carries the requested tag set.
+    #[error("no MetaGraph with tag set [{wanted}] in {dir}; this model has: {available}. Choose one with --tag (several tags: --tag serve,gpu).")]
+    TagSetNotFound {
+        /// The SavedModel directory.
+        dir: PathBuf,
+        /// The requested tags, comma separated.
+        wanted: String,
+        /// The tag sets the model has.
+        available: String,
+    },
+
+    /// No signature has the requested key.
+    #[error("no signature `{key}` in {dir} (tag set [{tags}]); this model has: {available}. Run `tfload signatures {dir}` to see them.")]
+    SignatureNotFound {
+        /// The SavedModel directory.
+        dir: PathBuf,
+        /// The tag set searched.
+        tags: String,
+        /// The requested signature key.
+        key: String,
+        /// The signature keys the model has.
+        available: String,
+    },
+
+    /// TensorFlow refused to load the SavedModel into a session.
+    #[error("TensorFlow could not load {dir} with tag set [{tags}]: {message}")]
+    Load {
+        /// The SavedModel directory.
+        dir: PathBuf,
+        /// The tag set.
+        tags: String,
+        /// TensorFlow's status message.
+        message: String,
+    },
+
+    /// A call into TensorFlow failed.
+    #[error("TensorFlow error while {during}: {message}")]
+    TensorFlow {
+        /// What tfload was doing.
+        during: String,
+        /// TensorFlow's status message.
+        message: String,
+    },
+}
