@@ -8,6 +8,8 @@ use serde::{Serialize, Serializer};
 /// The element type of a tensor or variable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DType {
+    /// No type (`DT_INVALID`), as on the outputs of TensorFlow's internal init signature.
+    Invalid,
     /// 16-bit IEEE float (`DT_HALF`).
     Float16,
     /// 16-bit brain float (`DT_BFLOAT16`).
@@ -52,6 +54,7 @@ impl DType {
     /// Maps TensorFlow's `DataType` enum number (`DT_FLOAT` = 1, ...) to a `DType`.
     pub fn from_proto(number: i32) -> DType {
         match number {
+            0 => DType::Invalid,
             1 => DType::Float32,
             2 => DType::Float64,
             3 => DType::Int32,
@@ -77,6 +80,7 @@ impl DType {
     /// The name numpy and Python TensorFlow use (`float32`, `int64`, `string`, ...).
     pub fn name(&self) -> String {
         let name = match self {
+            DType::Invalid => "invalid",
             DType::Float16 => "float16",
             DType::BFloat16 => "bfloat16",
             DType::Float32 => "float32",
@@ -108,7 +112,9 @@ impl DType {
             DType::Float32 | DType::Int32 | DType::UInt32 => Some(4),
             DType::Float64 | DType::Int64 | DType::UInt64 | DType::Complex64 => Some(8),
             DType::Complex128 => Some(16),
-            DType::String | DType::Resource | DType::Variant | DType::Other(_) => None,
+            DType::Invalid | DType::String | DType::Resource | DType::Variant | DType::Other(_) => {
+                None
+            }
         }
     }
 }

@@ -17,9 +17,10 @@ pub enum Shape {
 }
 
 impl Shape {
+    /// An absent shape message decodes as TensorFlow reads it: the default proto, a scalar.
     pub(crate) fn from_proto(shape: Option<&proto::TensorShapeProto>) -> Shape {
         match shape {
-            None => Shape::UnknownRank,
+            None => Shape::Known(Vec::new()),
             Some(shape) if shape.unknown_rank => Shape::UnknownRank,
             Some(shape) => Shape::Known(
                 shape

@@ -1,0 +1,129 @@
+//! The text and JSON output of `tfload signatures` / `tfload variables`, and every bad input they
+//! must refuse with a clear message.
+
+mod common;
+
+use common::{copy_dir, model, s, tfload_err, tfload_ok};
+
+#[test]
+fn text_lists_serving_default_first_and_hides_internal_signatures() {
+    let out = tfload_ok(&["signatures", s(&model("multi_io"))]);
+    let order: Vec<usize> = ["'serving_default'", "'any_rank'", "'constant'", "'lookup'"]
+        .iter()
+        .map(|key| out.find(key).unwrap_or_else(|| panic!("{key} missing from:\n{out}")))
+        .collect();
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "signatures out of order:\n{out}");
+    assert!(!out.contains("__saved_model_init_op"), "internal signature shown:\n{out}");
+    for expected in ["[?, 4]", "<unknown rank>", "string", "int64", "serving_default_features:0", "tensorflow/serving/predict"] {
+        assert!(out.contains(expected), "{expected} missing from:\n{out}");
+    }
+    let all = tfload_ok(&["signatures", s(&model("multi_io")), "--all"]);
+    assert!(all.contains("__saved_model_init_op"));
+}
+
+#[test]
+fn json_document_is_stable() {
+    let out = tfload_ok(&["signatures", s(&model("multi_io")), "--json"]);
+    let mut ours: serde_json::Value = serde_json::from_str(&out).unwrap();
+    ours["path"] = "saved_models/multi_io".into();
+    let snapshot_path = common::root().join("tests/snapshots/multi_io_signatures.json");
+    let snapshot: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&snapshot_path).unwrap()).unwrap();
+    assert_eq!(ours, snapshot, "the JSON schema changed; if on purpose, bump `schema` and update {snapshot_path:?}");
+}
+
+#[test]
+fn one_signature_by_key() {
+    let out = tfload_ok(&["signatures", s(&model("multi_io")), "-s", "lookup", "--json"]);
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let signatures = doc["signatures"].as_array().unwrap();
+    assert_eq!(signatures.len(), 1);
+    assert_eq!(signatures[0]["key"], "lookup");
+}
+
+#[test]
+fn variables_text_has_totals() {
+    let out = tfload_ok(&["variables", s(&model("multi_io"))]);
+    assert!(out.contains("dense/kernel"), "{out}");
+    assert!(out.contains("3 variables (2 trainable), 16 elements (15 trainable), 68 B"), "{out}");
+}
+
+#[test]
+fn missing_path() {
+    let err = tfload_err(&["signatures", "/no/such/model"]);
+    assert!(err.contains("/no/such/model: no such file or directory"), "{err}");
+}
+
+#[test]
+fn file_instead_of_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("model.keras");
+    std::fs::write(&file, b"PK").unwrap();
+    let err = tfload_err(&["signatures", s(&file)]);
+    assert!(err.contains("is a file, not a SavedModel directory"), "{err}");
+    assert!(err.contains("Keras 3 model file"), "{err}");
+}
+
+#[test]
+fn directory_without_saved_model_pb() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = tfload_err(&["signatures", s(dir.path())]);
+    assert!(err.contains("has no saved_model.pb"), "{err}");
+    assert!(err.contains(s(dir.path())), "{err}");
+}
+
+#[test]
+fn versioned_serving_layout_is_pointed_at() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&model("multi_io"), &dir.path().join("1"));
+    let err = tfload_err(&["signatures", s(dir.path())]);
+    assert!(err.contains("one level down"), "{err}");
+    assert!(err.contains(s(&dir.path().join("1"))), "{err}");
+}
+
+#[test]
+fn truncated_and_corrupt_saved_model_pb() {
+    let original = std::fs::read(model("multi_io").join("saved_model.pb")).unwrap();
+    for (what, bytes) in [("truncated", original[..original.len() / 2].to_vec()), ("garbage", vec![0xff; 64])] {
+        let dir = tempfile::tempdir().unwrap();
+        copy_dir(&model("multi_io"), dir.path());
+        std::fs::write(dir.path().join("saved_model.pb"), bytes).unwrap();
+        let err = tfload_err(&["signatures", s(dir.path())]);
+        assert!(err.contains("is truncated or corrupt"), "{what}: {err}");
+        assert!(err.contains("saved_model.pb"), "{what}: {err}");
+    }
+}
+
+#[test]
+fn missing_variables_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&model("multi_io"), dir.path());
+    std::fs::remove_dir_all(dir.path().join("variables")).unwrap();
+    let err = tfload_err(&["variables", s(dir.path())]);
+    assert!(err.contains("has no variables/variables.index"), "{err}");
+    // Signatures need no variables.
+    tfload_ok(&["signatures", s(dir.path())]);
+}
+
+#[test]
+fn corrupt_checkpoint_index() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&model("multi_io"), dir.path());
+    std::fs::write(dir.path().join("variables/variables.index"), b"short").unwrap();
+    let err = tfload_err(&["variables", s(dir.path())]);
+    assert!(err.contains("cannot read the checkpoint index"), "{err}");
+}
+
+#[test]
+fn unknown_tag_set_lists_the_available_ones() {
+    let err = tfload_err(&["signatures", s(&model("multi_io")), "--tag", "train"]);
+    assert!(err.contains("no MetaGraph with tag set [train]"), "{err}");
+    assert!(err.contains("this model has: [serve]"), "{err}");
+}
+
+#[test]
+fn unknown_signature_lists_the_available_ones() {
+    let err = tfload_err(&["signatures", s(&model("multi_io")), "-s", "predict"]);
+    assert!(err.contains("no signature `predict`"), "{err}");
+    assert!(err.contains("serving_default, any_rank, constant, lookup"), "{err}");
+}
