@@ -1,0 +1,133 @@
+"""Benchmarks tfload beside the Python way of doing the same work, in one run, and writes the
+ratios to BENCHMARKS.md (absolute times on a shared 2-core machine are noise; ratios are not).
+
+Run: .venv/bin/python scripts/bench.py [--only NAME ...]   (builds target/release/tfload first)
+
+Each benchmark is a function registered in BENCHMARKS below; each returns rows for its table.
+"""
+
+import argparse
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OUT = os.path.join(ROOT, "bench-out")
+TFLOAD = os.path.join(ROOT, "target", "release", "tfload")
+VENV_BIN = os.path.join(ROOT, ".venv", "bin")
+
+
+def timed_runs(command, runs):
+    """Median wall time in seconds of `runs` runs of a command (its output discarded)."""
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def make_large_model(path):
+    """A SavedModel with ~128 MB of variables, to show that listing never reads them."""
+    if os.path.exists(os.path.join(path, "saved_model.pb")):
+        return
+    import tensorflow as tf
+
+    class Large(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.kernel = tf.Variable(tf.zeros([4096, 8192]), name="big/kernel")
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 4096], tf.float32, name="x")])
+        def serve(self, x):
+            return {"y": tf.matmul(x, self.kernel)}
+
+    module = Large()
+    tmp = path + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tf.saved_model.save(module, tmp, signatures={"serving_default": module.serve})
+    os.rename(tmp, path)
+
+
+def bench_signatures():
+    """`tfload signatures --all` beside `saved_model_cli show --all` on the same model."""
+    large = os.path.join(OUT, "large_variables")
+    make_large_model(large)
+    models = [os.path.join(ROOT, "saved_models", name) for name in sorted(os.listdir(os.path.join(ROOT, "saved_models")))
+              if os.path.exists(os.path.join(ROOT, "saved_models", name, "saved_model.pb"))]
+    rows = []
+    for model in models + [large]:
+        ours = timed_runs([TFLOAD, "signatures", model, "--all"], 21)
+        theirs = timed_runs([os.path.join(VENV_BIN, "saved_model_cli"), "show", "--dir", model, "--all"], 3)
+        size_mb = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(model) for f in fs) / 1e6
+        rows.append([os.path.relpath(model, ROOT), f"{size_mb:.1f} MB", f"{ours * 1000:.1f} ms",
+                     f"{theirs * 1000:.0f} ms", f"{theirs / ours:.0f}x"])
+    return {
+        "title": "Start-up: listing signatures",
+        "what": "`tfload signatures DIR --all` (median of 21 runs) beside `saved_model_cli show --dir DIR --all` "
+                "(median of 3 runs), same model, same machine, one run of this script.",
+        "header": ["model", "size on disk", "tfload", "saved_model_cli", "ratio (faster)"],
+        "rows": rows,
+        "target": "at least 20x faster than saved_model_cli",
+    }
+
+
+BENCHMARKS = {"signatures": bench_signatures}
+
+
+def machine_description():
+    cpu = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    import tensorflow as tf
+    return (f"{os.cpu_count()} cores ({cpu}), {memory:.0f} GiB, {platform.system()} {platform.release()}, "
+            f"Python {platform.python_version()}, TensorFlow {tf.__version__}, no GPU")
+
+
+def render(results, command):
+    lines = ["# Benchmarks", "",
+             "Written by `scripts/bench.py`; every figure compares tfload with the Python way of doing",
+             "the same work in the same run. Re-run with:", "", f"    {command}", "",
+             f"Machine: {machine_description()}.", ""]
+    for result in results:
+        lines += [f"## {result['title']}", "", result["what"], ""]
+        lines.append("| " + " | ".join(result["header"]) + " |")
+        lines.append("|" + "---|" * len(result["header"]))
+        lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in result["rows"]]
+        lines += ["", f"Target: {result['target']}.", ""]
+        if result.get("notes"):
+            lines += [result["notes"], ""]
+    return "\n".join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", nargs="*", choices=sorted(BENCHMARKS), help="run only these")
+    parser.add_argument("--output", default=os.path.join(ROOT, "BENCHMARKS.md"))
+    args = parser.parse_args()
+    subprocess.run(["cargo", "build", "--release", "--locked", "--quiet"], cwd=ROOT, check=True)
+    os.makedirs(OUT, exist_ok=True)
+    results = []
+    for name in args.only or list(BENCHMARKS):
+        print(f"bench: {name} ...", file=sys.stderr, flush=True)
+        results.append(BENCHMARKS[name]())
+    command = ".venv/bin/python scripts/bench.py" + (" --only " + " ".join(args.only) if args.only else "")
+    text = render(results, command)
+    with open(args.output + ".tmp", "w") as f:
+        f.write(text)
+    os.replace(args.output + ".tmp", args.output)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
