@@ -122,4 +122,31 @@ pub enum Error {
         /// TensorFlow's status message.
         message: String,
     },
+
+    /// A NumPy array file could not be read or does not hold what is needed.
+    #[error("{path}: {problem}")]
+    Array {
+        /// The `.npy` / `.npz` file.
+        path: PathBuf,
+        /// What is wrong.
+        problem: String,
+    },
+
+    /// A tensor has an element type tfload cannot convert.
+    #[error("{context}: tensors of dtype {dtype} are not supported")]
+    UnsupportedDType {
+        /// The element type.
+        dtype: crate::dtype::DType,
+        /// Where it was met.
+        context: String,
+    },
+
+    /// Inputs given to a signature do not match it (unknown, missing, wrong dtype or shape).
+    #[error("signature `{signature}`: {problem}. Run `tfload signatures DIR -s {signature}` to see what it takes.")]
+    InputMismatch {
+        /// The signature key.
+        signature: String,
+        /// What does not match, naming the input key, the expected and the given dtype/shape.
+        problem: String,
+    },
 }

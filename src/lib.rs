@@ -17,23 +17,28 @@
 //! ```
 
 pub mod bundle;
+pub mod call;
 pub mod checkpoint_index;
 pub mod dtype;
 pub mod error;
 pub mod meta_graph;
+pub mod npy;
 mod proto;
 pub mod saved_model;
 pub mod shape;
 pub mod signature;
+pub mod tensor;
 pub mod variables;
 
 pub use bundle::{LoadedModel, SessionConfig};
+pub use call::{BoundSignature, Tensors};
 pub use dtype::DType;
 pub use error::{Error, Result};
 pub use meta_graph::MetaGraph;
 pub use saved_model::SavedModel;
 pub use shape::Shape;
 pub use signature::{Signature, TensorEncoding, TensorSpec};
+pub use tensor::TensorData;
 pub use variables::{VariableInfo, VariableTotals};
 
 /// The TensorFlow version of the C library tfload runs on (the pinned tensorflow-cpu wheel's).

@@ -1,0 +1,191 @@
+//! Calling a signature of a loaded model: inputs checked against the signature on the Rust side
+//! (keys, dtypes, ranks, known dimensions) before TensorFlow sees them, then fed by key, and the
+//! outputs fetched by key. Graph tensor names stay inside this module.
+
+use std::collections::BTreeMap;
+
+use tensorflow::{Operation, SessionRunArgs};
+
+use crate::bundle::LoadedModel;
+use crate::error::{Error, Result};
+use crate::signature::{Signature, TensorSpec};
+use crate::tensor::TensorData;
+
+/// Inputs or outputs by key.
+pub type Tensors = BTreeMap<String, TensorData>;
+
+/// One signature tensor resolved to its graph operation and output index.
+#[derive(Debug, Clone)]
+struct Endpoint {
+    spec: TensorSpec,
+    operation: Operation,
+    index: i32,
+}
+
+/// A signature resolved against a loaded graph once, to be called many times (a training loop
+/// calls `train_step` thousands of times; resolving names each time would be waste).
+#[derive(Debug, Clone)]
+pub struct BoundSignature {
+    signature: Signature,
+    inputs: Vec<Endpoint>,
+    outputs: Vec<Endpoint>,
+}
+
+impl BoundSignature {
+    /// Resolves signature `key` of `model`.
+    pub fn bind(model: &LoadedModel, key: &str) -> Result<BoundSignature> {
+        let signature = model.meta_graph().signature(key)?;
+        let resolve = |specs: &[TensorSpec]| -> Result<Vec<Endpoint>> {
+            specs.iter().map(|spec| resolve(model, &signature.key, spec)).collect()
+        };
+        Ok(BoundSignature {
+            inputs: resolve(&signature.inputs)?,
+            outputs: resolve(&signature.outputs)?,
+            signature,
+        })
+    }
+
+    /// The signature's specs.
+    pub fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    /// Checks `inputs` against the signature: every key known and present, dtypes equal, ranks
+    /// and known dimensions equal, and the batch size the same across inputs.
+    pub fn check_inputs(&self, inputs: &Tensors) -> Result<()> {
+        let mismatch = |problem: String| Error::InputMismatch {
+            signature: self.signature.key.clone(),
+            problem,
+        };
+        let expected: Vec<&str> = self.inputs.iter().map(|e| e.spec.key.as_str()).collect();
+        if let Some(unknown) = inputs.keys().find(|key| !expected.contains(&key.as_str())) {
+            return Err(mismatch(format!(
+                "there is no input `{unknown}`; its inputs are: {}",
+                list_or_none(&expected)
+            )));
+        }
+        let missing: Vec<&str> = expected.iter().copied().filter(|key| !inputs.contains_key(*key)).collect();
+        if !missing.is_empty() {
+            return Err(mismatch(format!(
+                "input{} `{}` not given ({} given: {})",
+                if missing.len() > 1 { "s" } else { "" },
+                missing.join("`, `"),
+                inputs.len(),
+                list_or_none(&inputs.keys().map(String::as_str).collect::<Vec<_>>())
+            )));
+        }
+        for endpoint in &self.inputs {
+            check_one(&endpoint.spec, &inputs[&endpoint.spec.key]).map_err(mismatch)?;
+        }
+        Ok(())
+    }
+
+    /// Runs the signature on `inputs` in `model`'s session and returns the outputs named in
+    /// `wanted` (all of them when `None`).
+    pub fn run(&self, model: &LoadedModel, inputs: &Tensors, wanted: Option<&[&str]>) -> Result<Tensors> {
+        self.check_inputs(inputs)?;
+        let outputs: Vec<&Endpoint> = match wanted {
+            None => self.outputs.iter().collect(),
+            Some(keys) => keys
+                .iter()
+                .map(|key| {
+                    self.outputs.iter().find(|e| e.spec.key == *key).ok_or_else(|| Error::InputMismatch {
+                        signature: self.signature.key.clone(),
+                        problem: format!(
+                            "there is no output `{key}`; its outputs are: {}",
+                            list_or_none(&self.outputs.iter().map(|e| e.spec.key.as_str()).collect::<Vec<_>>())
+                        ),
+                    })
+                })
+                .collect::<Result<_>>()?,
+        };
+        let feeds: Vec<_> = self
+            .inputs
+            .iter()
+            .map(|endpoint| inputs[&endpoint.spec.key].to_tf().map(|tensor| (endpoint, tensor)))
+            .collect::<Result<_>>()?;
+        let mut args = SessionRunArgs::new();
+        for (endpoint, tensor) in &feeds {
+            tensor.feed(&mut args, &endpoint.operation, endpoint.index);
+        }
+        let tokens: Vec<_> = outputs
+            .iter()
+            .map(|endpoint| args.request_fetch(&endpoint.operation, endpoint.index))
+            .collect();
+        model.session().run(&mut args).map_err(|status| Error::TensorFlow {
+            during: format!("running signature `{}`", self.signature.key),
+            message: status.to_string(),
+        })?;
+        outputs
+            .iter()
+            .zip(tokens)
+            .map(|(endpoint, token)| {
+                TensorData::fetch(&mut args, token, endpoint.spec.dtype).map(|data| (endpoint.spec.key.clone(), data))
+            })
+            .collect()
+    }
+}
+
+impl LoadedModel {
+    /// Runs signature `key` on `inputs` (by input key) and returns every output by key.
+    pub fn run(&self, key: &str, inputs: &Tensors) -> Result<Tensors> {
+        BoundSignature::bind(self, key)?.run(self, inputs, None)
+    }
+}
+
+fn list_or_none(keys: &[&str]) -> String {
+    if keys.is_empty() {
+        "(none)".to_string()
+    } else {
+        keys.join(", ")
+    }
+}
+
+fn resolve(model: &LoadedModel, signature: &str, spec: &TensorSpec) -> Result<Endpoint> {
+    let name = spec.tensor_name().filter(|_| matches!(spec.encoding, crate::TensorEncoding::Dense { .. }));
+    let Some(name) = name else {
+        return Err(Error::InputMismatch {
+            signature: signature.to_string(),
+            problem: format!("`{}` is a sparse or composite tensor, which tfload cannot feed or fetch yet", spec.key),
+        });
+    };
+    let (op_name, index) = match name.rsplit_once(':') {
+        Some((op, index)) => (op, index.parse::<i32>().unwrap_or(0)),
+        None => (name, 0),
+    };
+    let operation = model.graph().operation_by_name_required(op_name).map_err(|status| {
+        Error::MalformedSavedModel {
+            path: model.dir().join("saved_model.pb"),
+            problem: format!("signature `{signature}` names tensor `{name}`, which the graph lacks ({status})"),
+        }
+    })?;
+    Ok(Endpoint {
+        spec: spec.clone(),
+        operation,
+        index,
+    })
+}
+
+/// Compares one given tensor with its spec; the problem text names the key, expected and given.
+fn check_one(spec: &TensorSpec, data: &TensorData) -> Result<(), String> {
+    let given = format!("{} {:?}", data.dtype(), data.shape());
+    if data.dtype() != spec.dtype {
+        return Err(format!(
+            "input `{}` must be {} {}, but {} was given",
+            spec.key, spec.dtype, spec.shape, given
+        ));
+    }
+    let Some(dims) = spec.shape.dims() else {
+        return Ok(());
+    };
+    let shape = data.shape();
+    let fits = dims.len() == shape.len()
+        && dims.iter().zip(shape).all(|(want, &have)| want.is_none_or(|want| want == have as u64));
+    if !fits {
+        return Err(format!(
+            "input `{}` must have shape {} ({}), but {} was given",
+            spec.key, spec.shape, spec.dtype, given
+        ));
+    }
+    Ok(())
+}

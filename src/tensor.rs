@@ -1,0 +1,256 @@
+//! Tensors as the library's callers see them: an owned n-dimensional array (ndarray) of one of
+//! the element types a signature can take, and the conversions to and from TensorFlow's tensors
+//! at the C-API boundary.
+
+use half::f16;
+use ndarray::{ArrayD, IxDyn};
+use tensorflow::{FetchToken, Operation, SessionRunArgs, Tensor};
+
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+
+/// Calls `$body` with `$array` bound to the array inside any `TensorData` variant.
+macro_rules! with_array {
+    ($data:expr, $array:ident => $body:expr) => {
+        match $data {
+            TensorData::Float16($array) => $body,
+            TensorData::Float32($array) => $body,
+            TensorData::Float64($array) => $body,
+            TensorData::Int8($array) => $body,
+            TensorData::Int16($array) => $body,
+            TensorData::Int32($array) => $body,
+            TensorData::Int64($array) => $body,
+            TensorData::UInt8($array) => $body,
+            TensorData::UInt16($array) => $body,
+            TensorData::UInt32($array) => $body,
+            TensorData::UInt64($array) => $body,
+            TensorData::Bool($array) => $body,
+            TensorData::String($array) => $body,
+        }
+    };
+}
+
+/// An owned tensor value: an n-dimensional array of one element type.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TensorData {
+    /// float16 values.
+    Float16(ArrayD<f16>),
+    /// float32 values.
+    Float32(ArrayD<f32>),
+    /// float64 values.
+    Float64(ArrayD<f64>),
+    /// int8 values.
+    Int8(ArrayD<i8>),
+    /// int16 values.
+    Int16(ArrayD<i16>),
+    /// int32 values.
+    Int32(ArrayD<i32>),
+    /// int64 values.
+    Int64(ArrayD<i64>),
+    /// uint8 values.
+    UInt8(ArrayD<u8>),
+    /// uint16 values.
+    UInt16(ArrayD<u16>),
+    /// uint32 values.
+    UInt32(ArrayD<u32>),
+    /// uint64 values.
+    UInt64(ArrayD<u64>),
+    /// bool values.
+    Bool(ArrayD<bool>),
+    /// Strings (TensorFlow byte strings that are valid UTF-8).
+    String(ArrayD<String>),
+}
+
+impl TensorData {
+    /// The element type.
+    pub fn dtype(&self) -> DType {
+        match self {
+            TensorData::Float16(_) => DType::Float16,
+            TensorData::Float32(_) => DType::Float32,
+            TensorData::Float64(_) => DType::Float64,
+            TensorData::Int8(_) => DType::Int8,
+            TensorData::Int16(_) => DType::Int16,
+            TensorData::Int32(_) => DType::Int32,
+            TensorData::Int64(_) => DType::Int64,
+            TensorData::UInt8(_) => DType::UInt8,
+            TensorData::UInt16(_) => DType::UInt16,
+            TensorData::UInt32(_) => DType::UInt32,
+            TensorData::UInt64(_) => DType::UInt64,
+            TensorData::Bool(_) => DType::Bool,
+            TensorData::String(_) => DType::String,
+        }
+    }
+
+    /// The shape.
+    pub fn shape(&self) -> &[usize] {
+        with_array!(self, array => array.shape())
+    }
+
+    /// The number of elements.
+    pub fn len(&self) -> usize {
+        with_array!(self, array => array.len())
+    }
+
+    /// Whether the tensor has no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The values as float32 where the type converts without surprise (floats and integers).
+    pub fn to_f32(&self) -> Option<ArrayD<f32>> {
+        Some(match self {
+            TensorData::Float16(a) => a.mapv(f32::from),
+            TensorData::Float32(a) => a.clone(),
+            TensorData::Float64(a) => a.mapv(|v| v as f32),
+            TensorData::Int8(a) => a.mapv(f32::from),
+            TensorData::Int16(a) => a.mapv(f32::from),
+            TensorData::Int32(a) => a.mapv(|v| v as f32),
+            TensorData::Int64(a) => a.mapv(|v| v as f32),
+            TensorData::UInt8(a) => a.mapv(f32::from),
+            TensorData::UInt16(a) => a.mapv(f32::from),
+            TensorData::UInt32(a) => a.mapv(|v| v as f32),
+            TensorData::UInt64(a) => a.mapv(|v| v as f32),
+            TensorData::Bool(_) | TensorData::String(_) => return None,
+        })
+    }
+
+    /// Converts to a TensorFlow tensor, ready to feed.
+    pub(crate) fn to_tf(&self) -> Result<FeedTensor> {
+        fn convert<T: tensorflow::TensorType + Clone>(array: &ArrayD<T>) -> Result<Tensor<T>> {
+            let dims: Vec<u64> = array.shape().iter().map(|&d| d as u64).collect();
+            let standard = array.as_standard_layout();
+            let values = standard.as_slice().expect("standard layout is contiguous");
+            Tensor::new(&dims).with_values(values).map_err(|status| Error::TensorFlow {
+                during: "building an input tensor".to_string(),
+                message: status.to_string(),
+            })
+        }
+        Ok(match self {
+            TensorData::Float16(a) => FeedTensor::Float16(convert(a)?),
+            TensorData::Float32(a) => FeedTensor::Float32(convert(a)?),
+            TensorData::Float64(a) => FeedTensor::Float64(convert(a)?),
+            TensorData::Int8(a) => FeedTensor::Int8(convert(a)?),
+            TensorData::Int16(a) => FeedTensor::Int16(convert(a)?),
+            TensorData::Int32(a) => FeedTensor::Int32(convert(a)?),
+            TensorData::Int64(a) => FeedTensor::Int64(convert(a)?),
+            TensorData::UInt8(a) => FeedTensor::UInt8(convert(a)?),
+            TensorData::UInt16(a) => FeedTensor::UInt16(convert(a)?),
+            TensorData::UInt32(a) => FeedTensor::UInt32(convert(a)?),
+            TensorData::UInt64(a) => FeedTensor::UInt64(convert(a)?),
+            TensorData::Bool(a) => FeedTensor::Bool(convert(a)?),
+            TensorData::String(a) => FeedTensor::String(convert(a)?),
+        })
+    }
+
+    /// Takes a fetched output of type `dtype` out of the run arguments.
+    pub(crate) fn fetch(args: &mut SessionRunArgs<'_>, token: FetchToken, dtype: DType) -> Result<TensorData> {
+        fn take<T: tensorflow::TensorType + Clone>(
+            args: &mut SessionRunArgs<'_>,
+            token: FetchToken,
+        ) -> Result<ArrayD<T>> {
+            let tensor: Tensor<T> = args.fetch(token).map_err(|status| Error::TensorFlow {
+                during: "fetching an output".to_string(),
+                message: status.to_string(),
+            })?;
+            let dims: Vec<usize> = tensor.dims().iter().map(|&d| d as usize).collect();
+            Ok(ArrayD::from_shape_vec(IxDyn(&dims), tensor.to_vec()).expect("tensor length matches its dims"))
+        }
+        Ok(match dtype {
+            DType::Float16 => TensorData::Float16(take(args, token)?),
+            DType::Float32 => TensorData::Float32(take(args, token)?),
+            DType::Float64 => TensorData::Float64(take(args, token)?),
+            DType::Int8 => TensorData::Int8(take(args, token)?),
+            DType::Int16 => TensorData::Int16(take(args, token)?),
+            DType::Int32 => TensorData::Int32(take(args, token)?),
+            DType::Int64 => TensorData::Int64(take(args, token)?),
+            DType::UInt8 => TensorData::UInt8(take(args, token)?),
+            DType::UInt16 => TensorData::UInt16(take(args, token)?),
+            DType::UInt32 => TensorData::UInt32(take(args, token)?),
+            DType::UInt64 => TensorData::UInt64(take(args, token)?),
+            DType::Bool => TensorData::Bool(take(args, token)?),
+            DType::String => TensorData::String(take(args, token)?),
+            other => {
+                return Err(Error::UnsupportedDType {
+                    dtype: other,
+                    context: "fetching an output".to_string(),
+                })
+            }
+        })
+    }
+}
+
+macro_rules! impl_from_array {
+    ($($rust:ty => $variant:ident),* $(,)?) => {
+        $(impl From<ArrayD<$rust>> for TensorData {
+            fn from(array: ArrayD<$rust>) -> TensorData {
+                TensorData::$variant(array)
+            }
+        })*
+    };
+}
+
+impl_from_array!(
+    f16 => Float16, f32 => Float32, f64 => Float64, i8 => Int8, i16 => Int16, i32 => Int32,
+    i64 => Int64, u8 => UInt8, u16 => UInt16, u32 => UInt32, u64 => UInt64, bool => Bool,
+    String => String,
+);
+
+/// A TensorFlow tensor built from a `TensorData`, kept alive while a run borrows it.
+pub(crate) enum FeedTensor {
+    Float16(Tensor<f16>),
+    Float32(Tensor<f32>),
+    Float64(Tensor<f64>),
+    Int8(Tensor<i8>),
+    Int16(Tensor<i16>),
+    Int32(Tensor<i32>),
+    Int64(Tensor<i64>),
+    UInt8(Tensor<u8>),
+    UInt16(Tensor<u16>),
+    UInt32(Tensor<u32>),
+    UInt64(Tensor<u64>),
+    Bool(Tensor<bool>),
+    String(Tensor<String>),
+}
+
+impl FeedTensor {
+    /// Adds this tensor as the feed of `operation:index`.
+    pub(crate) fn feed<'l>(&'l self, args: &mut SessionRunArgs<'l>, operation: &Operation, index: i32) {
+        match self {
+            FeedTensor::Float16(t) => args.add_feed(operation, index, t),
+            FeedTensor::Float32(t) => args.add_feed(operation, index, t),
+            FeedTensor::Float64(t) => args.add_feed(operation, index, t),
+            FeedTensor::Int8(t) => args.add_feed(operation, index, t),
+            FeedTensor::Int16(t) => args.add_feed(operation, index, t),
+            FeedTensor::Int32(t) => args.add_feed(operation, index, t),
+            FeedTensor::Int64(t) => args.add_feed(operation, index, t),
+            FeedTensor::UInt8(t) => args.add_feed(operation, index, t),
+            FeedTensor::UInt16(t) => args.add_feed(operation, index, t),
+            FeedTensor::UInt32(t) => args.add_feed(operation, index, t),
+            FeedTensor::UInt64(t) => args.add_feed(operation, index, t),
+            FeedTensor::Bool(t) => args.add_feed(operation, index, t),
+            FeedTensor::String(t) => args.add_feed(operation, index, t),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_through_a_tensorflow_tensor() {
+        let array = ArrayD::from_shape_vec(IxDyn(&[2, 3]), (0..6).map(|v| v as f32).collect()).unwrap();
+        let data = TensorData::from(array.clone());
+        let FeedTensor::Float32(tensor) = data.to_tf().unwrap() else { panic!("wrong variant") };
+        assert_eq!(tensor.dims(), &[2, 3]);
+        assert_eq!(&tensor[..], array.as_slice().unwrap());
+    }
+
+    #[test]
+    fn transposed_arrays_are_fed_in_logical_order() {
+        let array = ArrayD::from_shape_vec(IxDyn(&[2, 2]), vec![1i64, 2, 3, 4]).unwrap();
+        let transposed = TensorData::from(array.t().to_owned());
+        let FeedTensor::Int64(tensor) = transposed.to_tf().unwrap() else { panic!("wrong variant") };
+        assert_eq!(&tensor[..], &[1, 3, 2, 4]);
+    }
+}
