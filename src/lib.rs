@@ -18,6 +18,7 @@
 
 pub mod bundle;
 pub mod call;
+pub mod data;
 pub mod checkpoint_index;
 pub mod dtype;
 pub mod error;

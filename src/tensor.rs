@@ -96,6 +96,27 @@ impl TensorData {
         self.len() == 0
     }
 
+    /// The rows (entries along the first axis) at `indices`, in that order: a batch gathered out
+    /// of a data set. Panics if the tensor is a scalar or an index is out of range.
+    pub fn select_rows(&self, indices: &[usize]) -> TensorData {
+        let axis = ndarray::Axis(0);
+        match self {
+            TensorData::Float16(a) => TensorData::Float16(a.select(axis, indices)),
+            TensorData::Float32(a) => TensorData::Float32(a.select(axis, indices)),
+            TensorData::Float64(a) => TensorData::Float64(a.select(axis, indices)),
+            TensorData::Int8(a) => TensorData::Int8(a.select(axis, indices)),
+            TensorData::Int16(a) => TensorData::Int16(a.select(axis, indices)),
+            TensorData::Int32(a) => TensorData::Int32(a.select(axis, indices)),
+            TensorData::Int64(a) => TensorData::Int64(a.select(axis, indices)),
+            TensorData::UInt8(a) => TensorData::UInt8(a.select(axis, indices)),
+            TensorData::UInt16(a) => TensorData::UInt16(a.select(axis, indices)),
+            TensorData::UInt32(a) => TensorData::UInt32(a.select(axis, indices)),
+            TensorData::UInt64(a) => TensorData::UInt64(a.select(axis, indices)),
+            TensorData::Bool(a) => TensorData::Bool(a.select(axis, indices)),
+            TensorData::String(a) => TensorData::String(a.select(axis, indices)),
+        }
+    }
+
     /// The values as float32 where the type converts without surprise (floats and integers).
     pub fn to_f32(&self) -> Option<ArrayD<f32>> {
         Some(match self {

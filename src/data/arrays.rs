@@ -1,0 +1,110 @@
+//! Data sets held in memory as arrays: features and labels from `.npz` (or two `.npy`) files,
+//! the form Keras users get from `np.savez(path, x=..., y=...)`.
+
+use std::path::{Path, PathBuf};
+
+use crate::data::{Batch, Dataset};
+use crate::error::{Error, Result};
+use crate::npy::{read_npz, ArraySource};
+use crate::tensor::TensorData;
+
+/// Features and labels in memory, first axis the example.
+#[derive(Debug, Clone)]
+pub struct ArrayDataset {
+    features: TensorData,
+    labels: TensorData,
+    origin: String,
+}
+
+impl ArrayDataset {
+    /// A data set from arrays whose first axes agree.
+    pub fn new(features: TensorData, labels: TensorData, origin: &str) -> Result<ArrayDataset> {
+        let problem = if features.shape().is_empty() || labels.shape().is_empty() {
+            Some("features and labels must have a first (example) axis".to_string())
+        } else if features.shape()[0] != labels.shape()[0] {
+            Some(format!(
+                "{} feature rows but {} labels; they must have the same first dimension",
+                features.shape()[0],
+                labels.shape()[0]
+            ))
+        } else {
+            None
+        };
+        if let Some(problem) = problem {
+            return Err(Error::Array {
+                path: PathBuf::from(origin),
+                problem,
+            });
+        }
+        Ok(ArrayDataset {
+            features,
+            labels,
+            origin: origin.to_string(),
+        })
+    }
+
+    /// Reads `x` and `y` (or `features` and `labels`, or the names given) from a `.npz` file.
+    pub fn from_npz(path: &Path, feature_key: Option<&str>, label_key: Option<&str>) -> Result<ArrayDataset> {
+        let names = crate::npy::npz_names(path)?;
+        let pick = |given: Option<&str>, defaults: [&str; 2], what: &str| -> Result<String> {
+            if let Some(given) = given {
+                return Ok(given.to_string());
+            }
+            defaults
+                .iter()
+                .find(|name| names.iter().any(|n| n == *name))
+                .map(|name| name.to_string())
+                .ok_or_else(|| Error::Array {
+                    path: path.to_path_buf(),
+                    problem: format!(
+                        "has no {what} array named {} (it has: {}); name it with --{what}-key",
+                        defaults.join(" or "),
+                        names.join(", ")
+                    ),
+                })
+        };
+        let feature_key = pick(feature_key, ["x", "features"], "feature")?;
+        let label_key = pick(label_key, ["y", "labels"], "label")?;
+        let features = read_npz(path, Some(&feature_key))?;
+        let labels = read_npz(path, Some(&label_key))?;
+        ArrayDataset::new(features, labels, &path.display().to_string())
+    }
+
+    /// Reads features and labels from two array sources (`x.npy`, `data.npz[y]`).
+    pub fn from_sources(features: &ArraySource, labels: &ArraySource) -> Result<ArrayDataset> {
+        let origin = features.path.display().to_string();
+        ArrayDataset::new(features.read()?, labels.read()?, &origin)
+    }
+
+    /// The features.
+    pub fn features(&self) -> &TensorData {
+        &self.features
+    }
+
+    /// The labels.
+    pub fn labels(&self) -> &TensorData {
+        &self.labels
+    }
+}
+
+impl Dataset for ArrayDataset {
+    fn len(&self) -> usize {
+        self.features.shape()[0]
+    }
+
+    fn example_shape(&self) -> Vec<usize> {
+        self.features.shape()[1..].to_vec()
+    }
+
+    fn describe(&self) -> String {
+        format!("{} ({} examples)", self.origin, self.len())
+    }
+
+    fn gather(&self, indices: &[usize]) -> Result<Batch> {
+        Ok(Batch {
+            inputs: self.features.select_rows(indices),
+            labels: self.labels.select_rows(indices),
+            indices: indices.to_vec(),
+        })
+    }
+}

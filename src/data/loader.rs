@@ -1,0 +1,202 @@
+//! The batch loader: a reproducible order of examples per epoch (a pure function of seed and
+//! epoch, so a resumed run sees the same batches as an uninterrupted one), cut into batches that
+//! a background thread gathers ahead of the training loop through a bounded queue.
+
+use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use crate::data::{Batch, Dataset};
+use crate::error::Result;
+
+/// The order of `len` examples in `epoch`: `0..len` without shuffling, else a permutation drawn
+/// from `seed` and `epoch` alone.
+pub fn epoch_order(len: usize, seed: u64, epoch: u64, shuffle: bool) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..len).collect();
+    if shuffle {
+        // Mix the epoch in so that consecutive epochs get unrelated permutations.
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        order.shuffle(&mut rng);
+    }
+    order
+}
+
+/// How batches are made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoaderOptions {
+    /// Examples per batch.
+    pub batch_size: usize,
+    /// Shuffle the examples each epoch.
+    pub shuffle: bool,
+    /// Seed of the shuffle.
+    pub seed: u64,
+    /// Leave out the last batch when it is smaller than `batch_size`.
+    pub drop_remainder: bool,
+    /// Batches prepared ahead of the consumer.
+    pub prefetch: usize,
+}
+
+impl Default for LoaderOptions {
+    fn default() -> LoaderOptions {
+        LoaderOptions {
+            batch_size: 32,
+            shuffle: true,
+            seed: 0,
+            drop_remainder: false,
+            prefetch: 2,
+        }
+    }
+}
+
+/// Hands out the batches of a data set, epoch by epoch.
+#[derive(Clone)]
+pub struct BatchLoader {
+    dataset: Arc<dyn Dataset>,
+    options: LoaderOptions,
+}
+
+impl BatchLoader {
+    /// A loader over `dataset`. A batch size of 0 is taken as 1.
+    pub fn new(dataset: Arc<dyn Dataset>, mut options: LoaderOptions) -> BatchLoader {
+        options.batch_size = options.batch_size.max(1);
+        BatchLoader { dataset, options }
+    }
+
+    /// The data set.
+    pub fn dataset(&self) -> &Arc<dyn Dataset> {
+        &self.dataset
+    }
+
+    /// The options.
+    pub fn options(&self) -> &LoaderOptions {
+        &self.options
+    }
+
+    /// Batches in one epoch.
+    pub fn batches_per_epoch(&self) -> usize {
+        let (len, size) = (self.dataset.len(), self.options.batch_size);
+        if self.options.drop_remainder {
+            len / size
+        } else {
+            len.div_ceil(size)
+        }
+    }
+
+    /// The example indices of each batch of `epoch`.
+    pub fn batch_indices(&self, epoch: u64) -> Vec<Vec<usize>> {
+        let order = epoch_order(self.dataset.len(), self.options.seed, epoch, self.options.shuffle);
+        order
+            .chunks(self.options.batch_size)
+            .take(self.batches_per_epoch())
+            .map(<[usize]>::to_vec)
+            .collect()
+    }
+
+    /// The batches of `epoch` from batch `skip` on, gathered on a background thread that works
+    /// up to `prefetch` batches ahead. Dropping the iterator stops the thread.
+    pub fn epoch(&self, epoch: u64, skip: usize) -> EpochBatches {
+        let plan: Vec<Vec<usize>> = self.batch_indices(epoch).into_iter().skip(skip).collect();
+        let (sender, receiver) = sync_channel(self.options.prefetch.max(1));
+        let dataset = self.dataset.clone();
+        let worker = std::thread::Builder::new()
+            .name("tfload-loader".to_string())
+            .spawn(move || {
+                for indices in plan {
+                    let batch = dataset.gather(&indices);
+                    let failed = batch.is_err();
+                    if sender.send(batch).is_err() || failed {
+                        return; // the consumer is gone, or the error is delivered
+                    }
+                }
+            })
+            .expect("spawning the loader thread");
+        EpochBatches {
+            receiver: Some(receiver),
+            worker: Some(worker),
+        }
+    }
+}
+
+/// The batches of one epoch, in order.
+pub struct EpochBatches {
+    receiver: Option<Receiver<Result<Batch>>>,
+    worker: Option<JoinHandle<()>>,
+}
+
+impl Iterator for EpochBatches {
+    type Item = Result<Batch>;
+
+    fn next(&mut self) -> Option<Result<Batch>> {
+        self.receiver.as_ref()?.recv().ok()
+    }
+}
+
+impl Drop for EpochBatches {
+    fn drop(&mut self) {
+        // Closing the queue first unblocks a worker waiting to send.
+        self.receiver.take();
+        if let Some(worker) = self.worker.take() {
+            let _ = worker.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::ArrayDataset;
+    use crate::tensor::TensorData;
+    use ndarray::{ArrayD, IxDyn};
+
+    fn dataset(n: usize) -> Arc<dyn Dataset> {
+        let x = ArrayD::from_shape_fn(IxDyn(&[n, 2]), |i| (i[0] * 10 + i[1]) as f32);
+        let y = ArrayD::from_shape_fn(IxDyn(&[n]), |i| i[0] as i64);
+        Arc::new(ArrayDataset::new(TensorData::Float32(x), TensorData::Int64(y), "test").unwrap())
+    }
+
+    #[test]
+    fn order_depends_only_on_seed_and_epoch() {
+        assert_eq!(epoch_order(50, 7, 3, true), epoch_order(50, 7, 3, true));
+        assert_ne!(epoch_order(50, 7, 3, true), epoch_order(50, 7, 4, true));
+        assert_ne!(epoch_order(50, 7, 3, true), epoch_order(50, 8, 3, true));
+        let mut sorted = epoch_order(50, 7, 3, true);
+        sorted.sort();
+        assert_eq!(sorted, (0..50).collect::<Vec<_>>());
+        assert_eq!(epoch_order(5, 7, 3, false), vec![0, 1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn last_partial_batch_kept_or_dropped() {
+        let options = LoaderOptions { batch_size: 4, ..LoaderOptions::default() };
+        let keep = BatchLoader::new(dataset(10), options);
+        let sizes: Vec<usize> = keep.epoch(0, 0).map(|b| b.unwrap().len()).collect();
+        assert_eq!(sizes, vec![4, 4, 2]);
+        let drop = BatchLoader::new(dataset(10), LoaderOptions { drop_remainder: true, ..options });
+        assert_eq!(drop.batches_per_epoch(), 2);
+        assert_eq!(drop.epoch(0, 0).count(), 2);
+    }
+
+    #[test]
+    fn batches_carry_the_rows_of_their_indices_and_skip_resumes_mid_epoch() {
+        let loader = BatchLoader::new(dataset(9), LoaderOptions { batch_size: 3, seed: 5, ..LoaderOptions::default() });
+        let all: Vec<Batch> = loader.epoch(2, 0).map(Result::unwrap).collect();
+        for batch in &all {
+            let TensorData::Int64(labels) = &batch.labels else { panic!() };
+            assert_eq!(labels.iter().map(|&v| v as usize).collect::<Vec<_>>(), batch.indices);
+        }
+        let resumed: Vec<Batch> = loader.epoch(2, 1).map(Result::unwrap).collect();
+        assert_eq!(resumed, all[1..].to_vec());
+    }
+
+    #[test]
+    fn dropping_an_epoch_early_stops_the_worker() {
+        let loader = BatchLoader::new(dataset(100), LoaderOptions { batch_size: 1, ..LoaderOptions::default() });
+        let mut batches = loader.epoch(0, 0);
+        assert!(batches.next().is_some());
+        drop(batches); // must not hang
+    }
+}

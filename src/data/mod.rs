@@ -1,0 +1,119 @@
+//! Training and evaluation data: data sets of (input, label) examples that hand out batches by
+//! example index, and the loader that orders them per epoch (seeded, reproducible on resume) and
+//! prepares batches on a background thread while the session computes.
+
+pub mod arrays;
+pub mod loader;
+
+use std::sync::Arc;
+
+use crate::error::Result;
+use crate::tensor::TensorData;
+
+pub use arrays::ArrayDataset;
+pub use loader::{epoch_order, BatchLoader, LoaderOptions};
+
+/// One batch: the model input, the labels, and which examples they are.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Batch {
+    /// Model input, first axis the batch.
+    pub inputs: TensorData,
+    /// Labels, first axis the batch.
+    pub labels: TensorData,
+    /// The data set indices of the examples, in batch order.
+    pub indices: Vec<usize>,
+}
+
+impl Batch {
+    /// Number of examples.
+    pub fn len(&self) -> usize {
+        self.indices.len()
+    }
+
+    /// Whether the batch is empty.
+    pub fn is_empty(&self) -> bool {
+        self.indices.is_empty()
+    }
+}
+
+/// A data set of labelled examples, addressed by index. Implementations decode or copy only the
+/// examples asked for, so a loader can work ahead without holding the whole set twice.
+pub trait Dataset: Send + Sync {
+    /// Number of examples.
+    fn len(&self) -> usize;
+
+    /// Whether there are no examples.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Shape of one input example (`[8, 8, 1]`).
+    fn example_shape(&self) -> Vec<usize>;
+
+    /// Class names by label index, where the data set knows them (image folders do).
+    fn class_names(&self) -> Option<Vec<String>> {
+        None
+    }
+
+    /// What the data is, for messages (`saved_models/data/train.npz (717 examples)`).
+    fn describe(&self) -> String;
+
+    /// The examples at `indices`, as one batch in that order.
+    fn gather(&self, indices: &[usize]) -> Result<Batch>;
+}
+
+/// A view of some examples of another data set: a training or validation split.
+pub struct Subset {
+    inner: Arc<dyn Dataset>,
+    indices: Vec<usize>,
+    name: String,
+}
+
+impl Subset {
+    /// The examples of `inner` at `indices`, called `name` in messages.
+    pub fn new(inner: Arc<dyn Dataset>, indices: Vec<usize>, name: &str) -> Subset {
+        Subset {
+            inner,
+            indices,
+            name: name.to_string(),
+        }
+    }
+}
+
+impl Dataset for Subset {
+    fn len(&self) -> usize {
+        self.indices.len()
+    }
+
+    fn example_shape(&self) -> Vec<usize> {
+        self.inner.example_shape()
+    }
+
+    fn class_names(&self) -> Option<Vec<String>> {
+        self.inner.class_names()
+    }
+
+    fn describe(&self) -> String {
+        format!("{} of {} ({} examples)", self.name, self.inner.describe(), self.indices.len())
+    }
+
+    fn gather(&self, indices: &[usize]) -> Result<Batch> {
+        let mapped: Vec<usize> = indices.iter().map(|&i| self.indices[i]).collect();
+        let mut batch = self.inner.gather(&mapped)?;
+        batch.indices = indices.to_vec();
+        Ok(batch)
+    }
+}
+
+/// Splits a data set into (training, validation) as Keras's `image_dataset_from_directory` does
+/// with `validation_split` and `seed`: the indices are shuffled with `seed`, the last
+/// `fraction` becomes validation. The split is the same on every run with the same seed.
+pub fn split(dataset: Arc<dyn Dataset>, fraction: f64, seed: u64) -> (Subset, Subset) {
+    let order = epoch_order(dataset.len(), seed, u64::MAX, true);
+    let validation_len = ((dataset.len() as f64) * fraction.clamp(0.0, 1.0)).round() as usize;
+    let cut = dataset.len() - validation_len;
+    (
+        Subset::new(dataset.clone(), order[..cut].to_vec(), "training split"),
+        Subset::new(dataset, order[cut..].to_vec(), "validation split"),
+    )
+}
