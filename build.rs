@@ -10,6 +10,8 @@ fn main() {
     // pkg-config's rpath is dropped by tensorflow-sys; without ours the binary would need
     // LD_LIBRARY_PATH to find libtensorflow_cc.so.2.
     println!("cargo:rustc-link-arg=-Wl,-rpath,{}", tflib.display());
+    // The launcher checks the library is still there before starting the real program.
+    println!("cargo:rustc-env=TFLOAD_TFLIB_DIR={}", tflib.display());
     println!("cargo:rerun-if-changed=.tflib/tensorflow.pc");
     compile_protos(&root.join("proto"));
 }

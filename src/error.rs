@@ -149,4 +149,52 @@ pub enum Error {
         /// What does not match, naming the input key, the expected and the given dtype/shape.
         problem: String,
     },
+
+    /// The model cannot be trained by tfload: no `train_step`, or no contract record.
+    #[error("{dir} is not a trainable SavedModel: {problem}. tfload trains models exported to its train-step contract; make one with `.venv/bin/python scripts/tfload_export.py --help` (docs/train-step-contract.md).")]
+    NotTrainable {
+        /// The SavedModel directory.
+        dir: PathBuf,
+        /// What is missing.
+        problem: String,
+    },
+
+    /// The contract record and the model's signatures disagree, or the record is unreadable.
+    #[error("{path} {problem}. Export the model again with scripts/tfload_export.py.")]
+    ContractMismatch {
+        /// The record file.
+        path: PathBuf,
+        /// What disagrees.
+        problem: String,
+    },
+
+    /// A training option is invalid (a mask pattern that matches nothing, a bad schedule, ...).
+    #[error("{0}")]
+    InvalidOption(String),
+
+    /// Training data does not fit the model.
+    #[error("{0}")]
+    DataMismatch(String),
+
+    /// The output directory cannot be used.
+    #[error("{path}: {problem}")]
+    Output {
+        /// The directory.
+        path: PathBuf,
+        /// What is wrong and what to do.
+        problem: String,
+    },
+
+    /// The loss became NaN or infinite.
+    #[error("the loss became {value} at epoch {epoch}, step {step}; training stopped. {kept}. Lower the learning rate (--lr) or check the data for NaN/inf values.")]
+    NonFiniteLoss {
+        /// The loss value.
+        value: f32,
+        /// 1-based epoch.
+        epoch: u64,
+        /// Global step.
+        step: u64,
+        /// Which checkpoint was kept.
+        kept: String,
+    },
 }

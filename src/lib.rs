@@ -29,6 +29,7 @@ pub mod saved_model;
 pub mod shape;
 pub mod signature;
 pub mod tensor;
+pub mod train;
 pub mod variables;
 
 pub use bundle::{LoadedModel, SessionConfig};

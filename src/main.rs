@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    cli::stderr::restore_from_launcher();
     let args = cli::Cli::parse();
     cli::logging::init(args.global.verbose, args.global.quiet);
     match cli::run(args) {

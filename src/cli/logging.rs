@@ -1,5 +1,5 @@
-//! Logging set-up: `log` records through env_logger on stderr, and TensorFlow's own C++ logging
-//! silenced unless the user asks for it with `-v` or `TF_CPP_MIN_LOG_LEVEL`.
+//! Logging set-up: `log` records through env_logger on stderr. TensorFlow's own C++ log is
+//! silenced before the library loads, by the `tfload` launcher (src/launcher.rs).
 
 /// Sets up logging for a verbosity count (`-v` = 1) or `--quiet`.
 pub fn init(verbose: u8, quiet: bool) {
@@ -12,9 +12,4 @@ pub fn init(verbose: u8, quiet: bool) {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level))
         .format_timestamp(None)
         .init();
-    let rust_log_set = std::env::var_os("RUST_LOG").is_some();
-    if verbose == 0 && !rust_log_set && std::env::var_os("TF_CPP_MIN_LOG_LEVEL").is_none() {
-        // TensorFlow reads this on its first log call, which comes after this point.
-        std::env::set_var("TF_CPP_MIN_LOG_LEVEL", "3");
-    }
 }

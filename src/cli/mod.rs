@@ -2,8 +2,10 @@
 //! helpers. Commands call the library and print; they hold no logic of their own.
 
 pub mod logging;
+pub mod stderr;
 mod signatures;
 mod table;
+mod train;
 mod variables;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -36,6 +38,8 @@ pub enum Command {
     Signatures(signatures::SignaturesArgs),
     /// List the variables of a SavedModel with dtype, shape, size and trainable flag.
     Variables(variables::VariablesArgs),
+    /// Fine-tune a trainable SavedModel through its exported train_step.
+    Train(Box<train::TrainArgs>),
 }
 
 /// How results are printed on stdout.
@@ -63,6 +67,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Signatures(args) => signatures::run(&args),
         Command::Variables(args) => variables::run(&args),
+        Command::Train(args) => train::run(&args, &cli.global),
     }
 }
 

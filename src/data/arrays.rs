@@ -96,6 +96,15 @@ impl Dataset for ArrayDataset {
         self.features.shape()[1..].to_vec()
     }
 
+    fn label_classes(&self) -> Option<usize> {
+        let labels = match &self.labels {
+            TensorData::Int64(a) => a.iter().copied().max(),
+            TensorData::Int32(a) => a.iter().map(|&v| i64::from(v)).max(),
+            _ => None,
+        }?;
+        usize::try_from(labels + 1).ok()
+    }
+
     fn describe(&self) -> String {
         format!("{} ({} examples)", self.origin, self.len())
     }

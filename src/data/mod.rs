@@ -55,6 +55,12 @@ pub trait Dataset: Send + Sync {
         None
     }
 
+    /// Number of label classes the data holds (largest label + 1, or the class folders), where
+    /// cheap to know; checked against the model's head before training.
+    fn label_classes(&self) -> Option<usize> {
+        None
+    }
+
     /// What the data is, for messages (`saved_models/data/train.npz (717 examples)`).
     fn describe(&self) -> String;
 
@@ -91,6 +97,10 @@ impl Dataset for Subset {
 
     fn class_names(&self) -> Option<Vec<String>> {
         self.inner.class_names()
+    }
+
+    fn label_classes(&self) -> Option<usize> {
+        self.inner.label_classes()
     }
 
     fn describe(&self) -> String {

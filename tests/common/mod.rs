@@ -56,6 +56,7 @@ pub fn tfload_err(args: &[&str]) -> String {
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     assert!(!output.status.success(), "tfload {args:?} succeeded; stderr:\n{stderr}");
     assert!(!stderr.contains("panicked"), "tfload {args:?} panicked:\n{stderr}");
+    assert!(!stderr.contains("I0000") && !stderr.contains("port.cc"), "TensorFlow log noise:\n{stderr}");
     assert!(output.stdout.is_empty(), "tfload {args:?} failed but printed to stdout");
     stderr
 }

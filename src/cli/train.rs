@@ -1,0 +1,347 @@
+//! `tfload train DIR --data DATA --out OUT`: fine-tunes a trainable SavedModel, with masks,
+//! schedules, validation, checkpoints, resume, and a progress bar (plain lines when stderr is not
+//! a terminal).
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::{Args, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use tfload::data::{split, ArrayDataset, BatchLoader, Dataset, LoaderOptions};
+use tfload::train::{
+    fit, Control, Decay, EarlyStopping, EpochReport, FitOptions, FitOutcome, LrSchedule, Mask, MaskSpec, MaskStart,
+    Metrics, RunData, RunPaths, RunPlan, StepReport, TrainCallback, TrainContract,
+};
+use tfload::{SavedModel, SessionConfig};
+
+use super::{table, GlobalArgs};
+
+/// Arguments of `tfload train`.
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// The trainable SavedModel to start from (exported by scripts/tfload_export.py); never modified.
+    pub dir: PathBuf,
+    /// Training data: a .npz with x and y arrays.
+    #[arg(long, required_unless_present = "show_mask")]
+    pub data: Option<PathBuf>,
+    /// Separate validation data (same form as --data).
+    #[arg(long, conflicts_with = "validation_split")]
+    pub val_data: Option<PathBuf>,
+    /// Hold out this fraction of --data for validation (shuffled with --seed, as Keras does).
+    #[arg(long)]
+    pub validation_split: Option<f64>,
+    /// Where the trained SavedModel goes; an unfinished run works in OUT.partial.
+    #[arg(long, required_unless_present = "show_mask")]
+    pub out: Option<PathBuf>,
+    /// Epochs to train (a resumed run counts the epochs already done).
+    #[arg(long, default_value_t = 10)]
+    pub epochs: u64,
+    /// Examples per batch.
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    /// Learning rate (default: the one the model's record suggests).
+    #[arg(long)]
+    pub lr: Option<f32>,
+    /// Learning-rate schedule after warm-up.
+    #[arg(long, value_enum, default_value_t = ScheduleKind::Constant)]
+    pub lr_schedule: ScheduleKind,
+    /// Step schedule: multiply the rate by this factor...
+    #[arg(long, default_value_t = 0.1)]
+    pub lr_decay_factor: f32,
+    /// ...every this many epochs.
+    #[arg(long, default_value_t = 10)]
+    pub lr_decay_epochs: u64,
+    /// Cosine schedule: the rate at the last step.
+    #[arg(long, default_value_t = 0.0)]
+    pub min_lr: f32,
+    /// Steps of linear warm-up.
+    #[arg(long, default_value_t = 0)]
+    pub warmup_steps: u64,
+    /// Freeze variables or layers matching this glob (repeatable; applied after --train-last-layers).
+    #[arg(long, value_name = "PATTERN")]
+    pub freeze: Vec<String>,
+    /// Train variables or layers matching this glob (repeatable; applied last, wins over --freeze).
+    #[arg(long, value_name = "PATTERN")]
+    pub train: Vec<String>,
+    /// Train only the last N layers, freezing the rest (Keras: `for l in model.layers[:-N]: l.trainable = False`).
+    #[arg(long, value_name = "N")]
+    pub train_last_layers: Option<usize>,
+    /// Start from every variable trainable instead of the model's stored default mask.
+    #[arg(long, conflicts_with = "freeze_all")]
+    pub train_all: bool,
+    /// Start from every variable frozen.
+    #[arg(long)]
+    pub freeze_all: bool,
+    /// Print the mask (variable, layer, shape, trainable) and exit without training.
+    #[arg(long)]
+    pub show_mask: bool,
+    /// Shuffle seed (also drives --validation-split).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Keep the data order.
+    #[arg(long)]
+    pub no_shuffle: bool,
+    /// Leave out the last batch of an epoch when it is smaller than --batch-size.
+    #[arg(long)]
+    pub drop_remainder: bool,
+    /// Also checkpoint every N steps (always at the end of each epoch).
+    #[arg(long, value_name = "N")]
+    pub checkpoint_every_steps: Option<u64>,
+    /// Step checkpoints to keep.
+    #[arg(long, default_value_t = 2)]
+    pub keep_checkpoints: usize,
+    /// Stop when the monitored validation value has not improved for N epochs; the output gets the best epoch's weights.
+    #[arg(long, value_name = "N")]
+    pub early_stopping_patience: Option<u64>,
+    /// The value early stopping watches: val_loss or val_<metric>.
+    #[arg(long, default_value = "val_loss")]
+    pub monitor: String,
+    /// Smallest change of the monitored value that counts as an improvement.
+    #[arg(long, default_value_t = 0.0)]
+    pub min_delta: f64,
+    /// Continue the unfinished run in OUT.partial from its last checkpoint.
+    #[arg(long)]
+    pub resume: bool,
+    /// Replace an existing OUT (once the new model is complete) or discard an unfinished run.
+    #[arg(long)]
+    pub overwrite: bool,
+    /// Name of the feature array in .npz data (default: x or features).
+    #[arg(long)]
+    pub feature_key: Option<String>,
+    /// Name of the label array in .npz data (default: y or labels).
+    #[arg(long)]
+    pub label_key: Option<String>,
+    /// Threads inside one op (0: TensorFlow decides).
+    #[arg(long, default_value_t = 0)]
+    pub intra_op_threads: u32,
+    /// Ops run at once (0: TensorFlow decides).
+    #[arg(long, default_value_t = 0)]
+    pub inter_op_threads: u32,
+    /// Print the final summary as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Learning-rate schedules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ScheduleKind {
+    /// The same rate throughout.
+    Constant,
+    /// Multiplied by --lr-decay-factor every --lr-decay-epochs.
+    Step,
+    /// Cosine from --lr down to --min-lr.
+    Cosine,
+}
+
+pub fn run(args: &TrainArgs, global: &GlobalArgs) -> Result<()> {
+    let meta_graph = SavedModel::open(&args.dir)?.meta_graph(&["serve"])?;
+    let contract = TrainContract::read(&args.dir, &meta_graph)?;
+    let mask_spec = mask_spec(args);
+    if args.show_mask {
+        return print_mask(&Mask::build(&contract, &mask_spec)?);
+    }
+    let (data, out) = (args.data.as_ref().expect("clap requires it"), args.out.clone().expect("clap requires it"));
+    let (train, validation) = load_data(args, data)?;
+    let loader_options = LoaderOptions {
+        batch_size: args.batch_size,
+        shuffle: !args.no_shuffle,
+        seed: args.seed,
+        drop_remainder: args.drop_remainder,
+        prefetch: 4,
+    };
+    let train_loader = BatchLoader::new(train, loader_options);
+    let val_loader = validation.map(|v| BatchLoader::new(v, LoaderOptions { shuffle: false, drop_remainder: false, ..loader_options }));
+    let options = FitOptions {
+        epochs: args.epochs,
+        schedule: schedule(args, contract.learning_rate.default),
+        mask: mask_spec,
+        session: SessionConfig { intra_op_threads: args.intra_op_threads, inter_op_threads: args.inter_op_threads },
+        checkpoint_every_steps: args.checkpoint_every_steps,
+        keep_checkpoints: args.keep_checkpoints,
+        early_stopping: args.early_stopping_patience.map(|patience| EarlyStopping {
+            monitor: args.monitor.clone(),
+            patience,
+            min_delta: args.min_delta,
+        }),
+    };
+    let paths = RunPaths { input: args.dir.clone(), out: out.clone(), overwrite: args.overwrite, resume: args.resume };
+    let stop = install_interrupt_handler();
+    let mut progress = Progress::new(global.quiet || args.json);
+    let outcome = fit(&paths, &RunData { train: &train_loader, validation: val_loader.as_ref() }, &options, &mut progress, &stop)?;
+    progress.finish();
+    report(args, &outcome)
+}
+
+fn mask_spec(args: &TrainArgs) -> MaskSpec {
+    MaskSpec {
+        start: if args.train_all {
+            MaskStart::AllTrainable
+        } else if args.freeze_all {
+            MaskStart::AllFrozen
+        } else {
+            MaskStart::ModelDefault
+        },
+        train_last_layers: args.train_last_layers,
+        freeze: args.freeze.clone(),
+        train: args.train.clone(),
+    }
+}
+
+fn schedule(args: &TrainArgs, default_lr: f32) -> LrSchedule {
+    let decay = match args.lr_schedule {
+        ScheduleKind::Constant => Decay::Constant,
+        ScheduleKind::Step => Decay::Step { factor: args.lr_decay_factor, every_epochs: args.lr_decay_epochs },
+        ScheduleKind::Cosine => Decay::Cosine { min_lr: args.min_lr },
+    };
+    LrSchedule { base: args.lr.unwrap_or(default_lr), decay, warmup_steps: args.warmup_steps }
+}
+
+type DataPair = (Arc<dyn Dataset>, Option<Arc<dyn Dataset>>);
+
+fn load_data(args: &TrainArgs, data: &Path) -> Result<DataPair> {
+    let train = open_dataset(args, data)?;
+    if let Some(fraction) = args.validation_split {
+        anyhow::ensure!((0.0..1.0).contains(&fraction), "--validation-split must be in [0, 1), got {fraction}");
+        let (train, validation) = split(train, fraction, args.seed);
+        return Ok((Arc::new(train), Some(Arc::new(validation))));
+    }
+    let validation = args.val_data.as_deref().map(|path| open_dataset(args, path)).transpose()?;
+    Ok((train, validation))
+}
+
+fn open_dataset(args: &TrainArgs, path: &Path) -> Result<Arc<dyn Dataset>> {
+    if !path.exists() {
+        anyhow::bail!("{}: no such file or directory. Give a .npz file with x and y arrays", path.display());
+    }
+    let dataset = ArrayDataset::from_npz(path, args.feature_key.as_deref(), args.label_key.as_deref())
+        .with_context(|| format!("reading training data from {}", path.display()))?;
+    Ok(Arc::new(dataset))
+}
+
+fn print_mask(mask: &Mask) -> Result<()> {
+    let mut rows = table::new(&["#", "variable", "layer", "shape", "trainable"]);
+    for entry in mask.entries() {
+        let shape: Vec<String> = entry.shape.iter().map(u64::to_string).collect();
+        rows.add_row(vec![
+            entry.index.to_string(),
+            entry.name.clone(),
+            entry.layer.clone(),
+            format!("[{}]", shape.join(", ")),
+            if entry.trainable { "yes" } else { "no" }.to_string(),
+        ]);
+    }
+    let mut out = std::io::stdout().lock();
+    table::print_indented(&mut out, &rows, 0)?;
+    writeln!(out, "\n{} of {} variables trainable", mask.trainable_count(), mask.entries().len())?;
+    Ok(())
+}
+
+/// The first Ctrl-C asks the run to stop after the current step and save; a second one exits.
+fn install_interrupt_handler() -> Arc<AtomicBool> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let _ = ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            eprintln!("\ninterrupted again: exiting without saving");
+            std::process::exit(130);
+        }
+        eprintln!("\nstopping after the current step; saving a checkpoint (Ctrl-C again to exit at once)");
+    });
+    stop
+}
+
+fn report(args: &TrainArgs, outcome: &FitOutcome) -> Result<()> {
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(outcome)?);
+    }
+    match outcome {
+        FitOutcome::Completed { out, epochs, validation, weights_from_epoch } => {
+            if !args.json {
+                let validation = validation.as_ref().map(|v| format!(", validation {}", format_metrics(v))).unwrap_or_default();
+                println!("trained {epochs} epochs; weights of epoch {weights_from_epoch}{validation}");
+                println!("SavedModel written to {}", out.display());
+            }
+            Ok(())
+        }
+        FitOutcome::Interrupted { checkpoint, work_dir, global_step } => {
+            eprintln!(
+                "stopped after step {global_step}; checkpoint saved in {}.\nResume with the same command and --resume (the run continues in {}).",
+                checkpoint.display(),
+                work_dir.display()
+            );
+            std::process::exit(130);
+        }
+    }
+}
+
+fn format_metrics(metrics: &Metrics) -> String {
+    metrics.iter().map(|(k, v)| format!("{k} {v:.4}")).collect::<Vec<_>>().join(", ")
+}
+
+/// Progress on stderr: a bar per epoch on a terminal, a line per epoch otherwise, nothing when quiet.
+struct Progress {
+    quiet: bool,
+    bar: Option<ProgressBar>,
+    steps_per_epoch: u64,
+}
+
+impl Progress {
+    fn new(quiet: bool) -> Progress {
+        Progress { quiet, bar: None, steps_per_epoch: 0 }
+    }
+
+    fn finish(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+impl TrainCallback for Progress {
+    fn on_begin(&mut self, plan: &RunPlan) {
+        self.steps_per_epoch = plan.steps_per_epoch;
+        if !self.quiet {
+            eprintln!(
+                "training {} of {} variables, epochs {}..{}, {} steps per epoch (working in {})",
+                plan.trainable, plan.mask_size, plan.first_epoch, plan.epochs, plan.steps_per_epoch, plan.work_dir.display()
+            );
+        }
+    }
+
+    fn on_step(&mut self, report: &StepReport) -> Control {
+        if self.quiet || !std::io::stderr().is_terminal() {
+            return Control::Continue;
+        }
+        let bar = self.bar.get_or_insert_with(|| {
+            let bar = ProgressBar::new(self.steps_per_epoch);
+            bar.set_style(
+                ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg} ETA {eta}")
+                    .expect("valid template")
+                    .progress_chars("=> "),
+            );
+            bar
+        });
+        bar.set_prefix(report.epoch.to_string());
+        bar.set_position(report.step_in_epoch);
+        bar.set_message(format!("{} | {:.0} samples/s | lr {:.2e}", format_metrics(&report.running), report.samples_per_sec, report.lr));
+        Control::Continue
+    }
+
+    fn on_epoch(&mut self, report: &EpochReport) -> Control {
+        self.finish();
+        if !self.quiet {
+            let validation = report.validation.as_ref().map(|v| format!(" | validation {}", format_metrics(v))).unwrap_or_default();
+            let best = if report.best { " (best)" } else { "" };
+            eprintln!(
+                "epoch {}: {}{validation} | {:.0} samples/s{best}",
+                report.epoch,
+                format_metrics(&report.train),
+                report.samples_per_sec
+            );
+        }
+        Control::Continue
+    }
+}

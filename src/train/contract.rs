@@ -1,0 +1,185 @@
+//! The train-step contract (docs/train-step-contract.md): the record a trainable SavedModel
+//! carries in `assets/tfload_contract.json`, read without a session and checked against the
+//! model's signatures before any training starts.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+use crate::meta_graph::MetaGraph;
+use crate::shape::Shape;
+use crate::signature::Signature;
+
+/// The contract version this tfload understands.
+pub const CONTRACT_VERSION: u32 = 1;
+/// Where the record lives inside a SavedModel.
+pub const RECORD_PATH: &str = "assets/tfload_contract.json";
+/// The signature that trains.
+pub const TRAIN_STEP: &str = "train_step";
+/// The signature that evaluates.
+pub const EVAL_STEP: &str = "eval_step";
+
+/// The record of a trainable SavedModel (the fields tfload uses; others are kept by the file).
+#[derive(Debug, Clone, Deserialize)]
+pub struct TrainContract {
+    /// Contract version, 1.
+    pub contract_version: u32,
+    /// The model's inputs.
+    pub inputs: Vec<InputRecord>,
+    /// Class names by label index, where known.
+    #[serde(default)]
+    pub class_names: Option<Vec<String>>,
+    /// Number of classes of a classifier.
+    #[serde(default)]
+    pub num_classes: Option<u64>,
+    /// Metric output keys of `train_step` and `eval_step`.
+    #[serde(default)]
+    pub metrics: Vec<String>,
+    /// The variables the mask addresses, in mask order.
+    pub mask_variables: Vec<MaskVariable>,
+    /// The mask stored as the model's default.
+    pub default_mask: Vec<f32>,
+    /// The learning rate input and its suggested default.
+    pub learning_rate: LearningRateRecord,
+    /// Optimizer name and settings, as recorded.
+    #[serde(default)]
+    pub optimizer: serde_json::Value,
+    /// Loss name and settings, as recorded.
+    #[serde(default)]
+    pub loss: serde_json::Value,
+}
+
+/// One model input of the record.
+#[derive(Debug, Clone, Deserialize)]
+pub struct InputRecord {
+    /// The signature input key.
+    pub key: String,
+    /// Shape with `null` for unknown dims.
+    pub shape: Vec<Option<u64>>,
+}
+
+/// One mask entry.
+#[derive(Debug, Clone, Deserialize)]
+pub struct MaskVariable {
+    /// Position in the mask.
+    pub index: usize,
+    /// Keras path (`conv2d_3/kernel`).
+    pub name: String,
+    /// Keras layer name.
+    pub layer: String,
+    /// Variable shape.
+    pub shape: Vec<u64>,
+}
+
+/// The learning-rate input.
+#[derive(Debug, Clone, Deserialize)]
+pub struct LearningRateRecord {
+    /// The rate the exporter suggests.
+    pub default: f32,
+}
+
+impl TrainContract {
+    /// Reads the record of the SavedModel in `dir` and checks it against `meta_graph`'s
+    /// signatures. A model without a `train_step` gets an error that says how to make one.
+    pub fn read(dir: &Path, meta_graph: &MetaGraph) -> Result<TrainContract> {
+        let keys = meta_graph.signature_keys();
+        let has_train_step = meta_graph.signature(TRAIN_STEP).is_ok();
+        let path = dir.join(RECORD_PATH);
+        if !has_train_step || !path.is_file() {
+            return Err(Error::NotTrainable {
+                dir: dir.to_path_buf(),
+                problem: if has_train_step {
+                    format!("it has a `{TRAIN_STEP}` signature but no {RECORD_PATH} record")
+                } else {
+                    format!("it has no `{TRAIN_STEP}` signature (its signatures: {})", keys.join(", "))
+                },
+            });
+        }
+        let text = std::fs::read_to_string(&path).map_err(|source| Error::Io { path: path.clone(), source })?;
+        let contract: TrainContract = serde_json::from_str(&text).map_err(|e| contract_error(&path, format!("does not parse ({e})")))?;
+        contract.check(&path, meta_graph)?;
+        Ok(contract)
+    }
+
+    /// The input key of a single-input model.
+    pub fn input_key(&self) -> &str {
+        &self.inputs[0].key
+    }
+
+    /// The shape of one input example (without the batch axis), unknown dims as `None`.
+    pub fn example_shape(&self) -> &[Option<u64>] {
+        &self.inputs[0].shape[1..]
+    }
+
+    fn check(&self, path: &Path, meta_graph: &MetaGraph) -> Result<()> {
+        let fail = |problem: String| Err(contract_error(path, problem));
+        if self.contract_version != CONTRACT_VERSION {
+            return fail(format!(
+                "is contract version {}, and this tfload reads version {CONTRACT_VERSION}",
+                self.contract_version
+            ));
+        }
+        if self.inputs.len() != 1 || self.inputs[0].shape.is_empty() {
+            return fail("must describe exactly one batched model input (tfload trains single-input models)".into());
+        }
+        if self.default_mask.len() != self.mask_variables.len() {
+            return fail(format!(
+                "has a default mask of {} entries for {} mask variables",
+                self.default_mask.len(),
+                self.mask_variables.len()
+            ));
+        }
+        if let Some((i, v)) = self.mask_variables.iter().enumerate().find(|(i, v)| v.index != *i) {
+            return fail(format!("lists mask variable `{}` at position {i} with index {}", v.name, v.index));
+        }
+        let train = meta_graph.signature(TRAIN_STEP)?;
+        let input_key = self.input_key();
+        let mut wanted = vec![input_key, "labels", "mask", "learning_rate"];
+        wanted.sort();
+        let mut have: Vec<&str> = train.inputs.iter().map(|s| s.key.as_str()).collect();
+        have.sort();
+        if have != wanted {
+            return fail(format!("says train_step takes {}, but the signature takes {}", wanted.join(", "), have.join(", ")));
+        }
+        expect_spec(path, &train, "mask", DType::Float32, &Shape::Known(vec![Some(self.mask_variables.len() as u64)]))?;
+        expect_spec(path, &train, "learning_rate", DType::Float32, &Shape::Known(vec![]))?;
+        for signature in [Some(train), meta_graph.signature(EVAL_STEP).ok()].into_iter().flatten() {
+            let mut outputs: Vec<&str> = signature.outputs.iter().map(|s| s.key.as_str()).collect();
+            outputs.sort();
+            let mut expected: Vec<&str> = std::iter::once("loss").chain(self.metrics.iter().map(String::as_str)).collect();
+            expected.sort();
+            if outputs != expected {
+                return fail(format!(
+                    "says {} outputs {}, but the signature outputs {}",
+                    signature.key,
+                    expected.join(", "),
+                    outputs.join(", ")
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn expect_spec(path: &Path, signature: &Signature, key: &str, dtype: DType, shape: &Shape) -> Result<()> {
+    let spec = signature.input(key).expect("checked above");
+    if spec.dtype != dtype || spec.shape != *shape {
+        return Err(contract_error(
+            path,
+            format!(
+                "and the `{}` signature disagree on input `{key}`: the record needs {dtype} {shape}, the signature has {} {}",
+                signature.key, spec.dtype, spec.shape
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn contract_error(path: &Path, problem: String) -> Error {
+    Error::ContractMismatch {
+        path: PathBuf::from(path),
+        problem,
+    }
+}

@@ -1,0 +1,558 @@
+//! The training run: epochs of `train_step` over a batch loader, validation, the metrics log,
+//! checkpoints with exact resume, early stopping, a stop flag (Ctrl-C), and the trained SavedModel
+//! written atomically at `--out` when the run completes.
+//!
+//! Until it completes, a run works in `OUT.partial/`: checkpoints (each a complete SavedModel
+//! plus `state.json`) and `metrics.jsonl`. On completion the trained SavedModel is assembled in
+//! that folder, which is then renamed to `OUT`. An interrupted or failed run leaves
+//! `OUT.partial/` with its last good checkpoint, and `resume` continues from it.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::bundle::SessionConfig;
+use crate::data::BatchLoader;
+use crate::error::{Error, Result};
+use crate::train::contract::TrainContract;
+use crate::train::mask::{Mask, MaskSpec};
+use crate::train::savedmodel_writer::{copy_recursively, io, temporary_sibling, write_saved_model};
+use crate::train::schedule::LrSchedule;
+use crate::train::state::{
+    partial_dir, write_state, BestRecord, Checkpoints, DataOrder, LogLine, MetricsLog, TrainState,
+};
+use crate::train::trainer::{Metrics, Trainer, WeightedMean};
+
+/// Where a run reads and writes.
+#[derive(Debug, Clone)]
+pub struct RunPaths {
+    /// The trainable SavedModel to start from (never modified).
+    pub input: PathBuf,
+    /// Where the trained SavedModel goes.
+    pub out: PathBuf,
+    /// Replace an existing `out` (only once the new one is complete) and discard an unfinished run.
+    pub overwrite: bool,
+    /// Continue the unfinished run in `OUT.partial/`.
+    pub resume: bool,
+}
+
+/// Early stopping on a validation metric.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EarlyStopping {
+    /// The monitored value: `val_loss`, `val_accuracy`, ... (`val_` + an `eval_step` output).
+    pub monitor: String,
+    /// Epochs without improvement before stopping.
+    pub patience: u64,
+    /// Smallest change that counts as an improvement.
+    pub min_delta: f64,
+}
+
+impl EarlyStopping {
+    fn maximize(&self) -> bool {
+        !self.monitor.ends_with("loss")
+    }
+
+    fn improves(&self, value: f64, best: Option<&BestRecord>) -> bool {
+        match best {
+            None => true,
+            Some(best) if self.maximize() => value > best.value + self.min_delta,
+            Some(best) => value < best.value - self.min_delta,
+        }
+    }
+}
+
+/// How long and how a run trains.
+#[derive(Debug, Clone)]
+pub struct FitOptions {
+    /// Total epochs (a resumed run counts the ones already done).
+    pub epochs: u64,
+    /// Learning rate per step.
+    pub schedule: LrSchedule,
+    /// Mask rules.
+    pub mask: MaskSpec,
+    /// Session settings.
+    pub session: SessionConfig,
+    /// Also checkpoint every this many steps (checkpoints are always taken at epoch ends).
+    pub checkpoint_every_steps: Option<u64>,
+    /// Step checkpoints kept (the newest).
+    pub keep_checkpoints: usize,
+    /// Early stopping, which also makes the best epoch's weights the output.
+    pub early_stopping: Option<EarlyStopping>,
+}
+
+/// Whether the run goes on after a callback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    /// Go on.
+    Continue,
+    /// Finish now and write the output, as if the last epoch had ended.
+    Stop,
+}
+
+/// The plan of a run, given to callbacks before the first step.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunPlan {
+    /// First epoch to run (1-based).
+    pub first_epoch: u64,
+    /// Last epoch.
+    pub epochs: u64,
+    /// Batches per epoch.
+    pub steps_per_epoch: u64,
+    /// Steps already done (a resumed run).
+    pub global_step: u64,
+    /// Variables trained / in the mask.
+    pub trainable: usize,
+    /// Mask size.
+    pub mask_size: usize,
+    /// Where the run works.
+    pub work_dir: PathBuf,
+}
+
+/// Sent after each step.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepReport {
+    /// 1-based epoch.
+    pub epoch: u64,
+    /// 1-based step within the epoch.
+    pub step_in_epoch: u64,
+    /// 1-based global step.
+    pub global_step: u64,
+    /// This batch's loss and metrics.
+    pub batch: Metrics,
+    /// Running batch-weighted means over the epoch so far.
+    pub running: Metrics,
+    /// Learning rate used.
+    pub lr: f32,
+    /// Examples per second in this epoch so far.
+    pub samples_per_sec: f64,
+}
+
+/// Sent after each epoch.
+#[derive(Debug, Clone, Serialize)]
+pub struct EpochReport {
+    /// 1-based epoch.
+    pub epoch: u64,
+    /// Training means.
+    pub train: Metrics,
+    /// Validation results.
+    pub validation: Option<Metrics>,
+    /// Examples per second.
+    pub samples_per_sec: f64,
+    /// Whether this epoch is the best so far (early stopping).
+    pub best: bool,
+}
+
+/// Receives progress; may stop the run.
+pub trait TrainCallback {
+    /// Before the first step.
+    fn on_begin(&mut self, _plan: &RunPlan) {}
+    /// After every step.
+    fn on_step(&mut self, _report: &StepReport) -> Control {
+        Control::Continue
+    }
+    /// After every epoch (validation done).
+    fn on_epoch(&mut self, _report: &EpochReport) -> Control {
+        Control::Continue
+    }
+}
+
+/// A callback that does nothing.
+pub struct Silent;
+impl TrainCallback for Silent {}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub enum FitOutcome {
+    /// All epochs ran (or early stopping or a callback ended them) and `out` holds the model.
+    Completed {
+        /// The trained SavedModel.
+        out: PathBuf,
+        /// Epochs run in total.
+        epochs: u64,
+        /// Final validation metrics of the output weights, where there is validation data.
+        validation: Option<Metrics>,
+        /// The epoch whose weights were written (the best one under early stopping).
+        weights_from_epoch: u64,
+    },
+    /// The stop flag was raised; a checkpoint was saved to resume from.
+    Interrupted {
+        /// The checkpoint.
+        checkpoint: PathBuf,
+        /// The working directory to resume.
+        work_dir: PathBuf,
+        /// Steps done.
+        global_step: u64,
+    },
+}
+
+/// The data of a run.
+pub struct RunData<'a> {
+    /// Training batches (shuffled as configured).
+    pub train: &'a BatchLoader,
+    /// Validation batches (not shuffled), if any.
+    pub validation: Option<&'a BatchLoader>,
+}
+
+/// Runs training. `stop` is polled after every step (set it from a Ctrl-C handler).
+pub fn fit(
+    paths: &RunPaths,
+    data: &RunData<'_>,
+    options: &FitOptions,
+    callback: &mut dyn TrainCallback,
+    stop: &AtomicBool,
+) -> Result<FitOutcome> {
+    let work = prepare_work_dir(paths)?;
+    let checkpoints = Checkpoints::in_dir(&work);
+    let order = data_order(data.train);
+    let (trainer, state) = match checkpoints.latest()? {
+        Some((checkpoint, state)) if paths.resume => {
+            check_same_order(&state.order, &order, &checkpoint)?;
+            let meta_graph = crate::SavedModel::open(&checkpoint)?.meta_graph(&["serve"])?;
+            let contract = TrainContract::read(&checkpoint, &meta_graph)?;
+            let mask = Mask::build(&contract, &state.mask)?;
+            (Trainer::from_parts(&checkpoint, contract, mask, options.session)?, state)
+        }
+        _ => {
+            let trainer = Trainer::open(&paths.input, &options.mask, options.session)?;
+            let state = TrainState {
+                format: 1,
+                epochs_done: 0,
+                batches_done: 0,
+                global_step: 0,
+                mask: options.mask.clone(),
+                order,
+                best: None,
+                epochs_since_best: 0,
+            };
+            (trainer, state)
+        }
+    };
+    check_data(&trainer, data)?;
+    let mut run = Run {
+        trainer,
+        state,
+        work,
+        checkpoints,
+        options,
+        log: None,
+    };
+    run.log = Some(MetricsLog::open(&run.work, run.state.global_step)?);
+    let outcome = run.train(data, callback, stop)?;
+    match outcome {
+        RunEnd::Interrupted(checkpoint) => Ok(FitOutcome::Interrupted {
+            checkpoint,
+            work_dir: run.work.clone(),
+            global_step: run.state.global_step,
+        }),
+        RunEnd::Finished => run.finish(paths, data),
+    }
+}
+
+enum RunEnd {
+    Finished,
+    Interrupted(PathBuf),
+}
+
+struct Run<'o> {
+    trainer: Trainer,
+    state: TrainState,
+    work: PathBuf,
+    checkpoints: Checkpoints,
+    options: &'o FitOptions,
+    log: Option<MetricsLog>,
+}
+
+impl Run<'_> {
+    fn log(&mut self) -> &mut MetricsLog {
+        self.log.as_mut().expect("opened before training")
+    }
+
+    fn train(&mut self, data: &RunData<'_>, callback: &mut dyn TrainCallback, stop: &AtomicBool) -> Result<RunEnd> {
+        let steps_per_epoch = data.train.batches_per_epoch() as u64;
+        let total_steps = steps_per_epoch * self.options.epochs;
+        callback.on_begin(&RunPlan {
+            first_epoch: self.state.epochs_done + 1,
+            epochs: self.options.epochs,
+            steps_per_epoch,
+            global_step: self.state.global_step,
+            trainable: self.trainer.mask().trainable_count(),
+            mask_size: self.trainer.mask().entries().len(),
+            work_dir: self.work.clone(),
+        });
+        while self.state.epochs_done < self.options.epochs {
+            let epoch = self.state.epochs_done + 1;
+            let started = Instant::now();
+            let mut running = WeightedMean::default();
+            let mut lr = 0.0;
+            let skip = self.state.batches_done;
+            for (i, batch) in data.train.epoch(epoch - 1, skip).enumerate() {
+                let batch = batch?;
+                lr = self.options.schedule.at(self.state.global_step, steps_per_epoch, total_steps);
+                let metrics = self.trainer.train_batch(&batch, lr)?;
+                self.check_finite(&metrics, epoch)?;
+                running.add(&metrics, batch.len());
+                self.state.global_step += 1;
+                self.state.batches_done = skip + i + 1;
+                let report = StepReport {
+                    epoch,
+                    step_in_epoch: self.state.batches_done as u64,
+                    global_step: self.state.global_step,
+                    batch: metrics.clone(),
+                    running: running.mean(),
+                    lr,
+                    samples_per_sec: running.count() as f64 / started.elapsed().as_secs_f64().max(1e-9),
+                };
+                let step = self.state.global_step;
+                self.log().write(&LogLine::Step { epoch, step, lr, metrics })?;
+                let control = callback.on_step(&report);
+                if stop.load(Ordering::SeqCst) {
+                    return Ok(RunEnd::Interrupted(self.checkpoint()?));
+                }
+                if self.options.checkpoint_every_steps.is_some_and(|n| n > 0 && step % n == 0) {
+                    self.checkpoint()?;
+                }
+                if control == Control::Stop {
+                    return Ok(RunEnd::Finished);
+                }
+            }
+            let validation = data.validation.map(|v| self.trainer.evaluate(v)).transpose()?.flatten();
+            let seconds = started.elapsed().as_secs_f64();
+            let samples_per_sec = running.count() as f64 / seconds.max(1e-9);
+            self.state.epochs_done = epoch;
+            self.state.batches_done = 0;
+            let best = self.track_best(epoch, validation.as_ref())?;
+            let step = self.state.global_step;
+            let train = running.mean();
+            self.log().write(&LogLine::Epoch { epoch, step, train: train.clone(), validation: validation.clone(), lr, samples_per_sec, seconds })?;
+            self.checkpoint()?;
+            let report = EpochReport { epoch, train, validation, samples_per_sec, best };
+            let patience_over = self.options.early_stopping.as_ref().is_some_and(|es| self.state.epochs_since_best >= es.patience);
+            if callback.on_epoch(&report) == Control::Stop || patience_over {
+                break;
+            }
+        }
+        Ok(RunEnd::Finished)
+    }
+
+    fn check_finite(&mut self, metrics: &Metrics, epoch: u64) -> Result<()> {
+        let loss = metrics.get("loss").copied().unwrap_or(0.0);
+        if loss.is_finite() {
+            return Ok(());
+        }
+        self.log().flush()?;
+        let kept = match self.checkpoints.latest()? {
+            Some((path, _)) => format!(
+                "The last good checkpoint is kept in {}; continue from it with --resume (and a lower --lr)",
+                path.display()
+            ),
+            None => "No checkpoint had been taken yet; the input model is unchanged".to_string(),
+        };
+        Err(Error::NonFiniteLoss {
+            value: loss as f32,
+            epoch,
+            step: self.state.global_step + 1,
+            kept,
+        })
+    }
+
+    /// Saves the current weights and state as a new step checkpoint; returns its folder.
+    fn checkpoint(&mut self) -> Result<PathBuf> {
+        self.log().flush()?;
+        let path = self.checkpoints.path_for(self.state.global_step);
+        if path.exists() {
+            return Ok(path);
+        }
+        std::fs::create_dir_all(path.parent().expect("has a parent")).map_err(io(&path))?;
+        self.save_model_with_state(&path)?;
+        self.checkpoints.prune(self.options.keep_checkpoints)?;
+        Ok(path)
+    }
+
+    fn save_model_with_state(&self, path: &Path) -> Result<()> {
+        let tmp = temporary_sibling(path).with_extension("model");
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
+        }
+        write_saved_model(self.trainer.model(), self.trainer.source(), &tmp)?;
+        write_state(&tmp, &self.state)?;
+        std::fs::rename(&tmp, path).map_err(io(path))
+    }
+
+    fn track_best(&mut self, epoch: u64, validation: Option<&Metrics>) -> Result<bool> {
+        let Some(early) = &self.options.early_stopping else {
+            return Ok(false);
+        };
+        let key = early.monitor.strip_prefix("val_").unwrap_or(&early.monitor);
+        let value = validation.and_then(|v| v.get(key)).copied().ok_or_else(|| {
+            Error::InvalidOption(format!(
+                "early stopping monitors `{}`, but validation gives: {}. Give validation data (--val-data or --validation-split) and monitor val_loss or val_<metric>",
+                early.monitor,
+                validation.map(|v| v.keys().map(|k| format!("val_{k}")).collect::<Vec<_>>().join(", ")).unwrap_or_else(|| "nothing".into())
+            ))
+        })?;
+        if !early.improves(value, self.state.best.as_ref()) {
+            self.state.epochs_since_best += 1;
+            return Ok(false);
+        }
+        let validation = validation.cloned().unwrap_or_default();
+        self.state.best = Some(BestRecord { monitor: early.monitor.clone(), value, epoch, validation });
+        self.state.epochs_since_best = 0;
+        let best = self.checkpoints.best();
+        let old = temporary_sibling(&best).with_extension("old");
+        if best.exists() {
+            std::fs::rename(&best, &old).map_err(io(&best))?;
+        }
+        std::fs::create_dir_all(best.parent().expect("has a parent")).map_err(io(&best))?;
+        self.save_model_with_state(&best)?;
+        if old.exists() {
+            std::fs::remove_dir_all(&old).map_err(io(&old))?;
+        }
+        Ok(true)
+    }
+
+    /// Assembles the trained SavedModel in the working directory and renames it to `out`.
+    fn finish(&mut self, paths: &RunPaths, data: &RunData<'_>) -> Result<FitOutcome> {
+        self.log().flush()?;
+        let best = self.checkpoints.best();
+        let (weights, weights_from_epoch) = match (&self.options.early_stopping, &self.state.best) {
+            (Some(_), Some(record)) if best.is_dir() => (best.clone(), record.epoch),
+            _ => (self.checkpoint()?, self.state.epochs_done),
+        };
+        for name in ["saved_model.pb", "assets", "assets.extra", "variables"] {
+            let target = self.work.join(name);
+            if target.is_dir() {
+                std::fs::remove_dir_all(&target).map_err(io(&target))?;
+            }
+            if weights.join(name).exists() {
+                copy_recursively(&weights.join(name), &target)?;
+            }
+        }
+        let validation = match &self.state.best {
+            Some(record) if record.epoch == weights_from_epoch => Some(record.validation.clone()),
+            _ => data.validation.map(|v| self.trainer.evaluate(v)).transpose()?.flatten(),
+        };
+        publish(&self.work, &paths.out, paths.overwrite)?;
+        Ok(FitOutcome::Completed {
+            out: paths.out.clone(),
+            epochs: self.state.epochs_done,
+            validation,
+            weights_from_epoch,
+        })
+    }
+}
+
+/// Renames the finished working directory to `out`; an existing `out` (with `overwrite`) is
+/// moved aside first and removed only once the new one is in place.
+fn publish(work: &Path, out: &Path, overwrite: bool) -> Result<()> {
+    let aside = temporary_sibling(out).with_extension("replaced");
+    let replacing = out.exists();
+    if replacing {
+        if !overwrite {
+            return Err(output_exists(out));
+        }
+        std::fs::rename(out, &aside).map_err(io(out))?;
+    }
+    std::fs::rename(work, out).map_err(io(out))?;
+    if replacing {
+        std::fs::remove_dir_all(&aside).map_err(io(&aside))?;
+    }
+    Ok(())
+}
+
+fn output_exists(out: &Path) -> Error {
+    Error::Output {
+        path: out.to_path_buf(),
+        problem: "already exists. Choose another --out, or pass --overwrite to replace it once the new model is complete".to_string(),
+    }
+}
+
+/// Checks the output and returns the working directory, created if new.
+fn prepare_work_dir(paths: &RunPaths) -> Result<PathBuf> {
+    let work = partial_dir(&paths.out);
+    if same_dir(&paths.input, &paths.out) || same_dir(&paths.input, &work) {
+        return Err(Error::Output {
+            path: paths.out.clone(),
+            problem: "is the input model; tfload never modifies its input. Choose another --out".to_string(),
+        });
+    }
+    if paths.out.exists() && !paths.overwrite {
+        return Err(output_exists(&paths.out));
+    }
+    if paths.resume {
+        if !Checkpoints::in_dir(&work).latest()?.is_some() {
+            return Err(Error::Output {
+                path: work,
+                problem: "holds no checkpoint to resume from. Run without --resume to start training".to_string(),
+            });
+        }
+        return Ok(work);
+    }
+    if work.exists() {
+        if !paths.overwrite {
+            return Err(Error::Output {
+                path: work,
+                problem: "holds an unfinished run. Continue it with --resume, or pass --overwrite to start over".to_string(),
+            });
+        }
+        std::fs::remove_dir_all(&work).map_err(io(&work))?;
+    }
+    std::fs::create_dir_all(&work).map_err(|source| Error::Output {
+        path: work.clone(),
+        problem: format!("cannot be created ({source}). Choose a writable --out"),
+    })?;
+    Ok(work)
+}
+
+fn same_dir(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}
+
+fn data_order(loader: &BatchLoader) -> DataOrder {
+    let options = loader.options();
+    DataOrder {
+        batch_size: options.batch_size,
+        shuffle: options.shuffle,
+        seed: options.seed,
+        examples: loader.dataset().len(),
+    }
+}
+
+fn check_same_order(saved: &DataOrder, now: &DataOrder, checkpoint: &Path) -> Result<()> {
+    if saved == now {
+        return Ok(());
+    }
+    Err(Error::InvalidOption(format!(
+        "cannot resume from {}: it was trained with batch size {}, shuffle {}, seed {} on {} examples, and this run has batch size {}, shuffle {}, seed {} on {} examples. Resume with the same data and --batch-size/--seed/--no-shuffle",
+        checkpoint.display(),
+        saved.batch_size, saved.shuffle, saved.seed, saved.examples,
+        now.batch_size, now.shuffle, now.seed, now.examples
+    )))
+}
+
+/// Checks before the first step that the data fits the model: the first batch through the
+/// `train_step` input checks, and the label classes against the model's head.
+fn check_data(trainer: &Trainer, data: &RunData<'_>) -> Result<()> {
+    for (what, loader) in std::iter::once(("the training data", data.train)).chain(data.validation.map(|v| ("the validation data", v))) {
+        let dataset = loader.dataset();
+        if dataset.is_empty() {
+            return Err(Error::DataMismatch(format!("{what} ({}) holds no examples", dataset.describe())));
+        }
+        let first: Vec<usize> = (0..loader.options().batch_size.min(dataset.len())).collect();
+        trainer.check_batch(&dataset.gather(&first)?, what)?;
+        if let (Some(classes), Some(head)) = (dataset.label_classes(), trainer.contract().num_classes) {
+            if classes as u64 > head {
+                return Err(Error::DataMismatch(format!(
+                    "{what} ({}) has {classes} classes, but the model's head has {head}{}. Replace the head with `scripts/tfload_export.py --num-classes {classes}`",
+                    dataset.describe(),
+                    trainer.contract().class_names.as_ref().map(|n| format!(" ({})", n.join(", "))).unwrap_or_default()
+                )));
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,239 @@
+//! Trainable masks: which of a model's mask variables `train_step` updates. Built from the
+//! model's stored default (or all / none), then rules applied in a fixed, documented order:
+//! `--train-last-layers`, then every `--freeze` pattern, then every `--train` pattern (so a
+//! `--train` always wins over a `--freeze` that matches the same variable).
+
+use globset::{Glob, GlobMatcher};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::train::contract::TrainContract;
+
+/// Where a mask starts before the rules apply.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MaskStart {
+    /// The default stored in the model (for example "base frozen, head trainable").
+    #[default]
+    ModelDefault,
+    /// Every mask variable trainable.
+    AllTrainable,
+    /// Every mask variable frozen.
+    AllFrozen,
+}
+
+/// The rules that shape a mask, applied in the order documented on this module.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MaskSpec {
+    /// The starting point.
+    pub start: MaskStart,
+    /// Train only the variables of the last N layers (in model order), freeze the rest: the
+    /// one-flag form of `for layer in model.layers[:-N]: layer.trainable = False`.
+    pub train_last_layers: Option<usize>,
+    /// Glob patterns (`conv*`, `dense_1/kernel`) to freeze; each matches variable paths and
+    /// layer names and must match something.
+    pub freeze: Vec<String>,
+    /// Glob patterns to train, applied after `freeze`.
+    pub train: Vec<String>,
+}
+
+/// One row of a mask: a variable and whether it trains.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MaskEntry {
+    /// Position in the mask.
+    pub index: usize,
+    /// Keras path of the variable.
+    pub name: String,
+    /// Its layer.
+    pub layer: String,
+    /// Its shape.
+    pub shape: Vec<u64>,
+    /// Whether `train_step` updates it.
+    pub trainable: bool,
+}
+
+/// A resolved mask over a model's mask variables.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Mask {
+    entries: Vec<MaskEntry>,
+}
+
+impl Mask {
+    /// Builds the mask of `contract` from `spec`.
+    pub fn build(contract: &TrainContract, spec: &MaskSpec) -> Result<Mask> {
+        let entries = contract
+            .mask_variables
+            .iter()
+            .map(|v| MaskEntry {
+                index: v.index,
+                name: v.name.clone(),
+                layer: v.layer.clone(),
+                shape: v.shape.clone(),
+                trainable: match spec.start {
+                    MaskStart::ModelDefault => contract.default_mask[v.index] > 0.0,
+                    MaskStart::AllTrainable => true,
+                    MaskStart::AllFrozen => false,
+                },
+            })
+            .collect();
+        let mut mask = Mask { entries };
+        if let Some(n) = spec.train_last_layers {
+            mask.train_last_layers(n)?;
+        }
+        for pattern in &spec.freeze {
+            mask.set_matching(pattern, false)?;
+        }
+        for pattern in &spec.train {
+            mask.set_matching(pattern, true)?;
+        }
+        Ok(mask)
+    }
+
+    /// The rows, in mask order.
+    pub fn entries(&self) -> &[MaskEntry] {
+        &self.entries
+    }
+
+    /// The mask as `train_step` takes it: 1.0 = train, 0.0 = frozen.
+    pub fn values(&self) -> Vec<f32> {
+        self.entries.iter().map(|e| if e.trainable { 1.0 } else { 0.0 }).collect()
+    }
+
+    /// Number of trainable variables.
+    pub fn trainable_count(&self) -> usize {
+        self.entries.iter().filter(|e| e.trainable).count()
+    }
+
+    /// Layer names in model order, each once.
+    pub fn layers(&self) -> Vec<&str> {
+        let mut layers: Vec<&str> = Vec::new();
+        for entry in &self.entries {
+            if !layers.contains(&entry.layer.as_str()) {
+                layers.push(&entry.layer);
+            }
+        }
+        layers
+    }
+
+    fn train_last_layers(&mut self, n: usize) -> Result<()> {
+        let layers: Vec<String> = self.layers().into_iter().map(str::to_string).collect();
+        if n == 0 || n > layers.len() {
+            return Err(Error::InvalidOption(format!(
+                "--train-last-layers {n}: the model has {} layers with trainable variables ({}); give 1 to {}",
+                layers.len(),
+                layers.join(", "),
+                layers.len()
+            )));
+        }
+        let trained = &layers[layers.len() - n..];
+        for entry in &mut self.entries {
+            entry.trainable = trained.contains(&entry.layer);
+        }
+        Ok(())
+    }
+
+    fn set_matching(&mut self, pattern: &str, trainable: bool) -> Result<()> {
+        let matcher = compile(pattern)?;
+        let mut matched = false;
+        for entry in &mut self.entries {
+            if matcher.is_match(&entry.name) || matcher.is_match(&entry.layer) {
+                entry.trainable = trainable;
+                matched = true;
+            }
+        }
+        if matched {
+            Ok(())
+        } else {
+            Err(self.no_match(pattern, trainable))
+        }
+    }
+
+    fn no_match(&self, pattern: &str, trainable: bool) -> Error {
+        let flag = if trainable { "--train" } else { "--freeze" };
+        let mut candidates: Vec<&str> = self.layers();
+        candidates.extend(self.entries.iter().map(|e| e.name.as_str()));
+        let mut close: Vec<(f64, &str)> = candidates
+            .iter()
+            .map(|c| (strsim::jaro_winkler(pattern, c), *c))
+            .filter(|(score, _)| *score > 0.75)
+            .collect();
+        close.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let suggestion = if close.is_empty() {
+            format!("the layers are: {}", self.layers().join(", "))
+        } else {
+            let names: Vec<&str> = close.iter().take(5).map(|(_, name)| *name).collect();
+            format!("close names: {}", names.join(", "))
+        };
+        Error::InvalidOption(format!(
+            "{flag} `{pattern}` matches no variable or layer; {suggestion}. Patterns are globs over variable paths (conv1/kernel) and layer names (conv*); `tfload train DIR --show-mask` lists them."
+        ))
+    }
+}
+
+fn compile(pattern: &str) -> Result<GlobMatcher> {
+    Glob::new(pattern)
+        .map(|glob| glob.compile_matcher())
+        .map_err(|e| Error::InvalidOption(format!("`{pattern}` is not a valid glob pattern: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::train::contract::{LearningRateRecord, MaskVariable};
+
+    fn contract() -> TrainContract {
+        let variables = [("conv1/kernel", "conv1"), ("bn1/gamma", "bn1"), ("conv2/kernel", "conv2"), ("head/kernel", "head"), ("head/bias", "head")];
+        TrainContract {
+            contract_version: 1,
+            inputs: vec![],
+            class_names: None,
+            num_classes: None,
+            metrics: vec![],
+            mask_variables: variables
+                .iter()
+                .enumerate()
+                .map(|(index, (name, layer))| MaskVariable { index, name: name.to_string(), layer: layer.to_string(), shape: vec![1] })
+                .collect(),
+            default_mask: vec![0.0, 0.0, 0.0, 1.0, 1.0],
+            learning_rate: LearningRateRecord { default: 0.01 },
+            optimizer: serde_json::Value::Null,
+            loss: serde_json::Value::Null,
+        }
+    }
+
+    fn build(spec: MaskSpec) -> Vec<f32> {
+        Mask::build(&contract(), &spec).unwrap().values()
+    }
+
+    #[test]
+    fn starts_from_the_model_default() {
+        assert_eq!(build(MaskSpec::default()), vec![0.0, 0.0, 0.0, 1.0, 1.0]);
+        assert_eq!(build(MaskSpec { start: MaskStart::AllTrainable, ..Default::default() }), vec![1.0; 5]);
+    }
+
+    #[test]
+    fn train_wins_over_freeze_and_layers_match_by_name() {
+        let spec = MaskSpec {
+            start: MaskStart::AllTrainable,
+            freeze: vec!["conv*".into(), "head".into()],
+            train: vec!["head/bias".into()],
+            ..Default::default()
+        };
+        assert_eq!(build(spec), vec![0.0, 1.0, 0.0, 0.0, 1.0]);
+    }
+
+    #[test]
+    fn last_layers_counts_layers_not_variables() {
+        let spec = MaskSpec { start: MaskStart::AllTrainable, train_last_layers: Some(2), ..Default::default() };
+        assert_eq!(build(spec), vec![0.0, 0.0, 1.0, 1.0, 1.0]);
+        let error = Mask::build(&contract(), &MaskSpec { train_last_layers: Some(9), ..Default::default() }).unwrap_err();
+        assert!(error.to_string().contains("has 4 layers"), "{error}");
+    }
+
+    #[test]
+    fn a_pattern_matching_nothing_lists_close_names() {
+        let spec = MaskSpec { freeze: vec!["conv3".into()], ..Default::default() };
+        let error = Mask::build(&contract(), &spec).unwrap_err().to_string();
+        assert!(error.contains("--freeze `conv3` matches no variable or layer"), "{error}");
+        assert!(error.contains("conv1"), "{error}");
+    }
+}

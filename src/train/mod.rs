@@ -1,0 +1,17 @@
+//! Fine-tuning a trainable SavedModel from Rust through its exported `train_step`: the contract
+//! record, masks, learning-rate schedules, the trainer, and the training run with checkpoints and
+//! exact resume.
+
+pub mod contract;
+pub mod fit;
+pub mod mask;
+pub mod savedmodel_writer;
+pub mod schedule;
+pub mod state;
+pub mod trainer;
+
+pub use contract::TrainContract;
+pub use fit::{fit, Control, EarlyStopping, EpochReport, FitOptions, FitOutcome, RunData, RunPaths, RunPlan, StepReport, TrainCallback};
+pub use mask::{Mask, MaskSpec, MaskStart};
+pub use schedule::{Decay, LrSchedule};
+pub use trainer::{Metrics, Trainer};

@@ -1,0 +1,168 @@
+//! The trainer: a loaded trainable SavedModel with its contract, mask and bound `train_step` /
+//! `eval_step`, doing one step or one evaluation pass at a time. The epoch loop, checkpoints and
+//! resume live in `fit`; this type is what a service drives directly for custom loops.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use ndarray::{arr0, ArrayD, IxDyn};
+
+use crate::bundle::{LoadedModel, SessionConfig};
+use crate::call::{BoundSignature, Tensors};
+use crate::data::{Batch, BatchLoader};
+use crate::error::{Error, Result};
+use crate::tensor::TensorData;
+use crate::train::contract::{TrainContract, EVAL_STEP, TRAIN_STEP};
+use crate::train::mask::{Mask, MaskSpec};
+
+/// Named scalar results of a step or a pass (`loss`, `accuracy`), sorted by name.
+pub type Metrics = BTreeMap<String, f64>;
+
+/// A trainable SavedModel loaded for training.
+pub struct Trainer {
+    source: PathBuf,
+    model: LoadedModel,
+    contract: TrainContract,
+    mask: Mask,
+    mask_input: TensorData,
+    train_step: BoundSignature,
+    eval_step: Option<BoundSignature>,
+}
+
+impl Trainer {
+    /// Loads the SavedModel in `dir` (tag set `serve`), checks it against the train-step
+    /// contract and builds the mask from `mask`.
+    pub fn open(dir: &Path, mask: &MaskSpec, session: SessionConfig) -> Result<Trainer> {
+        let meta_graph = crate::SavedModel::open(dir)?.meta_graph(&["serve"])?;
+        let contract = TrainContract::read(dir, &meta_graph)?;
+        let mask = Mask::build(&contract, mask)?;
+        Trainer::from_parts(dir, contract, mask, session)
+    }
+
+    /// Loads `dir` with an already built mask (a resumed run keeps the mask it started with).
+    pub fn from_parts(dir: &Path, contract: TrainContract, mask: Mask, session: SessionConfig) -> Result<Trainer> {
+        let model = LoadedModel::load(dir, &["serve"], session)?;
+        let train_step = BoundSignature::bind(&model, TRAIN_STEP)?;
+        let eval_step = model
+            .meta_graph()
+            .signature(EVAL_STEP)
+            .ok()
+            .map(|_| BoundSignature::bind(&model, EVAL_STEP))
+            .transpose()?;
+        let values = mask.values();
+        let mask_input = TensorData::Float32(ArrayD::from_shape_vec(IxDyn(&[values.len()]), values).expect("1-d"));
+        Ok(Trainer {
+            source: dir.to_path_buf(),
+            model,
+            contract,
+            mask,
+            mask_input,
+            train_step,
+            eval_step,
+        })
+    }
+
+    /// The directory the model was loaded from.
+    pub fn source(&self) -> &Path {
+        &self.source
+    }
+
+    /// The model's contract record.
+    pub fn contract(&self) -> &TrainContract {
+        &self.contract
+    }
+
+    /// The mask in use.
+    pub fn mask(&self) -> &Mask {
+        &self.mask
+    }
+
+    /// The loaded model (its session holds the current weights).
+    pub fn model(&self) -> &LoadedModel {
+        &self.model
+    }
+
+    /// Checks that a batch fits `train_step` (input shape and dtype, label dtype) without running
+    /// it, so that bad data fails before the first step with a message about the data.
+    pub fn check_batch(&self, batch: &Batch, what: &str) -> Result<()> {
+        let inputs = self.step_inputs(batch, 0.0);
+        self.train_step.check_inputs(&inputs).map_err(|error| match error {
+            Error::InputMismatch { problem, .. } => Error::DataMismatch(format!(
+                "{what} does not fit the model: {problem}. The model takes `{}` as {} and labels as {}",
+                self.contract.input_key(),
+                self.train_step.signature().input(self.contract.input_key()).map(|s| format!("{} {}", s.dtype, s.shape)).unwrap_or_default(),
+                self.train_step.signature().input("labels").map(|s| format!("{} {}", s.dtype, s.shape)).unwrap_or_default(),
+            )),
+            other => other,
+        })
+    }
+
+    /// Runs one `train_step` on `batch` at learning rate `lr`; returns its loss and metrics.
+    pub fn train_batch(&self, batch: &Batch, lr: f32) -> Result<Metrics> {
+        let outputs = self.train_step.run(&self.model, &self.step_inputs(batch, lr), None)?;
+        Ok(scalars(&outputs))
+    }
+
+    /// Loss and metrics over every batch of `loader` through `eval_step`, each batch weighted by
+    /// its size (what Keras `evaluate` reports). `None` when the model has no `eval_step`.
+    pub fn evaluate(&self, loader: &BatchLoader) -> Result<Option<Metrics>> {
+        let Some(eval_step) = &self.eval_step else {
+            return Ok(None);
+        };
+        let mut totals = WeightedMean::default();
+        for batch in loader.epoch(0, 0) {
+            let batch = batch?;
+            let mut inputs = Tensors::new();
+            inputs.insert(self.contract.input_key().to_string(), batch.inputs.clone());
+            inputs.insert("labels".to_string(), batch.labels.clone());
+            let outputs = eval_step.run(&self.model, &inputs, None)?;
+            totals.add(&scalars(&outputs), batch.len());
+        }
+        Ok(Some(totals.mean()))
+    }
+
+    fn step_inputs(&self, batch: &Batch, lr: f32) -> Tensors {
+        let mut inputs = Tensors::new();
+        inputs.insert(self.contract.input_key().to_string(), batch.inputs.clone());
+        inputs.insert("labels".to_string(), batch.labels.clone());
+        inputs.insert("mask".to_string(), self.mask_input.clone());
+        inputs.insert("learning_rate".to_string(), TensorData::Float32(arr0(lr).into_dyn()));
+        inputs
+    }
+}
+
+/// Scalar outputs as f64 by key.
+fn scalars(outputs: &Tensors) -> Metrics {
+    outputs
+        .iter()
+        .filter_map(|(key, value)| value.to_f32().and_then(|a| a.iter().next().copied()).map(|v| (key.clone(), f64::from(v))))
+        .collect()
+}
+
+/// Running means of metrics weighted by batch size.
+#[derive(Debug, Clone, Default)]
+pub struct WeightedMean {
+    sums: Metrics,
+    count: usize,
+}
+
+impl WeightedMean {
+    /// Adds one batch's metrics, computed over `examples` examples.
+    pub fn add(&mut self, metrics: &Metrics, examples: usize) {
+        for (key, value) in metrics {
+            *self.sums.entry(key.clone()).or_default() += value * examples as f64;
+        }
+        self.count += examples;
+    }
+
+    /// The means so far.
+    pub fn mean(&self) -> Metrics {
+        let count = self.count.max(1) as f64;
+        self.sums.iter().map(|(k, v)| (k.clone(), v / count)).collect()
+    }
+
+    /// Examples seen.
+    pub fn count(&self) -> usize {
+        self.count
+    }
+}
