@@ -204,6 +204,23 @@ pub fn fit(
     stop: &AtomicBool,
 ) -> Result<FitOutcome> {
     let work = prepare_work_dir(paths)?;
+    let result = run_in(&work, paths, data, options, callback, stop);
+    if result.is_err() && !paths.resume && Checkpoints::in_dir(&work).complete().is_empty() {
+        // A fresh run that failed before its first checkpoint leaves nothing behind.
+        let _ = std::fs::remove_dir_all(&work);
+    }
+    result
+}
+
+fn run_in(
+    work: &Path,
+    paths: &RunPaths,
+    data: &RunData<'_>,
+    options: &FitOptions,
+    callback: &mut dyn TrainCallback,
+    stop: &AtomicBool,
+) -> Result<FitOutcome> {
+    let work = work.to_path_buf();
     let checkpoints = Checkpoints::in_dir(&work);
     let order = data_order(data.train);
     let (trainer, state) = match checkpoints.latest()? {

@@ -1,0 +1,225 @@
+//! `tfload train` end to end: masks, output safety, every bad input the issue names, exact resume
+//! after kill -9 and after Ctrl-C, early stopping.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{model, root, s, tfload_err, tfload_ok};
+use serde_json::Value;
+
+fn train_data() -> PathBuf {
+    root().join("saved_models/data/digits_5_9_train.npz")
+}
+
+fn val_data() -> PathBuf {
+    root().join("saved_models/data/digits_5_9_val.npz")
+}
+
+/// Writes an .npz with a Python one-liner over `x` and `y` expressions of numpy `np` and the
+/// digits training arrays `x0`, `y0`.
+fn make_npz(path: &Path, x: &str, y: &str) {
+    let script = format!(
+        "import numpy as np; d = np.load('{}'); x0, y0 = d['x'], d['y']; np.savez('{}', x={x}, y={y})",
+        s(&train_data()),
+        s(path)
+    );
+    let status = Command::new(root().join(".venv/bin/python")).args(["-c", &script]).status().unwrap();
+    assert!(status.success());
+}
+
+fn variables_bytes(dir: &Path) -> Vec<u8> {
+    std::fs::read(dir.join("variables/variables.data-00000-of-00001")).unwrap()
+}
+
+#[test]
+fn show_mask_prints_the_default_and_the_flags_change_it() {
+    let cnn = model("cnn_digits");
+    let out = tfload_ok(&["train", s(&cnn), "--show-mask"]);
+    assert!(out.contains("2 of 7 variables trainable"), "{out}");
+    let out = tfload_ok(&["train", s(&cnn), "--show-mask", "--train-last-layers", "2"]);
+    assert!(out.contains("4 of 7 variables trainable"), "{out}"); // conv2 (kernel, bias) + head
+    let out = tfload_ok(&["train", s(&cnn), "--show-mask", "--train-all", "--freeze", "bn*", "--train", "bn1/beta"]);
+    assert!(out.contains("6 of 7 variables trainable"), "{out}");
+}
+
+#[test]
+fn mask_pattern_matching_nothing_lists_close_names() {
+    let err = tfload_err(&["train", s(&model("cnn_digits")), "--show-mask", "--freeze", "conv3"]);
+    assert!(err.contains("--freeze `conv3` matches no variable or layer"), "{err}");
+    assert!(err.contains("conv1"), "{err}");
+}
+
+#[test]
+fn a_model_without_train_step_says_how_to_make_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = tfload_err(&["train", s(&model("multi_io")), "--data", s(&train_data()), "--out", s(&dir.path().join("o"))]);
+    assert!(err.contains("is not a trainable SavedModel"), "{err}");
+    assert!(err.contains("scripts/tfload_export.py"), "{err}");
+    assert!(!dir.path().join("o").exists() && !dir.path().join("o.partial").exists());
+}
+
+#[test]
+fn bad_data_is_refused_before_anything_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("o");
+    let cnn = model("cnn_digits");
+    let err = tfload_err(&["train", s(&cnn), "--data", "/no/such/data.npz", "--out", s(&out)]);
+    assert!(err.contains("/no/such/data.npz: no such file or directory"), "{err}");
+
+    let digits_0_9 = dir.path().join("ten_classes.npz");
+    make_npz(&digits_0_9, "x0", "y0 + 5");
+    let err = tfload_err(&["train", s(&cnn), "--data", s(&digits_0_9), "--out", s(&out)]);
+    assert!(err.contains("has 10 classes, but the model's head has 5"), "{err}");
+
+    let wrong_shape = dir.path().join("wrong_shape.npz");
+    make_npz(&wrong_shape, "x0.reshape(len(x0), 64)", "y0");
+    let err = tfload_err(&["train", s(&cnn), "--data", s(&wrong_shape), "--out", s(&out)]);
+    assert!(err.contains("does not fit the model"), "{err}");
+    assert!(err.contains("[?, 8, 8, 1]"), "{err}");
+    assert!(!out.exists());
+}
+
+#[test]
+fn output_is_never_clobbered_and_input_never_touched() {
+    let dir = tempfile::tempdir().unwrap();
+    let cnn = model("cnn_digits");
+    let before = variables_bytes(&cnn);
+    let existing = dir.path().join("existing");
+    std::fs::create_dir(&existing).unwrap();
+    std::fs::write(existing.join("keep.txt"), "mine").unwrap();
+    let err = tfload_err(&["train", s(&cnn), "--data", s(&train_data()), "--out", s(&existing), "--epochs", "1"]);
+    assert!(err.contains("already exists"), "{err}");
+    assert!(err.contains("--overwrite"), "{err}");
+    assert_eq!(std::fs::read_to_string(existing.join("keep.txt")).unwrap(), "mine");
+
+    let err = tfload_err(&["train", s(&cnn), "--data", s(&train_data()), "--out", s(&cnn), "--overwrite"]);
+    assert!(err.contains("is the input model"), "{err}");
+
+    let file = dir.path().join("a_file");
+    std::fs::write(&file, "").unwrap();
+    let err = tfload_err(&["train", s(&cnn), "--data", s(&train_data()), "--out", s(&file.join("out"))]);
+    assert!(err.contains("cannot be created"), "{err}");
+
+    tfload_ok(&["train", s(&cnn), "--data", s(&train_data()), "--out", s(&existing), "--epochs", "1", "--overwrite", "-q"]);
+    assert!(existing.join("saved_model.pb").is_file() && !existing.join("keep.txt").exists());
+    assert_eq!(variables_bytes(&cnn), before, "the input model changed");
+}
+
+#[test]
+fn a_nan_loss_stops_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let poisoned = dir.path().join("nan.npz");
+    make_npz(&poisoned, "np.where(np.arange(len(x0))[:, None, None, None] >= 64, np.nan, x0).astype('float32')", "y0");
+    let out = dir.path().join("o");
+    let err = tfload_err(&[
+        "train", s(&model("cnn_digits")), "--data", s(&poisoned), "--out", s(&out),
+        "--no-shuffle", "--batch-size", "32", "--checkpoint-every-steps", "1",
+    ]);
+    assert!(err.contains("the loss became NaN at epoch 1, step 3"), "{err}");
+    assert!(err.contains("last good checkpoint is kept"), "{err}");
+    assert!(out.with_file_name("o.partial/checkpoints/step-000000002/saved_model.pb").is_file());
+    assert!(!out.exists());
+}
+
+/// A run on the digits tiled 40 times (28,680 examples), slow enough to be stopped mid-epoch.
+fn long_run_args(data: &Path, out: &Path) -> Vec<String> {
+    [
+        "train", s(&model("mlp_digits")), "--data", s(data), "--out", s(out), "--epochs", "5",
+        "--batch-size", "16", "--seed", "3", "-q", "--intra-op-threads", "1", "--inter-op-threads", "1",
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect()
+}
+
+fn wait_for(path: &Path, timeout: Duration) {
+    let start = Instant::now();
+    while !path.exists() {
+        assert!(start.elapsed() < timeout, "{path:?} did not appear in {timeout:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn kill_9_in_epoch_3_then_resume_gives_the_uninterrupted_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("tiled.npz");
+    make_npz(&data, "np.tile(x0, (40, 1, 1, 1))", "np.tile(y0, 40)");
+    let steps_per_epoch = (717 * 40usize).div_ceil(16);
+
+    let straight = dir.path().join("straight");
+    let args = long_run_args(&data, &straight);
+    tfload_ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+
+    let resumed = dir.path().join("resumed");
+    let args = long_run_args(&data, &resumed);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tfload")).args(&args).stderr(Stdio::null()).spawn().unwrap();
+    let epoch_2 = resumed.with_file_name(format!("resumed.partial/checkpoints/step-{:09}", 2 * steps_per_epoch));
+    wait_for(&epoch_2, Duration::from_secs(120));
+    std::thread::sleep(Duration::from_millis(300));
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    assert!(!resumed.exists(), "the run finished before it could be killed");
+    let log = std::fs::read_to_string(resumed.with_file_name("resumed.partial/metrics.jsonl")).unwrap();
+    assert!(!log.contains("\"event\":\"epoch\",\"epoch\":3"), "killed after epoch 3 ended");
+
+    let mut args = long_run_args(&data, &resumed);
+    args.push("--resume".into());
+    tfload_ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(variables_bytes(&resumed), variables_bytes(&straight), "resumed weights differ");
+}
+
+#[test]
+fn ctrl_c_saves_mid_epoch_and_resume_continues_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("tiled.npz");
+    make_npz(&data, "np.tile(x0, (40, 1, 1, 1))", "np.tile(y0, 40)");
+    let straight = dir.path().join("straight");
+    let mut args = long_run_args(&data, &straight);
+    args[7] = "2".into(); // --epochs 2
+    tfload_ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+
+    let resumed = dir.path().join("resumed");
+    let mut args = long_run_args(&data, &resumed);
+    args[7] = "2".into();
+    let child = Command::new(env!("CARGO_BIN_EXE_tfload")).args(&args).stderr(Stdio::piped()).spawn().unwrap();
+    wait_for(&resumed.with_file_name("resumed.partial/metrics.jsonl"), Duration::from_secs(60));
+    std::thread::sleep(Duration::from_millis(500));
+    // SAFETY-free: send SIGINT through the kill command, as a terminal's Ctrl-C would.
+    Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("Resume with the same command and --resume"), "{stderr}");
+
+    args.push("--resume".into());
+    tfload_ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(variables_bytes(&resumed), variables_bytes(&straight), "resumed weights differ");
+}
+
+#[test]
+fn early_stopping_writes_the_best_epoch() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("o");
+    let json = tfload_ok(&[
+        "train", s(&model("cnn_digits")), "--data", s(&train_data()), "--val-data", s(&val_data()),
+        "--out", s(&out), "--epochs", "8", "--lr", "0.05", "--early-stopping-patience", "2", "--json", "--train-all",
+    ]);
+    let outcome: Value = serde_json::from_str(&json).unwrap();
+    let completed = &outcome["Completed"];
+    let epochs: Vec<(u64, f64)> = std::fs::read_to_string(out.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|l| l["event"] == "epoch")
+        .map(|l| (l["epoch"].as_u64().unwrap(), l["validation"]["loss"].as_f64().unwrap()))
+        .collect();
+    let best = epochs.iter().min_by(|a, b| a.1.total_cmp(&b.1)).unwrap();
+    assert_eq!(completed["weights_from_epoch"].as_u64(), Some(best.0), "{epochs:?}");
+    assert_eq!(completed["validation"]["loss"].as_f64(), Some(best.1));
+    let best_dir = out.join("checkpoints/best");
+    assert_eq!(variables_bytes(&out), variables_bytes(&best_dir));
+}
