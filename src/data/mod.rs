@@ -3,6 +3,7 @@
 //! prepares batches on a background thread while the session computes.
 
 pub mod arrays;
+pub mod image_folder;
 pub mod loader;
 
 use std::sync::Arc;
@@ -11,6 +12,7 @@ use crate::error::Result;
 use crate::tensor::TensorData;
 
 pub use arrays::ArrayDataset;
+pub use image_folder::ImageFolderDataset;
 pub use loader::{epoch_order, BatchLoader, LoaderOptions};
 
 /// One batch: the model input, the labels, and which examples they are.

@@ -1,0 +1,265 @@
+//! Image files as model input: decoding (PNG, JPEG, GIF, BMP through the `image` crate), the
+//! channel conversion a model wants (grayscale, RGB, RGBA) and the bilinear resize of Keras's
+//! `image_dataset_from_directory`, giving float32 pixels in 0..255 laid out height × width ×
+//! channels, the values Keras feeds a model.
+//!
+//! The resize is TensorFlow's `tf.image.resize(method="bilinear", antialias=False)` (half-pixel
+//! centers), computed in the same float32 order, so tfload and Keras feed a model the same
+//! numbers (tests compare them with Python TensorFlow on real photos).
+
+use std::path::{Path, PathBuf};
+
+use image::{DynamicImage, ImageFormat, ImageReader};
+use ndarray::{Array3, ArrayD, ArrayView3, Axis, IxDyn};
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+
+/// File extensions read as images (compared case-insensitively), those Keras's
+/// `image_dataset_from_directory` accepts.
+pub const IMAGE_EXTENSIONS: &[&str] = &["bmp", "gif", "jpeg", "jpg", "png"];
+
+/// Whether `path` has one of the [`IMAGE_EXTENSIONS`].
+pub fn is_image_file(path: &Path) -> bool {
+    path.extension()
+        .and_then(|ext| ext.to_str())
+        .is_some_and(|ext| IMAGE_EXTENSIONS.contains(&ext.to_ascii_lowercase().as_str()))
+}
+
+/// The channels a model takes (Keras's `color_mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ColorMode {
+    /// One channel.
+    Grayscale,
+    /// Three channels, red green blue.
+    Rgb,
+    /// Four channels, RGB and alpha.
+    Rgba,
+}
+
+impl ColorMode {
+    /// The number of channels.
+    pub fn channels(self) -> usize {
+        match self {
+            ColorMode::Grayscale => 1,
+            ColorMode::Rgb => 3,
+            ColorMode::Rgba => 4,
+        }
+    }
+
+    /// The mode with `channels` channels (1, 3 or 4).
+    pub fn from_channels(channels: usize) -> Option<ColorMode> {
+        match channels {
+            1 => Some(ColorMode::Grayscale),
+            3 => Some(ColorMode::Rgb),
+            4 => Some(ColorMode::Rgba),
+            _ => None,
+        }
+    }
+}
+
+/// What a model takes as one image: its height, width and channels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ImageSpec {
+    /// Rows.
+    pub height: usize,
+    /// Columns.
+    pub width: usize,
+    /// Channels.
+    pub color_mode: ColorMode,
+}
+
+impl ImageSpec {
+    /// The shape of one image: `[height, width, channels]`.
+    pub fn shape(&self) -> Vec<usize> {
+        vec![self.height, self.width, self.color_mode.channels()]
+    }
+
+    /// Reads one image file as model input: decoded, converted, resized, float32 0..255.
+    pub fn load(&self, path: &Path) -> Result<Array3<f32>> {
+        let pixels = decode(path, self.color_mode)?;
+        Ok(resize_bilinear(pixels.view(), self.height, self.width))
+    }
+
+    /// Reads image files as one batch `[n, height, width, channels]`, decoding them in parallel.
+    /// The first file that fails is reported.
+    pub fn load_batch(&self, paths: &[PathBuf]) -> Result<ArrayD<f32>> {
+        let images: Vec<Array3<f32>> = paths.par_iter().map(|path| self.load(path)).collect::<Result<_>>()?;
+        let mut shape = vec![images.len()];
+        shape.extend(self.shape());
+        let mut batch = ArrayD::zeros(IxDyn(&shape));
+        for (mut slot, image) in batch.axis_iter_mut(Axis(0)).zip(&images) {
+            slot.assign(&image.view().into_dyn());
+        }
+        Ok(batch)
+    }
+}
+
+/// Decodes an image file into `color_mode`'s channels, `[height, width, channels]` bytes.
+/// 16-bit images are scaled to 8 bits; animations give their first frame.
+pub fn decode(path: &Path, color_mode: ColorMode) -> Result<Array3<u8>> {
+    let reader = ImageReader::open(path)
+        .map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?
+        .with_guessed_format()
+        .map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    let format = reader.format();
+    let image = reader.decode().map_err(|e| Error::Image {
+        path: path.to_path_buf(),
+        problem: format!("cannot be decoded as an image ({e})"),
+    })?;
+    let (width, height) = (image.width() as usize, image.height() as usize);
+    let bytes = match color_mode {
+        ColorMode::Grayscale => to_gray(&image, format),
+        ColorMode::Rgb => image.to_rgb8().into_raw(),
+        ColorMode::Rgba => image.to_rgba8().into_raw(),
+    };
+    Ok(Array3::from_shape_vec((height, width, color_mode.channels()), bytes).expect("decoder output fills the image"))
+}
+
+/// Grayscale as TensorFlow's decoders give it: for PNG (and the others) exactly libpng's
+/// `png_set_rgb_to_gray(.., 0.299, 0.587)` as TensorFlow calls it (weights in 1/32768,
+/// truncated); for JPEG the BT.601 luma rounded, which is within a few levels of the Y channel
+/// libjpeg returns.
+fn to_gray(image: &DynamicImage, format: Option<ImageFormat>) -> Vec<u8> {
+    if !image.color().has_color() {
+        return image.to_luma8().into_raw();
+    }
+    let jpeg = format == Some(ImageFormat::Jpeg);
+    let luma = |[r, g, b]: [u8; 3]| -> u8 {
+        let (r, g, b) = (u32::from(r), u32::from(g), u32::from(b));
+        if jpeg {
+            ((19595 * r + 38470 * g + 7471 * b + 32768) >> 16) as u8
+        } else {
+            ((9797 * r + 19234 * g + 3737 * b) >> 15) as u8
+        }
+    };
+    image.to_rgb8().pixels().map(|p| luma(p.0)).collect()
+}
+
+/// One output coordinate's source rows (or columns) and weight.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Tap {
+    lower: usize,
+    upper: usize,
+    lerp: f32,
+}
+
+/// TensorFlow's `compute_interpolation_weights` with half-pixel centers, in float32.
+fn taps(in_size: usize, out_size: usize) -> Vec<Tap> {
+    let scale = in_size as f32 / out_size as f32;
+    (0..out_size)
+        .map(|i| {
+            let source = (i as f32 + 0.5) * scale - 0.5;
+            let floor = source.floor();
+            Tap {
+                lower: floor.max(0.0) as usize,
+                upper: (source.ceil().max(0.0) as usize).min(in_size - 1),
+                lerp: source - floor,
+            }
+        })
+        .collect()
+}
+
+/// Resizes `[height, width, channels]` pixels to `height` × `width` as
+/// `tf.image.resize(method="bilinear", antialias=False)` does, giving float32 values.
+pub fn resize_bilinear(image: ArrayView3<u8>, height: usize, width: usize) -> Array3<f32> {
+    let (in_height, in_width, channels) = image.dim();
+    let (rows, columns) = (taps(in_height, height), taps(in_width, width));
+    let at = |y: usize, x: usize, c: usize| f32::from(image[[y, x, c]]);
+    Array3::from_shape_fn((height, width, channels), |(y, x, c)| {
+        let (row, column) = (rows[y], columns[x]);
+        let top_left = at(row.lower, column.lower, c);
+        let top_right = at(row.lower, column.upper, c);
+        let bottom_left = at(row.upper, column.lower, c);
+        let bottom_right = at(row.upper, column.upper, c);
+        let top = top_left + (top_right - top_left) * column.lerp;
+        let bottom = bottom_left + (bottom_right - bottom_left) * column.lerp;
+        top + (bottom - top) * row.lerp
+    })
+}
+
+/// The image files under `dir` in Keras's order: directories walked recursively and visited
+/// sorted by path, files sorted by name within each; hidden entries (`.name`) skipped.
+pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut folders = Vec::new();
+    collect_folders(dir, &mut folders)?;
+    folders.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(folders.into_iter().flat_map(|(_, files)| files).collect())
+}
+
+/// Adds `(dir, its image files sorted)` and the same for every sub-directory.
+fn collect_folders(dir: &Path, out: &mut Vec<(String, Vec<PathBuf>)>) -> Result<()> {
+    let io = |source| Error::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io)? {
+        let entry = entry.map_err(io)?;
+        let path = entry.path();
+        if entry.file_name().to_string_lossy().starts_with('.') {
+            continue;
+        }
+        if entry.file_type().map_err(io)?.is_dir() {
+            collect_folders(&path, out)?;
+        } else if is_image_file(&path) {
+            files.push(path);
+        }
+    }
+    files.sort();
+    out.push((dir.to_string_lossy().into_owned(), files));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_size_resize_keeps_values() {
+        let image = Array3::from_shape_fn((3, 4, 2), |(y, x, c)| (y * 40 + x * 10 + c) as u8);
+        let resized = resize_bilinear(image.view(), 3, 4);
+        assert_eq!(resized, image.mapv(f32::from));
+    }
+
+    #[test]
+    fn upscaling_by_two_interpolates_between_neighbours() {
+        let image = Array3::from_shape_vec((1, 2, 1), vec![0u8, 100]).unwrap();
+        let resized = resize_bilinear(image.view(), 1, 4);
+        // Half-pixel centers: sources at -0.25, 0.25, 0.75, 1.25 (clamped at the edges).
+        assert_eq!(resized.iter().copied().collect::<Vec<_>>(), vec![0.0, 25.0, 75.0, 100.0]);
+    }
+
+    #[test]
+    fn taps_clamp_at_the_borders() {
+        let taps = taps(2, 4);
+        assert_eq!((taps[0].lower, taps[0].upper), (0, 0));
+        assert_eq!((taps[3].lower, taps[3].upper), (1, 1));
+    }
+
+    #[test]
+    fn image_extensions_are_case_insensitive() {
+        assert!(is_image_file(Path::new("a/b.JPG")));
+        assert!(is_image_file(Path::new("b.png")));
+        assert!(!is_image_file(Path::new("b.txt")));
+        assert!(!is_image_file(Path::new("png")));
+    }
+
+    #[test]
+    fn undecodable_file_names_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("broken.png");
+        std::fs::write(&path, b"not a png at all").unwrap();
+        let error = decode(&path, ColorMode::Rgb).unwrap_err().to_string();
+        assert!(error.contains("broken.png"), "{error}");
+        assert!(error.contains("cannot be decoded"), "{error}");
+    }
+}
