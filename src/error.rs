@@ -198,41 +198,65 @@ pub enum Error {
         kept: String,
     },
 
-    /// An image file cannot be read as an image.
-    #[error("{path}: {problem}. Remove or replace the file, or convert it to PNG or JPEG.")]
-    Image {
-        /// The image file.
+    /// A file given as Keras weights is not a readable HDF5 file.
+    #[error("{path} is not a readable HDF5 file ({problem}). Give Keras weights saved with `model.save_weights(\"w.weights.h5\")` (Keras 3) or `model.save(\"m.h5\")` / `model.save_weights(\"w.h5\")` (Keras 2, tf.keras).")]
+    NotHdf5 {
+        /// The file.
         path: PathBuf,
-        /// What is wrong.
+        /// What the HDF5 decoder said.
         problem: String,
     },
 
-    /// A folder cannot be used as an image data set (no class sub-folders, no images).
-    #[error("{dir}: {problem}")]
-    ImageFolder {
-        /// The folder.
-        dir: PathBuf,
-        /// What is wrong and what to do.
+    /// An HDF5 file that does not hold Keras weights in a layout tfload reads.
+    #[error("{path} is an HDF5 file but not Keras weights: {problem}. tfload reads Keras 3 `*.weights.h5` files (layers/<name>/vars/<i>) and Keras 2 / tf.keras `.h5` files (layer_names and weight_names attributes).")]
+    NotKerasWeights {
+        /// The file.
+        path: PathBuf,
+        /// What is missing.
         problem: String,
     },
 
-    /// A model cannot be used the way asked (an image classifier without an image input, ...).
-    #[error("{dir}, signature `{signature}`: {problem}")]
-    UnsuitableModel {
+    /// A weight inside a Keras HDF5 file cannot be read.
+    #[error("{path}: cannot read `{object}`: {problem}. The file may be truncated; save the weights again.")]
+    Hdf5Read {
+        /// The file.
+        path: PathBuf,
+        /// The HDF5 object (dataset or attribute path).
+        object: String,
+        /// What went wrong.
+        problem: String,
+    },
+
+    /// Weights of a Keras HDF5 file do not fit the variables of a SavedModel.
+    #[error("{h5} does not fit {model}: {problem}. Pass --skip-mismatch to leave such layers as they are (a new head, say), or --dry-run to see the whole mapping.")]
+    WeightMismatch {
+        /// The HDF5 file.
+        h5: PathBuf,
         /// The SavedModel directory.
-        dir: PathBuf,
-        /// The signature key.
-        signature: String,
-        /// What does not fit, and what to do.
+        model: PathBuf,
+        /// Which layer and weight, with expected and found count, shape or dtype.
         problem: String,
     },
 
-    /// A class-names (labels) file cannot be used.
-    #[error("{path}: {problem}")]
-    Labels {
-        /// The labels file.
-        path: PathBuf,
-        /// What is wrong.
+    /// No layer of a Keras HDF5 file has a counterpart among a SavedModel's variables.
+    #[error("no layer of {h5} matches a layer of {model}: the file has [{h5_layers}], the model [{model_layers}]. Weights are matched by layer name, so the model must come from a Keras model with the same layer names.")]
+    NoMatchingLayers {
+        /// The HDF5 file.
+        h5: PathBuf,
+        /// The SavedModel directory.
+        model: PathBuf,
+        /// Layers of the file that hold weights.
+        h5_layers: String,
+        /// Layers of the model that hold variables.
+        model_layers: String,
+    },
+
+    /// A checkpoint entry cannot take the value given for it.
+    #[error("checkpoint entry `{key}`: {problem}")]
+    CheckpointReplace {
+        /// The checkpoint key.
+        key: String,
+        /// What does not fit.
         problem: String,
     },
 }

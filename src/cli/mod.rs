@@ -1,6 +1,8 @@
 //! The command-line layer: clap types, one module per subcommand, and the shared printing
 //! helpers. Commands call the library and print; they hold no logic of their own.
 
+mod import_weights;
+mod inspect_h5;
 pub mod logging;
 pub mod stderr;
 mod signatures;
@@ -38,6 +40,11 @@ pub enum Command {
     Signatures(signatures::SignaturesArgs),
     /// List the variables of a SavedModel with dtype, shape, size and trainable flag.
     Variables(variables::VariablesArgs),
+    /// Import Keras HDF5 weights into a copy of a SavedModel, matching layers by name.
+    ImportWeights(import_weights::ImportWeightsArgs),
+    /// List the layers and weights of a Keras HDF5 weights file.
+    #[command(name = "inspect-h5")]
+    InspectH5(inspect_h5::InspectH5Args),
     /// Fine-tune a trainable SavedModel through its exported train_step.
     Train(Box<train::TrainArgs>),
 }
@@ -67,6 +74,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Signatures(args) => signatures::run(&args),
         Command::Variables(args) => variables::run(&args),
+        Command::ImportWeights(args) => import_weights::run(&args),
+        Command::InspectH5(args) => inspect_h5::run(&args),
         Command::Train(args) => train::run(&args, &cli.global),
     }
 }

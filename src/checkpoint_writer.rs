@@ -1,0 +1,421 @@
+//! Writing a TensorFlow checkpoint bundle (`variables.index` + `variables.data-00000-of-00001`)
+//! without a TensorFlow session: start from a SavedModel's existing checkpoint, replace the
+//! values of some entries, and write the whole bundle again.
+//!
+//! Every entry that is not replaced keeps its bytes and checksum verbatim, the
+//! `_CHECKPOINTABLE_OBJECT_GRAPH` string entry included, so the result restores into the same
+//! graph. The format is TensorFlow's tensor bundle: a LevelDB table mapping each key to a
+//! `BundleEntryProto` (dtype, shape, shard, offset, size, masked CRC32C), the
+//! `BundleHeaderProto` under the empty key, and the raw little-endian tensor bytes in a data
+//! shard. The output always has one shard.
+//!
+//! ```no_run
+//! # fn main() -> Result<(), tfload::Error> {
+//! use tfload::checkpoint_writer::CheckpointWriter;
+//! use tfload::TensorData;
+//!
+//! let mut writer = CheckpointWriter::from_existing("saved_models/mlp_digits")?;
+//! let bias = TensorData::Float32(ndarray::ArrayD::zeros(ndarray::IxDyn(&[10])));
+//! writer.replace("variables/3/.ATTRIBUTES/VARIABLE_VALUE", &bias)?;
+//! writer.write("/tmp/new_model/variables")?;
+//! # Ok(())
+//! # }
+//! ```
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use crc::{Crc, CRC_32_ISCSI};
+use prost::Message;
+use sstable::{Options, SSIterator, Table, TableBuilder};
+
+use crate::checkpoint_index::CheckpointIndex;
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+use crate::proto;
+use crate::shape::Shape;
+use crate::tensor::TensorData;
+
+/// File name of the single data shard the writer produces.
+pub const DATA_FILE: &str = "variables.data-00000-of-00001";
+/// File name of the index the writer produces.
+pub const INDEX_FILE: &str = "variables.index";
+
+const CASTAGNOLI: Crc<u32> = Crc::<u32>::new(&CRC_32_ISCSI);
+/// `BundleHeaderProto.endianness` of a big-endian bundle.
+const BIG_ENDIAN: i32 = 1;
+
+/// One entry of the bundle being written: its index record and its bytes.
+#[derive(Debug, Clone)]
+struct Entry {
+    proto: proto::BundleEntryProto,
+    bytes: Vec<u8>,
+}
+
+/// A checkpoint bundle held in memory, read from a SavedModel and written out again with some
+/// entries replaced.
+#[derive(Debug, Clone)]
+pub struct CheckpointWriter {
+    source: PathBuf,
+    header: proto::BundleHeaderProto,
+    entries: BTreeMap<String, Entry>,
+}
+
+impl CheckpointWriter {
+    /// Reads the whole checkpoint of the SavedModel at `saved_model_dir` (index and every data
+    /// shard) into memory.
+    pub fn from_existing(saved_model_dir: impl AsRef<Path>) -> Result<CheckpointWriter> {
+        let dir = saved_model_dir.as_ref();
+        let index_path = CheckpointIndex::path_in(dir);
+        if !index_path.is_file() {
+            return Err(Error::MissingVariables { dir: dir.to_path_buf() });
+        }
+        let (header, records) = read_index(&index_path)?;
+        if header.endianness == BIG_ENDIAN {
+            return Err(corrupt(&index_path, "the bundle is big-endian, which tfload does not write"));
+        }
+        let shards = read_shards(&index_path, header.num_shards)?;
+        let mut entries = BTreeMap::new();
+        for (key, proto) in records {
+            let bytes = entry_bytes(&index_path, &key, &proto, &shards)?;
+            entries.insert(key, Entry { proto, bytes });
+        }
+        Ok(CheckpointWriter { source: index_path, header, entries })
+    }
+
+    /// The checkpoint keys, sorted.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.entries.keys().map(String::as_str)
+    }
+
+    /// The dtype and shape saved under `key`.
+    pub fn entry(&self, key: &str) -> Option<(DType, Shape)> {
+        let entry = self.entries.get(key)?;
+        Some((DType::from_proto(entry.proto.dtype), Shape::from_proto(entry.proto.shape.as_ref())))
+    }
+
+    /// Replaces the value saved under `key`. The new value must have the entry's dtype and shape:
+    /// a checkpoint restores into variables whose type and shape the graph fixes.
+    pub fn replace(&mut self, key: &str, value: &TensorData) -> Result<()> {
+        let mismatch = |problem: String| Error::CheckpointReplace { key: key.to_string(), problem };
+        let (dtype, shape) = self.entry(key).ok_or_else(|| {
+            mismatch(format!("the checkpoint read from {} has no such entry", self.source.display()))
+        })?;
+        if dtype != value.dtype() {
+            return Err(mismatch(format!("it holds {dtype}, the new value is {}", value.dtype())));
+        }
+        let dims: Vec<Option<u64>> = value.shape().iter().map(|&d| Some(d as u64)).collect();
+        if shape.dims() != Some(dims.as_slice()) {
+            return Err(mismatch(format!("it has shape {shape}, the new value {:?}", value.shape())));
+        }
+        let bytes = little_endian_bytes(value)?;
+        let entry = self.entries.get_mut(key).expect("entry checked above");
+        entry.proto.crc32c = masked_crc32c(&bytes);
+        entry.bytes = bytes;
+        Ok(())
+    }
+
+    /// Writes the bundle as `variables.index` and `variables.data-00000-of-00001` into
+    /// `variables_dir`, which is created if needed. Existing files of those names are replaced.
+    pub fn write(&self, variables_dir: impl AsRef<Path>) -> Result<()> {
+        let dir = variables_dir.as_ref();
+        std::fs::create_dir_all(dir).map_err(io_error(dir))?;
+        let data_path = dir.join(DATA_FILE);
+        let mut data = BufWriter::new(File::create(&data_path).map_err(io_error(&data_path))?);
+        let mut records = Vec::with_capacity(self.entries.len());
+        let mut offset = 0u64;
+        for (key, entry) in &self.entries {
+            data.write_all(&entry.bytes).map_err(io_error(&data_path))?;
+            let mut record = entry.proto.clone();
+            record.shard_id = 0;
+            record.offset = offset as i64;
+            record.size = entry.bytes.len() as i64;
+            offset += entry.bytes.len() as u64;
+            records.push((key.as_str(), record));
+        }
+        data.into_inner()
+            .map_err(|e| e.into_error())
+            .and_then(|file| file.sync_all())
+            .map_err(io_error(&data_path))?;
+        let header = proto::BundleHeaderProto { num_shards: 1, ..self.header.clone() };
+        write_index(&dir.join(INDEX_FILE), &header, &records)
+    }
+}
+
+impl CheckpointWriter {
+    /// Writes a new SavedModel at `out`: everything of the SavedModel at `source` (graph, assets)
+    /// with this checkpoint as its `variables/`. `fingerprint.pb` is left out, as it would
+    /// describe the old checkpoint. The directory is built under a temporary name beside `out`
+    /// and renamed into place, so `out` appears whole or not at all. An existing `out` is refused
+    /// unless `overwrite`; `out` may never be `source` or lie inside it, or hold it.
+    pub fn write_saved_model(&self, source: &Path, out: &Path, overwrite: bool) -> Result<()> {
+        check_output(source, out, overwrite)?;
+        let tmp = sibling(out, "tmp");
+        let built = build_saved_model(self, source, &tmp);
+        let placed = built.and_then(|()| move_into_place(&tmp, out));
+        if placed.is_err() {
+            let _ = std::fs::remove_dir_all(&tmp);
+        }
+        placed
+    }
+}
+
+fn check_output(source: &Path, out: &Path, overwrite: bool) -> Result<()> {
+    let output_error = |problem: &str| Error::Output { path: out.to_path_buf(), problem: problem.to_string() };
+    let source_abs = std::fs::canonicalize(source).map_err(io_error(source))?;
+    let out_abs = absolute_lexically(out);
+    if out_abs.starts_with(&source_abs) || source_abs.starts_with(&out_abs) {
+        return Err(output_error("is the input model, inside it, or holds it; the input is never modified. Give another --out"));
+    }
+    if out.exists() && !overwrite {
+        return Err(output_error("already exists; give another --out, or --force to replace it"));
+    }
+    if out.exists() && !out.join("saved_model.pb").is_file() {
+        return Err(output_error("exists and is not a SavedModel, so --force does not replace it; remove it yourself"));
+    }
+    Ok(())
+}
+
+/// `path` made absolute against the working directory, with its existing part canonicalized.
+fn absolute_lexically(path: &Path) -> PathBuf {
+    if let Ok(resolved) = std::fs::canonicalize(path) {
+        return resolved;
+    }
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = path.file_name().map(PathBuf::from).unwrap_or_default();
+    absolute_lexically(parent).join(name)
+}
+
+/// `.NAME.tfload-KIND-PID` beside `path`, so that renames stay on one file system.
+fn sibling(path: &Path, kind: &str) -> PathBuf {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    path.with_file_name(format!(".{name}.tfload-{kind}-{}", std::process::id()))
+}
+
+fn build_saved_model(writer: &CheckpointWriter, source: &Path, dir: &Path) -> Result<()> {
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).map_err(io_error(dir))?;
+    }
+    std::fs::create_dir_all(dir).map_err(io_error(dir))?;
+    for entry in std::fs::read_dir(source).map_err(io_error(source))? {
+        let entry = entry.map_err(io_error(source))?;
+        let name = entry.file_name();
+        if name != "variables" && name != "fingerprint.pb" {
+            copy_tree(&entry.path(), &dir.join(&name))?;
+        }
+    }
+    writer.write(dir.join("variables"))
+}
+
+/// Renames `tmp` to `out`; an existing `out` is moved aside first and removed after.
+fn move_into_place(tmp: &Path, out: &Path) -> Result<()> {
+    let old = sibling(out, "old");
+    let replacing = out.exists();
+    if replacing {
+        std::fs::rename(out, &old).map_err(io_error(out))?;
+    }
+    std::fs::rename(tmp, out).map_err(io_error(out))?;
+    if replacing {
+        std::fs::remove_dir_all(&old).map_err(io_error(&old))?;
+    }
+    Ok(())
+}
+
+fn copy_tree(from: &Path, to: &Path) -> Result<()> {
+    if !from.is_dir() {
+        return std::fs::copy(from, to).map(drop).map_err(io_error(to));
+    }
+    std::fs::create_dir_all(to).map_err(io_error(to))?;
+    for entry in std::fs::read_dir(from).map_err(io_error(from))? {
+        let entry = entry.map_err(io_error(from))?;
+        copy_tree(&entry.path(), &to.join(entry.file_name()))?;
+    }
+    Ok(())
+}
+
+/// The masked CRC32C TensorFlow stores in `BundleEntryProto.crc32c` (LevelDB's masking).
+pub fn masked_crc32c(bytes: &[u8]) -> u32 {
+    let crc = CASTAGNOLI.checksum(bytes);
+    ((crc >> 15) | (crc << 17)).wrapping_add(0xa282_ead8)
+}
+
+/// The header and the entry records of an index file, in key order.
+fn read_index(path: &Path) -> Result<(proto::BundleHeaderProto, Vec<(String, proto::BundleEntryProto)>)> {
+    let table = Table::new_from_file(Options::default(), path).map_err(|e| corrupt(path, &e.to_string()))?;
+    let mut iter = table.iter();
+    let (mut key, mut value) = (Vec::new(), Vec::new());
+    let mut header = None;
+    let mut records = Vec::new();
+    // SSIterator::next skips entries here; advance + current sees them all.
+    while iter.advance() {
+        iter.current(&mut key, &mut value);
+        if key.is_empty() {
+            let decoded = proto::BundleHeaderProto::decode(value.as_slice())
+                .map_err(|e| corrupt(path, &format!("the header does not decode: {e}")))?;
+            header = Some(decoded);
+            continue;
+        }
+        let name = String::from_utf8_lossy(&key).into_owned();
+        let record = proto::BundleEntryProto::decode(value.as_slice())
+            .map_err(|e| corrupt(path, &format!("entry `{name}` does not decode: {e}")))?;
+        if !record.slices.is_empty() {
+            return Err(corrupt(path, &format!("entry `{name}` is a partitioned variable, which tfload cannot rewrite")));
+        }
+        records.push((name, record));
+    }
+    let header = header.ok_or_else(|| corrupt(path, "it has no header entry"))?;
+    Ok((header, records))
+}
+
+/// The contents of every data shard beside the index, by shard number.
+fn read_shards(index_path: &Path, num_shards: i32) -> Result<Vec<Vec<u8>>> {
+    let num_shards = num_shards.max(1);
+    (0..num_shards)
+        .map(|shard| {
+            let path = index_path.with_file_name(format!("variables.data-{shard:05}-of-{num_shards:05}"));
+            std::fs::read(&path).map_err(io_error(&path))
+        })
+        .collect()
+}
+
+/// The bytes of one entry, cut out of its shard and checked against its checksum.
+fn entry_bytes(index_path: &Path, key: &str, record: &proto::BundleEntryProto, shards: &[Vec<u8>]) -> Result<Vec<u8>> {
+    let shard = usize::try_from(record.shard_id).ok().and_then(|s| shards.get(s));
+    let start = usize::try_from(record.offset).ok();
+    let end = start.zip(usize::try_from(record.size).ok()).map(|(s, n)| s + n);
+    match (shard, start, end) {
+        (Some(data), Some(start), Some(end)) if end <= data.len() => Ok(data[start..end].to_vec()),
+        _ => Err(corrupt(
+            index_path,
+            &format!("entry `{key}` points past the end of data shard {}; the data file is truncated", record.shard_id),
+        )),
+    }
+}
+
+/// Writes the index table: the header under the empty key, then the entries in key order.
+fn write_index(path: &Path, header: &proto::BundleHeaderProto, records: &[(&str, proto::BundleEntryProto)]) -> Result<()> {
+    let file = File::create(path).map_err(io_error(path))?;
+    let table_error = |e: sstable::Status| Error::Io {
+        path: path.to_path_buf(),
+        source: std::io::Error::other(e.to_string()),
+    };
+    let mut builder = TableBuilder::new_no_filter(Options::default(), BufWriter::new(file));
+    builder.add(b"", &header.encode_to_vec()).map_err(table_error)?;
+    for (key, record) in records {
+        builder.add(key.as_bytes(), &record.encode_to_vec()).map_err(table_error)?;
+    }
+    builder.finish().map_err(table_error)?;
+    Ok(())
+}
+
+/// The tensor's elements in row-major order, each little-endian, as a bundle stores them.
+fn little_endian_bytes(value: &TensorData) -> Result<Vec<u8>> {
+    macro_rules! collect {
+        ($array:expr) => {
+            $array.iter().flat_map(|v| v.to_le_bytes()).collect()
+        };
+    }
+    Ok(match value {
+        TensorData::Float16(a) => collect!(a),
+        TensorData::Float32(a) => collect!(a),
+        TensorData::Float64(a) => collect!(a),
+        TensorData::Int8(a) => collect!(a),
+        TensorData::Int16(a) => collect!(a),
+        TensorData::Int32(a) => collect!(a),
+        TensorData::Int64(a) => collect!(a),
+        TensorData::UInt8(a) => collect!(a),
+        TensorData::UInt16(a) => collect!(a),
+        TensorData::UInt32(a) => collect!(a),
+        TensorData::UInt64(a) => collect!(a),
+        TensorData::Bool(a) => a.iter().map(|&b| u8::from(b)).collect(),
+        TensorData::String(_) => {
+            return Err(Error::UnsupportedDType {
+                dtype: DType::String,
+                context: "writing a checkpoint entry".to_string(),
+            })
+        }
+    })
+}
+
+fn corrupt(path: &Path, problem: &str) -> Error {
+    Error::CorruptCheckpointIndex { path: path.to_path_buf(), problem: problem.to_string() }
+}
+
+fn io_error(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
+    move |source| Error::Io { path: path.to_path_buf(), source }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::{ArrayD, IxDyn};
+
+    const MLP: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/saved_models/mlp_digits");
+
+    fn bias_key(writer: &CheckpointWriter) -> String {
+        let shape_10 = |k: &&str| writer.entry(k).map(|(_, s)| s.to_string()) == Some("[10]".to_string());
+        writer.keys().find(|k| !k.starts_with("optimizer") && shape_10(k)).expect("a [10] entry").to_string()
+    }
+
+    #[test]
+    fn masked_crc_matches_leveldb_test_vectors() {
+        // crc32c("123456789") = 0xe3069283 (RFC 3720); masking as LevelDB's crc32c::Mask.
+        let crc: u32 = 0xe306_9283;
+        assert_eq!(masked_crc32c(b"123456789"), ((crc >> 15) | (crc << 17)).wrapping_add(0xa282_ead8));
+        assert_eq!(CASTAGNOLI.checksum(b"123456789"), crc);
+    }
+
+    #[test]
+    fn rewriting_unchanged_keeps_every_entry_bit_for_bit() -> Result<()> {
+        let out = tempfile::tempdir().unwrap();
+        let original = CheckpointWriter::from_existing(MLP)?;
+        original.write(out.path())?;
+        let model_copy = out.path().join("model");
+        std::fs::create_dir_all(model_copy.join("variables")).unwrap();
+        for file in [INDEX_FILE, DATA_FILE] {
+            std::fs::rename(out.path().join(file), model_copy.join("variables").join(file)).unwrap();
+        }
+        let again = CheckpointWriter::from_existing(&model_copy)?;
+        assert_eq!(original.entries.len(), again.entries.len());
+        for (key, entry) in &original.entries {
+            let other = &again.entries[key];
+            assert_eq!(entry.bytes, other.bytes, "{key}");
+            assert_eq!(entry.proto.crc32c, other.proto.crc32c, "{key}");
+            // TensorFlow checksums a string tensor's lengths and bytes in another order.
+            if DType::from_proto(entry.proto.dtype) != DType::String {
+                assert_eq!(masked_crc32c(&entry.bytes), entry.proto.crc32c, "{key}: TF's own checksum");
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn replace_writes_little_endian_values_with_their_checksum() -> Result<()> {
+        let mut writer = CheckpointWriter::from_existing(MLP)?;
+        let key = bias_key(&writer);
+        let values: Vec<f32> = (0..10).map(|i| i as f32 * 0.5 - 1.0).collect();
+        let value = TensorData::Float32(ArrayD::from_shape_vec(IxDyn(&[10]), values.clone()).unwrap());
+        writer.replace(&key, &value)?;
+        let entry = &writer.entries[&key];
+        let expected: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        assert_eq!(entry.bytes, expected);
+        assert_eq!(entry.proto.crc32c, masked_crc32c(&expected));
+        Ok(())
+    }
+
+    #[test]
+    fn replace_refuses_another_shape_dtype_or_key() -> Result<()> {
+        let mut writer = CheckpointWriter::from_existing(MLP)?;
+        let key = bias_key(&writer);
+        let wrong_shape = TensorData::Float32(ArrayD::zeros(IxDyn(&[11])));
+        let wrong_dtype = TensorData::Float64(ArrayD::zeros(IxDyn(&[10])));
+        let message = writer.replace(&key, &wrong_shape).unwrap_err().to_string();
+        assert!(message.contains("shape [10]"), "{message}");
+        let message = writer.replace(&key, &wrong_dtype).unwrap_err().to_string();
+        assert!(message.contains("float32") && message.contains("float64"), "{message}");
+        assert!(writer.replace("no/such/key", &wrong_shape).is_err());
+        Ok(())
+    }
+}
