@@ -198,6 +198,44 @@ pub enum Error {
         kept: String,
     },
 
+    /// An image file cannot be read as an image.
+    #[error("{path}: {problem}. Remove or replace the file, or convert it to PNG or JPEG.")]
+    Image {
+        /// The image file.
+        path: PathBuf,
+        /// What is wrong.
+        problem: String,
+    },
+
+    /// A folder cannot be used as an image data set (no class sub-folders, no images).
+    #[error("{dir}: {problem}")]
+    ImageFolder {
+        /// The folder.
+        dir: PathBuf,
+        /// What is wrong and what to do.
+        problem: String,
+    },
+
+    /// A model cannot be used the way asked (an image classifier without an image input, ...).
+    #[error("{dir}, signature `{signature}`: {problem}")]
+    UnsuitableModel {
+        /// The SavedModel directory.
+        dir: PathBuf,
+        /// The signature key.
+        signature: String,
+        /// What does not fit, and what to do.
+        problem: String,
+    },
+
+    /// A class-names (labels) file cannot be used.
+    #[error("{path}: {problem}")]
+    Labels {
+        /// The labels file.
+        path: PathBuf,
+        /// What is wrong.
+        problem: String,
+    },
+
     /// A file given as Keras weights is not a readable HDF5 file.
     #[error("{path} is not a readable HDF5 file ({problem}). Give Keras weights saved with `model.save_weights(\"w.weights.h5\")` (Keras 3) or `model.save(\"m.h5\")` / `model.save_weights(\"w.h5\")` (Keras 2, tf.keras).")]
     NotHdf5 {
