@@ -334,9 +334,9 @@ impl Run<'_> {
                     return Ok(RunEnd::Finished);
                 }
             }
-            let validation = data.validation.map(|v| self.trainer.evaluate(v)).transpose()?.flatten();
             let seconds = started.elapsed().as_secs_f64();
             let samples_per_sec = running.count() as f64 / seconds.max(1e-9);
+            let validation = data.validation.map(|v| self.trainer.evaluate(v)).transpose()?.flatten();
             self.state.epochs_done = epoch;
             self.state.batches_done = 0;
             let best = self.track_best(epoch, validation.as_ref())?;

@@ -175,9 +175,9 @@ pub enum LogLine {
         validation: Option<Metrics>,
         /// Learning rate at the epoch's last step.
         lr: f32,
-        /// Training examples per second over the epoch.
+        /// Training examples per second over the epoch's steps.
         samples_per_sec: f64,
-        /// Wall time of the epoch in seconds.
+        /// Wall time of the epoch's training steps in seconds (validation not included).
         seconds: f64,
     },
 }
