@@ -10,7 +10,8 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use tfload::data::{split, ArrayDataset, BatchLoader, Dataset, LoaderOptions};
+use tfload::data::{split, ArrayDataset, BatchLoader, Dataset, ImageFolderDataset, LoaderOptions};
+use tfload::images::{ColorMode, ImageSpec};
 use tfload::train::{
     fit, Control, Decay, EarlyStopping, EpochReport, FitOptions, FitOutcome, LrSchedule, Mask, MaskSpec, MaskStart,
     Metrics, RunData, RunPaths, RunPlan, StepReport, TrainCallback, TrainContract,
@@ -24,7 +25,7 @@ use super::{table, GlobalArgs};
 pub struct TrainArgs {
     /// The trainable SavedModel to start from (exported by scripts/tfload_export.py); never modified.
     pub dir: PathBuf,
-    /// Training data: a .npz with x and y arrays.
+    /// Training data: an image folder (one sub-folder per class) or a .npz with x and y arrays.
     #[arg(long, required_unless_present = "show_mask")]
     pub data: Option<PathBuf>,
     /// Separate validation data (same form as --data).
@@ -144,7 +145,7 @@ pub fn run(args: &TrainArgs, global: &GlobalArgs) -> Result<()> {
         return print_mask(&Mask::build(&contract, &mask_spec)?);
     }
     let (data, out) = (args.data.as_ref().expect("clap requires it"), args.out.clone().expect("clap requires it"));
-    let (train, validation) = load_data(args, data)?;
+    let (train, validation) = load_data(args, &contract, data)?;
     let loader_options = LoaderOptions {
         batch_size: args.batch_size,
         shuffle: !args.no_shuffle,
@@ -201,24 +202,60 @@ fn schedule(args: &TrainArgs, default_lr: f32) -> LrSchedule {
 
 type DataPair = (Arc<dyn Dataset>, Option<Arc<dyn Dataset>>);
 
-fn load_data(args: &TrainArgs, data: &Path) -> Result<DataPair> {
-    let train = open_dataset(args, data)?;
+fn load_data(args: &TrainArgs, contract: &TrainContract, data: &Path) -> Result<DataPair> {
+    let train = open_dataset(args, contract, data)?;
     if let Some(fraction) = args.validation_split {
         anyhow::ensure!((0.0..1.0).contains(&fraction), "--validation-split must be in [0, 1), got {fraction}");
         let (train, validation) = split(train, fraction, args.seed);
         return Ok((Arc::new(train), Some(Arc::new(validation))));
     }
-    let validation = args.val_data.as_deref().map(|path| open_dataset(args, path)).transpose()?;
+    let validation = args.val_data.as_deref().map(|path| open_dataset(args, contract, path)).transpose()?;
     Ok((train, validation))
 }
 
-fn open_dataset(args: &TrainArgs, path: &Path) -> Result<Arc<dyn Dataset>> {
+fn open_dataset(args: &TrainArgs, contract: &TrainContract, path: &Path) -> Result<Arc<dyn Dataset>> {
     if !path.exists() {
-        anyhow::bail!("{}: no such file or directory. Give a .npz file with x and y arrays", path.display());
+        anyhow::bail!(
+            "{}: no such file or directory. Give an image folder (one sub-folder per class) or a .npz file with x and y arrays",
+            path.display()
+        );
+    }
+    if path.is_dir() {
+        let folder = ImageFolderDataset::open(path, image_spec(contract)?)?;
+        refuse_empty_classes(&folder)?;
+        return Ok(Arc::new(folder));
     }
     let dataset = ArrayDataset::from_npz(path, args.feature_key.as_deref(), args.label_key.as_deref())
         .with_context(|| format!("reading training data from {}", path.display()))?;
     Ok(Arc::new(dataset))
+}
+
+/// How images must be read to feed the model: its input's height, width and channels.
+fn image_spec(contract: &TrainContract) -> Result<ImageSpec> {
+    let shape = contract.example_shape();
+    let described = || shape.iter().map(|d| d.map_or("?".to_string(), |d| d.to_string())).collect::<Vec<_>>().join(", ");
+    let [Some(height), Some(width), Some(channels)] = shape else {
+        anyhow::bail!("the model's input `{}` is [?, {}], not a batch of images of one size; train it from a .npz instead", contract.input_key(), described());
+    };
+    let color_mode = ColorMode::from_channels(*channels as usize).ok_or_else(|| {
+        anyhow::anyhow!("the model's input takes {channels} channels per pixel; images have 1 (grayscale), 3 (RGB) or 4 (RGBA), so train it from a .npz instead")
+    })?;
+    Ok(ImageSpec { height: *height as usize, width: *width as usize, color_mode })
+}
+
+/// A class folder without images would silently shift nothing but train a class never seen.
+fn refuse_empty_classes(folder: &ImageFolderDataset) -> Result<()> {
+    let names = folder.class_names().unwrap_or_default();
+    let empty: Vec<&str> = names
+        .iter()
+        .enumerate()
+        .filter(|(label, _)| !folder.labels().contains(&(*label as i64)))
+        .map(|(_, name)| name.as_str())
+        .collect();
+    if !empty.is_empty() {
+        anyhow::bail!("{}: the class folder(s) {} hold no images; add images or remove the folder", folder.describe(), empty.join(", "));
+    }
+    Ok(())
 }
 
 fn print_mask(mask: &Mask) -> Result<()> {
