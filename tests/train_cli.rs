@@ -223,3 +223,51 @@ fn early_stopping_writes_the_best_epoch() {
     let best_dir = out.join("checkpoints/best");
     assert_eq!(variables_bytes(&out), variables_bytes(&best_dir));
 }
+
+#[test]
+fn init_weights_imports_keras_weights_before_training() {
+    let dir = tempfile::tempdir().unwrap();
+    let cnn = model("cnn_digits");
+    let h5 = root().join("saved_models/h5/cnn_keras3.weights.h5");
+    let imported = dir.path().join("imported");
+    tfload_ok(&["import-weights", s(&cnn), s(&h5), "--out", s(&imported)]);
+    let trained = dir.path().join("trained");
+    tfload_ok(&["train", s(&cnn), "--init-weights", s(&h5), "--data", s(&train_data()), "--out", s(&trained), "--epochs", "1", "-q"]);
+    // The frozen base must hold the imported weights, not the committed model's.
+    let script = format!(
+        "import json, tensorflow as tf\n\
+         r = lambda d: tf.train.load_checkpoint(d + '/variables/variables')\n\
+         rec = json.load(open('{cnn}/assets/tfload_contract.json'))\n\
+         a, b, c = r('{imported}'), r('{trained}'), r('{cnn}')\n\
+         out = {{v['name']: [bool((a.get_tensor(v['checkpoint_key']) == b.get_tensor(v['checkpoint_key'])).all()),\n\
+                            bool((c.get_tensor(v['checkpoint_key']) == b.get_tensor(v['checkpoint_key'])).all())]\n\
+                for v in rec['mask_variables'] if not rec['default_mask'][v['index']]}}\n\
+         print(json.dumps(out))",
+        cnn = s(&cnn),
+        imported = s(&imported),
+        trained = s(&trained)
+    );
+    let output = Command::new(root().join(".venv/bin/python")).args(["-c", &script]).env("TF_CPP_MIN_LOG_LEVEL", "3").output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let frozen: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert!(!frozen.as_object().unwrap().is_empty());
+    for (name, same) in frozen.as_object().unwrap() {
+        assert_eq!(same[0], true, "{name}: frozen variable differs from the imported weights");
+        assert_eq!(same[1], false, "{name}: still holds the committed model's value");
+    }
+}
+
+#[test]
+fn a_record_that_disagrees_with_the_signatures_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let tampered = dir.path().join("tampered");
+    common::copy_dir(&model("cnn_digits"), &tampered);
+    let record_path = tampered.join("assets/tfload_contract.json");
+    let mut record: Value = serde_json::from_str(&std::fs::read_to_string(&record_path).unwrap()).unwrap();
+    record["mask_variables"].as_array_mut().unwrap().pop();
+    record["default_mask"].as_array_mut().unwrap().pop();
+    std::fs::write(&record_path, record.to_string()).unwrap();
+    let err = tfload_err(&["train", s(&tampered), "--show-mask"]);
+    assert!(err.contains("the `train_step` signature disagree on input `mask`"), "{err}");
+    assert!(err.contains("float32 [6]") && err.contains("float32 [7]"), "{err}");
+}

@@ -12,6 +12,7 @@ use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use tfload::data::{split, ArrayDataset, BatchLoader, Dataset, ImageFolderDataset, LoaderOptions};
 use tfload::images::{ColorMode, ImageSpec};
+use tfload::import_weights::ImportOptions;
 use tfload::train::{
     fit, Control, Decay, EarlyStopping, EpochReport, FitOptions, FitOutcome, LrSchedule, Mask, MaskSpec, MaskStart,
     Metrics, RunData, RunPaths, RunPlan, StepReport, TrainCallback, TrainContract,
@@ -115,6 +116,13 @@ pub struct TrainArgs {
     /// Name of the label array in .npz data (default: y or labels).
     #[arg(long)]
     pub label_key: Option<String>,
+    /// Load these Keras HDF5 weights (Keras 3 `.weights.h5` or legacy `.h5`) into the model
+    /// before training, matched by layer name as `tfload import-weights` does.
+    #[arg(long, value_name = "FILE")]
+    pub init_weights: Option<PathBuf>,
+    /// With --init-weights: leave layers whose shapes differ (a replaced head) as the model has them.
+    #[arg(long, requires = "init_weights")]
+    pub skip_mismatch: bool,
     /// Threads inside one op (0: TensorFlow decides).
     #[arg(long, default_value_t = 0)]
     pub intra_op_threads: u32,
@@ -168,12 +176,37 @@ pub fn run(args: &TrainArgs, global: &GlobalArgs) -> Result<()> {
             min_delta: args.min_delta,
         }),
     };
-    let paths = RunPaths { input: args.dir.clone(), out: out.clone(), overwrite: args.overwrite, resume: args.resume };
+    // Kept alive until training ends: the input with the imported weights, beside the output.
+    let initialized = initial_weights(args, &out)?;
+    let input = initialized.as_ref().map_or_else(|| args.dir.clone(), |dir| dir.path().join("model"));
+    let paths = RunPaths { input, out: out.clone(), overwrite: args.overwrite, resume: args.resume };
     let stop = install_interrupt_handler();
     let mut progress = Progress::new(global.quiet || args.json);
     let outcome = fit(&paths, &RunData { train: &train_loader, validation: val_loader.as_ref() }, &options, &mut progress, &stop)?;
     progress.finish();
     report(args, &outcome)
+}
+
+/// With --init-weights (and not resuming, where the checkpoint holds the weights), a copy of the
+/// input with the HDF5 weights imported, in a temporary folder beside the output.
+fn initial_weights(args: &TrainArgs, out: &Path) -> Result<Option<tempfile::TempDir>> {
+    let Some(h5) = args.init_weights.as_ref().filter(|_| !args.resume) else {
+        return Ok(None);
+    };
+    let options = ImportOptions { skip_mismatch: args.skip_mismatch, ..ImportOptions::default() };
+    let plan = tfload::import_weights::plan(&args.dir, h5, &options)?;
+    let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    let dir = tempfile::Builder::new().prefix(".tfload-init-").tempdir_in(parent)?;
+    plan.apply(dir.path().join("model"), false)?;
+    let skipped = plan.skipped_layers();
+    eprintln!(
+        "imported {} weights from {}{}",
+        plan.imported(),
+        h5.display(),
+        if skipped.is_empty() { String::new() } else { format!("; left as they were: {}", skipped.join(", ")) }
+    );
+    Ok(Some(dir))
 }
 
 fn mask_spec(args: &TrainArgs) -> MaskSpec {
