@@ -16,7 +16,7 @@
 //!
 //! let mut writer = CheckpointWriter::from_existing("saved_models/mlp_digits")?;
 //! let bias = TensorData::Float32(ndarray::ArrayD::zeros(ndarray::IxDyn(&[10])));
-//! writer.replace("variables/3/.ATTRIBUTES/VARIABLE_VALUE", &bias)?;
+//! writer.replace("mask_variables/3/.ATTRIBUTES/VARIABLE_VALUE", &bias)?; // output/bias
 //! writer.write("/tmp/new_model/variables")?;
 //! # Ok(())
 //! # }

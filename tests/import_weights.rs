@@ -9,7 +9,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use common::{model, python_json, root, s, tfload, tfload_err, tfload_ok};
+use common::{model, python_json, root, s, tfload_err, tfload_ok};
 use serde_json::Value;
 
 fn fixture(name: &str) -> PathBuf {
@@ -45,6 +45,12 @@ fn import_and_compare(model_name: &str, weights: &str, arch: &str, extra: &[&str
     tfload_ok(&["variables", s(&out)]); // tfload reads its own output back
     let kept = format!("--kept-layers={kept}");
     python_json("make_h5_fixtures.py", &["compare", s(&source), s(&out), s(&weights), arch, &kept])
+}
+
+/// Runs an import expected to fail; returns stderr.
+fn import_fails(model_name: &str, weights: &Path, out: &Path) -> String {
+    let source = model(model_name);
+    tfload_err(&["import-weights", s(&source), s(weights), "--out", s(out)])
 }
 
 /// Checks the comparison: variables of `imported` layers differ from the input model and equal
@@ -95,10 +101,7 @@ fn tf_keras_base_with_another_head_imports_with_skip_mismatch() {
 fn a_shape_mismatch_without_skip_fails_and_writes_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
-    let m_cnn_digits = model("cnn_digits");
-    let f_cnn_tfkeras_h5 = fixture("cnn_tfkeras.h5");
-    let args = ["import-weights", s(&m_cnn_digits), s(&f_cnn_tfkeras_h5), "--out", s(&out)];
-    let stderr = tfload_err(&args);
+    let stderr = import_fails("cnn_digits", &fixture("cnn_tfkeras.h5"), &out);
     assert!(stderr.contains("layer `head`") && stderr.contains("[256, 10]") && stderr.contains("[256, 5]"), "{stderr}");
     assert!(stderr.contains("--skip-mismatch"), "{stderr}");
     assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0, "something was written");
@@ -108,10 +111,7 @@ fn a_shape_mismatch_without_skip_fails_and_writes_nothing() {
 fn a_weight_count_mismatch_names_both_sides() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
-    let m_mlp_digits = model("mlp_digits");
-    let f_mlp_nobias_weights_h5 = fixture("mlp_nobias.weights.h5");
-    let args = ["import-weights", s(&m_mlp_digits), s(&f_mlp_nobias_weights_h5), "--out", s(&out)];
-    let stderr = tfload_err(&args);
+    let stderr = import_fails("mlp_digits", &fixture("mlp_nobias.weights.h5"), &out);
     assert!(stderr.contains("layer `hidden` has 1 weight(s) in the file") && stderr.contains("2 variable(s)"), "{stderr}");
     assert!(!out.exists());
 }
@@ -181,14 +181,11 @@ fn files_that_are_not_keras_weights_are_named_as_such() {
         (tmp.path().join("missing.h5"), "No such file"),
     ];
     for (file, expected) in cases {
-        let m_mlp_digits = model("mlp_digits");
-        let stderr = tfload_err(&["import-weights", s(&m_mlp_digits), s(&file), "--out", s(&out)]);
+        let stderr = import_fails("mlp_digits", &file, &out);
         assert!(stderr.contains(expected), "{file:?}: {stderr}");
         assert!(!out.exists());
     }
-    let m_mlp_digits = model("mlp_digits");
-    let f_cnn_keras3_weights_h5 = fixture("cnn_keras3.weights.h5");
-    let stderr = tfload_err(&["import-weights", s(&m_mlp_digits), s(&f_cnn_keras3_weights_h5), "--out", s(&out)]);
+    let stderr = import_fails("mlp_digits", &fixture("cnn_keras3.weights.h5"), &out);
     assert!(stderr.contains("no layer of") && stderr.contains("conv1") && stderr.contains("hidden"), "{stderr}");
 }
 
@@ -205,5 +202,4 @@ fn inspect_h5_lists_layers_weights_and_shapes() {
     assert_eq!(document["layers"][0]["weights"][0]["shape"], serde_json::json!([64, 32]));
     let stderr = tfload_err(&["inspect-h5", s(&fixture("not_keras.h5"))]);
     assert!(stderr.contains("not Keras weights"), "{stderr}");
-    let _ = tfload(&["inspect-h5", "--help"]);
 }
