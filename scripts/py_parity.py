@@ -2,7 +2,7 @@
 Rust tests can compare `tfload run`, `tfload eval` and the image reader with them.
 
 Run: .venv/bin/python scripts/py_parity.py COMMAND ...
-  run DIR KEY INPUTS.npz OUTPUTS.npz      tf.saved_model.load(DIR).signatures[KEY](**inputs)
+  run DIR KEY OUT.npz [NAME=FILE.npy ...] tf.saved_model.load(DIR).signatures[KEY](**inputs)
   eval DIR DATA.npz BATCH                 eval_step over the batches in order; JSON on stdout
   images OUT.npz HxWxC,... IMAGE...       tf.io.decode_image + tf.image.resize: `i/HxWxC` each
   png SRC DST [CHANNELS]                  re-encodes an image as PNG (lossless) through TF
@@ -26,10 +26,9 @@ def to_numpy(tensor):
     return value
 
 
-def run(model_dir, key, inputs_path, outputs_path):
+def run(model_dir, key, outputs_path, *inputs):
     signature = tf.saved_model.load(model_dir).signatures[key]
-    with np.load(inputs_path) as inputs:
-        feeds = {name: tf.constant(inputs[name]) for name in inputs.files}
+    feeds = {name: tf.constant(np.load(path)) for name, path in (item.split("=", 1) for item in inputs)}
     outputs = signature(**feeds)
     np.savez(outputs_path, **{name: to_numpy(value) for name, value in outputs.items()})
 

@@ -50,34 +50,9 @@ impl BoundSignature {
         &self.signature
     }
 
-    /// Checks `inputs` against the signature: every key known and present, dtypes equal, ranks
-    /// and known dimensions equal, and the batch size the same across inputs.
+    /// Checks `inputs` against the signature (see [`check_inputs`]).
     pub fn check_inputs(&self, inputs: &Tensors) -> Result<()> {
-        let mismatch = |problem: String| Error::InputMismatch {
-            signature: self.signature.key.clone(),
-            problem,
-        };
-        let expected: Vec<&str> = self.inputs.iter().map(|e| e.spec.key.as_str()).collect();
-        if let Some(unknown) = inputs.keys().find(|key| !expected.contains(&key.as_str())) {
-            return Err(mismatch(format!(
-                "there is no input `{unknown}`; its inputs are: {}",
-                list_or_none(&expected)
-            )));
-        }
-        let missing: Vec<&str> = expected.iter().copied().filter(|key| !inputs.contains_key(*key)).collect();
-        if !missing.is_empty() {
-            return Err(mismatch(format!(
-                "input{} `{}` not given ({} given: {})",
-                if missing.len() > 1 { "s" } else { "" },
-                missing.join("`, `"),
-                inputs.len(),
-                list_or_none(&inputs.keys().map(String::as_str).collect::<Vec<_>>())
-            )));
-        }
-        for endpoint in &self.inputs {
-            check_one(&endpoint.spec, &inputs[&endpoint.spec.key]).map_err(mismatch)?;
-        }
-        Ok(())
+        check_inputs(&self.signature, inputs)
     }
 
     /// Runs the signature on `inputs` in `model`'s session and returns the outputs named in
@@ -131,6 +106,36 @@ impl LoadedModel {
     pub fn run(&self, key: &str, inputs: &Tensors) -> Result<Tensors> {
         BoundSignature::bind(self, key)?.run(self, inputs, None)
     }
+}
+
+/// Checks `inputs` against `signature` without a session: every key known and present, dtypes
+/// equal, ranks and known dimensions equal.
+pub fn check_inputs(signature: &Signature, inputs: &Tensors) -> Result<()> {
+    let mismatch = |problem: String| Error::InputMismatch {
+        signature: signature.key.clone(),
+        problem,
+    };
+    let expected: Vec<&str> = signature.inputs.iter().map(|spec| spec.key.as_str()).collect();
+    if let Some(unknown) = inputs.keys().find(|key| !expected.contains(&key.as_str())) {
+        return Err(mismatch(format!(
+            "there is no input `{unknown}`; its inputs are: {}",
+            list_or_none(&expected)
+        )));
+    }
+    let missing: Vec<&str> = expected.iter().copied().filter(|key| !inputs.contains_key(*key)).collect();
+    if !missing.is_empty() {
+        return Err(mismatch(format!(
+            "input{} `{}` not given ({} given: {})",
+            if missing.len() > 1 { "s" } else { "" },
+            missing.join("`, `"),
+            inputs.len(),
+            list_or_none(&inputs.keys().map(String::as_str).collect::<Vec<_>>())
+        )));
+    }
+    for spec in &signature.inputs {
+        check_one(spec, &inputs[&spec.key]).map_err(mismatch)?;
+    }
+    Ok(())
 }
 
 fn list_or_none(keys: &[&str]) -> String {

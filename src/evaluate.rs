@@ -29,7 +29,8 @@ pub struct Evaluation {
     pub loss: Option<f64>,
     /// The other `eval_step` outputs (`accuracy`, ...), batch-size weighted means.
     pub metrics: BTreeMap<String, f64>,
-    /// Class names by index (the data's, else the indices).
+    /// Class names by index: the data's (image folders), else the model's record's, else the
+    /// indices.
     pub class_names: Vec<String>,
     /// Labels against predicted classes (argmax of `serving_default`); `None` when the labels
     /// are not class indices.
@@ -86,9 +87,10 @@ pub fn evaluate(
         on_batch(report.examples);
     }
     let classes = confusion.as_ref().map_or(0, ConfusionMatrix::classes);
-    report.class_names = data
-        .class_names()
-        .filter(|names| names.len() == classes)
+    report.class_names = [data.class_names(), serving.record_class_names()]
+        .into_iter()
+        .flatten()
+        .find(|names| names.len() == classes)
         .unwrap_or_else(|| (0..classes).map(|c| c.to_string()).collect());
     report.confusion = confusion;
     (report.loss, report.metrics) = totals.means();

@@ -63,6 +63,11 @@ impl Predictor {
         self.signature.run(&self.model, inputs, Some(wanted))
     }
 
+    /// The class names in the model's `assets/tfload_contract.json`, where it has them.
+    pub fn record_class_names(&self) -> Option<Vec<String>> {
+        ModelRecord::read(self.model.dir()).class_names
+    }
+
     fn unsuitable(&self, problem: String) -> Error {
         Error::UnsuitableModel {
             dir: self.model.dir().to_path_buf(),

@@ -1,9 +1,13 @@
 //! The command-line layer: clap types, one module per subcommand, and the shared printing
 //! helpers. Commands call the library and print; they hold no logic of their own.
 
+mod eval;
 mod import_weights;
 mod inspect_h5;
 pub mod logging;
+mod output;
+mod predict;
+mod run;
 pub mod stderr;
 mod signatures;
 mod table;
@@ -47,6 +51,12 @@ pub enum Command {
     InspectH5(inspect_h5::InspectH5Args),
     /// Fine-tune a trainable SavedModel through its exported train_step.
     Train(Box<train::TrainArgs>),
+    /// Call one signature on arrays from .npy/.npz files; print the outputs or write them as .npy.
+    Run(run::RunArgs),
+    /// Classify images (files or folders) with an image classifier: top-k classes with scores.
+    Predict(predict::PredictArgs),
+    /// Loss, metrics, per-class precision/recall/F1 and confusion matrix on labelled data.
+    Eval(eval::EvalArgs),
 }
 
 /// How results are printed on stdout.
@@ -77,6 +87,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::ImportWeights(args) => import_weights::run(&args),
         Command::InspectH5(args) => inspect_h5::run(&args),
         Command::Train(args) => train::run(&args, &cli.global),
+        Command::Run(args) => run::run(&args),
+        Command::Predict(args) => predict::run(&args, &cli.global),
+        Command::Eval(args) => eval::run(&args, &cli.global),
     }
 }
 

@@ -83,3 +83,30 @@ pub fn assert_same(what: &str, ours: &TensorData, theirs: &TensorData, rtol: f64
         _ => assert_eq!(ours, theirs, "{what}: values"),
     }
 }
+
+/// The foreign model (scripts/make_foreign_model.py: Keras 3's own export of a MobileNetV2),
+/// made once per build directory.
+pub fn foreign_model() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("foreign_mobilenet_v2");
+    if !dir.join("saved_model.pb").is_file() {
+        let status = Command::new(root().join(".venv/bin/python"))
+            .arg(root().join("scripts/make_foreign_model.py"))
+            .arg(&dir)
+            .env("TF_CPP_MIN_LOG_LEVEL", "3")
+            .status()
+            .expect("the project's Python runs");
+        assert!(status.success(), "make_foreign_model.py failed");
+    }
+    dir
+}
+
+/// `n` reproducible pseudo-random values in `low..high` (a linear congruential generator).
+pub fn pseudo_random(n: usize, seed: u64, low: f32, high: f32) -> Vec<f32> {
+    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    (0..n)
+        .map(|_| {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            low + (high - low) * ((state >> 40) as f32 / (1u64 << 24) as f32)
+        })
+        .collect()
+}

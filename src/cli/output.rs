@@ -1,0 +1,145 @@
+//! Printing tensors and progress for the inference commands: numpy-like text (long arrays
+//! summarized as numpy does), nested JSON values, and a progress bar on stderr that hides itself
+//! when stderr is not a terminal or the user asked for quiet.
+
+use std::io::IsTerminal;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use ndarray::{ArrayD, ArrayViewD, Axis};
+use serde_json::Value;
+use tfload::TensorData;
+
+/// Arrays with more elements than this are summarized (numpy's default threshold).
+const SUMMARY_THRESHOLD: usize = 1000;
+/// Entries kept at each end of a summarized axis.
+const EDGE_ITEMS: usize = 3;
+
+/// One element, ready to print as text or JSON.
+#[derive(Debug, Clone)]
+enum Cell {
+    /// A finite number in its shortest exact decimal form.
+    Number(String),
+    /// NaN or an infinity, as numpy prints it (`nan`, `inf`, `-inf`).
+    NonFinite(&'static str),
+    Bool(bool),
+    Text(String),
+}
+
+fn float(v: f64, shortest: String) -> Cell {
+    match v {
+        v if v.is_nan() => Cell::NonFinite("nan"),
+        v if v == f64::INFINITY => Cell::NonFinite("inf"),
+        v if v == f64::NEG_INFINITY => Cell::NonFinite("-inf"),
+        _ if shortest.contains(['.', 'e', 'E']) => Cell::Number(shortest),
+        _ => Cell::Number(format!("{shortest}.0")), // stays a float in JSON: 1.0, not 1
+    }
+}
+
+fn cells(data: &TensorData) -> ArrayD<Cell> {
+    let int = |v: String| Cell::Number(v);
+    match data {
+        TensorData::Float16(a) => a.map(|v| float(f64::from(f32::from(*v)), f32::from(*v).to_string())),
+        TensorData::Float32(a) => a.map(|v| float(f64::from(*v), v.to_string())),
+        TensorData::Float64(a) => a.map(|v| float(*v, v.to_string())),
+        TensorData::Int8(a) => a.map(|v| int(v.to_string())),
+        TensorData::Int16(a) => a.map(|v| int(v.to_string())),
+        TensorData::Int32(a) => a.map(|v| int(v.to_string())),
+        TensorData::Int64(a) => a.map(|v| int(v.to_string())),
+        TensorData::UInt8(a) => a.map(|v| int(v.to_string())),
+        TensorData::UInt16(a) => a.map(|v| int(v.to_string())),
+        TensorData::UInt32(a) => a.map(|v| int(v.to_string())),
+        TensorData::UInt64(a) => a.map(|v| int(v.to_string())),
+        TensorData::Bool(a) => a.map(|v| Cell::Bool(*v)),
+        TensorData::String(a) => a.map(|v| Cell::Text(v.clone())),
+    }
+}
+
+/// The values as numpy prints them: nested brackets, and `...` in place of the middle of each
+/// axis when the array has more than 1000 elements.
+pub fn format_values(data: &TensorData) -> String {
+    let cells = cells(data);
+    let summarize = cells.len() > SUMMARY_THRESHOLD;
+    format_nested(cells.view(), summarize, 0)
+}
+
+fn format_nested(cells: ArrayViewD<Cell>, summarize: bool, depth: usize) -> String {
+    if cells.ndim() == 0 {
+        return match cells.first().expect("a scalar has one element") {
+            Cell::Number(text) => text.clone(),
+            Cell::NonFinite(text) => text.to_string(),
+            Cell::Bool(v) => if *v { "True" } else { "False" }.to_string(),
+            Cell::Text(text) => format!("{text:?}"),
+        };
+    }
+    let parts: Vec<String> = kept_indices(cells.shape()[0], summarize)
+        .into_iter()
+        .map(|index| match index {
+            Some(i) => format_nested(cells.index_axis(Axis(0), i), summarize, depth + 1),
+            None => "...".to_string(),
+        })
+        .collect();
+    let separator = if cells.ndim() == 1 {
+        ", ".to_string()
+    } else {
+        format!(",{}{:width$}", "\n".repeat(cells.ndim() - 1), "", width = depth + 1)
+    };
+    format!("[{}]", parts.join(&separator))
+}
+
+/// The indices to print along an axis of `len`; `None` stands for the elided middle.
+fn kept_indices(len: usize, summarize: bool) -> Vec<Option<usize>> {
+    if !summarize || len <= 2 * EDGE_ITEMS {
+        return (0..len).map(Some).collect();
+    }
+    (0..EDGE_ITEMS).map(Some).chain([None]).chain((len - EDGE_ITEMS..len).map(Some)).collect()
+}
+
+/// The values as nested JSON arrays (NaN and infinities as the strings `nan`, `inf`, `-inf`).
+pub fn json_values(data: &TensorData) -> Value {
+    json_nested(cells(data).view())
+}
+
+fn json_nested(cells: ArrayViewD<Cell>) -> Value {
+    if cells.ndim() == 0 {
+        return match cells.first().expect("a scalar has one element") {
+            Cell::Number(text) => serde_json::from_str(text).unwrap_or(Value::String(text.clone())),
+            Cell::NonFinite(text) => Value::String(text.to_string()),
+            Cell::Bool(v) => Value::Bool(*v),
+            Cell::Text(text) => Value::String(text.clone()),
+        };
+    }
+    Value::Array(cells.axis_iter(Axis(0)).map(json_nested).collect())
+}
+
+/// A progress bar over `len` items on stderr, hidden when stderr is not a terminal or `quiet`.
+pub fn progress(len: usize, what: &str, quiet: bool) -> ProgressBar {
+    if quiet || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::with_draw_target(Some(len as u64), ProgressDrawTarget::stderr());
+    let template = format!("{{bar:40}} {{pos}}/{{len}} {what} {{elapsed}} (eta {{eta}})");
+    bar.set_style(ProgressStyle::with_template(&template).expect("valid template"));
+    bar
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::IxDyn;
+
+    #[test]
+    fn small_arrays_print_in_full() {
+        let data = TensorData::Float32(ArrayD::from_shape_vec(IxDyn(&[2, 2]), vec![0.1, 1.0, f32::NAN, -2.5]).unwrap());
+        assert_eq!(format_values(&data), "[[0.1, 1.0],\n [nan, -2.5]]");
+        assert_eq!(json_values(&data), serde_json::json!([[0.1, 1.0], ["nan", -2.5]]));
+        let text = TensorData::String(ArrayD::from_shape_vec(IxDyn(&[1]), vec!["a b".to_string()]).unwrap());
+        assert_eq!(format_values(&text), "[\"a b\"]");
+    }
+
+    #[test]
+    fn large_arrays_are_summarized() {
+        let data = TensorData::Int64(ArrayD::from_shape_vec(IxDyn(&[2000]), (0..2000).collect()).unwrap());
+        assert_eq!(format_values(&data), "[0, 1, 2, ..., 1997, 1998, 1999]");
+        assert_eq!(json_values(&data).as_array().unwrap().len(), 2000);
+    }
+}

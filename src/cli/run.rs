@@ -1,0 +1,155 @@
+//! `tfload run DIR --signature KEY --input key=file.npy ...`: calls one signature on arrays from
+//! `.npy` / `.npz` files, checked against the signature before any session starts, and prints the
+//! outputs or writes them as `.npy` files (all of them or none).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use serde::Serialize;
+use serde_json::Value;
+use tfload::npy::{write_npy, ArraySource};
+use tfload::{LoadedModel, SavedModel, SessionConfig, Tensors};
+
+use super::output::{format_values, json_values};
+use super::ModelArgs;
+
+/// Arguments of `tfload run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// The signature to call.
+    #[arg(long, short = 's', default_value = "serving_default")]
+    signature: String,
+    /// One input: KEY=FILE.npy, KEY=FILE.npz (its only array) or KEY=FILE.npz[NAME]. Repeat
+    /// for each input of the signature.
+    #[arg(long = "input", short = 'i', value_name = "KEY=FILE", value_parser = parse_input)]
+    inputs: Vec<(String, ArraySource)>,
+    /// Write each output to DIR/<key>.npy instead of printing it. The files appear together
+    /// when every output is written, or not at all.
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// One JSON document on stdout (values as nested arrays, or the files written with --out).
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_input(text: &str) -> Result<(String, ArraySource), String> {
+    match text.split_once('=') {
+        Some((key, file)) if !key.is_empty() && !file.is_empty() => Ok((key.to_string(), ArraySource::parse(file))),
+        _ => Err(format!("`{text}` is not KEY=FILE (e.g. inputs=x.npy or inputs=data.npz[x])")),
+    }
+}
+
+/// The JSON document (`tfload.run/v1`).
+#[derive(Debug, Serialize)]
+struct RunDocument {
+    schema: &'static str,
+    path: String,
+    signature: String,
+    outputs: Vec<OutputEntry>,
+}
+
+/// One output: its spec, and its values or the file it was written to.
+#[derive(Debug, Serialize)]
+struct OutputEntry {
+    key: String,
+    dtype: String,
+    shape: Vec<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    values: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    file: Option<String>,
+}
+
+pub fn run(args: &RunArgs) -> Result<()> {
+    let signature = SavedModel::open(&args.model.dir)?.meta_graph(&args.model.tag)?.signature(&args.signature)?;
+    let inputs = read_inputs(&args.inputs)?;
+    tfload::call::check_inputs(&signature, &inputs)?;
+    if let Some(out) = &args.out {
+        check_out_dir(out)?;
+    }
+    let model = LoadedModel::load(&args.model.dir, &args.model.tag, SessionConfig::default())?;
+    let outputs = model.run(&args.signature, &inputs)?;
+    if let Some(out) = &args.out {
+        write_all(out, &outputs)?;
+    }
+    let mut stdout = std::io::stdout().lock();
+    if args.json {
+        let document = RunDocument {
+            schema: "tfload.run/v1",
+            path: args.model.dir.display().to_string(),
+            signature: args.signature.clone(),
+            outputs: outputs.iter().map(|(key, data)| entry(key, data, args.out.as_deref())).collect(),
+        };
+        serde_json::to_writer_pretty(&mut stdout, &document)?;
+        writeln!(stdout)?;
+    } else {
+        for (key, data) in &outputs {
+            writeln!(stdout, "{key}: {} {:?}", data.dtype(), data.shape())?;
+            match &args.out {
+                Some(out) => writeln!(stdout, "  written to {}", out.join(format!("{key}.npy")).display())?,
+                None => writeln!(stdout, "{}", format_values(data))?,
+            }
+        }
+    }
+    Ok(())
+}
+
+fn entry(key: &str, data: &tfload::TensorData, out: Option<&Path>) -> OutputEntry {
+    OutputEntry {
+        key: key.to_string(),
+        dtype: data.dtype().to_string(),
+        shape: data.shape().to_vec(),
+        values: out.is_none().then(|| json_values(data)),
+        file: out.map(|dir| dir.join(format!("{key}.npy")).display().to_string()),
+    }
+}
+
+fn read_inputs(given: &[(String, ArraySource)]) -> Result<Tensors> {
+    let mut inputs = Tensors::new();
+    for (key, source) in given {
+        if inputs.contains_key(key) {
+            bail!("input `{key}` is given twice; give each input once");
+        }
+        inputs.insert(key.clone(), source.read()?);
+    }
+    Ok(inputs)
+}
+
+/// Refuses an output path that is a file, before any work is done.
+fn check_out_dir(out: &Path) -> Result<()> {
+    if out.exists() && !out.is_dir() {
+        bail!("{}: --out must be a directory, and this is a file", out.display());
+    }
+    Ok(())
+}
+
+/// Writes every output into a temporary directory beside `out`, then moves the files in: a
+/// failure while writing leaves `out` as it was.
+fn write_all(out: &Path, outputs: &Tensors) -> Result<()> {
+    let parent = match out.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    let staging = tempfile::Builder::new()
+        .prefix(".tfload-run-")
+        .tempdir_in(parent)
+        .with_context(|| format!("creating a temporary directory in {}", parent.display()))?;
+    for (key, data) in outputs {
+        write_npy(&staging.path().join(format!("{key}.npy")), data)?;
+    }
+    if !out.exists() {
+        let staged = staging.keep();
+        return std::fs::rename(&staged, out).with_context(|| format!("moving the outputs into {}", out.display()));
+    }
+    for key in outputs.keys() {
+        let name = format!("{key}.npy");
+        std::fs::rename(staging.path().join(&name), out.join(&name))
+            .with_context(|| format!("moving {name} into {}", out.display()))?;
+    }
+    Ok(())
+}
