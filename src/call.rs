@@ -9,7 +9,7 @@ use tensorflow::{Operation, SessionRunArgs};
 use crate::bundle::LoadedModel;
 use crate::error::{Error, Result};
 use crate::signature::{Signature, TensorSpec};
-use crate::tensor::TensorData;
+use crate::tensor::{FeedTensor, TensorData};
 
 /// Inputs or outputs by key.
 pub type Tensors = BTreeMap<String, TensorData>;
@@ -55,33 +55,43 @@ impl BoundSignature {
         check_inputs(&self.signature, inputs)
     }
 
+    /// Checks the inputs given (some or all) and turns them into TensorFlow tensors, ready to
+    /// feed. Safe to call on another thread than the one that runs, so that a data loader can
+    /// prepare the next batch while the session computes.
+    pub fn prepare(&self, inputs: &Tensors) -> Result<PreparedInputs> {
+        check_known(&self.signature, inputs)?;
+        let feeds = self
+            .inputs
+            .iter()
+            .enumerate()
+            .filter_map(|(index, endpoint)| inputs.get(&endpoint.spec.key).map(|data| (index, data)))
+            .map(|(index, data)| data.to_tf().map(|tensor| (index, tensor)))
+            .collect::<Result<_>>()?;
+        Ok(PreparedInputs { feeds })
+    }
+
     /// Runs the signature on `inputs` in `model`'s session and returns the outputs named in
     /// `wanted` (all of them when `None`).
     pub fn run(&self, model: &LoadedModel, inputs: &Tensors, wanted: Option<&[&str]>) -> Result<Tensors> {
         self.check_inputs(inputs)?;
-        let outputs: Vec<&Endpoint> = match wanted {
-            None => self.outputs.iter().collect(),
-            Some(keys) => keys
-                .iter()
-                .map(|key| {
-                    self.outputs.iter().find(|e| e.spec.key == *key).ok_or_else(|| Error::InputMismatch {
-                        signature: self.signature.key.clone(),
-                        problem: format!(
-                            "there is no output `{key}`; its outputs are: {}",
-                            list_or_none(&self.outputs.iter().map(|e| e.spec.key.as_str()).collect::<Vec<_>>())
-                        ),
-                    })
-                })
-                .collect::<Result<_>>()?,
-        };
-        let feeds: Vec<_> = self
-            .inputs
-            .iter()
-            .map(|endpoint| inputs[&endpoint.spec.key].to_tf().map(|tensor| (endpoint, tensor)))
-            .collect::<Result<_>>()?;
+        self.run_prepared(model, &[&self.prepare(inputs)?], wanted)
+    }
+
+    /// Runs the signature on inputs prepared by [`BoundSignature::prepare`], in parts (say a
+    /// batch prepared ahead, and a mask prepared once) that together give every input once.
+    pub fn run_prepared(&self, model: &LoadedModel, parts: &[&PreparedInputs], wanted: Option<&[&str]>) -> Result<Tensors> {
+        let outputs = self.wanted_outputs(wanted)?;
+        let mut given = vec![false; self.inputs.len()];
         let mut args = SessionRunArgs::new();
-        for (endpoint, tensor) in &feeds {
+        for (index, tensor) in parts.iter().flat_map(|part| &part.feeds) {
+            let endpoint = &self.inputs[*index];
+            if std::mem::replace(&mut given[*index], true) {
+                return Err(self.mismatch(format!("input `{}` given twice", endpoint.spec.key)));
+            }
             tensor.feed(&mut args, &endpoint.operation, endpoint.index);
+        }
+        if let Some(missing) = given.iter().position(|g| !g) {
+            return Err(self.mismatch(format!("input `{}` not given", self.inputs[missing].spec.key)));
         }
         let tokens: Vec<_> = outputs
             .iter()
@@ -99,6 +109,80 @@ impl BoundSignature {
             })
             .collect()
     }
+
+    fn mismatch(&self, problem: String) -> Error {
+        mismatch(&self.signature, problem)
+    }
+
+    fn wanted_outputs(&self, wanted: Option<&[&str]>) -> Result<Vec<&Endpoint>> {
+        let Some(keys) = wanted else {
+            return Ok(self.outputs.iter().collect());
+        };
+        keys.iter()
+            .map(|key| {
+                self.outputs.iter().find(|e| e.spec.key == *key).ok_or_else(|| {
+                    self.mismatch(format!(
+                        "there is no output `{key}`; its outputs are: {}",
+                        list_or_none(&self.outputs.iter().map(|e| e.spec.key.as_str()).collect::<Vec<_>>())
+                    ))
+                })
+            })
+            .collect()
+    }
+}
+
+/// Inputs of one signature, checked and converted to TensorFlow tensors, by input position.
+pub struct PreparedInputs {
+    feeds: Vec<(usize, FeedTensor)>,
+}
+
+/// Checks `inputs` against `signature` without a session: every key known and present, dtypes
+/// equal, ranks and known dimensions equal.
+pub fn check_inputs(signature: &Signature, inputs: &Tensors) -> Result<()> {
+    check_known(signature, inputs)?;
+    let missing: Vec<&str> = signature
+        .inputs
+        .iter()
+        .map(|spec| spec.key.as_str())
+        .filter(|key| !inputs.contains_key(*key))
+        .collect();
+    if !missing.is_empty() {
+        return Err(mismatch(
+            signature,
+            format!(
+                "input{} `{}` not given ({} given: {})",
+                if missing.len() > 1 { "s" } else { "" },
+                missing.join("`, `"),
+                inputs.len(),
+                list_or_none(&inputs.keys().map(String::as_str).collect::<Vec<_>>())
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Unknown keys are refused, and every given input must fit its spec; inputs may be missing.
+fn check_known(signature: &Signature, inputs: &Tensors) -> Result<()> {
+    let expected: Vec<&str> = signature.inputs.iter().map(|spec| spec.key.as_str()).collect();
+    if let Some(unknown) = inputs.keys().find(|key| !expected.contains(&key.as_str())) {
+        return Err(mismatch(
+            signature,
+            format!("there is no input `{unknown}`; its inputs are: {}", list_or_none(&expected)),
+        ));
+    }
+    for spec in &signature.inputs {
+        if let Some(data) = inputs.get(&spec.key) {
+            check_one(spec, data).map_err(|problem| mismatch(signature, problem))?;
+        }
+    }
+    Ok(())
+}
+
+fn mismatch(signature: &Signature, problem: String) -> Error {
+    Error::InputMismatch {
+        signature: signature.key.clone(),
+        problem,
+    }
 }
 
 impl LoadedModel {
@@ -106,36 +190,6 @@ impl LoadedModel {
     pub fn run(&self, key: &str, inputs: &Tensors) -> Result<Tensors> {
         BoundSignature::bind(self, key)?.run(self, inputs, None)
     }
-}
-
-/// Checks `inputs` against `signature` without a session: every key known and present, dtypes
-/// equal, ranks and known dimensions equal.
-pub fn check_inputs(signature: &Signature, inputs: &Tensors) -> Result<()> {
-    let mismatch = |problem: String| Error::InputMismatch {
-        signature: signature.key.clone(),
-        problem,
-    };
-    let expected: Vec<&str> = signature.inputs.iter().map(|spec| spec.key.as_str()).collect();
-    if let Some(unknown) = inputs.keys().find(|key| !expected.contains(&key.as_str())) {
-        return Err(mismatch(format!(
-            "there is no input `{unknown}`; its inputs are: {}",
-            list_or_none(&expected)
-        )));
-    }
-    let missing: Vec<&str> = expected.iter().copied().filter(|key| !inputs.contains_key(*key)).collect();
-    if !missing.is_empty() {
-        return Err(mismatch(format!(
-            "input{} `{}` not given ({} given: {})",
-            if missing.len() > 1 { "s" } else { "" },
-            missing.join("`, `"),
-            inputs.len(),
-            list_or_none(&inputs.keys().map(String::as_str).collect::<Vec<_>>())
-        )));
-    }
-    for spec in &signature.inputs {
-        check_one(spec, &inputs[&spec.key]).map_err(mismatch)?;
-    }
-    Ok(())
 }
 
 fn list_or_none(keys: &[&str]) -> String {

@@ -233,6 +233,13 @@ pub(crate) enum FeedTensor {
     String(Tensor<String>),
 }
 
+// SAFETY: a FeedTensor exclusively owns its tensor. Numeric tensors are already Send; the
+// String variant is not only because the crate keeps the C tensor it builds on first feed in a
+// `Cell` of raw pointers. Moving that ownership to another thread (the loader prepares a batch,
+// the training thread feeds it) never shares it: no reference outlives the move, and TF_Tensor
+// objects are not tied to the thread that made them.
+unsafe impl Send for FeedTensor {}
+
 impl FeedTensor {
     /// Adds this tensor as the feed of `operation:index`.
     pub(crate) fn feed<'l>(&'l self, args: &mut SessionRunArgs<'l>, operation: &Operation, index: i32) {

@@ -98,7 +98,17 @@ impl BatchLoader {
 
     /// The batches of `epoch` from batch `skip` on, gathered on a background thread that works
     /// up to `prefetch` batches ahead. Dropping the iterator stops the thread.
-    pub fn epoch(&self, epoch: u64, skip: usize) -> EpochBatches {
+    pub fn epoch(&self, epoch: u64, skip: usize) -> EpochBatches<Batch> {
+        self.epoch_map(epoch, skip, Ok)
+    }
+
+    /// Like [`BatchLoader::epoch`], with `map` applied to each batch on the background thread
+    /// too (a trainer turns batches into ready-to-feed tensors there, off the step's path).
+    pub fn epoch_map<T, F>(&self, epoch: u64, skip: usize, map: F) -> EpochBatches<T>
+    where
+        T: Send + 'static,
+        F: Fn(Batch) -> Result<T> + Send + 'static,
+    {
         let plan: Vec<Vec<usize>> = self.batch_indices(epoch).into_iter().skip(skip).collect();
         let (sender, receiver) = sync_channel(self.options.prefetch.max(1));
         let dataset = self.dataset.clone();
@@ -106,9 +116,9 @@ impl BatchLoader {
             .name("tfload-loader".to_string())
             .spawn(move || {
                 for indices in plan {
-                    let batch = dataset.gather(&indices);
-                    let failed = batch.is_err();
-                    if sender.send(batch).is_err() || failed {
+                    let item = dataset.gather(&indices).and_then(&map);
+                    let failed = item.is_err();
+                    if sender.send(item).is_err() || failed {
                         return; // the consumer is gone, or the error is delivered
                     }
                 }
@@ -122,20 +132,20 @@ impl BatchLoader {
 }
 
 /// The batches of one epoch, in order.
-pub struct EpochBatches {
-    receiver: Option<Receiver<Result<Batch>>>,
+pub struct EpochBatches<T> {
+    receiver: Option<Receiver<Result<T>>>,
     worker: Option<JoinHandle<()>>,
 }
 
-impl Iterator for EpochBatches {
-    type Item = Result<Batch>;
+impl<T> Iterator for EpochBatches<T> {
+    type Item = Result<T>;
 
-    fn next(&mut self) -> Option<Result<Batch>> {
+    fn next(&mut self) -> Option<Result<T>> {
         self.receiver.as_ref()?.recv().ok()
     }
 }
 
-impl Drop for EpochBatches {
+impl<T> Drop for EpochBatches<T> {
     fn drop(&mut self) {
         // Closing the queue first unblocks a worker waiting to send.
         self.receiver.take();

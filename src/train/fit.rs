@@ -304,12 +304,13 @@ impl Run<'_> {
             let mut running = WeightedMean::default();
             let mut lr = 0.0;
             let skip = self.state.batches_done;
-            for (i, batch) in data.train.epoch(epoch - 1, skip).enumerate() {
+            let preparer = self.trainer.preparer();
+            for (i, batch) in data.train.epoch_map(epoch - 1, skip, move |b| preparer.prepare(b)).enumerate() {
                 let batch = batch?;
                 lr = self.options.schedule.at(self.state.global_step, steps_per_epoch, total_steps);
-                let metrics = self.trainer.train_batch(&batch, lr)?;
+                let metrics = self.trainer.train_prepared(&batch, lr)?;
                 self.check_finite(&metrics, epoch)?;
-                running.add(&metrics, batch.len());
+                running.add(&metrics, batch.len);
                 self.state.global_step += 1;
                 self.state.batches_done = skip + i + 1;
                 let report = StepReport {

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use ndarray::{arr0, ArrayD, IxDyn};
 
 use crate::bundle::{LoadedModel, SessionConfig};
-use crate::call::{BoundSignature, Tensors};
+use crate::call::{BoundSignature, PreparedInputs, Tensors};
 use crate::data::{Batch, BatchLoader};
 use crate::error::{Error, Result};
 use crate::tensor::TensorData;
@@ -24,7 +24,7 @@ pub struct Trainer {
     model: LoadedModel,
     contract: TrainContract,
     mask: Mask,
-    mask_input: TensorData,
+    mask_input: PreparedInputs,
     train_step: BoundSignature,
     eval_step: Option<BoundSignature>,
 }
@@ -50,7 +50,8 @@ impl Trainer {
             .map(|_| BoundSignature::bind(&model, EVAL_STEP))
             .transpose()?;
         let values = mask.values();
-        let mask_input = TensorData::Float32(ArrayD::from_shape_vec(IxDyn(&[values.len()]), values).expect("1-d"));
+        let mask_tensor = TensorData::Float32(ArrayD::from_shape_vec(IxDyn(&[values.len()]), values).expect("1-d"));
+        let mask_input = train_step.prepare(&Tensors::from([("mask".to_string(), mask_tensor)]))?;
         Ok(Trainer {
             source: dir.to_path_buf(),
             model,
@@ -85,7 +86,9 @@ impl Trainer {
     /// Checks that a batch fits `train_step` (input shape and dtype, label dtype) without running
     /// it, so that bad data fails before the first step with a message about the data.
     pub fn check_batch(&self, batch: &Batch, what: &str) -> Result<()> {
-        let inputs = self.step_inputs(batch, 0.0);
+        let mut inputs = batch_inputs(self.contract.input_key(), batch);
+        inputs.insert("mask".to_string(), TensorData::Float32(ArrayD::zeros(IxDyn(&[self.mask.entries().len()]))));
+        inputs.insert("learning_rate".to_string(), learning_rate(0.0));
         self.train_step.check_inputs(&inputs).map_err(|error| match error {
             Error::InputMismatch { problem, .. } => Error::DataMismatch(format!(
                 "{what} does not fit the model: {problem}. The model takes `{}` as {} and labels as {}",
@@ -97,9 +100,24 @@ impl Trainer {
         })
     }
 
+    /// What turns batches into `train_step` feeds; cheap to clone, usable on a loader thread.
+    pub fn preparer(&self) -> BatchPreparer {
+        BatchPreparer {
+            signature: self.train_step.clone(),
+            input_key: self.contract.input_key().to_string(),
+        }
+    }
+
     /// Runs one `train_step` on `batch` at learning rate `lr`; returns its loss and metrics.
     pub fn train_batch(&self, batch: &Batch, lr: f32) -> Result<Metrics> {
-        let outputs = self.train_step.run(&self.model, &self.step_inputs(batch, lr), None)?;
+        self.train_prepared(&self.preparer().prepare(batch.clone())?, lr)
+    }
+
+    /// Runs one `train_step` on a batch prepared by [`BatchPreparer::prepare`] (the fast path:
+    /// no copy of the batch between the loader and TensorFlow).
+    pub fn train_prepared(&self, batch: &PreparedBatch, lr: f32) -> Result<Metrics> {
+        let rate = self.train_step.prepare(&Tensors::from([("learning_rate".to_string(), learning_rate(lr))]))?;
+        let outputs = self.train_step.run_prepared(&self.model, &[&batch.inputs, &self.mask_input, &rate], None)?;
         Ok(scalars(&outputs))
     }
 
@@ -109,26 +127,47 @@ impl Trainer {
         let Some(eval_step) = &self.eval_step else {
             return Ok(None);
         };
+        let preparer = BatchPreparer { signature: eval_step.clone(), input_key: self.contract.input_key().to_string() };
         let mut totals = WeightedMean::default();
-        for batch in loader.epoch(0, 0) {
+        for batch in loader.epoch_map(0, 0, move |batch| preparer.prepare(batch)) {
             let batch = batch?;
-            let mut inputs = Tensors::new();
-            inputs.insert(self.contract.input_key().to_string(), batch.inputs.clone());
-            inputs.insert("labels".to_string(), batch.labels.clone());
-            let outputs = eval_step.run(&self.model, &inputs, None)?;
-            totals.add(&scalars(&outputs), batch.len());
+            let outputs = eval_step.run_prepared(&self.model, &[&batch.inputs], None)?;
+            totals.add(&scalars(&outputs), batch.len);
         }
         Ok(Some(totals.mean()))
     }
+}
 
-    fn step_inputs(&self, batch: &Batch, lr: f32) -> Tensors {
-        let mut inputs = Tensors::new();
-        inputs.insert(self.contract.input_key().to_string(), batch.inputs.clone());
-        inputs.insert("labels".to_string(), batch.labels.clone());
-        inputs.insert("mask".to_string(), self.mask_input.clone());
-        inputs.insert("learning_rate".to_string(), TensorData::Float32(arr0(lr).into_dyn()));
-        inputs
+/// Turns batches into the feeds of a step signature (inputs and labels), off the training thread.
+#[derive(Clone)]
+pub struct BatchPreparer {
+    signature: BoundSignature,
+    input_key: String,
+}
+
+impl BatchPreparer {
+    /// Checks and converts `batch`.
+    pub fn prepare(&self, batch: Batch) -> Result<PreparedBatch> {
+        Ok(PreparedBatch {
+            len: batch.len(),
+            inputs: self.signature.prepare(&batch_inputs(&self.input_key, &batch))?,
+        })
     }
+}
+
+/// A batch converted to TensorFlow tensors for a step signature.
+pub struct PreparedBatch {
+    /// Examples in the batch.
+    pub len: usize,
+    inputs: PreparedInputs,
+}
+
+fn batch_inputs(input_key: &str, batch: &Batch) -> Tensors {
+    Tensors::from([(input_key.to_string(), batch.inputs.clone()), ("labels".to_string(), batch.labels.clone())])
+}
+
+fn learning_rate(lr: f32) -> TensorData {
+    TensorData::Float32(arr0(lr).into_dyn())
 }
 
 /// Scalar outputs as f64 by key.
