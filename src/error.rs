@@ -297,4 +297,17 @@ pub enum Error {
         /// What does not fit.
         problem: String,
     },
+
+    /// The graph holds more variable handles than the model has variables (the two-handle trap).
+    #[error("{path} has {handles} variable handles for {variables} variables ({examples}, ...): some variables have two resource handles, so training would update one copy while saving writes the other and the trained model would keep its old weights. This happens when a Keras model is kept as a tf.Module attribute or exported with keras.export.ExportArchive; export it with scripts/tfload_export.py, which tracks one handle per variable.")]
+    DuplicateVariableHandles {
+        /// The `saved_model.pb`.
+        path: PathBuf,
+        /// Variable handles in the graph.
+        handles: usize,
+        /// Variables in the object graph.
+        variables: usize,
+        /// Some handle names.
+        examples: String,
+    },
 }

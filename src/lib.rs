@@ -23,6 +23,7 @@ pub mod checkpoint_index;
 pub mod checkpoint_writer;
 pub mod dtype;
 pub mod error;
+pub mod handles;
 pub mod evaluate;
 pub mod images;
 pub mod import_weights;

@@ -271,3 +271,33 @@ fn a_record_that_disagrees_with_the_signatures_is_refused() {
     assert!(err.contains("the `train_step` signature disagree on input `mask`"), "{err}");
     assert!(err.contains("float32 [6]") && err.contains("float32 [7]"), "{err}");
 }
+
+#[test]
+fn a_model_with_two_handles_per_variable_is_refused() {
+    // The trap in shared/NOTES.md: a Keras model kept as a tf.Module attribute.
+    let dir = tempfile::tempdir().unwrap();
+    let trap = dir.path().join("trap");
+    let script = format!(
+        "import tensorflow as tf, keras\n\
+         class M(tf.Module):\n\
+         \x20   def __init__(self):\n\
+         \x20       super().__init__()\n\
+         \x20       self.model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, name='head')])\n\
+         \x20   @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32)])\n\
+         \x20   def serve(self, x):\n\
+         \x20       return {{'y': self.model(x)}}\n\
+         m = M()\n\
+         tf.saved_model.save(m, '{}', signatures={{'serving_default': m.serve, 'train_step': m.serve}})\n",
+        s(&trap)
+    );
+    let status = Command::new(root().join(".venv/bin/python"))
+        .args(["-c", &script])
+        .env("TF_CPP_MIN_LOG_LEVEL", "3")
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let err = tfload_err(&["train", s(&trap), "--show-mask"]);
+    assert!(err.contains("variable handles for 2 variables"), "{err}");
+    assert!(err.contains("scripts/tfload_export.py"), "{err}");
+}

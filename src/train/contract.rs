@@ -84,6 +84,7 @@ impl TrainContract {
     /// Reads the record of the SavedModel in `dir` and checks it against `meta_graph`'s
     /// signatures. A model without a `train_step` gets an error that says how to make one.
     pub fn read(dir: &Path, meta_graph: &MetaGraph) -> Result<TrainContract> {
+        crate::handles::check_one_handle_per_variable(meta_graph)?;
         let keys = meta_graph.signature_keys();
         let has_train_step = meta_graph.signature(TRAIN_STEP).is_ok();
         let path = dir.join(RECORD_PATH);
