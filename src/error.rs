@@ -298,6 +298,28 @@ pub enum Error {
         problem: String,
     },
 
+    /// A TFRecord file that cannot be read: truncated, corrupt, or not a TFRecord file.
+    #[error("{path}: {problem}")]
+    TfRecord {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, where (byte offset), and what to do.
+        problem: String,
+    },
+
+    /// A record of a TFRecord data set does not hold what the feature mapping asks for.
+    #[error("{path}, record {record} (offset {offset}): {problem}")]
+    Example {
+        /// The TFRecord file.
+        path: PathBuf,
+        /// The record's position in the file (0-based).
+        record: usize,
+        /// The byte offset of the record (in the decompressed stream for GZIP/ZLIB files).
+        offset: u64,
+        /// What is missing or of the wrong type, and what the record has.
+        problem: String,
+    },
+
     /// The graph holds more variable handles than the model has variables (the two-handle trap).
     #[error("{path} has {handles} variable handles for {variables} variables ({examples}, ...): some variables have two resource handles, so training would update one copy while saving writes the other and the trained model would keep its old weights. This happens when a Keras model is kept as a tf.Module attribute or exported with keras.export.ExportArchive; export it with scripts/tfload_export.py, which tracks one handle per variable.")]
     DuplicateVariableHandles {

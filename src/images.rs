@@ -83,6 +83,15 @@ impl ImageSpec {
         Ok(resize_bilinear(pixels.view(), self.height, self.width))
     }
 
+    /// Reads one encoded image (the bytes of a PNG, JPEG, ... file) as model input, as [`load`]
+    /// does; `origin` names it in errors.
+    ///
+    /// [`load`]: ImageSpec::load
+    pub fn load_bytes(&self, bytes: &[u8], origin: &Path) -> Result<Array3<f32>> {
+        let pixels = decode_bytes(bytes, self.color_mode, origin)?;
+        Ok(resize_bilinear(pixels.view(), self.height, self.width))
+    }
+
     /// Reads image files as one batch `[n, height, width, channels]`, decoding them in parallel.
     /// The first file that fails is reported.
     pub fn load_batch(&self, paths: &[PathBuf]) -> Result<ArrayD<f32>> {
@@ -100,19 +109,22 @@ impl ImageSpec {
 /// Decodes an image file into `color_mode`'s channels, `[height, width, channels]` bytes.
 /// 16-bit images are scaled to 8 bits; animations give their first frame.
 pub fn decode(path: &Path, color_mode: ColorMode) -> Result<Array3<u8>> {
-    let reader = ImageReader::open(path)
-        .map_err(|source| Error::Io {
-            path: path.to_path_buf(),
-            source,
-        })?
-        .with_guessed_format()
-        .map_err(|source| Error::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+    let bytes = std::fs::read(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    decode_bytes(&bytes, color_mode, path)
+}
+
+/// Decodes an encoded image held in memory, as [`decode`] does a file; `origin` names it in errors.
+pub fn decode_bytes(bytes: &[u8], color_mode: ColorMode, origin: &Path) -> Result<Array3<u8>> {
+    let reader = ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format().map_err(|source| Error::Io {
+        path: origin.to_path_buf(),
+        source,
+    })?;
     let format = reader.format();
     let image = reader.decode().map_err(|e| Error::Image {
-        path: path.to_path_buf(),
+        path: origin.to_path_buf(),
         problem: format!("cannot be decoded as an image ({e})"),
     })?;
     let (width, height) = (image.width() as usize, image.height() as usize);

@@ -37,6 +37,8 @@ pub mod saved_model;
 pub mod shape;
 pub mod signature;
 pub mod tensor;
+pub mod tensorboard;
+pub mod tfrecord;
 pub mod train;
 pub mod variables;
 

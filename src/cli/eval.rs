@@ -6,7 +6,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Args;
 use serde::Serialize;
 use tfload::data::{ArrayDataset, Dataset, ImageFolderDataset};
@@ -33,6 +33,8 @@ pub struct EvalArgs {
     /// One JSON document on stdout.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    tfrecord: super::train::TfRecordArgs,
 }
 
 /// The JSON document (`tfload.eval/v1`).
@@ -59,7 +61,10 @@ struct NamedMetrics<'a> {
 
 pub fn run(args: &EvalArgs, global: &GlobalArgs) -> Result<()> {
     let serving = Predictor::load(&args.model.dir, &args.model.tag, "serving_default", SessionConfig::default())?;
-    let data: Arc<dyn Dataset> = if args.data.is_dir() {
+    let data: Arc<dyn Dataset> = if args.tfrecord.applies_to(&args.data) {
+        let input = serving.signature().inputs.first().context("evaluation feeds the signature's one input")?;
+        args.tfrecord.open(&args.data, input, global.quiet)?
+    } else if args.data.is_dir() {
         let (_, image) = serving.image_input(None)?;
         Arc::new(ImageFolderDataset::open(&args.data, image)?)
     } else {

@@ -11,6 +11,8 @@ use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use tfload::data::{split, ArrayDataset, BatchLoader, Dataset, ImageFolderDataset, LoaderOptions};
+use tfload::data::{FeatureMapping, InputSpec, TfRecordDataset, TfRecordOptions};
+use tfload::tensorboard::{Callbacks, TensorBoard};
 use tfload::images::{ColorMode, ImageSpec};
 use tfload::import_weights::ImportOptions;
 use tfload::train::{
@@ -132,6 +134,86 @@ pub struct TrainArgs {
     /// Print the final summary as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub tfrecord: TfRecordArgs,
+    /// Write TensorBoard event files to DIR/train and DIR/validation (loss, metrics, learning rate, samples/s per step and epoch, as Keras's TensorBoard callback).
+    #[arg(long, value_name = "DIR")]
+    pub logdir: Option<PathBuf>,
+}
+
+/// How TFRecord data (files of serialized tf.train.Example) is read.
+#[derive(Debug, Args)]
+pub struct TfRecordArgs {
+    /// TFRecord data: the feature that is the model input, KEY or INPUT=KEY (image/encoded; encoded images are decoded and resized).
+    #[arg(long, value_name = "[INPUT=]KEY")]
+    pub feature: Option<String>,
+    /// TFRecord data: the feature that holds the label (image/class/label).
+    #[arg(long, value_name = "KEY")]
+    pub label: Option<String>,
+    /// TFRecord compression (auto: recognised per file).
+    #[arg(long, value_enum, default_value_t = CompressionArg::Auto)]
+    pub compression: CompressionArg,
+    /// Leave out TFRecord records that fail their checksum or are cut short (counted, and said on stderr) instead of stopping.
+    #[arg(long)]
+    pub skip_corrupt: bool,
+}
+
+/// TFRecord compression types (Python's `compression_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CompressionArg {
+    /// Recognised from each file's first bytes.
+    Auto,
+    /// Not compressed.
+    None,
+    /// GZIP.
+    Gzip,
+    /// ZLIB.
+    Zlib,
+}
+
+impl TfRecordArgs {
+    /// Whether `path` is TFRecord data: not a folder nor a .npz/.npy file, and a glob, or a file
+    /// that starts as a TFRecord file does, or anything when --feature or --label is given.
+    pub fn applies_to(&self, path: &Path) -> bool {
+        if path.is_dir() || path.extension().is_some_and(|e| e == "npz" || e == "npy") {
+            return false;
+        }
+        let glob = !path.exists() && path.to_string_lossy().contains(['*', '?', '[']);
+        let sniffed = || path.is_file() && matches!(tfload::tfrecord::Compression::detect(path), Ok(Some(_)));
+        glob || self.feature.is_some() || self.label.is_some() || sniffed()
+    }
+
+    /// Opens TFRecord data at `path` (a file or a glob) for the model input `input`.
+    pub fn open(&self, path: &Path, input: &tfload::TensorSpec, quiet: bool) -> Result<Arc<dyn Dataset>> {
+        use tfload::data::tfrecord::first_record_features;
+        use tfload::tfrecord::{Compression, OnCorrupt};
+        let compression = match self.compression {
+            CompressionArg::Auto => Compression::Auto,
+            CompressionArg::None => Compression::None,
+            CompressionArg::Gzip => Compression::Gzip,
+            CompressionArg::Zlib => Compression::Zlib,
+        };
+        let options = TfRecordOptions { compression, on_corrupt: if self.skip_corrupt { OnCorrupt::Skip } else { OnCorrupt::Fail } };
+        let (Some(feature), Some(label)) = (&self.feature, &self.label) else {
+            let features = first_record_features(path, options)?;
+            anyhow::bail!(
+                "{} is TFRecord data; say which feature is the model input and which the label with --feature KEY --label KEY. Its first record has: {}",
+                path.display(),
+                if features.is_empty() { "no features".to_string() } else { features.join(", ") }
+            );
+        };
+        let key = match feature.split_once('=') {
+            Some((name, key)) if name == input.key => key,
+            Some((name, _)) => anyhow::bail!("--feature {feature}: the model has no input `{name}`; its input is `{}`", input.key),
+            None => feature.as_str(),
+        };
+        let mapping = FeatureMapping { input: key.to_string(), label: label.clone() };
+        let dataset = TfRecordDataset::open(path, mapping, InputSpec::of(input)?, options)?;
+        if dataset.skipped_records() > 0 && !quiet {
+            eprintln!("warning: {}", dataset.describe());
+        }
+        Ok(Arc::new(dataset))
+    }
 }
 
 /// Learning-rate schedules.
@@ -182,8 +264,15 @@ pub fn run(args: &TrainArgs, global: &GlobalArgs) -> Result<()> {
     let paths = RunPaths { input, out: out.clone(), overwrite: args.overwrite, resume: args.resume };
     let stop = install_interrupt_handler();
     let mut progress = Progress::new(global.quiet || args.json);
-    let outcome = fit(&paths, &RunData { train: &train_loader, validation: val_loader.as_ref() }, &options, &mut progress, &stop)?;
+    let mut board = args.logdir.as_deref().map(TensorBoard::create).transpose()?;
+    let mut callbacks = Callbacks(vec![&mut progress]);
+    callbacks.0.extend(board.as_mut().map(|b| b as &mut dyn TrainCallback));
+    let outcome = fit(&paths, &RunData { train: &train_loader, validation: val_loader.as_ref() }, &options, &mut callbacks, &stop)?;
+    drop(callbacks);
     progress.finish();
+    if let Some(Err(error)) = board.map(TensorBoard::finish) {
+        eprintln!("warning: the TensorBoard event files are incomplete: {error}");
+    }
     report(args, &outcome)
 }
 
@@ -247,6 +336,12 @@ fn load_data(args: &TrainArgs, contract: &TrainContract, data: &Path) -> Result<
 }
 
 fn open_dataset(args: &TrainArgs, contract: &TrainContract, path: &Path) -> Result<Arc<dyn Dataset>> {
+    if args.tfrecord.applies_to(path) {
+        let meta_graph = SavedModel::open(&args.dir)?.meta_graph(&["serve"])?;
+        let train_step = meta_graph.signature("train_step")?;
+        let input = train_step.input(contract.input_key()).context("the train_step signature takes the contract's input")?;
+        return args.tfrecord.open(path, input, args.json);
+    }
     if !path.exists() {
         anyhow::bail!(
             "{}: no such file or directory. Give an image folder (one sub-folder per class) or a .npz file with x and y arrays",

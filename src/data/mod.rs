@@ -5,6 +5,7 @@
 pub mod arrays;
 pub mod image_folder;
 pub mod loader;
+pub mod tfrecord;
 
 use std::sync::Arc;
 
@@ -14,6 +15,7 @@ use crate::tensor::TensorData;
 pub use arrays::ArrayDataset;
 pub use image_folder::ImageFolderDataset;
 pub use loader::{epoch_order, BatchLoader, LoaderOptions};
+pub use tfrecord::{FeatureMapping, InputSpec, TfRecordDataset, TfRecordOptions};
 
 /// One batch: the model input, the labels, and which examples they are.
 #[derive(Debug, Clone, PartialEq)]
