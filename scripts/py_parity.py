@@ -3,7 +3,7 @@ Rust tests can compare `tfload run`, `tfload eval` and the image reader with the
 
 Run: .venv/bin/python scripts/py_parity.py COMMAND ...
   run DIR KEY OUT.npz [NAME=FILE.npy ...] tf.saved_model.load(DIR).signatures[KEY](**inputs)
-  eval DIR DATA.npz BATCH                 eval_step over the batches in order; JSON on stdout
+  eval DIR DATA.npz BATCH                 eval_step over the batches in order, as JSON
   images OUT.npz HxWxC,... IMAGE...       tf.io.decode_image + tf.image.resize: `i/HxWxC` each
   png SRC DST [CHANNELS]                  re-encodes an image as PNG (lossless) through TF
   image_folder DIR H W COLOR_MODE OUT.npz keras.utils.image_dataset_from_directory(shuffle=False)
@@ -45,7 +45,7 @@ def evaluate(model_dir, data_path, batch_size):
         for name, value in signature(**{input_key: tf.constant(xb), "labels": tf.constant(yb)}).items():
             sums[name] = sums.get(name, 0.0) + float(value.numpy()) * len(xb)
         count += len(xb)
-    print(json.dumps({"examples": count, **{name: total / count for name, total in sums.items()}}))
+    return {"examples": count, **{name: total / count for name, total in sums.items()}}
 
 
 def read_image(path, height, width, channels):
@@ -78,11 +78,12 @@ def image_folder(directory, height, width, color_mode, out_path):
 
 
 def main(argv):
-    command, args = argv[1], argv[2:]
+    """Runs a command; prints its JSON answer ({} for those that write files)."""
+    command, args, answer = argv[1], argv[2:], {}
     if command == "run":
         run(*args)
     elif command == "eval":
-        evaluate(args[0], args[1], int(args[2]))
+        answer = evaluate(args[0], args[1], int(args[2]))
     elif command == "images":
         images(args[0], args[1], args[2:])
     elif command == "png":
@@ -91,6 +92,7 @@ def main(argv):
         image_folder(args[0], int(args[1]), int(args[2]), args[3], args[4])
     else:
         sys.exit(__doc__)
+    print(json.dumps(answer))
 
 
 if __name__ == "__main__":

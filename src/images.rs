@@ -209,18 +209,10 @@ pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
 
 /// Adds `(dir, its image files sorted)` and the same for every sub-directory.
 fn collect_folders(dir: &Path, out: &mut Vec<(String, Vec<PathBuf>)>) -> Result<()> {
-    let io = |source| Error::Io {
-        path: dir.to_path_buf(),
-        source,
-    };
     let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(io)? {
-        let entry = entry.map_err(io)?;
+    for entry in visible_entries(dir)? {
         let path = entry.path();
-        if entry.file_name().to_string_lossy().starts_with('.') {
-            continue;
-        }
-        if entry.file_type().map_err(io)?.is_dir() {
+        if entry.file_type().is_ok_and(|kind| kind.is_dir()) {
             collect_folders(&path, out)?;
         } else if is_image_file(&path) {
             files.push(path);
@@ -229,6 +221,22 @@ fn collect_folders(dir: &Path, out: &mut Vec<(String, Vec<PathBuf>)>) -> Result<
     files.sort();
     out.push((dir.to_string_lossy().into_owned(), files));
     Ok(())
+}
+
+/// The entries of `dir` whose names do not start with `.`, in directory order.
+pub(crate) fn visible_entries(dir: &Path) -> Result<Vec<std::fs::DirEntry>> {
+    let io = |source| Error::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let mut entries = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io)? {
+        let entry = entry.map_err(io)?;
+        if !entry.file_name().to_string_lossy().starts_with('.') {
+            entries.push(entry);
+        }
+    }
+    Ok(entries)
 }
 
 #[cfg(test)]

@@ -16,8 +16,7 @@ fn eval_loss_and_accuracy_match_python() {
             "eval", common::s(&model), "--data", common::s(&data), "--batch-size", batch, "--json",
         ]))
         .unwrap();
-        let theirs: Value =
-            serde_json::from_str(&run_common::python(&["eval", common::s(&model), common::s(&data), batch])).unwrap();
+        let theirs = run_common::python(&["eval", common::s(&model), common::s(&data), batch]);
         assert_eq!(ours["examples"], theirs["examples"], "{name}");
         for (key, value) in [("loss", &ours["loss"]), ("accuracy", &ours["metrics"]["accuracy"])] {
             let (a, b) = (value.as_f64().unwrap(), theirs[key].as_f64().unwrap());

@@ -2,18 +2,16 @@
 //! `tf.image.resize(bilinear)` on real photos and `image_dataset_from_directory` on the digits
 //! image folder.
 
+mod common;
 mod run_common;
 
 use std::path::{Path, PathBuf};
 
+use common::s;
 use run_common::{python, read_all, root, sample_photo};
 use tfload::data::{Dataset, ImageFolderDataset};
 use tfload::images::{ColorMode, ImageSpec};
 use tfload::TensorData;
-
-fn s(path: &Path) -> &str {
-    path.to_str().unwrap()
-}
 
 /// The largest |ours - theirs| of two float32 arrays.
 fn largest_difference(ours: &ndarray::ArrayD<f32>, theirs: &TensorData) -> f32 {

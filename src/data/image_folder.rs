@@ -9,7 +9,7 @@ use ndarray::{ArrayD, IxDyn};
 
 use crate::data::{Batch, Dataset};
 use crate::error::{Error, Result};
-use crate::images::{list_images, ImageSpec, IMAGE_EXTENSIONS};
+use crate::images::{list_images, visible_entries, ImageSpec, IMAGE_EXTENSIONS};
 use crate::tensor::TensorData;
 
 /// Labelled images on disk: `root/<class>/**/<image>`.
@@ -78,18 +78,11 @@ fn folder_error(dir: &Path, problem: String) -> Error {
 
 /// The non-hidden sub-folders of `root`, sorted: the class names.
 fn class_folders(root: &Path) -> Result<Vec<String>> {
-    let io = |source| Error::Io {
-        path: root.to_path_buf(),
-        source,
-    };
-    let mut classes = Vec::new();
-    for entry in std::fs::read_dir(root).map_err(io)? {
-        let entry = entry.map_err(io)?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if entry.path().is_dir() && !name.starts_with('.') {
-            classes.push(name);
-        }
-    }
+    let mut classes: Vec<String> = visible_entries(root)?
+        .into_iter()
+        .filter(|entry| entry.path().is_dir())
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .collect();
     classes.sort();
     if classes.is_empty() {
         return Err(folder_error(

@@ -15,20 +15,9 @@ pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Runs `scripts/py_parity.py ARGS` with the project's Python; returns its stdout.
-pub fn python(args: &[&str]) -> String {
-    let output = Command::new(root().join(".venv/bin/python"))
-        .arg(root().join("scripts/py_parity.py"))
-        .args(args)
-        .env("TF_CPP_MIN_LOG_LEVEL", "3")
-        .output()
-        .expect("the project's Python runs (scripts/setup.sh installs it)");
-    assert!(
-        output.status.success(),
-        "py_parity.py {args:?} failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).expect("utf-8 stdout")
+/// Runs `scripts/py_parity.py ARGS` with the project's Python; returns the JSON it prints.
+pub fn python(args: &[&str]) -> serde_json::Value {
+    crate::common::python_json("py_parity.py", args)
 }
 
 /// Every array of a `.npz` file by name.
