@@ -42,42 +42,18 @@ impl CheckpointIndex {
 
     /// Reads and decodes an index file.
     pub fn read(path: &Path) -> Result<CheckpointIndex> {
-        let corrupt = |problem: String| Error::CorruptCheckpointIndex {
-            path: path.to_path_buf(),
-            problem,
-        };
-        let size = std::fs::metadata(path)
-            .map_err(|source| Error::Io {
-                path: path.to_path_buf(),
-                source,
-            })?
-            .len();
-        if size < TABLE_FOOTER_BYTES {
-            return Err(corrupt(format!("the file is only {size} bytes long")));
-        }
-        let table = Table::new_from_file(Options::default(), path)
-            .map_err(|e| corrupt(e.to_string()))?;
-        let mut entries = BTreeMap::new();
-        let mut iter = table.iter();
-        let (mut key, mut value) = (Vec::new(), Vec::new());
-        // SSIterator::next skips entries here; advance + current sees them all.
-        while iter.advance() {
-            iter.current(&mut key, &mut value);
-            if key.is_empty() {
-                continue; // the BundleHeaderProto
-            }
-            let key = String::from_utf8_lossy(&key).into_owned();
-            let entry = proto::BundleEntryProto::decode(value.as_slice())
-                .map_err(|e| corrupt(format!("entry `{key}` does not decode: {e}")))?;
-            entries.insert(
-                key,
-                CheckpointEntry {
+        let (_, records) = read_records(path)?;
+        let entries = records
+            .into_iter()
+            .map(|(key, entry)| {
+                let entry = CheckpointEntry {
                     dtype: DType::from_proto(entry.dtype),
                     shape: Shape::from_proto(entry.shape.as_ref()),
                     size: u64::try_from(entry.size).unwrap_or(0),
-                },
-            );
-        }
+                };
+                (key, entry)
+            })
+            .collect();
         Ok(CheckpointIndex {
             path: path.to_path_buf(),
             entries,
@@ -98,6 +74,43 @@ impl CheckpointIndex {
     pub fn entries(&self) -> impl Iterator<Item = (&str, &CheckpointEntry)> {
         self.entries.iter().map(|(k, v)| (k.as_str(), v))
     }
+}
+
+/// The raw records of an index file, in key order: the header (under the empty key), if any,
+/// and every entry. The one place that walks the SSTable.
+pub(crate) fn read_records(path: &Path) -> Result<(Option<proto::BundleHeaderProto>, Vec<(String, proto::BundleEntryProto)>)> {
+    let corrupt = |problem: String| Error::CorruptCheckpointIndex {
+        path: path.to_path_buf(),
+        problem,
+    };
+    let size = std::fs::metadata(path)
+        .map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?
+        .len();
+    if size < TABLE_FOOTER_BYTES {
+        return Err(corrupt(format!("the file is only {size} bytes long")));
+    }
+    let table = Table::new_from_file(Options::default(), path).map_err(|e| corrupt(e.to_string()))?;
+    let mut iter = table.iter();
+    let (mut key, mut value) = (Vec::new(), Vec::new());
+    let (mut header, mut records) = (None, Vec::new());
+    // SSIterator::next skips entries here; advance + current sees them all.
+    while iter.advance() {
+        iter.current(&mut key, &mut value);
+        if key.is_empty() {
+            let decoded = proto::BundleHeaderProto::decode(value.as_slice())
+                .map_err(|e| corrupt(format!("the header does not decode: {e}")))?;
+            header = Some(decoded);
+            continue;
+        }
+        let name = String::from_utf8_lossy(&key).into_owned();
+        let record = proto::BundleEntryProto::decode(value.as_slice())
+            .map_err(|e| corrupt(format!("entry `{name}` does not decode: {e}")))?;
+        records.push((name, record));
+    }
+    Ok((header, records))
 }
 
 /// Escapes one object-graph child name the way TensorFlow builds checkpoint keys (`.` → `..`,

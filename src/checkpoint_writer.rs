@@ -29,11 +29,12 @@ use std::path::{Path, PathBuf};
 
 use crc::{Crc, CRC_32_ISCSI};
 use prost::Message;
-use sstable::{Options, SSIterator, Table, TableBuilder};
+use sstable::{Options, TableBuilder};
 
-use crate::checkpoint_index::CheckpointIndex;
+use crate::checkpoint_index::{read_records, CheckpointIndex};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
+use crate::output_dir::{build_then_place, check_not_input, copy_model_files, io_error};
 use crate::proto;
 use crate::shape::Shape;
 use crate::tensor::TensorData;
@@ -145,92 +146,27 @@ impl CheckpointWriter {
 }
 
 impl CheckpointWriter {
-    /// Writes a new SavedModel at `out`: everything of the SavedModel at `source` (graph, assets)
-    /// with this checkpoint as its `variables/`. `fingerprint.pb` is left out, as it would
-    /// describe the old checkpoint. The directory is built under a temporary name beside `out`
-    /// and renamed into place, so `out` appears whole or not at all. An existing `out` is refused
+    /// Writes a new SavedModel at `out`: the graph and assets of the SavedModel at `source` with
+    /// this checkpoint as its `variables/` (`fingerprint.pb` is left out, as it would describe
+    /// the old checkpoint). `out` appears whole or not at all. An existing `out` is refused
     /// unless `overwrite`; `out` may never be `source` or lie inside it, or hold it.
     pub fn write_saved_model(&self, source: &Path, out: &Path, overwrite: bool) -> Result<()> {
         check_output(source, out, overwrite)?;
-        let tmp = sibling(out, "tmp");
-        let built = build_saved_model(self, source, &tmp);
-        let placed = built.and_then(|()| move_into_place(&tmp, out));
-        if placed.is_err() {
-            let _ = std::fs::remove_dir_all(&tmp);
-        }
-        placed
+        build_then_place(out, |dir| {
+            copy_model_files(source, dir)?;
+            self.write(dir.join("variables"))
+        })
     }
 }
 
 fn check_output(source: &Path, out: &Path, overwrite: bool) -> Result<()> {
     let output_error = |problem: &str| Error::Output { path: out.to_path_buf(), problem: problem.to_string() };
-    let source_abs = std::fs::canonicalize(source).map_err(io_error(source))?;
-    let out_abs = absolute_lexically(out);
-    if out_abs.starts_with(&source_abs) || source_abs.starts_with(&out_abs) {
-        return Err(output_error("is the input model, inside it, or holds it; the input is never modified. Give another --out"));
-    }
+    check_not_input(source, out)?;
     if out.exists() && !overwrite {
         return Err(output_error("already exists; give another --out, or --force to replace it"));
     }
     if out.exists() && !out.join("saved_model.pb").is_file() {
         return Err(output_error("exists and is not a SavedModel, so --force does not replace it; remove it yourself"));
-    }
-    Ok(())
-}
-
-/// `path` made absolute against the working directory, with its existing part canonicalized.
-fn absolute_lexically(path: &Path) -> PathBuf {
-    if let Ok(resolved) = std::fs::canonicalize(path) {
-        return resolved;
-    }
-    let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().map(PathBuf::from).unwrap_or_default();
-    absolute_lexically(parent).join(name)
-}
-
-/// `.NAME.tfload-KIND-PID` beside `path`, so that renames stay on one file system.
-fn sibling(path: &Path, kind: &str) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    path.with_file_name(format!(".{name}.tfload-{kind}-{}", std::process::id()))
-}
-
-fn build_saved_model(writer: &CheckpointWriter, source: &Path, dir: &Path) -> Result<()> {
-    if dir.exists() {
-        std::fs::remove_dir_all(dir).map_err(io_error(dir))?;
-    }
-    std::fs::create_dir_all(dir).map_err(io_error(dir))?;
-    for entry in std::fs::read_dir(source).map_err(io_error(source))? {
-        let entry = entry.map_err(io_error(source))?;
-        let name = entry.file_name();
-        if name != "variables" && name != "fingerprint.pb" {
-            copy_tree(&entry.path(), &dir.join(&name))?;
-        }
-    }
-    writer.write(dir.join("variables"))
-}
-
-/// Renames `tmp` to `out`; an existing `out` is moved aside first and removed after.
-fn move_into_place(tmp: &Path, out: &Path) -> Result<()> {
-    let old = sibling(out, "old");
-    let replacing = out.exists();
-    if replacing {
-        std::fs::rename(out, &old).map_err(io_error(out))?;
-    }
-    std::fs::rename(tmp, out).map_err(io_error(out))?;
-    if replacing {
-        std::fs::remove_dir_all(&old).map_err(io_error(&old))?;
-    }
-    Ok(())
-}
-
-fn copy_tree(from: &Path, to: &Path) -> Result<()> {
-    if !from.is_dir() {
-        return std::fs::copy(from, to).map(drop).map_err(io_error(to));
-    }
-    std::fs::create_dir_all(to).map_err(io_error(to))?;
-    for entry in std::fs::read_dir(from).map_err(io_error(from))? {
-        let entry = entry.map_err(io_error(from))?;
-        copy_tree(&entry.path(), &to.join(entry.file_name()))?;
     }
     Ok(())
 }
@@ -241,29 +177,11 @@ pub fn masked_crc32c(bytes: &[u8]) -> u32 {
     ((crc >> 15) | (crc << 17)).wrapping_add(0xa282_ead8)
 }
 
-/// The header and the entry records of an index file, in key order.
+/// The header and the entry records of an index file, in key order; partitioned variables refused.
 fn read_index(path: &Path) -> Result<(proto::BundleHeaderProto, Vec<(String, proto::BundleEntryProto)>)> {
-    let table = Table::new_from_file(Options::default(), path).map_err(|e| corrupt(path, &e.to_string()))?;
-    let mut iter = table.iter();
-    let (mut key, mut value) = (Vec::new(), Vec::new());
-    let mut header = None;
-    let mut records = Vec::new();
-    // SSIterator::next skips entries here; advance + current sees them all.
-    while iter.advance() {
-        iter.current(&mut key, &mut value);
-        if key.is_empty() {
-            let decoded = proto::BundleHeaderProto::decode(value.as_slice())
-                .map_err(|e| corrupt(path, &format!("the header does not decode: {e}")))?;
-            header = Some(decoded);
-            continue;
-        }
-        let name = String::from_utf8_lossy(&key).into_owned();
-        let record = proto::BundleEntryProto::decode(value.as_slice())
-            .map_err(|e| corrupt(path, &format!("entry `{name}` does not decode: {e}")))?;
-        if !record.slices.is_empty() {
-            return Err(corrupt(path, &format!("entry `{name}` is a partitioned variable, which tfload cannot rewrite")));
-        }
-        records.push((name, record));
+    let (header, records) = read_records(path)?;
+    if let Some((name, _)) = records.iter().find(|(_, record)| !record.slices.is_empty()) {
+        return Err(corrupt(path, &format!("entry `{name}` is a partitioned variable, which tfload cannot rewrite")));
     }
     let header = header.ok_or_else(|| corrupt(path, "it has no header entry"))?;
     Ok((header, records))
@@ -343,9 +261,6 @@ fn corrupt(path: &Path, problem: &str) -> Error {
     Error::CorruptCheckpointIndex { path: path.to_path_buf(), problem: problem.to_string() }
 }
 
-fn io_error(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
-    move |source| Error::Io { path: path.to_path_buf(), source }
-}
 
 #[cfg(test)]
 mod tests {

@@ -31,6 +31,7 @@ pub mod keras_h5;
 pub mod meta_graph;
 pub mod metrics;
 pub mod npy;
+pub mod output_dir;
 pub mod predict;
 mod proto;
 pub mod saved_model;

@@ -106,6 +106,10 @@ impl Dataset for ImageFolderDataset {
         Some(self.class_names.clone())
     }
 
+    fn label_classes(&self) -> Option<usize> {
+        Some(self.class_names.len())
+    }
+
     fn describe(&self) -> String {
         format!("{} ({} images in {} classes)", self.root.display(), self.len(), self.class_names.len())
     }

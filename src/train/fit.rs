@@ -18,7 +18,8 @@ use crate::data::BatchLoader;
 use crate::error::{Error, Result};
 use crate::train::contract::TrainContract;
 use crate::train::mask::{Mask, MaskSpec};
-use crate::train::savedmodel_writer::{copy_recursively, io, temporary_sibling, write_saved_model};
+use crate::output_dir::{build_then_place, check_not_input, copy_tree, io_error as io, move_into_place};
+use crate::train::savedmodel_writer::write_model_files;
 use crate::train::schedule::LrSchedule;
 use crate::train::state::{
     partial_dir, write_state, BestRecord, Checkpoints, DataOrder, LogLine, MetricsLog, TrainState,
@@ -389,13 +390,10 @@ impl Run<'_> {
     }
 
     fn save_model_with_state(&self, path: &Path) -> Result<()> {
-        let tmp = temporary_sibling(path).with_extension("model");
-        if tmp.exists() {
-            std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
-        }
-        write_saved_model(self.trainer.model(), self.trainer.source(), &tmp)?;
-        write_state(&tmp, &self.state)?;
-        std::fs::rename(&tmp, path).map_err(io(path))
+        build_then_place(path, |dir| {
+            write_model_files(self.trainer.model(), self.trainer.source(), dir)?;
+            write_state(dir, &self.state)
+        })
     }
 
     fn track_best(&mut self, epoch: u64, validation: Option<&Metrics>) -> Result<bool> {
@@ -418,15 +416,8 @@ impl Run<'_> {
         self.state.best = Some(BestRecord { monitor: early.monitor.clone(), value, epoch, validation });
         self.state.epochs_since_best = 0;
         let best = self.checkpoints.best();
-        let old = temporary_sibling(&best).with_extension("old");
-        if best.exists() {
-            std::fs::rename(&best, &old).map_err(io(&best))?;
-        }
         std::fs::create_dir_all(best.parent().expect("has a parent")).map_err(io(&best))?;
         self.save_model_with_state(&best)?;
-        if old.exists() {
-            std::fs::remove_dir_all(&old).map_err(io(&old))?;
-        }
         Ok(true)
     }
 
@@ -444,7 +435,7 @@ impl Run<'_> {
                 std::fs::remove_dir_all(&target).map_err(io(&target))?;
             }
             if weights.join(name).exists() {
-                copy_recursively(&weights.join(name), &target)?;
+                copy_tree(&weights.join(name), &target)?;
             }
         }
         let validation = match &self.state.best {
@@ -461,22 +452,13 @@ impl Run<'_> {
     }
 }
 
-/// Renames the finished working directory to `out`; an existing `out` (with `overwrite`) is
-/// moved aside first and removed only once the new one is in place.
+/// Renames the finished working directory to `out`, replacing an existing one (with
+/// `overwrite`) only once the new one is in place.
 fn publish(work: &Path, out: &Path, overwrite: bool) -> Result<()> {
-    let aside = temporary_sibling(out).with_extension("replaced");
-    let replacing = out.exists();
-    if replacing {
-        if !overwrite {
-            return Err(output_exists(out));
-        }
-        std::fs::rename(out, &aside).map_err(io(out))?;
+    if out.exists() && !overwrite {
+        return Err(output_exists(out));
     }
-    std::fs::rename(work, out).map_err(io(out))?;
-    if replacing {
-        std::fs::remove_dir_all(&aside).map_err(io(&aside))?;
-    }
-    Ok(())
+    move_into_place(work, out)
 }
 
 fn output_exists(out: &Path) -> Error {
@@ -489,12 +471,8 @@ fn output_exists(out: &Path) -> Error {
 /// Checks the output and returns the working directory, created if new.
 fn prepare_work_dir(paths: &RunPaths) -> Result<PathBuf> {
     let work = partial_dir(&paths.out);
-    if same_dir(&paths.input, &paths.out) || same_dir(&paths.input, &work) {
-        return Err(Error::Output {
-            path: paths.out.clone(),
-            problem: "is the input model; tfload never modifies its input. Choose another --out".to_string(),
-        });
-    }
+    check_not_input(&paths.input, &paths.out)?;
+    check_not_input(&paths.input, &work)?;
     if paths.out.exists() && !paths.overwrite {
         return Err(output_exists(&paths.out));
     }
@@ -521,13 +499,6 @@ fn prepare_work_dir(paths: &RunPaths) -> Result<PathBuf> {
         problem: format!("cannot be created ({source}). Choose a writable --out"),
     })?;
     Ok(work)
-}
-
-fn same_dir(a: &Path, b: &Path) -> bool {
-    match (a.canonicalize(), b.canonicalize()) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => false,
-    }
 }
 
 fn data_order(loader: &BatchLoader) -> DataOrder {

@@ -1,33 +1,27 @@
 //! Writing a loaded model's current variables out as a complete SavedModel: the variables through
 //! the model's own saver (the `SaverDef` in `saved_model.pb`, so every variable the graph reads is
-//! the one written), beside a copy of `saved_model.pb` and `assets/` of the model it came from.
-//! Directories appear whole or not at all: they are built under a temporary name and renamed.
+//! the one written), beside the graph and assets of the model it came from.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use tensorflow::{SessionRunArgs, Tensor};
 
 use crate::bundle::LoadedModel;
 use crate::error::{Error, Result};
-
-/// Files and folders of a SavedModel that are copied as they are; `variables/` is written anew
-/// and `fingerprint.pb` is left out because it would describe the old variables.
-const COPIED: [&str; 3] = ["saved_model.pb", "assets", "assets.extra"];
+use crate::output_dir::{build_then_place, copy_model_files};
 
 /// Writes `model`'s variables and `source`'s graph and assets as a SavedModel at `dest`, which
-/// must not exist. Nothing is left at `dest` if any step fails.
+/// appears whole or not at all.
 pub fn write_saved_model(model: &LoadedModel, source: &Path, dest: &Path) -> Result<()> {
-    write_atomically(dest, |tmp| {
-        std::fs::create_dir_all(tmp.join("variables")).map_err(io(tmp))?;
-        save_variables(model, &tmp.join("variables").join("variables"))?;
-        for name in COPIED {
-            let from = source.join(name);
-            if from.exists() {
-                copy_recursively(&from, &tmp.join(name))?;
-            }
-        }
-        Ok(())
-    })
+    build_then_place(dest, |dir| write_model_files(model, source, dir))
+}
+
+/// Fills the (new) directory `dir` with `model`'s variables and `source`'s graph and assets.
+pub fn write_model_files(model: &LoadedModel, source: &Path, dir: &Path) -> Result<()> {
+    let variables = dir.join("variables");
+    std::fs::create_dir_all(&variables).map_err(crate::output_dir::io_error(&variables))?;
+    save_variables(model, &variables.join("variables"))?;
+    copy_model_files(source, dir)
 }
 
 /// Runs the model's save op with checkpoint prefix `prefix` (`.../variables/variables`).
@@ -55,46 +49,4 @@ fn operation(model: &LoadedModel, tensor_name: &str) -> Result<(tensorflow::Oper
         problem: format!("its SaverDef names `{tensor_name}`, which the graph lacks ({status})"),
     })?;
     Ok((op, index.parse().unwrap_or(0)))
-}
-
-/// Builds a directory at `dest` through `build`, under a temporary name beside it, then renames
-/// it into place. `dest` must not exist.
-pub fn write_atomically(dest: &Path, build: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
-    let tmp = temporary_sibling(dest);
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
-    }
-    let result = build(&tmp).and_then(|()| std::fs::rename(&tmp, dest).map_err(io(dest)));
-    if result.is_err() {
-        let _ = std::fs::remove_dir_all(&tmp);
-    }
-    result
-}
-
-/// `dir/.name.tmp-PID`, beside `path` so that the final rename stays on one file system.
-pub fn temporary_sibling(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
-}
-
-/// Copies a file or a folder tree.
-pub fn copy_recursively(from: &Path, to: &Path) -> Result<()> {
-    if from.is_dir() {
-        std::fs::create_dir_all(to).map_err(io(to))?;
-        for entry in std::fs::read_dir(from).map_err(io(from))? {
-            let entry = entry.map_err(io(from))?;
-            copy_recursively(&entry.path(), &to.join(entry.file_name()))?;
-        }
-        Ok(())
-    } else {
-        std::fs::copy(from, to).map(|_| ()).map_err(io(to))
-    }
-}
-
-/// Maps an I/O error to one that names `path`.
-pub fn io(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
-    move |source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    }
 }

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::train::mask::MaskSpec;
-use crate::train::savedmodel_writer::io;
+use crate::output_dir::io_error as io;
 use crate::train::trainer::Metrics;
 
 /// File name of a checkpoint's resume state.
