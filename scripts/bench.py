@@ -136,6 +136,10 @@ def bench_inference():
 
 BENCHMARKS = {"signatures": bench_signatures, "inference": bench_inference}
 
+import bench_tfrecord  # noqa: E402  (TFRecord reading beside tf.data; its own module)
+
+BENCHMARKS["tfrecord"] = bench_tfrecord.bench_tfrecord
+
 
 def machine_description():
     cpu = "unknown CPU"
