@@ -7,6 +7,7 @@ Each benchmark is a function registered in BENCHMARKS below; each returns rows f
 """
 
 import argparse
+import fcntl
 import os
 import platform
 import shutil
@@ -19,7 +20,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "bench-out")
-TFLOAD = os.path.join(ROOT, "target", "release", "tfload")
+# The binary `cargo build --release` below makes (it honours CARGO_TARGET_DIR, relative to ROOT).
+TFLOAD = os.path.join(ROOT, os.environ.get("CARGO_TARGET_DIR") or "target", "release", "tfload")
 VENV_BIN = os.path.join(ROOT, ".venv", "bin")
 
 
@@ -136,9 +138,10 @@ def bench_inference():
 
 BENCHMARKS = {"signatures": bench_signatures, "inference": bench_inference}
 
-import bench_tfrecord  # noqa: E402  (TFRecord reading beside tf.data; its own module)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench_train  # noqa: E402  (training beside Keras fit and Python; its own module)
 
-BENCHMARKS["tfrecord"] = bench_tfrecord.bench_tfrecord
+BENCHMARKS.update(bench_train.BENCHMARKS)
 
 
 def machine_description():
@@ -170,6 +173,30 @@ def render(results, command):
     return "\n".join(lines)
 
 
+def split_sections(text):
+    """(preamble, [(title, block)]) of a BENCHMARKS.md: one block per `## ` section."""
+    preamble, sections = [], []
+    for line in text.splitlines():
+        if line.startswith("## "):
+            sections.append((line[3:].strip(), [line]))
+        elif sections:
+            sections[-1][1].append(line)
+        else:
+            preamble.append(line)
+    return "\n".join(preamble), [(title, "\n".join(block)) for title, block in sections]
+
+
+def merge_sections(old_text, new_text):
+    """`new_text`'s preamble, then the sections of `old_text` in their order with those that
+    `new_text` also has replaced by its version, then `new_text`'s other sections: a run with
+    --only updates its own sections and keeps everyone else's."""
+    _, old = split_sections(old_text)
+    preamble, new = split_sections(new_text)
+    fresh = dict(new)
+    merged = [fresh.pop(title, block) for title, block in old] + [b for t, b in new if t in fresh]
+    return "\n".join([preamble.rstrip("\n"), ""] + [b.rstrip("\n") + "\n" for b in merged])
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="*", choices=sorted(BENCHMARKS), help="run only these")
@@ -183,9 +210,16 @@ def main():
         results.append(BENCHMARKS[name]())
     command = ".venv/bin/python scripts/bench.py" + (" --only " + " ".join(args.only) if args.only else "")
     text = render(results, command)
+    lock = open(os.path.join(OUT, os.path.basename(args.output) + ".lock"), "w")
+    fcntl.flock(lock, fcntl.LOCK_EX)  # others may be merging their sections right now
+    if args.only and os.path.exists(args.output):
+        with open(args.output) as f:
+            text = merge_sections(f.read(), render(results, ".venv/bin/python scripts/bench.py   "
+                                                             "# or --only NAME... to update some sections"))
     with open(args.output + ".tmp", "w") as f:
         f.write(text)
     os.replace(args.output + ".tmp", args.output)
+    lock.close()
     print(text)
 
 

@@ -1,0 +1,463 @@
+"""Training benchmarks for scripts/bench.py: tfload train beside Keras fit, Python calling the
+exported train_step, and the bare Rust Session::run loop (examples/train_floor.rs), on the same
+model, data, batch size, thread settings and number of steps, interleaved in one run.
+
+Every way runs in its own process, one after the other in rotating order, round after round;
+each process runs a warm-up epoch (left out) and then timed epochs. A figure is the median over
+rounds of the per-process median epoch; a ratio is the median over rounds of the ratio between
+processes of the same round (neighbours in time, so drift of the shared machine's load cancels).
+Peak RSS comes from wait4() on each process.
+
+Also runnable alone, as the worker of the Python ways:
+    .venv/bin/python scripts/bench_train.py keras|signature MODEL_KIND DIR DATA.npz BATCH EPOCHS
+"""
+
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+OUT = os.path.join(ROOT, "bench-out", "train")
+PYTHON = os.path.join(ROOT, ".venv", "bin", "python")
+
+# (name, model kind, batch sizes); MODEL_DIRS and data below.
+ROUNDS = 2
+TINY_EXAMPLES = 16384        # tiled digits: 256 steps per epoch at batch 64, 64 at batch 256
+TINY_EPOCHS = 5              # 1 warm-up + 4 timed
+LAYER_CYCLES = 7             # train_floor --mode layers: 1 warm-up cycle + 6 timed
+MOBILENET_EXAMPLES = 512     # random 96x96x3 images: 8 steps per epoch at batch 64
+MOBILENET_EPOCHS = 3         # 1 warm-up + 2 timed
+MOBILENET_ROUNDS = 2
+RUST_EXTRA_ROUNDS = 4        # tiny models: more rounds of only tfload and the floor (seconds each)
+MOBILENET_ARGS = ["--application", "MobileNetV2", "--input-shape", "96,96,3", "--alpha", "0.35",
+                  "--num-classes", "5", "--optimizer", "adam", "--learning-rate", "0.001"]
+LEARNING_RATES = {"mlp": 0.05, "cnn": 0.01, "mobilenet": 0.001}   # the exported records' defaults
+
+
+def target_dir():
+    return os.path.join(ROOT, os.environ.get("CARGO_TARGET_DIR") or "target")
+
+
+def tfload_bin():
+    return os.path.join(target_dir(), "release", "tfload")
+
+
+def floor_bin():
+    return os.path.join(target_dir(), "release", "examples", "train_floor")
+
+
+# --------------------------------------------------------------------------------------------
+# Data and models
+# --------------------------------------------------------------------------------------------
+
+def digits_data():
+    """The committed digits 5-9 (raw pixels 0..255, labels 0..4) tiled to TINY_EXAMPLES rows."""
+    import numpy as np
+
+    path = os.path.join(OUT, f"digits_tiled_{TINY_EXAMPLES}.npz")
+    if not os.path.exists(path):
+        d = np.load(os.path.join(ROOT, "saved_models", "data", "digits_5_9_train.npz"))
+        reps = -(-TINY_EXAMPLES // len(d["y"]))
+        np.savez(path, x=np.tile(d["x"], (reps, 1, 1, 1))[:TINY_EXAMPLES].astype(np.float32),
+                 y=np.tile(d["y"], reps)[:TINY_EXAMPLES].astype(np.int64))
+    return path
+
+
+def image_data():
+    """MOBILENET_EXAMPLES random 96x96x3 images (integer pixels 0..255 as float32), 5 classes."""
+    import numpy as np
+
+    path = os.path.join(OUT, f"images_96_{MOBILENET_EXAMPLES}.npz")
+    if not os.path.exists(path):
+        rng = np.random.default_rng(0)
+        np.savez(path, x=rng.integers(0, 256, (MOBILENET_EXAMPLES, 96, 96, 3)).astype(np.float32),
+                 y=rng.integers(0, 5, MOBILENET_EXAMPLES).astype(np.int64))
+    return path
+
+
+def mobilenet_model():
+    """MobileNetV2 alpha 0.35, 96x96x3, new 5-class head, Adam, exported at bench time."""
+    path = os.path.join(OUT, "mobilenetv2_035_96")
+    if not os.path.exists(os.path.join(path, "saved_model.pb")):
+        subprocess.run([PYTHON, os.path.join(HERE, "tfload_export.py"), *MOBILENET_ARGS, "--out", path, "--force"],
+                       check=True, stdout=subprocess.DEVNULL)
+    return path
+
+
+def keras_model(kind):
+    """The Keras model that the exported `kind` was made from, compiled with the same optimizer."""
+    sys.path.insert(0, HERE)
+    import keras
+    import make_digits_models as mdm
+    import tfload_export as te
+
+    keras.utils.set_random_seed(0)
+    if kind == "mlp":
+        model = mdm.build_mlp(keras)
+        optimizer = keras.optimizers.SGD(learning_rate=LEARNING_RATES[kind], momentum=0.9)
+    elif kind == "cnn":
+        model = mdm.build_cnn_base_with_head(keras)
+        optimizer = keras.optimizers.Adam(learning_rate=LEARNING_RATES[kind])
+    else:
+        base = te.build_application("MobileNetV2", (96, 96, 3), alpha=0.35, include_top=False)
+        model, _ = te.replace_head(base, 5, whole_model_is_base=True)
+        optimizer = keras.optimizers.Adam(learning_rate=LEARNING_RATES[kind])
+    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+# --------------------------------------------------------------------------------------------
+# Workers (the Python ways), each printing one JSON line per epoch
+# --------------------------------------------------------------------------------------------
+
+def print_epoch(epoch, seconds, samples):
+    print(json.dumps({"event": "epoch", "epoch": epoch, "seconds": seconds, "samples_per_sec": samples / seconds}),
+          flush=True)
+
+
+def worker_keras(kind, data, batch, epochs):
+    """Keras `fit`, the tutorial's way: preprocessed arrays in memory, shuffled each epoch."""
+    import numpy as np
+    import keras
+
+    d = np.load(data)
+    x = d["x"] / 255.0 if kind != "mobilenet" else d["x"] / 127.5 - 1.0   # what the export bakes in
+    x, y = x.astype(np.float32), d["y"]
+    model = keras_model(kind)
+
+    class EpochTimer(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.started = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            print_epoch(epoch + 1, time.perf_counter() - self.started, len(y))
+
+    model.fit(x, y, batch_size=batch, epochs=epochs, shuffle=True, verbose=0, callbacks=[EpochTimer()])
+
+
+def worker_signature(model_dir, data, batch, epochs):
+    """The exported `train_step` called from Python on tensors built once, loss read every step."""
+    import numpy as np
+    import tensorflow as tf
+
+    with open(os.path.join(model_dir, "assets", "tfload_contract.json")) as f:
+        record = json.load(f)
+    d = np.load(data)
+    steps = len(d["y"]) // batch
+    batches = [(tf.constant(d["x"][i * batch:(i + 1) * batch]), tf.constant(d["y"][i * batch:(i + 1) * batch]))
+               for i in range(steps)]
+    train_step = tf.saved_model.load(model_dir).signatures["train_step"]
+    key = record["inputs"][0]["key"]
+    mask = tf.ones([len(record["mask_variables"])], tf.float32)   # --train-all
+    lr = tf.constant(record["learning_rate"]["default"], tf.float32)
+    for epoch in range(1, epochs + 1):
+        started = time.perf_counter()
+        for x, y in batches:
+            out = train_step(**{key: x, "labels": y, "mask": mask, "learning_rate": lr})
+            float(out["loss"])
+        print_epoch(epoch, time.perf_counter() - started, steps * batch)
+
+
+# --------------------------------------------------------------------------------------------
+# Running and measuring processes
+# --------------------------------------------------------------------------------------------
+
+def run_measured(command):
+    """Runs a command; returns (stdout, wall seconds, peak RSS in MiB) of that process."""
+    started = time.perf_counter()
+    with open(os.path.join(OUT, "last_stderr.txt"), "w") as err:
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=err, text=True, cwd=ROOT)
+        stdout = process.stdout.read()
+        _, status, usage = os.wait4(process.pid, 0)
+    wall = time.perf_counter() - started
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0:
+        with open(os.path.join(OUT, "last_stderr.txt")) as f:
+            raise RuntimeError(f"{' '.join(command)} failed ({process.returncode}):\n{f.read()[-3000:]}")
+    return stdout, wall, usage.ru_maxrss / 1024
+
+
+def epoch_lines(text):
+    return [line for line in (json.loads(l) for l in text.splitlines() if l.startswith("{"))
+            if line.get("event") == "epoch"]
+
+
+def timed_epochs(lines):
+    """Median samples/s over the epochs after the first (warm-up) one."""
+    return statistics.median(line["samples_per_sec"] for line in lines[1:])
+
+
+def run_way(way, kind, model_dir, data, batch, epochs):
+    """One process of one way; returns {sps, wall, rss, wall_per_epoch}."""
+    if way == "tfload":
+        out = os.path.join(OUT, "run")
+        shutil.rmtree(out, ignore_errors=True)
+        shutil.rmtree(out + ".partial", ignore_errors=True)
+        _, wall, rss = run_measured([tfload_bin(), "train", model_dir, "--data", data, "--out", out,
+                                     "--epochs", str(epochs), "--batch-size", str(batch), "--train-all", "-q"])
+        with open(os.path.join(out, "metrics.jsonl")) as f:
+            lines = epoch_lines(f.read())
+        shutil.rmtree(out, ignore_errors=True)
+    elif way == "layers":
+        stdout, wall, rss = run_measured([floor_bin(), model_dir, data, "--batch-size", str(batch),
+                                          "--epochs", str(LAYER_CYCLES), "--train-all", "--mode", "layers"])
+        cycles = {}
+        for line in epoch_lines(stdout):
+            if line["epoch"] > 1:
+                cycles.setdefault(line["epoch"], {})[line["layer"]] = line["seconds"]
+        return {"cycles": list(cycles.values())}
+    elif way == "floor":
+        stdout, wall, rss = run_measured([floor_bin(), model_dir, data, "--batch-size", str(batch),
+                                          "--epochs", str(epochs), "--train-all", "--mode", way])
+        lines = epoch_lines(stdout)
+    else:
+        worker = [model_dir] if way == "signature" else [kind]
+        stdout, wall, rss = run_measured([PYTHON, os.path.abspath(__file__), way, *worker, data,
+                                          str(batch), str(epochs)])
+        lines = epoch_lines(stdout)
+    if len(lines) != epochs:
+        raise RuntimeError(f"{way} on {kind}: {len(lines)} epoch lines, expected {epochs}")
+    return {"sps": timed_epochs(lines), "wall": wall, "rss": rss, "wall_per_epoch": wall / epochs}
+
+
+# (config name, model kind, model dir getter, data getter, batch, epochs, rounds, ways)
+WAYS = ["tfload", "floor", "signature", "keras"]
+
+
+def configs():
+    mlp = os.path.join(ROOT, "saved_models", "mlp_digits")
+    cnn = os.path.join(ROOT, "saved_models", "cnn_digits")
+    tiny = WAYS
+    return [
+        ("MLP (mlp_digits)", "mlp", lambda: mlp, digits_data, 64, TINY_EPOCHS, ROUNDS, tiny),
+        ("MLP (mlp_digits)", "mlp", lambda: mlp, digits_data, 256, TINY_EPOCHS, ROUNDS, tiny),
+        ("CNN (cnn_digits, --train-all)", "cnn", lambda: cnn, digits_data, 64, TINY_EPOCHS, ROUNDS, tiny),
+        ("CNN (cnn_digits, --train-all)", "cnn", lambda: cnn, digits_data, 256, TINY_EPOCHS, ROUNDS, tiny),
+        ("MobileNetV2 a=0.35 96x96x3, 5 classes", "mobilenet", mobilenet_model, image_data, 64,
+         MOBILENET_EPOCHS, MOBILENET_ROUNDS, WAYS),
+    ]
+
+
+def build_floor():
+    subprocess.run(["cargo", "build", "--release", "--locked", "--quiet", "--example", "train_floor"],
+                   cwd=ROOT, check=True)
+
+
+_MEASURED = None
+_LOAD = []   # the machine's 1-minute load average when measuring started and ended
+
+
+def measure_all():
+    """Runs every config once (cached for the three result tables of one bench.py run)."""
+    global _MEASURED
+    if _MEASURED is not None:
+        return _MEASURED
+    os.makedirs(OUT, exist_ok=True)
+    build_floor()
+    _LOAD.append(os.getloadavg()[0])
+    results = []
+    for name, kind, model_of, data_of, batch, epochs, rounds, ways in configs():
+        model_dir, data = model_of(), data_of()
+        per_round = []
+        extra = RUST_EXTRA_ROUNDS if kind != "mobilenet" else 0
+        for r in range(rounds + extra):
+            present = ways if r < rounds else ["tfload", "floor"]
+            order = present[r % len(present):] + present[:r % len(present)]   # rotate who goes first
+            row = {}
+            for way in order:
+                print(f"bench train: {name} batch {batch} round {r + 1}/{rounds}: {way}", file=sys.stderr, flush=True)
+                row[way] = run_way(way, kind, model_dir, data, batch, epochs)
+            per_round.append(row)
+        layers = None
+        if kind != "mobilenet":
+            print(f"bench train: {name} batch {batch}: layers", file=sys.stderr, flush=True)
+            layers = run_way("layers", kind, model_dir, data, batch, LAYER_CYCLES)["cycles"]
+        results.append({"name": name, "kind": kind, "batch": batch, "rounds": per_round, "ways": ways,
+                        "layers": layers})
+    _LOAD.append(os.getloadavg()[0])
+    _MEASURED = results
+    return results
+
+
+def median_of(config, way, field="sps"):
+    return statistics.median(r[way][field] for r in config["rounds"] if way in r)
+
+
+def ratio(config, a, b, field="sps"):
+    """Median over rounds of a/b (same-round processes)."""
+    return statistics.median(r[a][field] / r[b][field] for r in config["rounds"] if a in r and b in r)
+
+
+def spread(config, a, b, field="sps"):
+    values = [r[a][field] / r[b][field] for r in config["rounds"] if a in r and b in r]
+    return min(values), max(values)
+
+
+# --------------------------------------------------------------------------------------------
+# Result tables for scripts/bench.py
+# --------------------------------------------------------------------------------------------
+
+def _steps_note():
+    return (f"{TINY_EXAMPLES} tiled digits (8x8x1) per epoch for the MLP and CNN, {TINY_EPOCHS} epochs per process "
+            f"(1 warm-up left out), {ROUNDS} rounds of all four ways plus {RUST_EXTRA_ROUNDS} of tfload and the floor only; {MOBILENET_EXAMPLES} random 96x96x3 images per epoch for "
+            f"MobileNetV2, {MOBILENET_EPOCHS} epochs (1 warm-up), {MOBILENET_ROUNDS} rounds. Load average of the "
+            f"2-core machine (other engineers' builds): {' at the start, '.join(f'{l:.1f}' for l in _LOAD)} at the end")
+
+
+def bench_train_throughput():
+    rows, met = [], {"keras": True, "keras2": True, "floor": True}
+    for c in measure_all():
+        tf_sps = median_of(c, "tfload")
+        vs_keras, vs_sig, vs_floor = ratio(c, "tfload", "keras"), ratio(c, "tfload", "signature"), ratio(c, "tfload", "floor")
+        lo, hi = spread(c, "tfload", "floor")
+        met["keras"] &= vs_keras >= 1.0
+        if c["kind"] != "mobilenet":
+            met["keras2"] &= vs_keras >= 2.0
+        met["floor"] &= vs_floor >= 0.97
+        wall = median_of(c, "tfload", "wall_per_epoch")
+        rows.append([c["name"], c["batch"], f"{tf_sps:,.0f}", f"{median_of(c, 'floor'):,.0f}",
+                     f"{median_of(c, 'signature'):,.0f}", f"{median_of(c, 'keras'):,.0f}",
+                     f"{vs_keras:.2f}x", f"{vs_sig:.2f}x", f"{vs_floor:.3f} ({lo:.3f}-{hi:.3f})",
+                     f"{wall:.2f} s"])
+    verdict = "; ".join([
+        f"never slower than Keras fit: {'met' if met['keras'] else 'MISSED'}",
+        f">= 2x Keras fit on the MLP and CNN: {'met' if met['keras2'] else 'MISSED'}",
+        f"within 3% of the bare Session::run floor on every model: {'met' if met['floor'] else 'MISSED'}",
+    ])
+    return {
+        "title": "Training throughput",
+        "what": "Samples per second of the same training work four ways, same model, data in memory, batch size, "
+                "default thread settings and steps: **tfload** = `tfload train DIR --train-all` (the "
+                "`samples_per_sec` of its `metrics.jsonl` epoch lines); **floor** = `examples/train_floor.rs`, a "
+                "bare Rust loop of `Session::run` on `train_step` with tensors built once (TensorFlow's own compute); "
+                "**signature** = Python calling `tf.saved_model.load(DIR).signatures[\"train_step\"]` in a loop on "
+                "tensors built once; **Keras fit** = `model.fit` on the equivalent Keras model with the same optimizer "
+                f"(arrays in memory, the tutorial's way). {_steps_note()}. Ratios > 1 mean tfload is faster; "
+                "the tfload / floor column gives the median and the range over rounds: on this shared machine "
+                "the load changes from second to second, so a single ratio moves by 10-30 % between rounds; the "
+                "callgrind figures below do not. \"tfload wall/epoch\" is the whole "
+                "command's wall time (start-up, loading, per-epoch checkpoints, writing the output) over its epochs.",
+        "header": ["model", "batch", "tfload samples/s", "floor", "signature (Python)", "Keras fit",
+                   "tfload / Keras fit", "tfload / signature", "tfload / floor", "tfload wall/epoch"],
+        "rows": rows,
+        "target": verdict,
+        "notes": NOTES,
+    }
+
+
+def bench_train_overhead():
+    rows = []
+    for c in measure_all():
+        if not c["layers"]:
+            continue
+        cycles, steps = c["layers"], TINY_EXAMPLES // c["batch"]
+        floor = statistics.median(cycle["floor"] for cycle in cycles)
+        cells = [c["name"], c["batch"], f"{1e6 * floor / steps:.0f} us"]
+        for layer in ("trainer", "loader", "fit"):
+            r = statistics.median(cycle["floor"] / cycle[layer] for cycle in cycles)
+            extra = 1e6 * (statistics.median(cycle[layer] for cycle in cycles) - floor) / steps
+            cells.append(f"{r:.3f} ({extra:+.0f} us/step)")
+        cells.append(f"{ratio(c, 'tfload', 'floor'):.3f}")
+        rows.append(cells)
+    return {
+        "title": "Training: tfload's layers over the floor",
+        "what": "Each layer of tfload's training path timed against the bare `Session::run` floor epoch by epoch, "
+                f"in turn, in ONE process (`examples/train_floor.rs --mode layers`, {LAYER_CYCLES - 1} timed cycles): "
+                "throughput relative to the floor epoch of the same cycle (median over cycles) and the extra time "
+                "per step (from the median epochs). **trainer** = `Trainer::train_prepared` on batches gathered "
+                "and prepared (checked, converted to tensors) once; **+ loader** = the same with batches gathered and "
+                "prepared by `BatchLoader::epoch_map`'s background thread (shuffled), as `fit` does; **+ fit** = "
+                "`tfload::train::fit`, what `tfload train` runs (its own session, its second epoch). The last "
+                "column is `tfload train` over the floor as separate processes (the throughput table's ratio).",
+        "header": ["model", "batch", "floor step", "trainer / floor", "+ loader / floor", "+ fit / floor",
+                   "tfload train / floor (processes)"],
+        "rows": rows,
+        "target": "every layer within 3% of the floor (ratio >= 0.97)",
+    }
+
+
+def bench_train_memory():
+    rows = []
+    for c in measure_all():
+        if c["batch"] != 64:
+            continue
+        rss = {way: median_of(c, way, "rss") for way in WAYS}
+        rows.append([c["name"], c["batch"], f"{rss['tfload']:.0f} MiB", f"{rss['floor']:.0f} MiB",
+                     f"{rss['signature']:.0f} MiB", f"{rss['keras']:.0f} MiB",
+                     f"{ratio(c, 'tfload', 'signature', 'rss'):.2f}", f"{ratio(c, 'tfload', 'keras', 'rss'):.2f}"])
+    return {
+        "title": "Training: peak memory",
+        "what": "Peak resident set size (`ru_maxrss` of each process from `wait4`) of the same runs as the "
+                "throughput table: the whole process, data set in memory included. Ratios < 1 mean tfload "
+                "uses less.",
+        "header": ["model", "batch", "tfload train", "floor (Rust)", "signature (Python)", "Keras fit",
+                   "tfload / signature", "tfload / Keras fit"],
+        "rows": rows,
+        "target": "no more memory than the Python ways (ratios <= 1)",
+    }
+
+
+# Profile findings (callgrind, instruction counts, which do not depend on the machine's load:
+# `valgrind --tool=callgrind` on `tfload train saved_models/mlp_digits --batch-size 64 --epochs 2`
+# and on `train_floor --mode floor` with 1 and 3 epochs; TF's own step is the difference / 512).
+NOTES = """**Where tfload loses time against the floor, and what would close it.** Profiled with callgrind on
+`tfload train saved_models/mlp_digits --batch-size 64 --train-all` at commit e6fe721 (batches prepared as tensors on
+the loader thread); instruction counts per step do not depend on the machine's load. TensorFlow's own step is
+1.97 M instructions (the floor run at 1 and 3 epochs, difference / 512 steps). Ranked by expected gain:
+
+1. **Batch gathering with `ndarray::select`** (`TensorData::select_rows`, called by `ArrayDataset::gather` on the
+   loader thread): 138 k instructions per step, **7 % of TensorFlow's step**, for 64 rows of 64 floats (16 KB).
+   `select` on an `IxDyn` array makes one view per row and `concatenate`s them (`IxDyn::remove_axis` allocates per
+   row): about 2,100 instructions per row whatever its size. On 2 cores the loader thread takes CPU from
+   TensorFlow's intra-op pool, and the hand-off costs about 1.6 extra context switches per step (`perf stat`:
+   12.1 k against 9.5 k for the floor over 1,536 steps). Fix: gather a contiguous array with one
+   `copy_from_slice` per row from `as_slice()` (about 2 k instructions per batch instead of 138 k).
+2. **Three copies of each batch on the loader thread**: `select_rows` (above), then `BatchPreparer::prepare` clones
+   the arrays into a `Tensors` map (`batch_inputs`, 17 k) and `TensorData::to_tf` copies them into a
+   `tensorflow::Tensor` (39 k: `Tensor::new` fills the buffer, `with_values` copies element by element): 63 k,
+   **3 %**. For MobileNetV2 a batch is 7 MB, so about 20 MB copied per step against a step of about 500 ms (well
+   under 1 %). Fix: gather the rows straight into the `tensorflow::Tensor`'s buffer (one copy in all), and pass the
+   batch to `prepare` without cloning it. With 1 and 2 done, an in-memory data set could be gathered on the training
+   thread (no thread, no channel); keep the thread for data sets that decode (images, TFRecord).
+3. **Per-step work on the training thread** is now small: the learning-rate tensor and two `BTreeMap`s per step,
+   `check_known`, fetching metrics into `ndarray`s, the JSON log line: about 15 k instructions (**under 1 %**).
+   Building the learning-rate tensor only when the schedule changes it and a fixed-slot output list would remove most
+   of it; not worth much.
+
+In all about 215 k instructions per step on top of TensorFlow's 1.97 M (11 %) for the MLP at batch 64, nearly all of
+it on the loader thread, which matches the gap between the `trainer` and `+ loader` layers in the next table. The
+relative cost falls as the work per step grows (batch 256, the CNN, MobileNetV2), since items 1-3 cost per row or per
+step, not per FLOP.
+
+**Why the targets against Keras fit are hard even at the floor**: these tiny models are bound by TensorFlow's
+per-op overhead, not FLOPs, and the exported `train_step` has more ops than Keras's own step: 292 nodes in its
+function for the MLP against 188 in `tf.function(model.train_step)`, and 811 (in 5 functions: a `tf.cond` per BN
+layer) against 528 for the CNN. The masked optimizer writes every variable and every slot through `tf.where` and
+keeps a step count per variable. tfload can only get as close as the floor column; to go further the exporter
+(`scripts/tfload_export.py`) would have to emit a leaner step, for example a fused `ResourceApplyAdam` /
+`ResourceApplyKerasMomentum` per variable with the learning rate multiplied by the mask entry (instead of three
+`tf.where`s per variable), a single step counter when no variable is frozen, or XLA (`jit_compile=True` on the
+exported function), which is worth measuring (untested here).
+"""
+
+BENCHMARKS = {
+    "train": bench_train_throughput,
+    "train_overhead": bench_train_overhead,
+    "train_memory": bench_train_memory,
+}
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    way, who, data, batch, epochs = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+    if way == "keras":
+        worker_keras(who, data, batch, epochs)
+    elif way == "signature":
+        worker_signature(who, data, batch, epochs)
+    else:
+        sys.exit(f"unknown worker {way!r}")
