@@ -138,6 +138,10 @@ def bench_inference():
 
 BENCHMARKS = {"signatures": bench_signatures, "inference": bench_inference}
 
+import bench_tfrecord  # noqa: E402  (TFRecord reading beside tf.data; its own module)
+
+BENCHMARKS["tfrecord"] = bench_tfrecord.bench_tfrecord
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_train  # noqa: E402  (training beside Keras fit and Python; its own module)
 
