@@ -413,7 +413,8 @@ the loader thread); instruction counts per step do not depend on the machine's l
 1. **Batch gathering with `ndarray::select`** (`TensorData::select_rows`, called by `ArrayDataset::gather` on the
    loader thread): 138 k instructions per step, **7 % of TensorFlow's step**, for 64 rows of 64 floats (16 KB).
    `select` on an `IxDyn` array makes one view per row and `concatenate`s them (`IxDyn::remove_axis` allocates per
-   row): about 2,100 instructions per row whatever its size. On 2 cores the loader thread takes CPU from
+   row): about 2,100 instructions per row whatever its size, so 540 k per step at batch 256. On 2 cores the loader
+   thread takes CPU from
    TensorFlow's intra-op pool, and the hand-off costs about 1.6 extra context switches per step (`perf stat`:
    12.1 k against 9.5 k for the floor over 1,536 steps). Fix: gather a contiguous array with one
    `copy_from_slice` per row from `as_slice()` (about 2 k instructions per batch instead of 138 k).
@@ -430,9 +431,12 @@ the loader thread); instruction counts per step do not depend on the machine's l
    of it; not worth much.
 
 In all about 215 k instructions per step on top of TensorFlow's 1.97 M (11 %) for the MLP at batch 64, nearly all of
-it on the loader thread, which matches the gap between the `trainer` and `+ loader` layers in the next table. The
-relative cost falls as the work per step grows (batch 256, the CNN, MobileNetV2), since items 1-3 cost per row or per
-step, not per FLOP.
+it on the loader thread (about 3 k instructions per row of 64 floats: 800 k per step at batch 256, where the MLP's
+whole step takes about 320 us). That is the tfload / floor gap of the MLP rows: as separate processes
+`train_floor --mode loader` (the library's loader path without the CLI) is as slow as `tfload train`, while
+`--mode trainer` (batches prepared once) is as fast as the floor; the in-process layers table below shows the same
+direction but less of it, and moves a lot from run to run. The cost is per row and per step, not per FLOP, so it
+fades on the CNN and on MobileNetV2, whose steps do far more work.
 
 **Why the targets against Keras fit are hard even at the floor**: these tiny models are bound by TensorFlow's
 per-op overhead, not FLOPs, and the exported `train_step` has more ops than Keras's own step: 292 nodes in its
