@@ -110,7 +110,7 @@ def bench_inference():
     if not os.path.exists(os.path.join(foreign, "saved_model.pb")):
         subprocess.run([os.path.join(VENV_BIN, "python"), os.path.join(ROOT, "scripts", "make_foreign_model.py"),
                         foreign], check=True)
-    ours_bin = os.path.join(ROOT, "target", "release", "examples", "bench_predict")
+    ours_bin = os.path.join(os.path.dirname(TFLOAD), "examples", "bench_predict")
     rows = []
     for name, model in [("cnn_digits", os.path.join(ROOT, "saved_models", "cnn_digits")),
                         ("MobileNetV2 0.35, 64x64 (Keras export)", foreign)]:
@@ -146,6 +146,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_train  # noqa: E402  (training beside Keras fit and Python; its own module)
 
 BENCHMARKS.update(bench_train.BENCHMARKS)
+
+import bench_startup  # noqa: E402  (start-up to first prediction and its peak memory; its own module)
+
+BENCHMARKS["startup"] = lambda: bench_startup.bench_startup(TFLOAD, OUT)
 
 
 def machine_description():

@@ -99,21 +99,20 @@ impl TensorData {
     /// The rows (entries along the first axis) at `indices`, in that order: a batch gathered out
     /// of a data set. Panics if the tensor is a scalar or an index is out of range.
     pub fn select_rows(&self, indices: &[usize]) -> TensorData {
-        let axis = ndarray::Axis(0);
         match self {
-            TensorData::Float16(a) => TensorData::Float16(a.select(axis, indices)),
-            TensorData::Float32(a) => TensorData::Float32(a.select(axis, indices)),
-            TensorData::Float64(a) => TensorData::Float64(a.select(axis, indices)),
-            TensorData::Int8(a) => TensorData::Int8(a.select(axis, indices)),
-            TensorData::Int16(a) => TensorData::Int16(a.select(axis, indices)),
-            TensorData::Int32(a) => TensorData::Int32(a.select(axis, indices)),
-            TensorData::Int64(a) => TensorData::Int64(a.select(axis, indices)),
-            TensorData::UInt8(a) => TensorData::UInt8(a.select(axis, indices)),
-            TensorData::UInt16(a) => TensorData::UInt16(a.select(axis, indices)),
-            TensorData::UInt32(a) => TensorData::UInt32(a.select(axis, indices)),
-            TensorData::UInt64(a) => TensorData::UInt64(a.select(axis, indices)),
-            TensorData::Bool(a) => TensorData::Bool(a.select(axis, indices)),
-            TensorData::String(a) => TensorData::String(a.select(axis, indices)),
+            TensorData::Float16(a) => TensorData::Float16(gather_rows(a, indices)),
+            TensorData::Float32(a) => TensorData::Float32(gather_rows(a, indices)),
+            TensorData::Float64(a) => TensorData::Float64(gather_rows(a, indices)),
+            TensorData::Int8(a) => TensorData::Int8(gather_rows(a, indices)),
+            TensorData::Int16(a) => TensorData::Int16(gather_rows(a, indices)),
+            TensorData::Int32(a) => TensorData::Int32(gather_rows(a, indices)),
+            TensorData::Int64(a) => TensorData::Int64(gather_rows(a, indices)),
+            TensorData::UInt8(a) => TensorData::UInt8(gather_rows(a, indices)),
+            TensorData::UInt16(a) => TensorData::UInt16(gather_rows(a, indices)),
+            TensorData::UInt32(a) => TensorData::UInt32(gather_rows(a, indices)),
+            TensorData::UInt64(a) => TensorData::UInt64(gather_rows(a, indices)),
+            TensorData::Bool(a) => TensorData::Bool(gather_rows(a, indices)),
+            TensorData::String(a) => TensorData::String(gather_rows(a, indices)),
         }
     }
 
@@ -139,12 +138,13 @@ impl TensorData {
     pub(crate) fn to_tf(&self) -> Result<FeedTensor> {
         fn convert<T: tensorflow::TensorType + Clone>(array: &ArrayD<T>) -> Result<Tensor<T>> {
             let dims: Vec<u64> = array.shape().iter().map(|&d| d as u64).collect();
-            let standard = array.as_standard_layout();
-            let values = standard.as_slice().expect("standard layout is contiguous");
-            Tensor::new(&dims).with_values(values).map_err(|status| Error::TensorFlow {
-                during: "building an input tensor".to_string(),
-                message: status.to_string(),
-            })
+            let mut tensor = Tensor::new(&dims);
+            match array.as_slice() {
+                // One bulk copy (a memcpy for numbers) where the array is contiguous.
+                Some(values) => tensor.clone_from_slice(values),
+                None => tensor.iter_mut().zip(array.iter()).for_each(|(e, v)| e.clone_from(v)),
+            }
+            Ok(tensor)
         }
         Ok(match self {
             TensorData::Float16(a) => FeedTensor::Float16(convert(a)?),
@@ -216,6 +216,22 @@ impl_from_array!(
     String => String,
 );
 
+/// The rows of `array` at `indices`: contiguous rows copied whole (what `ndarray::select` does
+/// element by element), other layouts through `select`.
+fn gather_rows<T: Clone>(array: &ArrayD<T>, indices: &[usize]) -> ArrayD<T> {
+    let Some(values) = array.as_slice().filter(|_| array.ndim() > 0) else {
+        return array.select(ndarray::Axis(0), indices);
+    };
+    let row: usize = array.shape()[1..].iter().product();
+    let mut gathered = Vec::with_capacity(row * indices.len());
+    for &index in indices {
+        gathered.extend_from_slice(&values[index * row..(index + 1) * row]);
+    }
+    let mut shape = array.shape().to_vec();
+    shape[0] = indices.len();
+    ArrayD::from_shape_vec(IxDyn(&shape), gathered).expect("the rows fill the shape")
+}
+
 /// A TensorFlow tensor built from a `TensorData`, kept alive while a run borrows it.
 pub(crate) enum FeedTensor {
     Float16(Tensor<f16>),
@@ -264,6 +280,7 @@ impl FeedTensor {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ndarray::ShapeBuilder;
 
     #[test]
     fn round_trips_through_a_tensorflow_tensor() {
@@ -272,6 +289,18 @@ mod tests {
         let FeedTensor::Float32(tensor) = data.to_tf().unwrap() else { panic!("wrong variant") };
         assert_eq!(tensor.dims(), &[2, 3]);
         assert_eq!(&tensor[..], array.as_slice().unwrap());
+    }
+
+    #[test]
+    fn gathered_rows_match_ndarray_select_for_every_layout() {
+        let array = ArrayD::from_shape_vec(IxDyn(&[4, 2, 3]), (0..24).collect::<Vec<i32>>()).unwrap();
+        let indices = [3, 0, 3, 1];
+        let expected = array.select(ndarray::Axis(0), &indices);
+        assert_eq!(TensorData::Int32(array.clone()).select_rows(&indices), TensorData::Int32(expected));
+        let fortran = ArrayD::from_shape_vec(IxDyn(&[4, 2, 3]).f(), (0..24).collect::<Vec<i32>>()).unwrap();
+        assert!(fortran.as_slice().is_none());
+        let expected = fortran.select(ndarray::Axis(0), &indices);
+        assert_eq!(TensorData::Int32(fortran).select_rows(&indices), TensorData::Int32(expected));
     }
 
     #[test]

@@ -18,7 +18,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Inspect, run and fine-tune TensorFlow SavedModels, with no Python at run time.
 #[derive(Debug, Parser)]
-#[command(name = "tfload", version, about, long_about = None)]
+#[command(name = "tfload", bin_name = "tfload", version, about, long_about = None)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,

@@ -148,10 +148,9 @@ pub struct BatchPreparer {
 impl BatchPreparer {
     /// Checks and converts `batch`.
     pub fn prepare(&self, batch: Batch) -> Result<PreparedBatch> {
-        Ok(PreparedBatch {
-            len: batch.len(),
-            inputs: self.signature.prepare(&batch_inputs(&self.input_key, &batch))?,
-        })
+        let len = batch.len();
+        let inputs = Tensors::from([(self.input_key.clone(), batch.inputs), ("labels".to_string(), batch.labels)]);
+        Ok(PreparedBatch { len, inputs: self.signature.prepare(&inputs)? })
     }
 }
 
