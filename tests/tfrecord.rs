@@ -39,7 +39,7 @@ fn python_json_lines(args: &[&str]) -> Vec<String> {
 }
 
 fn read(pattern: &Path, key: &str, shape: &[usize]) -> (Vec<f32>, Vec<i64>) {
-    let mapping = FeatureMapping { input: key.into(), label: "image/class/label".into() };
+    let mapping = FeatureMapping { input: key.into(), label: Some("image/class/label".into()) };
     let input = InputSpec { shape: shape.to_vec(), dtype: DType::Float32 };
     let dataset = TfRecordDataset::open(pattern, mapping, input, TfRecordOptions::default()).unwrap();
     let batch = dataset.gather(&(0..dataset.len()).collect::<Vec<_>>()).unwrap();

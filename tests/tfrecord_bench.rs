@@ -16,7 +16,7 @@ fn tfrecord_read_throughput() {
     let pattern = std::env::var("TFLOAD_BENCH_PATTERN").expect("TFLOAD_BENCH_PATTERN names the files");
     let feature = std::env::var("TFLOAD_BENCH_FEATURE").unwrap_or_else(|_| "image/encoded".to_string());
     let started = Instant::now();
-    let mapping = FeatureMapping { input: feature, label: "image/class/label".to_string() };
+    let mapping = FeatureMapping { input: feature, label: Some("image/class/label".to_string()) };
     let input = InputSpec { shape: vec![8, 8, 1], dtype: DType::Float32 };
     let dataset: Arc<dyn Dataset> = Arc::new(TfRecordDataset::open(pattern.as_ref(), mapping, input, TfRecordOptions::default()).unwrap());
     let opened = started.elapsed().as_secs_f64();

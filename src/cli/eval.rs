@@ -63,7 +63,7 @@ pub fn run(args: &EvalArgs, global: &GlobalArgs) -> Result<()> {
     let serving = Predictor::load(&args.model.dir, &args.model.tag, "serving_default", SessionConfig::default())?;
     let data: Arc<dyn Dataset> = if args.tfrecord.applies_to(&args.data) {
         let input = serving.signature().inputs.first().context("evaluation feeds the signature's one input")?;
-        args.tfrecord.open(&args.data, input, global.quiet)?
+        args.tfrecord.open(&args.data, input, global.quiet, true)?
     } else if args.data.is_dir() {
         let (_, image) = serving.image_input(None)?;
         Arc::new(ImageFolderDataset::open(&args.data, image)?)

@@ -1,17 +1,20 @@
-//! `tfload predict DIR IMAGES...`: classifies image files (or every image in folders) with an
-//! image classifier's `serving_default`, printing the top-k classes as a table, JSON or CSV.
+//! `tfload predict DIR IMAGES...`: classifies image files (or every image in folders, or the
+//! records of TFRecord data) with an image classifier's `serving_default`, printing the top-k
+//! classes as a table, JSON or CSV.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use serde::Serialize;
 use tfload::images::list_images;
 use tfload::predict::{read_class_names, ClassScore, ClassifierOptions, ImageClassifier, Predictor};
-use tfload::SessionConfig;
+use tfload::data::{BatchLoader, LoaderOptions};
+use tfload::{SessionConfig, TensorData};
 
 use super::output::progress;
+use super::train::TfRecordArgs;
 use super::{table, GlobalArgs, ModelArgs};
 
 /// Arguments of `tfload predict`.
@@ -49,6 +52,10 @@ pub struct PredictArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
     format: PredictFormat,
+    /// TFRecord input instead of image files: one file or glob, with --feature naming the
+    /// encoded image (the label feature is not needed).
+    #[command(flatten)]
+    tfrecord: TfRecordArgs,
 }
 
 /// How predictions are printed.
@@ -88,7 +95,6 @@ struct ImagePrediction<'a> {
 }
 
 pub fn run(args: &PredictArgs, global: &GlobalArgs) -> Result<()> {
-    let images = collect_images(&args.images)?;
     let class_names = args.labels.as_deref().map(read_class_names).transpose()?;
     let predictor = Predictor::load(&args.model.dir, &args.model.tag, &args.signature, SessionConfig::default())?;
     let options = ClassifierOptions {
@@ -97,13 +103,10 @@ pub fn run(args: &PredictArgs, global: &GlobalArgs) -> Result<()> {
         class_names,
     };
     let classifier = ImageClassifier::new(predictor, options)?;
-    let bar = progress(images.len(), "images", global.quiet);
-    let mut results = Vec::with_capacity(images.len());
-    for chunk in images.chunks(args.batch_size.max(1)) {
-        results.extend(classifier.classify_files(chunk, args.top_k.max(1))?);
-        bar.inc(chunk.len() as u64);
-    }
-    bar.finish_and_clear();
+    let (images, results) = match args.images.as_slice() {
+        [path] if args.tfrecord.applies_to(path) => classify_records(args, global, &classifier, path)?,
+        _ => classify_files(args, global, &classifier)?,
+    };
     let format = match (args.json, args.csv) {
         (true, _) => PredictFormat::Json,
         (_, true) => PredictFormat::Csv,
@@ -125,7 +128,7 @@ pub fn run(args: &PredictArgs, global: &GlobalArgs) -> Result<()> {
                 predictions: images
                     .iter()
                     .zip(&results)
-                    .map(|(image, top)| ImagePrediction { image: image.display().to_string(), top })
+                    .map(|(image, top)| ImagePrediction { image: image.clone(), top })
                     .collect(),
             };
             serde_json::to_writer_pretty(&mut out, &document)?;
@@ -134,6 +137,44 @@ pub fn run(args: &PredictArgs, global: &GlobalArgs) -> Result<()> {
         }
     }
 }
+
+/// Names (file paths) and top classes of the image files given and of the images in the folders
+/// given.
+fn classify_files(args: &PredictArgs, global: &GlobalArgs, classifier: &ImageClassifier) -> Result<Predictions> {
+    let images = collect_images(&args.images)?;
+    let bar = progress(images.len(), "images", global.quiet);
+    let mut results = Vec::with_capacity(images.len());
+    for chunk in images.chunks(args.batch_size.max(1)) {
+        results.extend(classifier.classify_files(chunk, args.top_k.max(1))?);
+        bar.inc(chunk.len() as u64);
+    }
+    bar.finish_and_clear();
+    Ok((images.iter().map(|p| p.display().to_string()).collect(), results))
+}
+
+/// Names (`FILE#RECORD`) and top classes of the records of TFRecord data, in file order.
+fn classify_records(args: &PredictArgs, global: &GlobalArgs, classifier: &ImageClassifier, path: &Path) -> Result<Predictions> {
+    let (input_key, _) = classifier.keys();
+    let input = classifier.predictor().signature().input(input_key).context("the classifier's image input")?;
+    let data = args.tfrecord.open(path, input, global.quiet, false)?;
+    let loader = BatchLoader::new(data.clone(), LoaderOptions { batch_size: args.batch_size.max(1), shuffle: false, ..LoaderOptions::default() });
+    let bar = progress(data.len(), "records", global.quiet);
+    let (mut names, mut results) = (Vec::with_capacity(data.len()), Vec::with_capacity(data.len()));
+    for batch in loader.epoch(0, 0) {
+        let batch = batch?;
+        let TensorData::Float32(images) = batch.inputs else {
+            bail!("--feature must name encoded images or float pixels for an image classifier");
+        };
+        results.extend(classifier.classify(images, args.top_k.max(1))?);
+        names.extend(batch.indices.iter().map(|i| format!("{}#{i}", path.display())));
+        bar.inc(batch.indices.len() as u64);
+    }
+    bar.finish_and_clear();
+    Ok((names, results))
+}
+
+/// What was classified, by name, and its top classes.
+type Predictions = (Vec<String>, Vec<Vec<ClassScore>>);
 
 /// The files given, and the images in the folders given (recursively, in Keras's order).
 fn collect_images(given: &[PathBuf]) -> Result<Vec<PathBuf>> {
@@ -154,7 +195,7 @@ fn collect_images(given: &[PathBuf]) -> Result<Vec<PathBuf>> {
     Ok(images)
 }
 
-fn print_table(out: &mut impl Write, images: &[PathBuf], results: &[Vec<ClassScore>]) -> Result<()> {
+fn print_table(out: &mut impl Write, images: &[String], results: &[Vec<ClassScore>]) -> Result<()> {
     let k = results.iter().map(Vec::len).max().unwrap_or(0);
     let mut header = vec!["image".to_string()];
     for rank in 1..=k {
@@ -162,7 +203,7 @@ fn print_table(out: &mut impl Write, images: &[PathBuf], results: &[Vec<ClassSco
     }
     let mut rows = table::new(&header.iter().map(String::as_str).collect::<Vec<_>>());
     for (image, top) in images.iter().zip(results) {
-        let mut row = vec![image.display().to_string()];
+        let mut row = vec![image.clone()];
         for class in top {
             row.extend([class.class.clone(), format!("{:.4}", class.score)]);
         }
@@ -173,13 +214,12 @@ fn print_table(out: &mut impl Write, images: &[PathBuf], results: &[Vec<ClassSco
     Ok(())
 }
 
-fn print_csv(out: &mut impl Write, images: &[PathBuf], results: &[Vec<ClassScore>]) -> Result<()> {
+fn print_csv(out: &mut impl Write, images: &[String], results: &[Vec<ClassScore>]) -> Result<()> {
     let mut writer = csv::Writer::from_writer(out);
     writer.write_record(["image", "rank", "index", "class", "score"])?;
     for (image, top) in images.iter().zip(results) {
         for (rank, class) in top.iter().enumerate() {
-            let image = Path::new(image).display().to_string();
-            writer.write_record([image, (rank + 1).to_string(), class.index.to_string(), class.class.clone(), class.score.to_string()])?;
+            writer.write_record([image.clone(), (rank + 1).to_string(), class.index.to_string(), class.class.clone(), class.score.to_string()])?;
         }
     }
     writer.flush()?;

@@ -183,8 +183,9 @@ impl TfRecordArgs {
         glob || self.feature.is_some() || self.label.is_some() || sniffed()
     }
 
-    /// Opens TFRecord data at `path` (a file or a glob) for the model input `input`.
-    pub fn open(&self, path: &Path, input: &tfload::TensorSpec, quiet: bool) -> Result<Arc<dyn Dataset>> {
+    /// Opens TFRecord data at `path` (a file or a glob) for the model input `input`, with labels
+    /// (training, evaluation) or, when `labelled` is false, without (prediction).
+    pub fn open(&self, path: &Path, input: &tfload::TensorSpec, quiet: bool, labelled: bool) -> Result<Arc<dyn Dataset>> {
         use tfload::data::tfrecord::first_record_features;
         use tfload::tfrecord::{Compression, OnCorrupt};
         let compression = match self.compression {
@@ -194,7 +195,7 @@ impl TfRecordArgs {
             CompressionArg::Zlib => Compression::Zlib,
         };
         let options = TfRecordOptions { compression, on_corrupt: if self.skip_corrupt { OnCorrupt::Skip } else { OnCorrupt::Fail } };
-        let (Some(feature), Some(label)) = (&self.feature, &self.label) else {
+        let (Some(feature), true) = (&self.feature, self.label.is_some() || !labelled) else {
             let features = first_record_features(path, options)?;
             anyhow::bail!(
                 "{} is TFRecord data; say which feature is the model input and which the label with --feature KEY --label KEY. Its first record has: {}",
@@ -207,7 +208,7 @@ impl TfRecordArgs {
             Some((name, _)) => anyhow::bail!("--feature {feature}: the model has no input `{name}`; its input is `{}`", input.key),
             None => feature.as_str(),
         };
-        let mapping = FeatureMapping { input: key.to_string(), label: label.clone() };
+        let mapping = FeatureMapping { input: key.to_string(), label: self.label.clone() };
         let dataset = TfRecordDataset::open(path, mapping, InputSpec::of(input)?, options)?;
         if dataset.skipped_records() > 0 && !quiet {
             eprintln!("warning: {}", dataset.describe());
@@ -340,7 +341,7 @@ fn open_dataset(args: &TrainArgs, contract: &TrainContract, path: &Path) -> Resu
         let meta_graph = SavedModel::open(&args.dir)?.meta_graph(&["serve"])?;
         let train_step = meta_graph.signature("train_step")?;
         let input = train_step.input(contract.input_key()).context("the train_step signature takes the contract's input")?;
-        return args.tfrecord.open(path, input, args.json);
+        return args.tfrecord.open(path, input, args.json, true);
     }
     if !path.exists() {
         anyhow::bail!(

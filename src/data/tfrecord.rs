@@ -41,8 +41,9 @@ use crate::tfrecord::{expand, Compression, OnCorrupt, RecordSpan, Shard};
 pub struct FeatureMapping {
     /// Key of the input feature (`image/encoded`).
     pub input: String,
-    /// Key of the label feature (`image/class/label`).
-    pub label: String,
+    /// Key of the label feature (`image/class/label`); `None` for prediction, where the records
+    /// may have no label (every example then gets label 0).
+    pub label: Option<String>,
 }
 
 /// What one example of the model input is: its shape without the batch axis, and its dtype.
@@ -280,10 +281,13 @@ impl LabelReader<'_> {
         if *self.decode.get_or_insert(decode) != decode {
             return Err(at(format!("feature `{}` is {}, unlike in the first record", self.mapping.input, input.describe())));
         }
-        let label = feature_values(&example, &self.mapping.label, path, record, span)?;
+        let Some(label_key) = &self.mapping.label else {
+            return Ok(());
+        };
+        let label = feature_values(&example, label_key, path, record, span)?;
         let width = *self.width.get_or_insert(label.len());
         if label.len() != width {
-            return Err(at(format!("label `{}` has {} values, and the first record's has {width}", self.mapping.label, label.len())));
+            return Err(at(format!("label `{label_key}` has {} values, and the first record's has {width}", label.len())));
         }
         match (self.column.get_or_insert_with(|| empty_column(&label)), label) {
             (LabelColumn::Ints(all), Values::Ints(v)) => all.extend(v),
@@ -291,8 +295,7 @@ impl LabelReader<'_> {
             (LabelColumn::Floats(all), Values::Ints(v)) => all.extend(v.into_iter().map(|x| x as f32)),
             (_, label) => {
                 return Err(at(format!(
-                    "label `{}` is {}; labels must be int64 (class indices) or float lists",
-                    self.mapping.label,
+                    "label `{label_key}` is {}; labels must be int64 (class indices) or float lists",
                     label.describe()
                 )))
             }
@@ -304,7 +307,7 @@ impl LabelReader<'_> {
     fn labels(self, count: usize) -> TensorData {
         let width = self.width.unwrap_or(1);
         let shape = if width == 1 { IxDyn(&[count]) } else { IxDyn(&[count, width]) };
-        match self.column.expect("set by the first record") {
+        match self.column.unwrap_or(LabelColumn::Ints(vec![0; count])) {
             LabelColumn::Ints(v) => TensorData::Int64(ArrayD::from_shape_vec(shape, v).expect("one row per record")),
             LabelColumn::Floats(v) => TensorData::Float32(ArrayD::from_shape_vec(shape, v).expect("one row per record")),
         }
@@ -394,6 +397,7 @@ impl Dataset for TfRecordDataset {
     }
 
     fn label_classes(&self) -> Option<usize> {
+        self.mapping.label.as_ref()?;
         match &self.labels {
             TensorData::Int64(labels) if labels.ndim() == 1 => labels.iter().max().and_then(|&m| usize::try_from(m + 1).ok()),
             _ => None,
@@ -440,7 +444,7 @@ mod tests {
     }
 
     fn open(pattern: &Path, input: &str, label: &str, shape: &[usize], dtype: DType) -> Result<TfRecordDataset> {
-        let mapping = FeatureMapping { input: input.into(), label: label.into() };
+        let mapping = FeatureMapping { input: input.into(), label: Some(label.into()) };
         TfRecordDataset::open(pattern, mapping, InputSpec { shape: shape.to_vec(), dtype }, TfRecordOptions::default())
     }
 
