@@ -438,6 +438,13 @@ whole step takes about 320 us). That is the tfload / floor gap of the MLP rows: 
 direction but less of it, and moves a lot from run to run. The cost is per row and per step, not per FLOP, so it
 fades on the CNN and on MobileNetV2, whose steps do far more work.
 
+**Since then**: fa19387 implemented fixes 1 and 2 (contiguous rows copied whole, one bulk copy into each fed
+tensor, no clone of the batch). In the table above, measured after it while a CI run loaded the same 2 cores, the
+MLP still trails the floor by about 20 % (batch 64) to 27 % (batch 256), the CNN and MobileNetV2 are within the
+noise of it. So what remains on the MLP is less the copying than the hand-off itself: a loader thread and a channel
+per step on a 2-core machine. Next to measure: gathering in-memory data sets on the training thread (keeping the
+thread for data that decodes), and an unloaded machine.
+
 **Why the targets against Keras fit are hard even at the floor**: these tiny models are bound by TensorFlow's
 per-op overhead, not FLOPs, and the exported `train_step` has more ops than Keras's own step: 292 nodes in its
 function for the MLP against 188 in `tf.function(model.train_step)`, and 811 (in 5 functions: a `tf.cond` per BN
