@@ -16,7 +16,8 @@ python="${PYTHON:-python3}"
 
 want_stamp() { sha256sum "$requirements" "$0" | sha256sum | cut -d' ' -f1; }
 
-if [[ -f "$stamp" && "$(cat "$stamp")" == "$(want_stamp)" && -f "$tflib/tensorflow.pc" ]]; then
+# -e follows the links: a moved or copied project folder leaves them dangling, and is set up again.
+if [[ -f "$stamp" && "$(cat "$stamp")" == "$(want_stamp)" && -f "$tflib/tensorflow.pc" && -e "$tflib/libtensorflow_cc.so.2" ]]; then
     exit 0
 fi
 
@@ -30,7 +31,7 @@ fi
 tfdir="$("$venv/bin/python" - <<'PY'
 import importlib.util, os
 spec = importlib.util.find_spec("tensorflow")
-print(os.path.dirname(spec.origin))
+print(os.path.realpath(os.path.dirname(spec.origin)))
 PY
 )"
 for lib in libtensorflow_cc.so.2 libtensorflow_framework.so.2; do
