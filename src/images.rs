@@ -15,6 +15,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::shape::Shape;
 
 /// File extensions read as images (compared case-insensitively), those Keras's
 /// `image_dataset_from_directory` accepts.
@@ -71,7 +72,30 @@ pub struct ImageSpec {
     pub color_mode: ColorMode,
 }
 
+/// Why an input shape cannot be fed with images.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnfitImageInput {
+    /// Not `[batch, height, width, channels]`.
+    NotImageBatch,
+    /// The channel count is unknown or not 1, 3 or 4.
+    Channels,
+    /// Height or width is open and no size was given.
+    OpenSize,
+}
+
 impl ImageSpec {
+    /// What an image must become to feed an input of shape `[batch, height, width, channels]`;
+    /// `size` (height, width) where the shape leaves it open, or to override it.
+    pub fn for_input_shape(shape: &Shape, size: Option<(usize, usize)>) -> std::result::Result<ImageSpec, UnfitImageInput> {
+        let dims = shape.dims().filter(|dims| dims.len() == 4).ok_or(UnfitImageInput::NotImageBatch)?;
+        let color_mode = dims[3]
+            .and_then(|c| ColorMode::from_channels(c as usize))
+            .ok_or(UnfitImageInput::Channels)?;
+        let model_size = dims[1].zip(dims[2]).map(|(h, w)| (h as usize, w as usize));
+        let (height, width) = size.or(model_size).ok_or(UnfitImageInput::OpenSize)?;
+        Ok(ImageSpec { height, width, color_mode })
+    }
+
     /// The shape of one image: `[height, width, channels]`.
     pub fn shape(&self) -> Vec<usize> {
         vec![self.height, self.width, self.color_mode.channels()]

@@ -11,7 +11,7 @@ use crate::bundle::{LoadedModel, SessionConfig};
 use crate::call::{BoundSignature, Tensors};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
-use crate::images::{ColorMode, ImageSpec};
+use crate::images::{ImageSpec, UnfitImageInput};
 use crate::signature::{Signature, TensorSpec};
 use crate::tensor::TensorData;
 
@@ -222,24 +222,23 @@ fn image_input(predictor: &Predictor, size: Option<(usize, usize)>) -> Result<(S
             signature.inputs.len()
         )));
     };
-    let dims = spec.shape.dims().filter(|dims| dims.len() == 4 && spec.dtype == DType::Float32);
-    let Some(dims) = dims else {
-        return Err(predictor.unsuitable(format!(
+    let fitted = match spec.dtype {
+        DType::Float32 => ImageSpec::for_input_shape(&spec.shape, size),
+        _ => Err(UnfitImageInput::NotImageBatch),
+    };
+    let problem = match fitted {
+        Ok(image) => return Ok((spec.key.clone(), image)),
+        Err(UnfitImageInput::NotImageBatch) => format!(
             "input `{}` is {} {}, not a float32 batch of images [batch, height, width, channels]",
             spec.key, spec.dtype, spec.shape
-        )));
-    };
-    let color_mode = dims[3].and_then(|c| ColorMode::from_channels(c as usize)).ok_or_else(|| {
-        predictor.unsuitable(format!("input `{}` has {} channels; images have 1, 3 or 4", spec.key, spec.shape))
-    })?;
-    let model_size = dims[1].zip(dims[2]).map(|(h, w)| (h as usize, w as usize));
-    let Some((height, width)) = size.or(model_size) else {
-        return Err(predictor.unsuitable(format!(
+        ),
+        Err(UnfitImageInput::Channels) => format!("input `{}` has {} channels; images have 1, 3 or 4", spec.key, spec.shape),
+        Err(UnfitImageInput::OpenSize) => format!(
             "input `{}` has shape {}, which leaves the image size open; give one (--image-size HxW)",
             spec.key, spec.shape
-        )));
+        ),
     };
-    Ok((spec.key.clone(), ImageSpec { height, width, color_mode }))
+    Err(predictor.unsuitable(problem))
 }
 
 fn score_output<'p>(predictor: &'p Predictor, wanted: Option<&str>) -> Result<&'p TensorSpec> {
@@ -322,7 +321,7 @@ struct OutputRecord {
 
 impl ModelRecord {
     fn read(dir: &Path) -> ModelRecord {
-        let path = dir.join("assets").join("tfload_contract.json");
+        let path = dir.join(crate::train::contract::RECORD_PATH);
         let text = std::fs::read_to_string(&path).unwrap_or_default();
         serde_json::from_str(&text).unwrap_or_else(|error| {
             if !text.is_empty() {

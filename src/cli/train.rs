@@ -13,7 +13,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tfload::data::{split, ArrayDataset, BatchLoader, Dataset, ImageFolderDataset, LoaderOptions};
 use tfload::data::{FeatureMapping, InputSpec, TfRecordDataset, TfRecordOptions};
 use tfload::tensorboard::{Callbacks, TensorBoard};
-use tfload::images::{ColorMode, ImageSpec};
+use tfload::images::{ImageSpec, UnfitImageInput};
 use tfload::import_weights::ImportOptions;
 use tfload::train::{
     fit, Control, Decay, EarlyStopping, EpochReport, FitOptions, FitOutcome, LrSchedule, Mask, MaskSpec, MaskStart,
@@ -361,15 +361,14 @@ fn open_dataset(args: &TrainArgs, contract: &TrainContract, path: &Path) -> Resu
 
 /// How images must be read to feed the model: its input's height, width and channels.
 fn image_spec(contract: &TrainContract) -> Result<ImageSpec> {
-    let shape = contract.example_shape();
-    let described = || shape.iter().map(|d| d.map_or("?".to_string(), |d| d.to_string())).collect::<Vec<_>>().join(", ");
-    let [Some(height), Some(width), Some(channels)] = shape else {
-        anyhow::bail!("the model's input `{}` is [?, {}], not a batch of images of one size; train it from a .npz instead", contract.input_key(), described());
-    };
-    let color_mode = ColorMode::from_channels(*channels as usize).ok_or_else(|| {
-        anyhow::anyhow!("the model's input takes {channels} channels per pixel; images have 1 (grayscale), 3 (RGB) or 4 (RGBA), so train it from a .npz instead")
-    })?;
-    Ok(ImageSpec { height: *height as usize, width: *width as usize, color_mode })
+    let shape = tfload::Shape::Known(contract.inputs[0].shape.clone());
+    ImageSpec::for_input_shape(&shape, None).map_err(|problem| {
+        let why = match problem {
+            UnfitImageInput::Channels => "whose channel count is not 1 (grayscale), 3 (RGB) or 4 (RGBA)",
+            UnfitImageInput::NotImageBatch | UnfitImageInput::OpenSize => "not a batch of images of one size",
+        };
+        anyhow::anyhow!("the model's input `{}` is {shape}, {why}; train it from a .npz instead", contract.input_key())
+    })
 }
 
 /// A class folder without images would silently shift nothing but train a class never seen.

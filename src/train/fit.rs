@@ -477,7 +477,7 @@ fn prepare_work_dir(paths: &RunPaths) -> Result<PathBuf> {
         return Err(output_exists(&paths.out));
     }
     if paths.resume {
-        if !Checkpoints::in_dir(&work).latest()?.is_some() {
+        if Checkpoints::in_dir(&work).latest()?.is_none() {
             return Err(Error::Output {
                 path: work,
                 problem: "holds no checkpoint to resume from. Run without --resume to start training".to_string(),
