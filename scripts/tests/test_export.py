@@ -286,11 +286,13 @@ def test_tf1_roundtrip_mlp_sgd_partial_mask(tmp_path):
     te.check_export(d2)
 
 
-def test_tf1_roundtrip_cnn_batchnorm_frozen_and_unfrozen(tmp_path):
+@pytest.mark.parametrize("jit_compile", [False, True], ids=["plain", "xla"])
+def test_tf1_roundtrip_cnn_batchnorm_frozen_and_unfrozen(tmp_path, jit_compile):
     model = tiny_cnn()
     exp_dir = str(tmp_path / "cnn")
     rec = te.export_trainable(model, exp_dir, optimizer=te.optimizer_config("adam"),
-                              preprocess="unit", frozen_layers=["conv", "bn"])
+                              preprocess="unit", frozen_layers=["conv", "bn"], jit_compile=jit_compile)
+    assert rec["jit_compile"] is jit_compile
     names = [r["name"] for r in rec["mask_variables"]]
     assert names == ["conv/kernel", "bn/gamma", "bn/beta", "head/kernel", "head/bias"]
     default = np.array(rec["default_mask"], np.float32)
@@ -361,10 +363,11 @@ def test_tf1_roundtrip_cnn_batchnorm_frozen_and_unfrozen(tmp_path):
     assert int(v3["optimizer_variables"][0]) == 3
 
 
-def test_tf1_handles_one_per_variable_and_wrong_mask_length_fails(tmp_path):
+@pytest.mark.parametrize("jit_compile", [False, True], ids=["plain", "xla"])
+def test_tf1_handles_one_per_variable_and_wrong_mask_length_fails(tmp_path, jit_compile):
     model = tiny_mlp()
     exp_dir = str(tmp_path / "m")
-    rec = te.export_trainable(model, exp_dir)
+    rec = te.export_trainable(model, exp_dir, jit_compile=jit_compile)
     mg = te.read_saved_model(exp_dir)
     n_vars = len(rec["mask_variables"]) + len(rec["non_trainable_variables"]) + len(rec["optimizer_variables"])
     handles = [n for n in mg.graph_def.node if n.op == "VarHandleOp" and n.attr["dtype"].type != tf.string.as_datatype_enum]
@@ -388,6 +391,37 @@ def test_tf1_handles_one_per_variable_and_wrong_mask_length_fails(tmp_path):
         assert np.isfinite(loss)
     finally:
         s.close()
+
+
+def test_xla_step_trains_like_the_plain_step(tmp_path):
+    """--jit-compile changes how train_step runs, not what it computes: same losses and weights
+    (to float rounding) over steps with a partial and a full mask."""
+    results = []
+    for jit_compile in (False, True):
+        exp_dir = str(tmp_path / f"jit{int(jit_compile)}")
+        rec = te.export_trainable(tiny_cnn(), exp_dir, optimizer=te.optimizer_config("adam"),
+                                  preprocess="unit", jit_compile=jit_compile)
+        rng = np.random.RandomState(4)
+        s = TF1Session(exp_dir)
+        try:
+            losses = []
+            for step in range(4):
+                x = rng.uniform(0, 255, (16, 6, 6, 1)).astype(np.float32)
+                y = rng.randint(0, 4, 16).astype(np.int64)
+                mask = np.array([0, 0, 0, 1, 1] if step % 2 else [1] * 5, np.float32)
+                losses.append(float(s.run("train_step", inputs=x, labels=y, mask=mask,
+                                          learning_rate=np.float32(0.01))["loss"]))
+            out_dir = s.save_as(str(tmp_path / f"trained{int(jit_compile)}"))
+        finally:
+            s.close()
+        results.append((losses, ckpt_values(out_dir, rec)))
+    (plain_losses, plain), (xla_losses, xla) = results
+    np.testing.assert_allclose(xla_losses, plain_losses, rtol=1e-5)
+    for group in ("mask_variables", "non_trainable_variables", "optimizer_variables"):
+        for a, b in zip(plain[group], xla[group]):
+            np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6, err_msg=group)
+    assert_changed(plain["mask_variables"][0], ckpt_values(str(tmp_path / "jit0"), rec)["mask_variables"][0],
+                   "conv kernel")
 
 
 # ------------------------------------------------------------------------------------------
