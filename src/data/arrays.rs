@@ -116,4 +116,8 @@ impl Dataset for ArrayDataset {
             indices: indices.to_vec(),
         })
     }
+
+    fn is_in_memory(&self) -> bool {
+        true
+    }
 }

@@ -1,6 +1,7 @@
 //! The batch loader: a reproducible order of examples per epoch (a pure function of seed and
 //! epoch, so a resumed run sees the same batches as an uninterrupted one), cut into batches that
-//! a background thread gathers ahead of the training loop through a bounded queue.
+//! a background thread gathers ahead of the training loop through a bounded queue (or, for data
+//! already in memory, the training loop gathers itself: a copy is cheaper than the hand-off).
 
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::Arc;
@@ -102,16 +103,30 @@ impl BatchLoader {
         self.epoch_map(epoch, skip, Ok)
     }
 
-    /// Like [`BatchLoader::epoch`], with `map` applied to each batch on the background thread
-    /// too (a trainer turns batches into ready-to-feed tensors there, off the step's path).
+    /// Like [`BatchLoader::epoch`], with `map` applied to each batch as it is gathered (a
+    /// trainer turns batches into ready-to-feed tensors there, off the step's path).
+    ///
+    /// Data sets that decode or read ([`Dataset::is_in_memory`] false) are gathered on a
+    /// background thread up to `prefetch` batches ahead; in-memory ones are gathered when the
+    /// iterator is advanced, on the caller's thread.
     pub fn epoch_map<T, F>(&self, epoch: u64, skip: usize, map: F) -> EpochBatches<T>
     where
         T: Send + 'static,
         F: Fn(Batch) -> Result<T> + Send + 'static,
     {
         let plan: Vec<Vec<usize>> = self.batch_indices(epoch).into_iter().skip(skip).collect();
-        let (sender, receiver) = sync_channel(self.options.prefetch.max(1));
         let dataset = self.dataset.clone();
+        if dataset.is_in_memory() {
+            return EpochBatches {
+                source: Source::Inline {
+                    plan: plan.into_iter(),
+                    dataset,
+                    map: Box::new(map),
+                    failed: false,
+                },
+            };
+        }
+        let (sender, receiver) = sync_channel(self.options.prefetch.max(1));
         let worker = std::thread::Builder::new()
             .name("tfload-loader".to_string())
             .spawn(move || {
@@ -125,32 +140,61 @@ impl BatchLoader {
             })
             .expect("spawning the loader thread");
         EpochBatches {
-            receiver: Some(receiver),
-            worker: Some(worker),
+            source: Source::Background {
+                receiver: Some(receiver),
+                worker: Some(worker),
+            },
         }
     }
 }
 
-/// The batches of one epoch, in order.
+/// The batches of one epoch, in order. An error ends the epoch after it is delivered.
 pub struct EpochBatches<T> {
-    receiver: Option<Receiver<Result<T>>>,
-    worker: Option<JoinHandle<()>>,
+    source: Source<T>,
+}
+
+/// Where an epoch's batches come from.
+enum Source<T> {
+    /// Gathered on demand on the consumer's thread.
+    Inline {
+        plan: std::vec::IntoIter<Vec<usize>>,
+        dataset: Arc<dyn Dataset>,
+        map: Box<dyn Fn(Batch) -> Result<T> + Send>,
+        failed: bool,
+    },
+    /// Gathered ahead by a worker thread through a bounded queue.
+    Background {
+        receiver: Option<Receiver<Result<T>>>,
+        worker: Option<JoinHandle<()>>,
+    },
 }
 
 impl<T> Iterator for EpochBatches<T> {
     type Item = Result<T>;
 
     fn next(&mut self) -> Option<Result<T>> {
-        self.receiver.as_ref()?.recv().ok()
+        match &mut self.source {
+            Source::Inline { plan, dataset, map, failed } => {
+                if *failed {
+                    return None;
+                }
+                let item = dataset.gather(&plan.next()?).and_then(|batch| map(batch));
+                *failed = item.is_err();
+                Some(item)
+            }
+            Source::Background { receiver, .. } => receiver.as_ref()?.recv().ok(),
+        }
     }
 }
 
 impl<T> Drop for EpochBatches<T> {
     fn drop(&mut self) {
-        // Closing the queue first unblocks a worker waiting to send.
-        self.receiver.take();
-        if let Some(worker) = self.worker.take() {
-            let _ = worker.join();
+        if let Source::Background { receiver, worker } = &mut self.source {
+            // Closing the queue first unblocks a worker waiting to send.
+            receiver.take();
+            if let Some(worker) = worker.take() {
+                let _ = worker.join();
+            }
         }
     }
 }
@@ -202,9 +246,87 @@ mod tests {
         assert_eq!(resumed, all[1..].to_vec());
     }
 
+    /// The same examples as `dataset(n)`, but gathered like data that decodes: on the worker
+    /// thread. Fails on example `fail_at`.
+    struct Decoding {
+        inner: Arc<dyn Dataset>,
+        fail_at: Option<usize>,
+    }
+
+    impl Dataset for Decoding {
+        fn len(&self) -> usize {
+            self.inner.len()
+        }
+        fn example_shape(&self) -> Vec<usize> {
+            self.inner.example_shape()
+        }
+        fn describe(&self) -> String {
+            "decoding".to_string()
+        }
+        fn gather(&self, indices: &[usize]) -> Result<Batch> {
+            if let Some(bad) = self.fail_at.filter(|bad| indices.contains(bad)) {
+                return Err(crate::error::Error::DataMismatch(format!("example {bad} is broken")));
+            }
+            self.inner.gather(indices)
+        }
+    }
+
+    fn decoding(n: usize, fail_at: Option<usize>) -> Arc<dyn Dataset> {
+        Arc::new(Decoding { inner: dataset(n), fail_at })
+    }
+
+    #[test]
+    fn in_memory_and_background_gathering_give_the_same_batches() {
+        let options = LoaderOptions { batch_size: 4, seed: 3, ..LoaderOptions::default() };
+        assert!(dataset(1).is_in_memory() && !decoding(1, None).is_in_memory());
+        let inline: Vec<Batch> = BatchLoader::new(dataset(18), options).epoch(1, 1).map(Result::unwrap).collect();
+        let background: Vec<Batch> =
+            BatchLoader::new(decoding(18, None), options).epoch(1, 1).map(Result::unwrap).collect();
+        assert_eq!(inline.len(), 4);
+        assert_eq!(inline, background);
+    }
+
+    #[test]
+    fn an_error_is_delivered_once_and_ends_the_epoch_on_either_path() {
+        let options = LoaderOptions { batch_size: 2, shuffle: false, ..LoaderOptions::default() };
+        for in_memory in [true, false] {
+            let data = if in_memory {
+                let failing: Arc<dyn Dataset> = Arc::new(FailingInMemory(decoding(10, Some(5))));
+                failing
+            } else {
+                decoding(10, Some(5))
+            };
+            let items: Vec<Result<Batch>> = BatchLoader::new(data, options).epoch(0, 0).collect();
+            assert_eq!(items.len(), 3, "in memory: {in_memory}");
+            assert!(items[..2].iter().all(Result::is_ok));
+            assert!(items[2].as_ref().unwrap_err().to_string().contains("example 5 is broken"));
+        }
+    }
+
+    /// `Decoding`, claiming to be in memory (so the inline path meets the error).
+    struct FailingInMemory(Arc<dyn Dataset>);
+
+    impl Dataset for FailingInMemory {
+        fn len(&self) -> usize {
+            self.0.len()
+        }
+        fn example_shape(&self) -> Vec<usize> {
+            self.0.example_shape()
+        }
+        fn describe(&self) -> String {
+            self.0.describe()
+        }
+        fn gather(&self, indices: &[usize]) -> Result<Batch> {
+            self.0.gather(indices)
+        }
+        fn is_in_memory(&self) -> bool {
+            true
+        }
+    }
+
     #[test]
     fn dropping_an_epoch_early_stops_the_worker() {
-        let loader = BatchLoader::new(dataset(100), LoaderOptions { batch_size: 1, ..LoaderOptions::default() });
+        let loader = BatchLoader::new(decoding(100, None), LoaderOptions { batch_size: 1, ..LoaderOptions::default() });
         let mut batches = loader.epoch(0, 0);
         assert!(batches.next().is_some());
         drop(batches); // must not hang
