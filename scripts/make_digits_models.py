@@ -26,6 +26,7 @@ Run: .venv/bin/python scripts/make_digits_models.py [--out saved_models]
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import struct
@@ -101,10 +102,36 @@ def build_cnn_base_with_head(keras):
     return keras.Model(inp, out, name="cnn_digits")
 
 
+TWIN_OPTIMIZERS = {"mlp": ("sgd", {"learning_rate": 0.05, "momentum": 0.9}),
+                   "cnn": ("adam", {"learning_rate": 0.01})}
+
+
+def export_twin(kind, out, *, jit_compile=False):
+    """An untrained twin of the committed `kind` model (same architecture, optimizer, default mask
+    and preprocessing; fresh weights from SEED), exported to `out`: quick to make, for tests and
+    benchmarks that need an export variant such as ``jit_compile``. Returns the record."""
+    tf, keras = te._import_tf()
+    keras.utils.set_random_seed(SEED)
+    model = build_mlp(keras) if kind == "mlp" else build_cnn_base_with_head(keras)
+    frozen = [] if kind == "mlp" else [l.name for l in model.layers
+                                       if l.name != "pretrain_head" and not isinstance(l, keras.layers.InputLayer)]
+    name, settings = TWIN_OPTIMIZERS[kind]
+    return te.export_trainable(model, out, optimizer=te.optimizer_config(name, **settings), preprocess="unit",
+                               frozen_layers=frozen, force=True, model_name=f"{kind}_twin",
+                               jit_compile=jit_compile)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=os.path.join(os.path.dirname(HERE), "saved_models"))
+    ap.add_argument("--twin", choices=sorted(TWIN_OPTIMIZERS),
+                    help="only export an untrained twin of this model to --out (see export_twin)")
+    ap.add_argument("--jit-compile", action="store_true", help="with --twin: an XLA train_step")
     args = ap.parse_args(argv)
+    if args.twin:
+        record = export_twin(args.twin, args.out, jit_compile=args.jit_compile)
+        print(json.dumps({"out": args.out, "default_mask": record["default_mask"]}))
+        return 0
     tf, keras = te._import_tf()
     keras.utils.set_random_seed(SEED)
     tf.config.experimental.enable_op_determinism()

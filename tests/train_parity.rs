@@ -24,18 +24,37 @@ fn step_losses(out: &std::path::Path) -> Vec<f64> {
 
 #[test]
 fn training_matches_python_calling_the_same_train_step() {
+    assert_training_matches_python(&model("cnn_digits"));
+}
+
+/// The same with `train_step` compiled by XLA (`tfload_export.py --jit-compile`): the C API
+/// session compiles and runs it, and the result is still Python's.
+#[test]
+fn xla_compiled_training_matches_python() {
+    let dir = tempfile::tempdir().unwrap();
+    let cnn = dir.path().join("cnn_xla");
+    let made = python_json("make_digits_models.py", &["--twin", "cnn", "--jit-compile", "--out", s(&cnn)]);
+    assert_eq!(made["default_mask"].as_array().unwrap().len(), 7, "conv1, bn1 (2), conv2 (2), head (2)");
+    let record: Value =
+        serde_json::from_str(&std::fs::read_to_string(cnn.join("assets/tfload_contract.json")).unwrap()).unwrap();
+    assert_eq!(record["jit_compile"], true);
+    assert_training_matches_python(&cnn);
+}
+
+/// Trains `cnn` (a digits CNN with a frozen base) 2 epochs with tfload and with Python calling
+/// its `train_step` on the same batches, and compares losses, weights and the output model.
+fn assert_training_matches_python(cnn: &std::path::Path) {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("trained");
     let data = root().join("saved_models/data/digits_5_9_train.npz");
     let val = root().join("saved_models/data/digits_5_9_val.npz");
-    let cnn = model("cnn_digits");
     tfload_ok(&[
-        "train", s(&cnn), "--data", s(&data), "--out", s(&out),
+        "train", s(cnn), "--data", s(&data), "--out", s(&out),
         "--epochs", "2", "--batch-size", "64", "--lr", "0.01", "--no-shuffle", "-q",
     ]);
     let python = python_json(
         "train_reference.py",
-        &[s(&cnn), s(&data), s(&val), s(&out), "--batch-size", "64", "--epochs", "2", "--lr", "0.01"],
+        &[s(cnn), s(&data), s(&val), s(&out), "--batch-size", "64", "--epochs", "2", "--lr", "0.01"],
     );
 
     let ours = step_losses(&out);
