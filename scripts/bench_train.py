@@ -430,58 +430,41 @@ def bench_train_memory():
     }
 
 
-# Profile findings (callgrind, instruction counts, which do not depend on the machine's load:
-# `valgrind --tool=callgrind` on `tfload train saved_models/mlp_digits --batch-size 64 --epochs 2`
-# and on `train_floor --mode floor` with 1 and 3 epochs; TF's own step is the difference / 512).
-NOTES = """**Where tfload loses time against the floor, and what would close it.** Profiled with callgrind on
-`tfload train saved_models/mlp_digits --batch-size 64 --train-all` at commit e6fe721 (batches prepared as tensors on
-the loader thread); instruction counts per step do not depend on the machine's load. TensorFlow's own step is
-1.97 M instructions (the floor run at 1 and 3 epochs, difference / 512 steps). Ranked by expected gain:
+# Profile findings (callgrind, instruction counts, which do not depend on the machine's load).
+NOTES = """**Where tfload's time goes beyond the floor.** Instruction counts from callgrind do not depend on
+the machine's load, so they settle what the wall-clock ratios above cannot on a shared 2-core machine.
+`tfload-core train saved_models/mlp_digits --batch-size 64 --train-all` and `train_floor --mode floor` on the same
+4,096 tiled digits, each run for 1 and 3 epochs; the difference over the 128 extra steps is the cost of a step:
 
-1. **Batch gathering with `ndarray::select`** (`TensorData::select_rows`, called by `ArrayDataset::gather` on the
-   loader thread): 138 k instructions per step, **7 % of TensorFlow's step**, for 64 rows of 64 floats (16 KB).
-   `select` on an `IxDyn` array makes one view per row and `concatenate`s them (`IxDyn::remove_axis` allocates per
-   row): about 2,100 instructions per row whatever its size, so 540 k per step at batch 256. On 2 cores the loader
-   thread takes CPU from
-   TensorFlow's intra-op pool, and the hand-off costs about 1.6 extra context switches per step (`perf stat`:
-   12.1 k against 9.5 k for the floor over 1,536 steps). Fix: gather a contiguous array with one
-   `copy_from_slice` per row from `as_slice()` (about 2 k instructions per batch instead of 138 k).
-2. **Three copies of each batch on the loader thread**: `select_rows` (above), then `BatchPreparer::prepare` clones
-   the arrays into a `Tensors` map (`batch_inputs`, 17 k) and `TensorData::to_tf` copies them into a
-   `tensorflow::Tensor` (39 k: `Tensor::new` fills the buffer, `with_values` copies element by element): 63 k,
-   **3 %**. For MobileNetV2 a batch is 7 MB, so about 20 MB copied per step against a step of about 500 ms (well
-   under 1 %). Fix: gather the rows straight into the `tensorflow::Tensor`'s buffer (one copy in all), and pass the
-   batch to `prepare` without cloning it. With 1 and 2 done, an in-memory data set could be gathered on the training
-   thread (no thread, no channel); keep the thread for data sets that decode (images, TFRecord).
-3. **Per-step work on the training thread** is now small: the learning-rate tensor and two `BTreeMap`s per step,
-   `check_known`, fetching metrics into `ndarray`s, the JSON log line: about 15 k instructions (**under 1 %**).
-   Building the learning-rate tensor only when the schedule changes it and a fixed-slot output list would remove most
-   of it; not worth much.
+| | instructions per step | over the floor |
+|---|---|---|
+| floor (`Session::run` on tensors built once) | 1.741 M | |
+| tfload train, everything | 1.968 M | +13.0 % |
+| of which the epoch-end checkpoint (`SaveV2` and its buffers) | 0.134 M | +7.7 % |
+| tfload train, per step | about 1.83 M | about +5 % |
 
-In all about 215 k instructions per step on top of TensorFlow's 1.97 M (11 %) for the MLP at batch 64, nearly all of
-it on the loader thread (about 3 k instructions per row of 64 floats: 800 k per step at batch 256, where the MLP's
-whole step takes about 320 us). That is the tfload / floor gap of the MLP rows: as separate processes
-`train_floor --mode loader` (the library's loader path without the CLI) is as slow as `tfload train`, while
-`--mode trainer` (batches prepared once) is as fast as the floor; the in-process layers table below shows the same
-direction but less of it, and moves a lot from run to run. The cost is per row and per step, not per FLOP, so it
-fades on the CNN and on MobileNetV2, whose steps do far more work.
+The epoch-end checkpoint is outside the timed epoch (`samples_per_sec` is measured before it). What is left per
+step: building the three fed tensors (`Tensor::new` zero-fills each buffer before the rows are copied in: 16 k
+instructions), gathering the rows (4 k), the learning-rate tensor, the metrics fetch and the JSON log line (a few
+k each). This is the MLP at batch 64, the worst case: TensorFlow's step is shortest there, and it is the only model
+where the cost shows; on the CNN and MobileNetV2 it is well under 1 %. A copy of fresh data into fresh tensors every
+step is what real training needs; the floor skips it by feeding the same prebuilt tensors.
 
-**Since then**: fa19387 implemented fixes 1 and 2 (contiguous rows copied whole, one bulk copy into each fed
-tensor, no clone of the batch). In the table above, measured after it while a CI run loaded the same 2 cores, the
-MLP still trails the floor by about 20 % (batch 64) to 27 % (batch 256), the CNN and MobileNetV2 are within the
-noise of it. So what remains on the MLP is less the copying than the hand-off itself: a loader thread and a channel
-per step on a 2-core machine. Next to measure: gathering in-memory data sets on the training thread (keeping the
-thread for data that decodes), and an unloaded machine.
+**What changed since the first measurement** (which had the MLP 20-35 % short of the floor): batches were gathered
+with `ndarray::select` (about 2,100 instructions per row) and copied three times, on a loader thread whose hand-off
+cost extra context switches per step and took CPU from TensorFlow's pool on 2 cores. Now contiguous rows are copied
+whole, straight into the fed tensor, and in-memory data is gathered on the training thread (no thread, no channel);
+image folders and TFRecord files, which decode, keep the background thread.
 
-**Why the targets against Keras fit are hard even at the floor**: these tiny models are bound by TensorFlow's
-per-op overhead, not FLOPs, and the exported `train_step` has more ops than Keras's own step: 292 nodes in its
-function for the MLP against 188 in `tf.function(model.train_step)`, and 811 (in 5 functions: a `tf.cond` per BN
-layer) against 528 for the CNN. The masked optimizer writes every variable and every slot through `tf.where` and
-keeps a step count per variable. tfload can only get as close as the floor column; to go further the exporter
-(`scripts/tfload_export.py`) would have to emit a leaner step, for example a fused `ResourceApplyAdam` /
-`ResourceApplyKerasMomentum` per variable with the learning rate multiplied by the mask entry (instead of three
-`tf.where`s per variable), a single step counter when no variable is frozen, or XLA (`jit_compile=True` on the
-exported function), which is worth measuring (untested here).
+**XLA (`tfload_export.py --jit-compile`).** These tiny models are bound by TensorFlow's per-op overhead, not FLOPs,
+and the exported `train_step` has more ops than Keras's own step (292 nodes against 188 for the MLP, 811 against
+528 for the CNN: the masked optimizer writes every variable and slot through `tf.where`, keeps a step count per
+variable, and runs a `tf.cond` per BN layer). With the plain export even the floor is only about 1.5x Keras fit on
+the CNN. XLA fuses the step: the same architectures exported with `--jit-compile` run 2-2.5x faster through the C
+API, which is how the 2x target is met. It is not a default: on MobileNetV2 (96x96, alpha 0.35) the XLA step was
+about 8x slower than the plain one in the same run (22 against 180 samples/s at batch 64), because XLA's CPU
+convolutions do not use oneDNN. Keras fit with `jit_compile=True` is shown too: it gains little, as Keras's
+per-step Python overhead stays.
 """
 
 BENCHMARKS = {
