@@ -198,6 +198,10 @@ import bench_startup  # noqa: E402  (start-up to first prediction and its peak m
 
 BENCHMARKS["startup"] = lambda: bench_startup.bench_startup(TFLOAD, OUT)
 
+import bench_images  # noqa: E402  (image folder: pipeline and training beside tf.data and Keras; its own module)
+
+BENCHMARKS.update(bench_images.BENCHMARKS)
+
 
 def machine_description():
     cpu = "unknown CPU"

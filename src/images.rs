@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 
 use image::{DynamicImage, ImageFormat, ImageReader};
-use ndarray::{Array3, ArrayD, ArrayView3, Axis, IxDyn};
+use ndarray::{Array3, ArrayD, ArrayView3, IxDyn};
 use rayon::prelude::*;
 use serde::Serialize;
 
@@ -101,10 +101,31 @@ impl ImageSpec {
         vec![self.height, self.width, self.color_mode.channels()]
     }
 
+    /// Number of float32 values of one image: height × width × channels.
+    pub fn len(&self) -> usize {
+        self.height * self.width * self.color_mode.channels()
+    }
+
+    /// Whether an image of this spec holds no values (a zero height or width).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Reads one image file as model input: decoded, converted, resized, float32 0..255.
     pub fn load(&self, path: &Path) -> Result<Array3<f32>> {
+        let mut image = Array3::zeros((self.height, self.width, self.color_mode.channels()));
+        self.load_into(path, image.as_slice_mut().expect("a new array is contiguous"))?;
+        Ok(image)
+    }
+
+    /// Reads one image file into `out` (`len()` values, height × width × channels), as
+    /// [`load`] does, without allocating the result: how a batch is filled in place.
+    ///
+    /// [`load`]: ImageSpec::load
+    pub fn load_into(&self, path: &Path, out: &mut [f32]) -> Result<()> {
         let pixels = decode(path, self.color_mode)?;
-        Ok(resize_bilinear(pixels.view(), self.height, self.width))
+        resize_bilinear_into(pixels.view(), self.height, self.width, out);
+        Ok(())
     }
 
     /// Reads one encoded image (the bytes of a PNG, JPEG, ... file) as model input, as [`load`]
@@ -116,15 +137,16 @@ impl ImageSpec {
         Ok(resize_bilinear(pixels.view(), self.height, self.width))
     }
 
-    /// Reads image files as one batch `[n, height, width, channels]`, decoding them in parallel.
-    /// The first file that fails is reported.
+    /// Reads image files as one batch `[n, height, width, channels]`, decoding them in parallel,
+    /// each straight into its slot of the batch. The first file that fails is reported.
     pub fn load_batch(&self, paths: &[PathBuf]) -> Result<ArrayD<f32>> {
-        let images: Vec<Array3<f32>> = paths.par_iter().map(|path| self.load(path)).collect::<Result<_>>()?;
-        let mut shape = vec![images.len()];
+        let mut shape = vec![paths.len()];
         shape.extend(self.shape());
         let mut batch = ArrayD::zeros(IxDyn(&shape));
-        for (mut slot, image) in batch.axis_iter_mut(Axis(0)).zip(&images) {
-            slot.assign(&image.view().into_dyn());
+        if !self.is_empty() {
+            let slots = batch.as_slice_mut().expect("a new array is contiguous").par_chunks_mut(self.len());
+            let outcomes: Vec<Result<()>> = slots.zip(paths).map(|(slot, path)| self.load_into(path, slot)).collect();
+            outcomes.into_iter().collect::<Result<()>>()?;
         }
         Ok(batch)
     }
@@ -153,9 +175,10 @@ pub fn decode_bytes(bytes: &[u8], color_mode: ColorMode, origin: &Path) -> Resul
     })?;
     let (width, height) = (image.width() as usize, image.height() as usize);
     let bytes = match color_mode {
-        ColorMode::Grayscale => to_gray(&image, format),
-        ColorMode::Rgb => image.to_rgb8().into_raw(),
-        ColorMode::Rgba => image.to_rgba8().into_raw(),
+        ColorMode::Grayscale => to_gray(image, format),
+        // `into_*` keeps the decoder's buffer when it already has these channels (no copy).
+        ColorMode::Rgb => image.into_rgb8().into_raw(),
+        ColorMode::Rgba => image.into_rgba8().into_raw(),
     };
     Ok(Array3::from_shape_vec((height, width, color_mode.channels()), bytes).expect("decoder output fills the image"))
 }
@@ -164,9 +187,9 @@ pub fn decode_bytes(bytes: &[u8], color_mode: ColorMode, origin: &Path) -> Resul
 /// `png_set_rgb_to_gray(.., 0.299, 0.587)` as TensorFlow calls it (weights in 1/32768,
 /// truncated); for JPEG the BT.601 luma rounded, which is within a few levels of the Y channel
 /// libjpeg returns.
-fn to_gray(image: &DynamicImage, format: Option<ImageFormat>) -> Vec<u8> {
+fn to_gray(image: DynamicImage, format: Option<ImageFormat>) -> Vec<u8> {
     if !image.color().has_color() {
-        return image.to_luma8().into_raw();
+        return image.into_luma8().into_raw();
     }
     let jpeg = format == Some(ImageFormat::Jpeg);
     let luma = |[r, g, b]: [u8; 3]| -> u8 {
@@ -207,19 +230,95 @@ fn taps(in_size: usize, out_size: usize) -> Vec<Tap> {
 /// Resizes `[height, width, channels]` pixels to `height` × `width` as
 /// `tf.image.resize(method="bilinear", antialias=False)` does, giving float32 values.
 pub fn resize_bilinear(image: ArrayView3<u8>, height: usize, width: usize) -> Array3<f32> {
+    let mut out = Array3::zeros((height, width, image.dim().2));
+    resize_bilinear_into(image, height, width, out.as_slice_mut().expect("a new array is contiguous"));
+    out
+}
+
+/// [`resize_bilinear`] into `out`, `height × width × channels` values in row-major order.
+///
+/// Each value is TensorFlow's `top + (bottom - top) * y_lerp` of `top = top_left + (top_right -
+/// top_left) * x_lerp` (and the same for `bottom`), in float32 and in that order, so the result is
+/// bit for bit what the element-by-element form gives. It is computed in two passes: each source
+/// row that an output row needs is interpolated across (`top`, `bottom`) once, kept while the
+/// next output rows use it, and the output row is the lerp of two such rows.
+pub fn resize_bilinear_into(image: ArrayView3<u8>, height: usize, width: usize, out: &mut [f32]) {
     let (in_height, in_width, channels) = image.dim();
-    let (rows, columns) = (taps(in_height, height), taps(in_width, width));
-    let at = |y: usize, x: usize, c: usize| f32::from(image[[y, x, c]]);
-    Array3::from_shape_fn((height, width, channels), |(y, x, c)| {
-        let (row, column) = (rows[y], columns[x]);
-        let top_left = at(row.lower, column.lower, c);
-        let top_right = at(row.lower, column.upper, c);
-        let bottom_left = at(row.upper, column.lower, c);
-        let bottom_right = at(row.upper, column.upper, c);
-        let top = top_left + (top_right - top_left) * column.lerp;
-        let bottom = bottom_left + (bottom_right - bottom_left) * column.lerp;
-        top + (bottom - top) * row.lerp
-    })
+    assert_eq!(out.len(), height * width * channels, "output buffer of {height}x{width}x{channels}");
+    if out.is_empty() {
+        return;
+    }
+    let pixels = image.as_standard_layout();
+    let pixels = pixels.as_slice().expect("standard layout is contiguous");
+    if (in_height, in_width) == (height, width) {
+        // Every tap has lower = upper = its own index and weight 0: the values themselves.
+        for (value, &pixel) in out.iter_mut().zip(pixels) {
+            *value = f32::from(pixel);
+        }
+        return;
+    }
+    let in_row = in_width * channels;
+    let out_row = width * channels;
+    let columns: Vec<(usize, usize, f32)> = taps(in_width, width)
+        .iter()
+        .map(|column| (column.lower * channels, column.upper * channels, column.lerp))
+        .collect();
+    let across = |source_row: usize, row: &mut [f32]| {
+        let source = &pixels[source_row * in_row..][..in_row];
+        match channels {
+            1 => interpolate_row::<1>(source, &columns, row),
+            3 => interpolate_row::<3>(source, &columns, row),
+            4 => interpolate_row::<4>(source, &columns, row),
+            _ => interpolate_row_any(source, &columns, channels, row),
+        }
+    };
+    // The interpolated source rows `top` and `bottom` of the last output row, by source index.
+    let (mut top, mut bottom) = (vec![0.0f32; out_row], vec![0.0f32; out_row]);
+    let (mut top_index, mut bottom_index) = (usize::MAX, usize::MAX);
+    for (row, out) in taps(in_height, height).iter().zip(out.chunks_exact_mut(out_row)) {
+        if row.lower != top_index {
+            if row.lower == bottom_index {
+                std::mem::swap(&mut top, &mut bottom);
+                bottom_index = usize::MAX;
+            } else {
+                across(row.lower, &mut top);
+            }
+            top_index = row.lower;
+        }
+        if row.upper != bottom_index {
+            if row.upper == top_index {
+                bottom.copy_from_slice(&top);
+            } else {
+                across(row.upper, &mut bottom);
+            }
+            bottom_index = row.upper;
+        }
+        let y_lerp = row.lerp;
+        for ((value, &top), &bottom) in out.iter_mut().zip(&top).zip(&bottom) {
+            *value = top + (bottom - top) * y_lerp;
+        }
+    }
+}
+
+/// One source row of `C`-channel pixels interpolated across to the output columns.
+fn interpolate_row<const C: usize>(source: &[u8], columns: &[(usize, usize, f32)], row: &mut [f32]) {
+    for (&(left, right, x_lerp), out) in columns.iter().zip(row.chunks_exact_mut(C)) {
+        let (left, right) = (&source[left..left + C], &source[right..right + C]);
+        for c in 0..C {
+            let (left, right) = (f32::from(left[c]), f32::from(right[c]));
+            out[c] = left + (right - left) * x_lerp;
+        }
+    }
+}
+
+/// [`interpolate_row`] for any channel count.
+fn interpolate_row_any(source: &[u8], columns: &[(usize, usize, f32)], channels: usize, row: &mut [f32]) {
+    for (&(left, right, x_lerp), out) in columns.iter().zip(row.chunks_exact_mut(channels)) {
+        for (c, value) in out.iter_mut().enumerate() {
+            let (left, right) = (f32::from(source[left + c]), f32::from(source[right + c]));
+            *value = left + (right - left) * x_lerp;
+        }
+    }
 }
 
 /// The image files under `dir` in Keras's order: directories walked recursively and visited
@@ -280,6 +379,58 @@ mod tests {
         let resized = resize_bilinear(image.view(), 1, 4);
         // Half-pixel centers: sources at -0.25, 0.25, 0.75, 1.25 (clamped at the edges).
         assert_eq!(resized.iter().copied().collect::<Vec<_>>(), vec![0.0, 25.0, 75.0, 100.0]);
+    }
+
+    /// The element-by-element form of TensorFlow's bilinear resize (tfload's first one), which
+    /// the row-wise [`resize_bilinear_into`] must equal bit for bit.
+    fn reference_resize(image: ArrayView3<u8>, height: usize, width: usize) -> Array3<f32> {
+        let (rows, columns) = (taps(image.dim().0, height), taps(image.dim().1, width));
+        let at = |y: usize, x: usize, c: usize| f32::from(image[[y, x, c]]);
+        Array3::from_shape_fn((height, width, image.dim().2), |(y, x, c)| {
+            let (row, column) = (rows[y], columns[x]);
+            let top = at(row.lower, column.lower, c) + (at(row.lower, column.upper, c) - at(row.lower, column.lower, c)) * column.lerp;
+            let bottom = at(row.upper, column.lower, c) + (at(row.upper, column.upper, c) - at(row.upper, column.lower, c)) * column.lerp;
+            top + (bottom - top) * row.lerp
+        })
+    }
+
+    #[test]
+    fn row_wise_resize_equals_the_element_wise_form_bit_for_bit() {
+        let mut seed = 12345u32;
+        for (in_size, out_size) in [((120, 160), (64, 64)), ((120, 160), (96, 96)), ((7, 5), (20, 13)), ((33, 1), (4, 9)), ((9, 9), (9, 9)), ((1, 1), (3, 2))] {
+            for channels in [1, 2, 3, 4] {
+                let image = Array3::from_shape_fn((in_size.0, in_size.1, channels), |_| {
+                    seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                    (seed >> 16) as u8
+                });
+                let ours = resize_bilinear(image.view(), out_size.0, out_size.1);
+                let expected = reference_resize(image.view(), out_size.0, out_size.1);
+                let same = ours.iter().zip(expected.iter()).all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(same, "{in_size:?} -> {out_size:?} x{channels}");
+                // A view that is not in standard layout gives the same values.
+                let flipped = image.slice(ndarray::s![.., ..;-1, ..]);
+                let expected = reference_resize(flipped, out_size.0, out_size.1);
+                assert_eq!(resize_bilinear(flipped, out_size.0, out_size.1), expected);
+            }
+        }
+    }
+
+    #[test]
+    fn a_batch_is_filled_in_place_and_reports_the_first_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let digit = Path::new(env!("CARGO_MANIFEST_DIR")).join("saved_models/data/digits_5_9_images/7/0017.png");
+        let spec = ImageSpec { height: 5, width: 7, color_mode: ColorMode::Rgb };
+        let batch = spec.load_batch(&[digit.clone(), digit.clone()]).unwrap();
+        assert_eq!(batch.shape(), &[2, 5, 7, 3]);
+        let one = spec.load(&digit).unwrap().into_dyn();
+        for slot in batch.outer_iter() {
+            assert_eq!(slot, one.view());
+        }
+        let (first, second) = (dir.path().join("first.png"), dir.path().join("second.png"));
+        std::fs::write(&first, b"broken").unwrap();
+        std::fs::write(&second, b"broken too").unwrap();
+        let error = spec.load_batch(&[digit, first, second]).unwrap_err().to_string();
+        assert!(error.contains("first.png"), "{error}");
     }
 
     #[test]
