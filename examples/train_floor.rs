@@ -12,8 +12,9 @@
 //!   back to the host in any real loop).
 //! * `trainer`: `Trainer::train_prepared` on batches gathered and prepared (checked, converted to
 //!   tensors) once before timing: what the training thread of `tfload train` pays per step.
-//! * `loader`: the same, with batches from `BatchLoader::epoch_map` gathered and prepared on its
-//!   background thread (shuffled), as `tfload::train::fit` gets them.
+//! * `loader`: the same, with batches from `BatchLoader::epoch_map` (shuffled; an in-memory data
+//!   set is gathered and prepared on the training thread, several batches at a time, into the
+//!   tensors of batches already used), as `tfload::train::fit` gets them.
 //! * `layers`: all of the above plus `tfload::train::fit` (what `tfload train` runs: the epoch
 //!   loop, the per-step metrics log line, checkpoints at epoch ends), epoch after epoch in turn
 //!   in ONE process, `--epochs` cycles of them. The first three share one session; `fit` loads
@@ -72,7 +73,7 @@ enum Mode {
     Floor,
     /// `Trainer::train_prepared` on batches prepared once.
     Trainer,
-    /// `Trainer::train_prepared` on batches prepared by the `BatchLoader` thread.
+    /// `Trainer::train_prepared` on batches from `BatchLoader::epoch_map`.
     Loader,
     /// Every layer in turn, `fit` included, in one process.
     Layers,
@@ -125,7 +126,7 @@ fn main() -> Result<()> {
     let trainer = Trainer::open(&setup.args.dir, &setup.spec, SessionConfig::default())?;
     let floor = Floor::new(&setup, trainer.model())?;
     let preparer = trainer.preparer();
-    let prepared: Vec<PreparedBatch> = setup.batches.iter().map(|b| preparer.prepare(b.clone())).collect::<tfload::Result<_>>()?;
+    let prepared: Vec<PreparedBatch> = setup.batches.iter().map(|b| preparer.prepare(b)).collect::<tfload::Result<_>>()?;
     let (mode, epochs) = (setup.args.mode, setup.args.epochs);
     for epoch in 1..=epochs {
         let layers: &[Mode] = if mode == Mode::Layers { &[Mode::Floor, Mode::Trainer, Mode::Loader, Mode::Layers] } else { &[mode] };
@@ -149,7 +150,7 @@ fn trainer_epoch(setup: &Setup, trainer: &Trainer, prepared: &[PreparedBatch]) -
     Ok(())
 }
 
-/// As `fit` does it (src/train/fit.rs): prepared on the loader thread.
+/// As `fit` does it (src/train/fit.rs): batches from the loader, prepared as they are gathered.
 fn loader_epoch(setup: &Setup, trainer: &Trainer, epoch: u64) -> Result<()> {
     let preparer = trainer.preparer();
     for batch in setup.loader.epoch_map(epoch, 0, move |b| preparer.prepare(b)) {

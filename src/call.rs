@@ -59,13 +59,34 @@ impl BoundSignature {
     /// feed. Safe to call on another thread than the one that runs, so that a data loader can
     /// prepare the next batch while the session computes.
     pub fn prepare(&self, inputs: &Tensors) -> Result<PreparedInputs> {
+        let pairs: Vec<(&str, &TensorData)> = inputs.iter().map(|(key, data)| (key.as_str(), data)).collect();
+        self.prepare_reusing(&pairs, PreparedInputs::default())
+    }
+
+    /// Like [`BoundSignature::prepare`] on borrowed (key, values) pairs, copying the values into
+    /// the tensors of `spare` (inputs prepared earlier whose run is over) where an input keeps
+    /// its dtype and shape, instead of allocating new ones. A training loop recycles its
+    /// batches' tensors this way: allocating, zero-filling and freeing them every step costs
+    /// more than the copy, in the pause between two steps. Refilling a fed tensor is safe once
+    /// its run has returned: TensorFlow keeps no reference to a feed's buffer past the run
+    /// (what it keeps, such as a variable's new value, it copies).
+    pub fn prepare_reusing(&self, inputs: &[(&str, &TensorData)], spare: PreparedInputs) -> Result<PreparedInputs> {
         check_known(&self.signature, inputs)?;
+        let mut spare = spare.feeds;
         let feeds = self
             .inputs
             .iter()
             .enumerate()
-            .filter_map(|(index, endpoint)| inputs.get(&endpoint.spec.key).map(|data| (index, data)))
-            .map(|(index, data)| data.to_tf().map(|tensor| (index, tensor)))
+            .filter_map(|(index, endpoint)| given(inputs, &endpoint.spec.key).map(|data| (index, data)))
+            .map(|(index, data)| {
+                if let Some(position) = spare.iter().position(|(i, _)| *i == index) {
+                    let (_, mut tensor) = spare.swap_remove(position);
+                    if data.copy_into(&mut tensor) {
+                        return Ok((index, tensor));
+                    }
+                }
+                data.to_tf().map(|tensor| (index, tensor))
+            })
             .collect::<Result<_>>()?;
         Ok(PreparedInputs { feeds })
     }
@@ -132,6 +153,7 @@ impl BoundSignature {
 }
 
 /// Inputs of one signature, checked and converted to TensorFlow tensors, by input position.
+#[derive(Default)]
 pub struct PreparedInputs {
     feeds: Vec<(usize, FeedTensor)>,
 }
@@ -139,7 +161,8 @@ pub struct PreparedInputs {
 /// Checks `inputs` against `signature` without a session: every key known and present, dtypes
 /// equal, ranks and known dimensions equal.
 pub fn check_inputs(signature: &Signature, inputs: &Tensors) -> Result<()> {
-    check_known(signature, inputs)?;
+    let pairs: Vec<(&str, &TensorData)> = inputs.iter().map(|(key, data)| (key.as_str(), data)).collect();
+    check_known(signature, &pairs)?;
     let missing: Vec<&str> = signature
         .inputs
         .iter()
@@ -162,20 +185,25 @@ pub fn check_inputs(signature: &Signature, inputs: &Tensors) -> Result<()> {
 }
 
 /// Unknown keys are refused, and every given input must fit its spec; inputs may be missing.
-fn check_known(signature: &Signature, inputs: &Tensors) -> Result<()> {
+fn check_known(signature: &Signature, inputs: &[(&str, &TensorData)]) -> Result<()> {
     let expected: Vec<&str> = signature.inputs.iter().map(|spec| spec.key.as_str()).collect();
-    if let Some(unknown) = inputs.keys().find(|key| !expected.contains(&key.as_str())) {
+    if let Some((unknown, _)) = inputs.iter().find(|(key, _)| !expected.contains(key)) {
         return Err(mismatch(
             signature,
             format!("there is no input `{unknown}`; its inputs are: {}", list_or_none(&expected)),
         ));
     }
     for spec in &signature.inputs {
-        if let Some(data) = inputs.get(&spec.key) {
+        if let Some(data) = given(inputs, &spec.key) {
             check_one(spec, data).map_err(|problem| mismatch(signature, problem))?;
         }
     }
     Ok(())
+}
+
+/// The values given for `key`, if any.
+fn given<'a>(inputs: &[(&str, &'a TensorData)], key: &str) -> Option<&'a TensorData> {
+    inputs.iter().find(|(k, _)| *k == key).map(|(_, data)| *data)
 }
 
 fn mismatch(signature: &Signature, problem: String) -> Error {

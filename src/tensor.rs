@@ -116,6 +116,38 @@ impl TensorData {
         }
     }
 
+    /// Bytes the values take in memory (strings: their lengths).
+    pub fn nbytes(&self) -> usize {
+        match self {
+            TensorData::String(a) => a.iter().map(String::len).sum(),
+            other => with_array!(other, a => a.len() * element_size(a)),
+        }
+    }
+
+    /// Like [`TensorData::select_rows`], written into `out`: into its memory where it already
+    /// holds rows of this type and shape (the batch before, in a loop), else replacing it.
+    pub fn select_rows_into(&self, indices: &[usize], out: &mut TensorData) {
+        let reused = match (self, &mut *out) {
+            (TensorData::Float16(a), TensorData::Float16(o)) => gather_rows_into(a, indices, o),
+            (TensorData::Float32(a), TensorData::Float32(o)) => gather_rows_into(a, indices, o),
+            (TensorData::Float64(a), TensorData::Float64(o)) => gather_rows_into(a, indices, o),
+            (TensorData::Int8(a), TensorData::Int8(o)) => gather_rows_into(a, indices, o),
+            (TensorData::Int16(a), TensorData::Int16(o)) => gather_rows_into(a, indices, o),
+            (TensorData::Int32(a), TensorData::Int32(o)) => gather_rows_into(a, indices, o),
+            (TensorData::Int64(a), TensorData::Int64(o)) => gather_rows_into(a, indices, o),
+            (TensorData::UInt8(a), TensorData::UInt8(o)) => gather_rows_into(a, indices, o),
+            (TensorData::UInt16(a), TensorData::UInt16(o)) => gather_rows_into(a, indices, o),
+            (TensorData::UInt32(a), TensorData::UInt32(o)) => gather_rows_into(a, indices, o),
+            (TensorData::UInt64(a), TensorData::UInt64(o)) => gather_rows_into(a, indices, o),
+            (TensorData::Bool(a), TensorData::Bool(o)) => gather_rows_into(a, indices, o),
+            (TensorData::String(a), TensorData::String(o)) => gather_rows_into(a, indices, o),
+            _ => false,
+        };
+        if !reused {
+            *out = self.select_rows(indices);
+        }
+    }
+
     /// The values as float32 where the type converts without surprise (floats and integers).
     pub fn to_f32(&self) -> Option<ArrayD<f32>> {
         Some(match self {
@@ -161,6 +193,39 @@ impl TensorData {
             TensorData::Bool(a) => FeedTensor::Bool(convert(a)?),
             TensorData::String(a) => FeedTensor::String(convert(a)?),
         })
+    }
+
+    /// Copies the values into `tensor` if it has the same dtype and shape (a tensor kept from an
+    /// earlier batch, whose run is over); returns false, leaving it as it was, otherwise.
+    pub(crate) fn copy_into(&self, tensor: &mut FeedTensor) -> bool {
+        fn copy<T: tensorflow::TensorType + Clone>(array: &ArrayD<T>, tensor: &mut Tensor<T>) -> bool {
+            let same_shape = tensor.dims().len() == array.ndim()
+                && tensor.dims().iter().zip(array.shape()).all(|(&t, &a)| t as usize == a);
+            if !same_shape {
+                return false;
+            }
+            match array.as_slice() {
+                Some(values) => tensor.clone_from_slice(values),
+                None => tensor.iter_mut().zip(array.iter()).for_each(|(e, v)| e.clone_from(v)),
+            }
+            true
+        }
+        match (self, tensor) {
+            (TensorData::Float16(a), FeedTensor::Float16(t)) => copy(a, t),
+            (TensorData::Float32(a), FeedTensor::Float32(t)) => copy(a, t),
+            (TensorData::Float64(a), FeedTensor::Float64(t)) => copy(a, t),
+            (TensorData::Int8(a), FeedTensor::Int8(t)) => copy(a, t),
+            (TensorData::Int16(a), FeedTensor::Int16(t)) => copy(a, t),
+            (TensorData::Int32(a), FeedTensor::Int32(t)) => copy(a, t),
+            (TensorData::Int64(a), FeedTensor::Int64(t)) => copy(a, t),
+            (TensorData::UInt8(a), FeedTensor::UInt8(t)) => copy(a, t),
+            (TensorData::UInt16(a), FeedTensor::UInt16(t)) => copy(a, t),
+            (TensorData::UInt32(a), FeedTensor::UInt32(t)) => copy(a, t),
+            (TensorData::UInt64(a), FeedTensor::UInt64(t)) => copy(a, t),
+            (TensorData::Bool(a), FeedTensor::Bool(t)) => copy(a, t),
+            (TensorData::String(a), FeedTensor::String(t)) => copy(a, t),
+            _ => false,
+        }
     }
 
     /// Takes a fetched output of type `dtype` out of the run arguments.
@@ -232,6 +297,30 @@ fn gather_rows<T: Clone>(array: &ArrayD<T>, indices: &[usize]) -> ArrayD<T> {
     ArrayD::from_shape_vec(IxDyn(&shape), gathered).expect("the rows fill the shape")
 }
 
+fn element_size<T>(_: &ArrayD<T>) -> usize {
+    std::mem::size_of::<T>()
+}
+
+/// Copies the rows of `array` at `indices` into `out` if both are contiguous and `out` has the
+/// gathered shape; returns false, leaving `out` as it was, otherwise.
+fn gather_rows_into<T: Clone>(array: &ArrayD<T>, indices: &[usize], out: &mut ArrayD<T>) -> bool {
+    let fits = array.ndim() > 0
+        && out.ndim() == array.ndim()
+        && out.shape()[0] == indices.len()
+        && out.shape()[1..] == array.shape()[1..];
+    let (Some(values), Some(slots)) = (array.as_slice(), out.as_slice_mut()) else {
+        return false;
+    };
+    if !fits {
+        return false;
+    }
+    let row: usize = array.shape()[1..].iter().product();
+    for (slot, &index) in slots.chunks_exact_mut(row.max(1)).zip(indices) {
+        slot.clone_from_slice(&values[index * row..(index + 1) * row]);
+    }
+    true
+}
+
 /// A TensorFlow tensor built from a `TensorData`, kept alive while a run borrows it.
 pub(crate) enum FeedTensor {
     Float16(Tensor<f16>),
@@ -301,6 +390,46 @@ mod tests {
         assert!(fortran.as_slice().is_none());
         let expected = fortran.select(ndarray::Axis(0), &indices);
         assert_eq!(TensorData::Int32(fortran).select_rows(&indices), TensorData::Int32(expected));
+    }
+
+    #[test]
+    fn rows_gathered_into_the_batch_before_match_a_fresh_gather() {
+        let array = ArrayD::from_shape_vec(IxDyn(&[5, 2, 3]), (0..30).map(|v| v as f32).collect()).unwrap();
+        let data = TensorData::Float32(array);
+        let mut out = data.select_rows(&[0, 1]);
+        let buffer = match &out {
+            TensorData::Float32(a) => a.as_ptr(),
+            _ => unreachable!(),
+        };
+        data.select_rows_into(&[4, 2], &mut out);
+        assert_eq!(out, data.select_rows(&[4, 2]));
+        assert!(matches!(&out, TensorData::Float32(a) if a.as_ptr() == buffer), "same shape: written in place");
+        // A different batch size, dtype or layout is gathered afresh.
+        data.select_rows_into(&[3, 3, 1], &mut out);
+        assert_eq!(out, data.select_rows(&[3, 3, 1]));
+        let mut other = TensorData::Int64(ArrayD::zeros(IxDyn(&[3, 2, 3])));
+        data.select_rows_into(&[0, 1, 2], &mut other);
+        assert_eq!(other, data.select_rows(&[0, 1, 2]));
+        let fortran = ArrayD::from_shape_vec(IxDyn(&[4, 2]).f(), (0..8).collect::<Vec<i32>>()).unwrap();
+        let fortran = TensorData::Int32(fortran);
+        let mut out = fortran.select_rows(&[0, 1]);
+        fortran.select_rows_into(&[3, 2], &mut out);
+        assert_eq!(out, fortran.select_rows(&[3, 2]));
+        assert_eq!(data.nbytes(), 30 * 4);
+        assert_eq!(TensorData::String(ArrayD::from_elem(IxDyn(&[2]), "abc".to_string())).nbytes(), 6);
+    }
+
+    #[test]
+    fn a_fed_tensor_is_refilled_only_with_its_dtype_and_shape() {
+        let first = TensorData::from(ArrayD::from_shape_vec(IxDyn(&[2, 2]), vec![1f32, 2., 3., 4.]).unwrap());
+        let mut tensor = first.to_tf().unwrap();
+        let second = TensorData::from(ArrayD::from_shape_vec(IxDyn(&[2, 2]), vec![5f32, 6., 7., 8.]).unwrap());
+        assert!(second.copy_into(&mut tensor));
+        assert!(matches!(&tensor, FeedTensor::Float32(t) if t[..] == [5., 6., 7., 8.]));
+        let wider = TensorData::from(ArrayD::from_shape_vec(IxDyn(&[1, 4]), vec![0f32; 4]).unwrap());
+        let ints = TensorData::from(ArrayD::from_shape_vec(IxDyn(&[2, 2]), vec![0i32; 4]).unwrap());
+        assert!(!wider.copy_into(&mut tensor) && !ints.copy_into(&mut tensor));
+        assert!(matches!(&tensor, FeedTensor::Float32(t) if t[..] == [5., 6., 7., 8.] && t.dims() == [2, 2]));
     }
 
     #[test]

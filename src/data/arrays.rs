@@ -117,6 +117,14 @@ impl Dataset for ArrayDataset {
         })
     }
 
+    fn gather_into(&self, indices: &[usize], batch: &mut Batch) -> Result<()> {
+        self.features.select_rows_into(indices, &mut batch.inputs);
+        self.labels.select_rows_into(indices, &mut batch.labels);
+        batch.indices.clear();
+        batch.indices.extend_from_slice(indices);
+        Ok(())
+    }
+
     fn is_in_memory(&self) -> bool {
         true
     }

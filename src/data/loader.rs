@@ -1,8 +1,10 @@
 //! The batch loader: a reproducible order of examples per epoch (a pure function of seed and
 //! epoch, so a resumed run sees the same batches as an uninterrupted one), cut into batches that
 //! a background thread gathers ahead of the training loop through a bounded queue (or, for data
-//! already in memory, the training loop gathers itself: a copy is cheaper than the hand-off).
+//! already in memory, the training loop gathers itself, several batches at a time, into arrays it
+//! reuses: a copy is cheaper than the hand-off).
 
+use std::collections::VecDeque;
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -13,6 +15,10 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::data::{Batch, Dataset};
 use crate::error::Result;
+
+/// Batches of an in-memory data set gathered and mapped in one go, at most (in bytes of the
+/// batches; always at least one batch).
+pub const INLINE_AHEAD_BYTES: usize = 8 << 20;
 
 /// The order of `len` examples in `epoch`: `0..len` without shuffling, else a permutation drawn
 /// from `seed` and `epoch` alone.
@@ -98,31 +104,61 @@ impl BatchLoader {
     }
 
     /// The batches of `epoch` from batch `skip` on, gathered on a background thread that works
-    /// up to `prefetch` batches ahead. Dropping the iterator stops the thread.
+    /// up to `prefetch` batches ahead (in-memory data sets: on the caller's thread, see
+    /// [`BatchLoader::epoch_map`]). Dropping the iterator stops the thread.
     pub fn epoch(&self, epoch: u64, skip: usize) -> EpochBatches<Batch> {
-        self.epoch_map(epoch, skip, Ok)
+        let dataset = self.dataset.clone();
+        self.batches(epoch, skip, move |indices: &[usize]| {
+            let batch = dataset.gather(indices)?;
+            Ok((batch.nbytes(), batch))
+        })
     }
 
-    /// Like [`BatchLoader::epoch`], with `map` applied to each batch as it is gathered (a
-    /// trainer turns batches into ready-to-feed tensors there, off the step's path).
+    /// The batches of `epoch` from batch `skip` on, each handed to `map` as it is gathered (a
+    /// trainer turns batches into ready-to-feed tensors there), yielding what `map` returns.
     ///
     /// Data sets that decode or read ([`Dataset::is_in_memory`] false) are gathered on a
     /// background thread up to `prefetch` batches ahead; in-memory ones are gathered when the
-    /// iterator is advanced, on the caller's thread.
+    /// iterator is advanced, on the caller's thread, into the arrays of the batch before
+    /// ([`Dataset::gather_into`]): nothing is allocated per batch, and nothing is handed over
+    /// between threads. They are gathered and mapped several at a time, up to
+    /// [`INLINE_AHEAD_BYTES`] of batches, in one pause of the consumer rather than one per batch:
+    /// between two training steps TensorFlow's idle threads spin on the cores, so a pause of a few
+    /// microseconds costs a multiple of that.
     pub fn epoch_map<T, F>(&self, epoch: u64, skip: usize, map: F) -> EpochBatches<T>
     where
         T: Send + 'static,
-        F: Fn(Batch) -> Result<T> + Send + 'static,
+        F: Fn(&Batch) -> Result<T> + Send + 'static,
+    {
+        let dataset = self.dataset.clone();
+        let mut last: Option<Batch> = None;
+        self.batches(epoch, skip, move |indices: &[usize]| {
+            let batch = match &mut last {
+                Some(batch) => {
+                    dataset.gather_into(indices, batch)?;
+                    batch
+                }
+                None => last.insert(dataset.gather(indices)?),
+            };
+            Ok((batch.nbytes(), map(batch)?))
+        })
+    }
+
+    /// The items `make` turns each batch's indices into (with the batch's size in bytes), on the
+    /// caller's thread for in-memory data sets, else on a background thread through a bounded
+    /// queue.
+    fn batches<T, M>(&self, epoch: u64, skip: usize, mut make: M) -> EpochBatches<T>
+    where
+        T: Send + 'static,
+        M: FnMut(&[usize]) -> Result<(usize, T)> + Send + 'static,
     {
         let plan: Vec<Vec<usize>> = self.batch_indices(epoch).into_iter().skip(skip).collect();
-        let dataset = self.dataset.clone();
-        if dataset.is_in_memory() {
+        if self.dataset.is_in_memory() {
             return EpochBatches {
                 source: Source::Inline {
                     plan: plan.into_iter(),
-                    dataset,
-                    map: Box::new(map),
-                    failed: false,
+                    make: Box::new(make),
+                    ready: VecDeque::new(),
                 },
             };
         }
@@ -131,7 +167,7 @@ impl BatchLoader {
             .name("tfload-loader".to_string())
             .spawn(move || {
                 for indices in plan {
-                    let item = dataset.gather(&indices).and_then(&map);
+                    let item = make(&indices).map(|(_, item)| item);
                     let failed = item.is_err();
                     if sender.send(item).is_err() || failed {
                         return; // the consumer is gone, or the error is delivered
@@ -148,6 +184,9 @@ impl BatchLoader {
     }
 }
 
+/// Turns a batch's indices into an item, with the batch's size in bytes.
+type MakeItem<T> = Box<dyn FnMut(&[usize]) -> Result<(usize, T)> + Send>;
+
 /// The batches of one epoch, in order. An error ends the epoch after it is delivered.
 pub struct EpochBatches<T> {
     source: Source<T>,
@@ -158,9 +197,9 @@ enum Source<T> {
     /// Gathered on demand on the consumer's thread.
     Inline {
         plan: std::vec::IntoIter<Vec<usize>>,
-        dataset: Arc<dyn Dataset>,
-        map: Box<dyn Fn(Batch) -> Result<T> + Send>,
-        failed: bool,
+        make: MakeItem<T>,
+        /// Items made ahead, in order; an error is the last one made.
+        ready: VecDeque<Result<T>>,
     },
     /// Gathered ahead by a worker thread through a bounded queue.
     Background {
@@ -174,15 +213,37 @@ impl<T> Iterator for EpochBatches<T> {
 
     fn next(&mut self) -> Option<Result<T>> {
         match &mut self.source {
-            Source::Inline { plan, dataset, map, failed } => {
-                if *failed {
-                    return None;
+            Source::Inline { plan, make, ready } => {
+                if ready.is_empty() {
+                    make_ahead(plan, make, ready);
                 }
-                let item = dataset.gather(&plan.next()?).and_then(|batch| map(batch));
-                *failed = item.is_err();
-                Some(item)
+                ready.pop_front()
             }
             Source::Background { receiver, .. } => receiver.as_ref()?.recv().ok(),
+        }
+    }
+}
+
+/// Makes the next items of `plan` into `ready`, up to [`INLINE_AHEAD_BYTES`] of batches (at least
+/// one), stopping after an error (the rest of the plan is dropped with it).
+fn make_ahead<T>(
+    plan: &mut std::vec::IntoIter<Vec<usize>>,
+    make: &mut MakeItem<T>,
+    ready: &mut VecDeque<Result<T>>,
+) {
+    let mut bytes = 0;
+    while bytes < INLINE_AHEAD_BYTES {
+        let Some(indices) = plan.next() else { return };
+        match make(&indices) {
+            Ok((size, item)) => {
+                bytes += size.max(1);
+                ready.push_back(Ok(item));
+            }
+            Err(error) => {
+                ready.push_back(Err(error));
+                plan.by_ref().for_each(drop);
+                return;
+            }
         }
     }
 }
@@ -322,6 +383,82 @@ mod tests {
         fn is_in_memory(&self) -> bool {
             true
         }
+    }
+
+    #[test]
+    fn mapped_batches_are_the_epochs_batches_on_either_path() {
+        let options = LoaderOptions { batch_size: 4, seed: 9, ..LoaderOptions::default() };
+        let subset: Arc<dyn Dataset> = Arc::new(crate::data::Subset::new(dataset(30), (3..21).rev().collect(), "part"));
+        for data in [dataset(18), subset, decoding(18, None)] {
+            let loader = BatchLoader::new(data, options);
+            let expected: Vec<Batch> = loader.epoch(2, 0).map(Result::unwrap).collect();
+            let mapped: Vec<Batch> = loader.epoch_map(2, 0, |batch| Ok(batch.clone())).map(Result::unwrap).collect();
+            assert_eq!(expected.iter().map(Batch::len).collect::<Vec<_>>(), vec![4, 4, 4, 4, 2]);
+            assert_eq!(mapped, expected);
+        }
+    }
+
+    /// An in-memory data set of `n` examples of `floats` values each that counts its gathers.
+    struct Counting {
+        inner: Arc<dyn Dataset>,
+        gathers: std::sync::atomic::AtomicUsize,
+    }
+
+    impl Counting {
+        fn new(n: usize, floats: usize) -> Arc<Counting> {
+            let x = ArrayD::from_elem(IxDyn(&[n, floats]), 1.0f32);
+            let y = ArrayD::from_elem(IxDyn(&[n]), 0i64);
+            let inner = Arc::new(ArrayDataset::new(TensorData::Float32(x), TensorData::Int64(y), "big").unwrap());
+            Arc::new(Counting { inner, gathers: Default::default() })
+        }
+
+        fn count(&self) -> usize {
+            self.gathers.load(std::sync::atomic::Ordering::SeqCst)
+        }
+    }
+
+    impl Dataset for Counting {
+        fn len(&self) -> usize {
+            self.inner.len()
+        }
+        fn example_shape(&self) -> Vec<usize> {
+            self.inner.example_shape()
+        }
+        fn describe(&self) -> String {
+            "counting".to_string()
+        }
+        fn gather(&self, indices: &[usize]) -> Result<Batch> {
+            self.gathers.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.inner.gather(indices)
+        }
+        fn gather_into(&self, indices: &[usize], batch: &mut Batch) -> Result<()> {
+            self.gathers.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.inner.gather_into(indices, batch)
+        }
+        fn is_in_memory(&self) -> bool {
+            true
+        }
+    }
+
+    #[test]
+    fn in_memory_batches_are_made_ahead_up_to_a_byte_budget() {
+        // Small batches: the whole epoch in one go.
+        let small = Counting::new(40, 2);
+        let loader = BatchLoader::new(small.clone(), LoaderOptions { batch_size: 4, ..LoaderOptions::default() });
+        let mut batches = loader.epoch_map(0, 0, |batch| Ok(batch.len()));
+        assert_eq!(batches.next().unwrap().unwrap(), 4);
+        assert_eq!(small.count(), 10);
+        assert_eq!(batches.count(), 9);
+        // Batches of half the budget (4 examples of an eighth): two at a time.
+        let big = Counting::new(12, INLINE_AHEAD_BYTES / 8 / 4);
+        let loader = BatchLoader::new(big.clone(), LoaderOptions { batch_size: 4, ..LoaderOptions::default() });
+        let mut batches = loader.epoch_map(0, 0, |batch| Ok(batch.len()));
+        batches.next().unwrap().unwrap();
+        assert_eq!(big.count(), 2);
+        batches.next().unwrap().unwrap();
+        assert_eq!(big.count(), 2);
+        batches.next().unwrap().unwrap();
+        assert_eq!(big.count(), 3);
     }
 
     #[test]

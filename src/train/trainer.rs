@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use ndarray::{arr0, ArrayD, IxDyn};
 
@@ -25,6 +26,10 @@ pub struct Trainer {
     contract: TrainContract,
     mask: Mask,
     mask_input: PreparedInputs,
+    /// The learning-rate feed of the last step, rebuilt only when the rate changes.
+    rate_input: Mutex<Option<(u32, PreparedInputs)>>,
+    /// Tensors of batches whose step is over, for the next batches to be copied into.
+    spare: SparePool,
     train_step: BoundSignature,
     eval_step: Option<BoundSignature>,
 }
@@ -58,6 +63,8 @@ impl Trainer {
             contract,
             mask,
             mask_input,
+            rate_input: Mutex::new(None),
+            spare: SparePool::default(),
             train_step,
             eval_step,
         })
@@ -101,23 +108,30 @@ impl Trainer {
     }
 
     /// What turns batches into `train_step` feeds; cheap to clone, usable on a loader thread.
+    /// Its batches' tensors, once dropped, are reused for the next batches of this trainer.
     pub fn preparer(&self) -> BatchPreparer {
         BatchPreparer {
             signature: self.train_step.clone(),
             input_key: self.contract.input_key().to_string(),
+            spare: self.spare.clone(),
         }
     }
 
     /// Runs one `train_step` on `batch` at learning rate `lr`; returns its loss and metrics.
     pub fn train_batch(&self, batch: &Batch, lr: f32) -> Result<Metrics> {
-        self.train_prepared(&self.preparer().prepare(batch.clone())?, lr)
+        self.train_prepared(&self.preparer().prepare(batch)?, lr)
     }
 
     /// Runs one `train_step` on a batch prepared by [`BatchPreparer::prepare`] (the fast path:
     /// no copy of the batch between the loader and TensorFlow).
     pub fn train_prepared(&self, batch: &PreparedBatch, lr: f32) -> Result<Metrics> {
-        let rate = self.train_step.prepare(&Tensors::from([("learning_rate".to_string(), learning_rate(lr))]))?;
-        let outputs = self.train_step.run_prepared(&self.model, &[&batch.inputs, &self.mask_input, &rate], None)?;
+        let mut rate = self.rate_input.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if rate.as_ref().map(|(bits, _)| *bits) != Some(lr.to_bits()) {
+            let input = self.train_step.prepare(&Tensors::from([("learning_rate".to_string(), learning_rate(lr))]))?;
+            *rate = Some((lr.to_bits(), input));
+        }
+        let (_, rate) = rate.as_ref().expect("set above");
+        let outputs = self.train_step.run_prepared(&self.model, &[&batch.inputs, &self.mask_input, rate], None)?;
         Ok(scalars(&outputs))
     }
 
@@ -127,7 +141,11 @@ impl Trainer {
         let Some(eval_step) = &self.eval_step else {
             return Ok(None);
         };
-        let preparer = BatchPreparer { signature: eval_step.clone(), input_key: self.contract.input_key().to_string() };
+        let preparer = BatchPreparer {
+            signature: eval_step.clone(),
+            input_key: self.contract.input_key().to_string(),
+            spare: SparePool::default(),
+        };
         let mut totals = WeightedMean::default();
         for batch in loader.epoch_map(0, 0, move |batch| preparer.prepare(batch)) {
             let batch = batch?;
@@ -143,22 +161,51 @@ impl Trainer {
 pub struct BatchPreparer {
     signature: BoundSignature,
     input_key: String,
+    spare: SparePool,
 }
 
 impl BatchPreparer {
-    /// Checks and converts `batch`.
-    pub fn prepare(&self, batch: Batch) -> Result<PreparedBatch> {
-        let len = batch.len();
-        let inputs = Tensors::from([(self.input_key.clone(), batch.inputs), ("labels".to_string(), batch.labels)]);
-        Ok(PreparedBatch { len, inputs: self.signature.prepare(&inputs)? })
+    /// Checks and converts `batch`, into the tensors of a batch already used where one is spare.
+    pub fn prepare(&self, batch: &Batch) -> Result<PreparedBatch> {
+        let inputs = [(self.input_key.as_str(), &batch.inputs), ("labels", &batch.labels)];
+        let inputs = self.signature.prepare_reusing(&inputs, self.spare.take())?;
+        Ok(PreparedBatch { len: batch.len(), inputs, spare: self.spare.clone() })
     }
 }
 
-/// A batch converted to TensorFlow tensors for a step signature.
+/// A batch converted to TensorFlow tensors for a step signature. Dropped after its step, it
+/// leaves its tensors to the batches after it (see [`BoundSignature::prepare_reusing`]).
 pub struct PreparedBatch {
     /// Examples in the batch.
     pub len: usize,
     inputs: PreparedInputs,
+    spare: SparePool,
+}
+
+impl Drop for PreparedBatch {
+    fn drop(&mut self) {
+        self.spare.give(std::mem::take(&mut self.inputs));
+    }
+}
+
+/// Tensors of finished batches, shared by a trainer's preparers. It holds at most as many as
+/// were ever in flight at once (prepared and not yet dropped), which the loader bounds: its
+/// prefetch queue, or the look-ahead of an in-memory data set.
+#[derive(Clone, Default)]
+struct SparePool(Arc<Mutex<Vec<PreparedInputs>>>);
+
+impl SparePool {
+    fn take(&self) -> PreparedInputs {
+        self.lock().pop().unwrap_or_default()
+    }
+
+    fn give(&self, inputs: PreparedInputs) {
+        self.lock().push(inputs);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<PreparedInputs>> {
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
 }
 
 fn batch_inputs(input_key: &str, batch: &Batch) -> Tensors {
