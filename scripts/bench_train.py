@@ -398,8 +398,8 @@ def bench_train_overhead():
                 "throughput relative to the floor epoch of the same cycle (median over cycles) and the extra time "
                 "per step (from the median epochs). **trainer** = `Trainer::train_prepared` on batches gathered "
                 "and prepared (checked, converted to tensors) once; **+ loader** = the same with batches gathered and "
-                "prepared by `BatchLoader::epoch_map` (shuffled; in-memory data is gathered on the training thread "
-                "as each step needs it), as `fit` does; **+ fit** = "
+                "prepared by `BatchLoader::epoch_map` (shuffled; in-memory data is gathered on the training thread, "
+                "many batches at a time, into the tensors of batches already used), as `fit` does; **+ fit** = "
                 "`tfload::train::fit`, what `tfload train` runs (its own session, its second epoch). The last "
                 "column is `tfload train` over the floor as separate processes (the throughput table's ratio).",
         "header": ["model", "batch", "floor step", "trainer / floor", "+ loader / floor", "+ fit / floor",
@@ -431,30 +431,36 @@ def bench_train_memory():
 
 
 # Profile findings (callgrind, instruction counts, which do not depend on the machine's load).
-NOTES = """**Where tfload's time goes beyond the floor.** Instruction counts from callgrind do not depend on
-the machine's load, so they settle what the wall-clock ratios above cannot on a shared 2-core machine.
-`tfload-core train saved_models/mlp_digits --batch-size 64 --train-all` and `train_floor --mode floor` on the same
-4,096 tiled digits, each run for 1 and 3 epochs; the difference over the 128 extra steps is the cost of a step:
+NOTES = """**Where tfload's time goes beyond the floor: the pause between two steps.** The gap shows on the MLP,
+whose step is shortest (about 215 us at batch 64 on an idle machine); on the CNN and MobileNetV2 it is lost in the
+noise. Instruction counts (callgrind, `tfload-core train saved_models/mlp_digits --batch-size 64 --train-all` beside
+`train_floor --mode floor`, 1 and 3 epochs of 4,096 digits, the difference over the 128 extra steps) put tfload's
+own work per step at about 31 k instructions on the training thread (58 k for `fit` against 27 k for the
+floor loop) against 1.96 M for the whole step on all threads (under
+2 %; the epoch-end checkpoint, outside the timed epoch, adds 0.13 M per step of this short epoch, most of it
+`SaveV2` zero-filling its 8 MiB write buffer). Yet the wall-clock cost was several times that, because of *when*
+the work runs. After `Session::run` returns, TensorFlow's two pool threads keep spinning for work on the 2 cores
+(`perf`: `GlobalSteal`/`PopBack` about 16 % of all samples), so whatever the training thread does before the next
+run gets a fraction of a core. Measured with probes in `train_floor` (one process, 16 cycles, MLP batch 64): a 10 us
+busy pause between two floor steps slowed the epoch by about 25 us per step (0.89 of the floor); allocating fresh
+tensors for each step (what `Tensor::new` does: allocate, zero-fill, free) 0.965; tfload's loader before this round
+(gather into a fresh array, a fresh tensor per step) 0.865.
 
-| | instructions per step | over the floor |
-|---|---|---|
-| floor (`Session::run` on tensors built once) | 1.741 M | |
-| tfload train, everything | 1.968 M | +13.0 % |
-| of which the epoch-end checkpoint (`SaveV2` and its buffers) | 0.134 M | +7.7 % |
-| tfload train, per step | about 1.83 M | about +5 % |
+**What was changed.** (1) A batch's tensors go back to a pool when its step is over and the next batch is copied into
+them: no allocation, zero-fill or free per step (`BoundSignature::prepare_reusing`). (2) In-memory data sets are
+gathered straight into the arrays of the batch before (`Dataset::gather_into`), and (3) many batches at a time, up
+to 8 MiB of them (`INLINE_AHEAD_BYTES`): one pause per 8 MiB instead of one per step, so the spinning threads are
+met once. (4) The learning-rate tensor is rebuilt only when the schedule changes the rate. In the same probe
+process, loader / floor went from 0.865 to about 0.94 and trainer / floor from about 0.945 to 0.99.
 
-The epoch-end checkpoint is outside the timed epoch (`samples_per_sec` is measured before it). What is left per
-step: building the three fed tensors (`Tensor::new` zero-fills each buffer before the rows are copied in: 16 k
-instructions), gathering the rows (4 k), the learning-rate tensor, the metrics fetch and the JSON log line (a few
-k each). This is the MLP at batch 64, the worst case: TensorFlow's step is shortest there, and it is the only model
-where the cost shows; on the CNN and MobileNetV2 it is well under 1 %. A copy of fresh data into fresh tensors every
-step is what real training needs; the floor skips it by feeding the same prebuilt tensors.
-
-**What changed since the first measurement** (which had the MLP 20-35 % short of the floor): batches were gathered
-with `ndarray::select` (about 2,100 instructions per row) and copied three times, on a loader thread whose hand-off
-cost extra context switches per step and took CPU from TensorFlow's pool on 2 cores. Now contiguous rows are copied
-whole, straight into the fed tensor, and in-memory data is gathered on the training thread (no thread, no channel);
-image folders and TFRecord files, which decode, keep the background thread.
+**What is left, and why it is not zero.** Copying the shuffled rows: 4 MB per epoch of 256-byte rows picked at
+random, about 47 ns a row (a cache miss each), 0.8 ms per epoch. That is 1.5 % of the MLP's epoch at batch 64 and
+about 5 % at batch 256, whose whole epoch takes some 16 ms. The floor never pays it: it feeds the same pre-built
+tensors every epoch; a real training loop has to move fresh rows into the fed tensors. Hiding the copy behind the
+step needs a core TensorFlow is not using; on 2 cores a background thread costs as much as it saves (measured
+before this round: 0.88 with the loader thread against 0.87 inline). So on the MLP the 3 % target is missed by
+the copy itself, and the in-process layers table above is the cleaner measure of it than separate processes, whose
+ratio moves by 10-30 % with the machine.
 
 **XLA (`tfload_export.py --jit-compile`).** These tiny models are bound by TensorFlow's per-op overhead, not FLOPs,
 and the exported `train_step` has more ops than Keras's own step (292 nodes against 188 for the MLP, 811 against

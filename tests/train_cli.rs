@@ -159,7 +159,14 @@ fn kill_9_in_epoch_3_then_resume_gives_the_uninterrupted_weights() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_tfload")).args(&args).stderr(Stdio::null()).spawn().unwrap();
     let epoch_2 = resumed.with_file_name(format!("resumed.partial/checkpoints/step-{:09}", 2 * steps_per_epoch));
     wait_for(&epoch_2, Duration::from_secs(120));
-    std::thread::sleep(Duration::from_millis(300));
+    // Epoch 3 under way (its first step lines are in the log, written in blocks): kill now, with
+    // most of its ~1,800 steps still to go.
+    let metrics = resumed.with_file_name("resumed.partial/metrics.jsonl");
+    let start = Instant::now();
+    while !std::fs::read_to_string(&metrics).unwrap_or_default().contains("\"event\":\"step\",\"epoch\":3,") {
+        assert!(start.elapsed() < Duration::from_secs(60), "epoch 3 did not start");
+        std::thread::sleep(Duration::from_millis(2));
+    }
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     assert!(!resumed.exists(), "the run finished before it could be killed");
