@@ -18,7 +18,7 @@
 //! * `layers`: all of the above plus `tfload::train::fit` (what `tfload train` runs: the epoch
 //!   loop, the per-step metrics log line, checkpoints at epoch ends), epoch after epoch in turn
 //!   in ONE process, `--epochs` cycles of them. The first three share one session; `fit` loads
-//!   its own for each cycle and only its second epoch is timed. On a machine whose load changes
+//!   its own for each cycle and only its third epoch is timed. On a machine whose load changes
 //!   from second to second, neighbouring epochs of one process compare far better than
 //!   processes run one after the other.
 //!
@@ -159,7 +159,8 @@ fn loader_epoch(setup: &Setup, trainer: &Trainer, epoch: u64) -> Result<()> {
     Ok(())
 }
 
-/// Runs `fit` for two epochs in a fresh output folder; returns the second epoch's seconds as
+/// Runs `fit` for three epochs in a fresh output folder (a fresh session, warmed up by two);
+/// returns the third epoch's seconds as
 /// `fit` itself measures them (training steps only, as in `metrics.jsonl`).
 fn fit_epoch_seconds(setup: &Setup) -> Result<f64> {
     struct LastEpoch(f64);
@@ -172,7 +173,7 @@ fn fit_epoch_seconds(setup: &Setup) -> Result<f64> {
     let out = std::env::temp_dir().join(format!("train_floor_fit_{}", std::process::id()));
     let paths = RunPaths { input: setup.args.dir.clone(), out: out.clone(), overwrite: true, resume: false };
     let options = FitOptions {
-        epochs: 2,
+        epochs: 3,
         schedule: LrSchedule::constant(setup.lr),
         mask: setup.spec.clone(),
         session: SessionConfig::default(),

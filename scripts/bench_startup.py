@@ -8,9 +8,12 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
+
+import peak_rss
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PYTHON = os.path.join(ROOT, ".venv", "bin", "python")
@@ -27,13 +30,14 @@ print({k: v.shape for k, v in out.items()})
 
 def run_measured(command):
     """Wall seconds and peak RSS (MiB) of one process run to completion."""
-    start = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _, status, usage = os.wait4(process.pid, 0)
-    elapsed = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"{command} failed")
-    return elapsed, usage.ru_maxrss / 1024
+    with tempfile.NamedTemporaryFile(suffix=".rss") as report:
+        start = time.perf_counter()
+        process = subprocess.run(peak_rss.under_time(command, report.name),
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        elapsed = time.perf_counter() - start
+        if process.returncode != 0:
+            raise RuntimeError(f"{command} failed")
+        return elapsed, peak_rss.peak_mib(report.name)
 
 
 def median_run(command, runs):
@@ -67,7 +71,7 @@ def bench_startup(tfload, out_dir):
         "title": "Start-up to first prediction, and its peak memory",
         "what": "A whole process that loads the SavedModel and makes one prediction: `tfload run DIR -i inputs=x.npy` "
                 "(median of 7) beside `python -c 'tf.saved_model.load(DIR).signatures[\"serving_default\"](...)'` "
-                "(median of 3), with the peak RSS of each process (os.wait4).",
+                "(median of 3), with the peak RSS of each process (GNU time's `%M`, see scripts/peak_rss.py).",
         "header": ["model", "batch", "tfload", "Python", "ratio (faster)", "tfload RSS", "Python RSS",
                    "ratio (less memory)"],
         "rows": rows,
