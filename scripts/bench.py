@@ -63,20 +63,29 @@ def bench_signatures():
     make_large_model(large)
     models = [os.path.join(ROOT, "saved_models", name) for name in sorted(os.listdir(os.path.join(ROOT, "saved_models")))
               if os.path.exists(os.path.join(ROOT, "saved_models", name, "saved_model.pb"))]
-    rows = []
+    rows, ratios = [], []
     for model in models + [large]:
         ours = timed_runs([TFLOAD, "signatures", model, "--all"], 21)
         theirs = timed_runs([os.path.join(VENV_BIN, "saved_model_cli"), "show", "--dir", model, "--all"], 3)
         size_mb = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(model) for f in fs) / 1e6
+        ratios.append(theirs / ours)
         rows.append([os.path.relpath(model, ROOT), f"{size_mb:.1f} MB", f"{ours * 1000:.1f} ms",
-                     f"{theirs * 1000:.0f} ms", f"{theirs / ours:.0f}x"])
+                     f"{theirs * 1000:.0f} ms", f"{theirs / ours:.0f}x" if theirs / ours >= 100 else f"{theirs / ours:.1f}x"])
+    bare = timed_runs([TFLOAD, "--version"], 21)   # --version goes to tfload-core: libtensorflow loads
     return {
         "title": "Start-up: listing signatures",
         "what": "`tfload signatures DIR --all` (median of 21 runs) beside `saved_model_cli show --dir DIR --all` "
                 "(median of 3 runs), same model, same machine, one run of this script.",
         "header": ["model", "size on disk", "tfload", "saved_model_cli", "ratio (faster)"],
         "rows": rows,
-        "target": "at least 20x faster than saved_model_cli",
+        "target": f"at least 20x faster than saved_model_cli: {'met' if min(ratios) >= 20 else 'MISSED'} "
+                  f"(lowest {min(ratios):.1f}x)",
+        "notes": "`tfload signatures` runs in the `tfload` launcher, which does not link TensorFlow: it only "
+                 "parses the SavedModel's protobuf (`prost`; variables are never read, so a model with 134 MB of "
+                 "them lists as fast). Commands that need a session hand over to `tfload-core`, whose start-up is "
+                 f"mostly loading libtensorflow and running its static initializers: `tfload --version` through "
+                 f"it takes {bare * 1000:.0f} ms (median of 21), about what `signatures` took before it moved to "
+                 "the launcher (19.4-21.8x saved_model_cli in the run before).",
     }
 
 

@@ -8,10 +8,22 @@
 //! `TF_CPP_MIN_LOG_LEVEL` applies. So the launcher sets the level and also hands `tfload-core` a
 //! stderr pointing at /dev/null, keeping the real one on a spare descriptor that `tfload-core`
 //! puts back first thing in `main` (src/cli/stderr.rs). Only output from before `main` is lost.
+//!
+//! Commands that need no session (`signatures`) run here, in the launcher, and never load
+//! libtensorflow: its start-up (static initializers, ~170 ms) is nearly all of their time. The
+//! launcher shares `cli/` with `tfload-core` but reaches only `cli::run_without_tensorflow`, so
+//! the linker keeps no TensorFlow symbol and drops the library (`--as-needed`).
 
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, ExitCode};
+
+use clap::Parser;
+
+// The same command line as tfload-core's; most of it is unused here.
+#[allow(dead_code)]
+#[path = "cli/mod.rs"]
+mod cli;
 
 /// The real program's file name, beside this launcher.
 const CORE: &str = "tfload-core";
@@ -21,6 +33,12 @@ const SAVED_STDERR_FD: i32 = 9;
 const TFLIB_DIR: &str = env!("TFLOAD_TFLIB_DIR");
 
 fn main() -> ExitCode {
+    if let Ok(parsed) = cli::Cli::try_parse() {
+        cli::logging::init(parsed.global.verbose, parsed.global.quiet);
+        if let Ok(result) = cli::run_without_tensorflow(parsed) {
+            return cli::exit_code(result);
+        }
+    }
     let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
     let lib = Path::new(TFLIB_DIR).join("libtensorflow_cc.so.2");
     if !lib.exists() {

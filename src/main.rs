@@ -11,14 +11,9 @@ fn main() -> ExitCode {
     cli::stderr::restore_from_launcher();
     let args = cli::Cli::parse();
     cli::logging::init(args.global.verbose, args.global.quiet);
-    match cli::run(args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            if cli::is_broken_pipe(&error) {
-                return ExitCode::SUCCESS;
-            }
-            eprintln!("error: {error:#}");
-            ExitCode::FAILURE
-        }
-    }
+    let result = match cli::run_without_tensorflow(args) {
+        Ok(result) => result,
+        Err(args) => cli::run(*args),
+    };
+    cli::exit_code(result)
 }

@@ -127,3 +127,18 @@ fn unknown_signature_lists_the_available_ones() {
     assert!(err.contains("no signature `predict`"), "{err}");
     assert!(err.contains("serving_default, any_rank, constant, lookup"), "{err}");
 }
+
+#[test]
+fn signatures_are_listed_without_loading_tensorflow() {
+    // With -v the launcher leaves TensorFlow's own log on, and loading libtensorflow logs
+    // (oneDNN, absl): `variables` needs the library, `signatures` must not load it at all.
+    let model = model("mlp_digits");
+    let dir = s(&model);
+    let loaded = common::tfload(&["-v", "variables", dir]);
+    assert!(String::from_utf8_lossy(&loaded.stderr).contains("port.cc"), "the probe sees TensorFlow load");
+    let listed = common::tfload(&["-v", "signatures", dir, "--all"]);
+    assert!(listed.status.success());
+    let stderr = String::from_utf8_lossy(&listed.stderr);
+    assert!(!stderr.contains("port.cc") && !stderr.contains("absl"), "libtensorflow was loaded:\n{stderr}");
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("serving_default"));
+}

@@ -93,6 +93,29 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// Runs the parsed command if it needs no TensorFlow session (`signatures`: the SavedModel's
+/// protobuf is all it reads), else gives the arguments back. The launcher calls this so that such
+/// commands never load libtensorflow, whose start-up is nearly all of their time; only the code
+/// reachable from here ends up in the launcher, which therefore does not link TensorFlow.
+pub fn run_without_tensorflow(cli: Cli) -> Result<anyhow::Result<()>, Box<Cli>> {
+    match &cli.command {
+        Command::Signatures(args) => Ok(signatures::run(args)),
+        _ => Err(Box::new(cli)),
+    }
+}
+
+/// The process exit code for a command's result, with the error printed as `error: ...`.
+pub fn exit_code(result: anyhow::Result<()>) -> std::process::ExitCode {
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) if is_broken_pipe(&error) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// Whether an error is stdout closing early (`tfload ... | head`), which is not a failure.
 pub fn is_broken_pipe(error: &anyhow::Error) -> bool {
     use std::io::ErrorKind::BrokenPipe;
