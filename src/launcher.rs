@@ -9,7 +9,7 @@
 //! stderr pointing at /dev/null, keeping the real one on a spare descriptor that `tfload-core`
 //! puts back first thing in `main` (src/cli/stderr.rs). Only output from before `main` is lost.
 //!
-//! Commands that need no session (`signatures`) run here, in the launcher, and never load
+//! Commands that need no session (`signatures`, `variables`) run here, in the launcher, and never load
 //! libtensorflow: its start-up (static initializers, ~170 ms) is nearly all of their time. The
 //! launcher shares `cli/` with `tfload-core` but reaches only `cli::run_without_tensorflow`, so
 //! the linker keeps no TensorFlow symbol and drops the library (`--as-needed`).

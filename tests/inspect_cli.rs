@@ -129,16 +129,19 @@ fn unknown_signature_lists_the_available_ones() {
 }
 
 #[test]
-fn signatures_are_listed_without_loading_tensorflow() {
+fn signatures_and_variables_are_listed_without_loading_tensorflow() {
     // With -v the launcher leaves TensorFlow's own log on, and loading libtensorflow logs
-    // (oneDNN, absl): `variables` needs the library, `signatures` must not load it at all.
+    // (oneDNN, absl): `--version` goes to tfload-core, which links it; `signatures` and
+    // `variables` must not load it.
     let model = model("mlp_digits");
     let dir = s(&model);
-    let loaded = common::tfload(&["-v", "variables", dir]);
+    let loaded = common::tfload(&["-v", "--version"]);
     assert!(String::from_utf8_lossy(&loaded.stderr).contains("port.cc"), "the probe sees TensorFlow load");
-    let listed = common::tfload(&["-v", "signatures", dir, "--all"]);
-    assert!(listed.status.success());
-    let stderr = String::from_utf8_lossy(&listed.stderr);
-    assert!(!stderr.contains("port.cc") && !stderr.contains("absl"), "libtensorflow was loaded:\n{stderr}");
-    assert!(String::from_utf8_lossy(&listed.stdout).contains("serving_default"));
+    for (command, expected) in [("signatures", "serving_default"), ("variables", "hidden/kernel")] {
+        let listed = common::tfload(&["-v", command, dir]);
+        assert!(listed.status.success(), "{command}");
+        let stderr = String::from_utf8_lossy(&listed.stderr);
+        assert!(!stderr.contains("port.cc") && !stderr.contains("absl"), "{command} loaded libtensorflow:\n{stderr}");
+        assert!(String::from_utf8_lossy(&listed.stdout).contains(expected), "{command}");
+    }
 }

@@ -93,13 +93,14 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// Runs the parsed command if it needs no TensorFlow session (`signatures`: the SavedModel's
-/// protobuf is all it reads), else gives the arguments back. The launcher calls this so that such
+/// Runs the parsed command if it needs no TensorFlow session (`signatures` and `variables` read
+/// only the SavedModel's protobuf and checkpoint index), else gives the arguments back. The launcher calls this so that such
 /// commands never load libtensorflow, whose start-up is nearly all of their time; only the code
 /// reachable from here ends up in the launcher, which therefore does not link TensorFlow.
 pub fn run_without_tensorflow(cli: Cli) -> Result<anyhow::Result<()>, Box<Cli>> {
     match &cli.command {
         Command::Signatures(args) => Ok(signatures::run(args)),
+        Command::Variables(args) => Ok(variables::run(args)),
         _ => Err(Box::new(cli)),
     }
 }
