@@ -30,6 +30,30 @@ macro_rules! with_array {
     };
 }
 
+/// Calls `$body` with `$a` and `$b` bound to the insides of `$left` (a `TensorData`) and `$right`
+/// (a `TensorData` or `FeedTensor`, named by `$kind`) when both are the same element type; else
+/// `$otherwise`.
+macro_rules! with_same_type {
+    ($left:expr, $right:expr, $kind:ident, ($a:ident, $b:ident) => $body:expr, _ => $otherwise:expr) => {
+        match ($left, $right) {
+            (TensorData::Float16($a), $kind::Float16($b)) => $body,
+            (TensorData::Float32($a), $kind::Float32($b)) => $body,
+            (TensorData::Float64($a), $kind::Float64($b)) => $body,
+            (TensorData::Int8($a), $kind::Int8($b)) => $body,
+            (TensorData::Int16($a), $kind::Int16($b)) => $body,
+            (TensorData::Int32($a), $kind::Int32($b)) => $body,
+            (TensorData::Int64($a), $kind::Int64($b)) => $body,
+            (TensorData::UInt8($a), $kind::UInt8($b)) => $body,
+            (TensorData::UInt16($a), $kind::UInt16($b)) => $body,
+            (TensorData::UInt32($a), $kind::UInt32($b)) => $body,
+            (TensorData::UInt64($a), $kind::UInt64($b)) => $body,
+            (TensorData::Bool($a), $kind::Bool($b)) => $body,
+            (TensorData::String($a), $kind::String($b)) => $body,
+            _ => $otherwise,
+        }
+    };
+}
+
 /// An owned tensor value: an n-dimensional array of one element type.
 #[derive(Debug, Clone, PartialEq)]
 pub enum TensorData {
@@ -127,22 +151,7 @@ impl TensorData {
     /// Like [`TensorData::select_rows`], written into `out`: into its memory where it already
     /// holds rows of this type and shape (the batch before, in a loop), else replacing it.
     pub fn select_rows_into(&self, indices: &[usize], out: &mut TensorData) {
-        let reused = match (self, &mut *out) {
-            (TensorData::Float16(a), TensorData::Float16(o)) => gather_rows_into(a, indices, o),
-            (TensorData::Float32(a), TensorData::Float32(o)) => gather_rows_into(a, indices, o),
-            (TensorData::Float64(a), TensorData::Float64(o)) => gather_rows_into(a, indices, o),
-            (TensorData::Int8(a), TensorData::Int8(o)) => gather_rows_into(a, indices, o),
-            (TensorData::Int16(a), TensorData::Int16(o)) => gather_rows_into(a, indices, o),
-            (TensorData::Int32(a), TensorData::Int32(o)) => gather_rows_into(a, indices, o),
-            (TensorData::Int64(a), TensorData::Int64(o)) => gather_rows_into(a, indices, o),
-            (TensorData::UInt8(a), TensorData::UInt8(o)) => gather_rows_into(a, indices, o),
-            (TensorData::UInt16(a), TensorData::UInt16(o)) => gather_rows_into(a, indices, o),
-            (TensorData::UInt32(a), TensorData::UInt32(o)) => gather_rows_into(a, indices, o),
-            (TensorData::UInt64(a), TensorData::UInt64(o)) => gather_rows_into(a, indices, o),
-            (TensorData::Bool(a), TensorData::Bool(o)) => gather_rows_into(a, indices, o),
-            (TensorData::String(a), TensorData::String(o)) => gather_rows_into(a, indices, o),
-            _ => false,
-        };
+        let reused = with_same_type!(self, &mut *out, TensorData, (a, o) => gather_rows_into(a, indices, o), _ => false);
         if !reused {
             *out = self.select_rows(indices);
         }
@@ -171,11 +180,7 @@ impl TensorData {
         fn convert<T: tensorflow::TensorType + Clone>(array: &ArrayD<T>) -> Result<Tensor<T>> {
             let dims: Vec<u64> = array.shape().iter().map(|&d| d as u64).collect();
             let mut tensor = Tensor::new(&dims);
-            match array.as_slice() {
-                // One bulk copy (a memcpy for numbers) where the array is contiguous.
-                Some(values) => tensor.clone_from_slice(values),
-                None => tensor.iter_mut().zip(array.iter()).for_each(|(e, v)| e.clone_from(v)),
-            }
+            fill(&mut tensor, array);
             Ok(tensor)
         }
         Ok(match self {
@@ -201,31 +206,12 @@ impl TensorData {
         fn copy<T: tensorflow::TensorType + Clone>(array: &ArrayD<T>, tensor: &mut Tensor<T>) -> bool {
             let same_shape = tensor.dims().len() == array.ndim()
                 && tensor.dims().iter().zip(array.shape()).all(|(&t, &a)| t as usize == a);
-            if !same_shape {
-                return false;
+            if same_shape {
+                fill(tensor, array);
             }
-            match array.as_slice() {
-                Some(values) => tensor.clone_from_slice(values),
-                None => tensor.iter_mut().zip(array.iter()).for_each(|(e, v)| e.clone_from(v)),
-            }
-            true
+            same_shape
         }
-        match (self, tensor) {
-            (TensorData::Float16(a), FeedTensor::Float16(t)) => copy(a, t),
-            (TensorData::Float32(a), FeedTensor::Float32(t)) => copy(a, t),
-            (TensorData::Float64(a), FeedTensor::Float64(t)) => copy(a, t),
-            (TensorData::Int8(a), FeedTensor::Int8(t)) => copy(a, t),
-            (TensorData::Int16(a), FeedTensor::Int16(t)) => copy(a, t),
-            (TensorData::Int32(a), FeedTensor::Int32(t)) => copy(a, t),
-            (TensorData::Int64(a), FeedTensor::Int64(t)) => copy(a, t),
-            (TensorData::UInt8(a), FeedTensor::UInt8(t)) => copy(a, t),
-            (TensorData::UInt16(a), FeedTensor::UInt16(t)) => copy(a, t),
-            (TensorData::UInt32(a), FeedTensor::UInt32(t)) => copy(a, t),
-            (TensorData::UInt64(a), FeedTensor::UInt64(t)) => copy(a, t),
-            (TensorData::Bool(a), FeedTensor::Bool(t)) => copy(a, t),
-            (TensorData::String(a), FeedTensor::String(t)) => copy(a, t),
-            _ => false,
-        }
+        with_same_type!(self, tensor, FeedTensor, (a, t) => copy(a, t), _ => false)
     }
 
     /// Takes a fetched output of type `dtype` out of the run arguments.
@@ -295,6 +281,15 @@ fn gather_rows<T: Clone>(array: &ArrayD<T>, indices: &[usize]) -> ArrayD<T> {
     let mut shape = array.shape().to_vec();
     shape[0] = indices.len();
     ArrayD::from_shape_vec(IxDyn(&shape), gathered).expect("the rows fill the shape")
+}
+
+/// Copies `array`'s values, in logical order, into `tensor` of the same length: one bulk copy (a
+/// memcpy for numbers) where the array is contiguous.
+fn fill<T: tensorflow::TensorType + Clone>(tensor: &mut Tensor<T>, array: &ArrayD<T>) {
+    match array.as_slice() {
+        Some(values) => tensor.clone_from_slice(values),
+        None => tensor.iter_mut().zip(array.iter()).for_each(|(e, v)| e.clone_from(v)),
+    }
 }
 
 fn element_size<T>(_: &ArrayD<T>) -> usize {
