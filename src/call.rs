@@ -59,8 +59,7 @@ impl BoundSignature {
     /// feed. Safe to call on another thread than the one that runs, so that a data loader can
     /// prepare the next batch while the session computes.
     pub fn prepare(&self, inputs: &Tensors) -> Result<PreparedInputs> {
-        let pairs: Vec<(&str, &TensorData)> = inputs.iter().map(|(key, data)| (key.as_str(), data)).collect();
-        self.prepare_reusing(&pairs, PreparedInputs::default())
+        self.prepare_reusing(&borrowed(inputs), PreparedInputs::default())
     }
 
     /// Like [`BoundSignature::prepare`] on borrowed (key, values) pairs, copying the values into
@@ -161,8 +160,7 @@ pub struct PreparedInputs {
 /// Checks `inputs` against `signature` without a session: every key known and present, dtypes
 /// equal, ranks and known dimensions equal.
 pub fn check_inputs(signature: &Signature, inputs: &Tensors) -> Result<()> {
-    let pairs: Vec<(&str, &TensorData)> = inputs.iter().map(|(key, data)| (key.as_str(), data)).collect();
-    check_known(signature, &pairs)?;
+    check_known(signature, &borrowed(inputs))?;
     let missing: Vec<&str> = signature
         .inputs
         .iter()
@@ -199,6 +197,11 @@ fn check_known(signature: &Signature, inputs: &[(&str, &TensorData)]) -> Result<
         }
     }
     Ok(())
+}
+
+/// `inputs` as the (key, values) pairs that checking and preparing take.
+fn borrowed(inputs: &Tensors) -> Vec<(&str, &TensorData)> {
+    inputs.iter().map(|(key, data)| (key.as_str(), data)).collect()
 }
 
 /// The values given for `key`, if any.

@@ -11,9 +11,5 @@ fn main() -> ExitCode {
     cli::stderr::restore_from_launcher();
     let args = cli::Cli::parse();
     cli::logging::init(args.global.verbose, args.global.quiet);
-    let result = match cli::run_without_tensorflow(args) {
-        Ok(result) => result,
-        Err(args) => cli::run(*args),
-    };
-    cli::exit_code(result)
+    cli::exit_code(cli::run(args))
 }

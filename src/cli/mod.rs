@@ -81,9 +81,12 @@ pub struct ModelArgs {
 
 /// Runs the parsed command.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
+    let cli = match run_without_tensorflow(cli) {
+        Ok(result) => return result,
+        Err(cli) => *cli,
+    };
     match cli.command {
-        Command::Signatures(args) => signatures::run(&args),
-        Command::Variables(args) => variables::run(&args),
+        Command::Signatures(_) | Command::Variables(_) => unreachable!("run by run_without_tensorflow"),
         Command::ImportWeights(args) => import_weights::run(&args),
         Command::InspectH5(args) => inspect_h5::run(&args),
         Command::Train(args) => train::run(&args, &cli.global),

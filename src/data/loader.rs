@@ -352,7 +352,7 @@ mod tests {
         let options = LoaderOptions { batch_size: 2, shuffle: false, ..LoaderOptions::default() };
         for in_memory in [true, false] {
             let data = if in_memory {
-                let failing: Arc<dyn Dataset> = Arc::new(FailingInMemory(decoding(10, Some(5))));
+                let failing: Arc<dyn Dataset> = InMemory::wrap(decoding(10, Some(5)));
                 failing
             } else {
                 decoding(10, Some(5))
@@ -361,27 +361,6 @@ mod tests {
             assert_eq!(items.len(), 3, "in memory: {in_memory}");
             assert!(items[..2].iter().all(Result::is_ok));
             assert!(items[2].as_ref().unwrap_err().to_string().contains("example 5 is broken"));
-        }
-    }
-
-    /// `Decoding`, claiming to be in memory (so the inline path meets the error).
-    struct FailingInMemory(Arc<dyn Dataset>);
-
-    impl Dataset for FailingInMemory {
-        fn len(&self) -> usize {
-            self.0.len()
-        }
-        fn example_shape(&self) -> Vec<usize> {
-            self.0.example_shape()
-        }
-        fn describe(&self) -> String {
-            self.0.describe()
-        }
-        fn gather(&self, indices: &[usize]) -> Result<Batch> {
-            self.0.gather(indices)
-        }
-        fn is_in_memory(&self) -> bool {
-            true
         }
     }
 
@@ -398,18 +377,23 @@ mod tests {
         }
     }
 
-    /// An in-memory data set of `n` examples of `floats` values each that counts its gathers.
-    struct Counting {
+    /// Another data set, claiming to be in memory (so the inline path meets it), counting its
+    /// gathers.
+    struct InMemory {
         inner: Arc<dyn Dataset>,
         gathers: std::sync::atomic::AtomicUsize,
     }
 
-    impl Counting {
-        fn new(n: usize, floats: usize) -> Arc<Counting> {
+    impl InMemory {
+        fn wrap(inner: Arc<dyn Dataset>) -> Arc<InMemory> {
+            Arc::new(InMemory { inner, gathers: Default::default() })
+        }
+
+        /// `n` examples of `floats` values each.
+        fn floats(n: usize, floats: usize) -> Arc<InMemory> {
             let x = ArrayD::from_elem(IxDyn(&[n, floats]), 1.0f32);
             let y = ArrayD::from_elem(IxDyn(&[n]), 0i64);
-            let inner = Arc::new(ArrayDataset::new(TensorData::Float32(x), TensorData::Int64(y), "big").unwrap());
-            Arc::new(Counting { inner, gathers: Default::default() })
+            InMemory::wrap(Arc::new(ArrayDataset::new(TensorData::Float32(x), TensorData::Int64(y), "big").unwrap()))
         }
 
         fn count(&self) -> usize {
@@ -417,7 +401,7 @@ mod tests {
         }
     }
 
-    impl Dataset for Counting {
+    impl Dataset for InMemory {
         fn len(&self) -> usize {
             self.inner.len()
         }
@@ -425,7 +409,7 @@ mod tests {
             self.inner.example_shape()
         }
         fn describe(&self) -> String {
-            "counting".to_string()
+            self.inner.describe()
         }
         fn gather(&self, indices: &[usize]) -> Result<Batch> {
             self.gathers.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -443,14 +427,14 @@ mod tests {
     #[test]
     fn in_memory_batches_are_made_ahead_up_to_a_byte_budget() {
         // Small batches: the whole epoch in one go.
-        let small = Counting::new(40, 2);
+        let small = InMemory::floats(40, 2);
         let loader = BatchLoader::new(small.clone(), LoaderOptions { batch_size: 4, ..LoaderOptions::default() });
         let mut batches = loader.epoch_map(0, 0, |batch| Ok(batch.len()));
         assert_eq!(batches.next().unwrap().unwrap(), 4);
         assert_eq!(small.count(), 10);
         assert_eq!(batches.count(), 9);
         // Batches of half the budget (4 examples of an eighth): two at a time.
-        let big = Counting::new(12, INLINE_AHEAD_BYTES / 8 / 4);
+        let big = InMemory::floats(12, INLINE_AHEAD_BYTES / 8 / 4);
         let loader = BatchLoader::new(big.clone(), LoaderOptions { batch_size: 4, ..LoaderOptions::default() });
         let mut batches = loader.epoch_map(0, 0, |batch| Ok(batch.len()));
         batches.next().unwrap().unwrap();
