@@ -25,6 +25,7 @@ pub mod dtype;
 pub mod error;
 pub mod handles;
 pub mod evaluate;
+mod fault;
 pub mod images;
 pub mod import_weights;
 pub mod keras_h5;

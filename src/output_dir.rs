@@ -33,16 +33,47 @@ pub fn move_into_place(tmp: &Path, out: &Path) -> Result<()> {
     let replacing = out.exists();
     if replacing {
         std::fs::rename(out, &old).map_err(io_error(out))?;
+        crate::fault::point("output-moved-aside");
     }
     std::fs::rename(tmp, out).map_err(io_error(out))?;
     if replacing {
+        crate::fault::point("output-placed");
         std::fs::remove_dir_all(&old).map_err(io_error(&old))?;
     }
     Ok(())
 }
 
+/// Removes what an interrupted `build_then_place` or `move_into_place` of `path` left beside it
+/// (`.NAME.tfload-tmp-PID`, `.NAME.tfload-old-PID` of any process). Only call this while holding
+/// the run's lock, so that no live process owns them.
+pub fn remove_leftovers(path: &Path) -> Result<()> {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return Ok(());
+    };
+    let prefixes = [format!(".{name}.tfload-tmp-"), format!(".{name}.tfload-old-")];
+    for entry in entries.flatten() {
+        let file_name = entry.file_name().to_string_lossy().into_owned();
+        if prefixes.iter().any(|p| file_name.starts_with(p.as_str())) {
+            let leftover = entry.path();
+            log::info!("removing {}, left by an interrupted run", leftover.display());
+            std::fs::remove_dir_all(&leftover).map_err(io_error(&leftover))?;
+        }
+    }
+    Ok(())
+}
+
 /// Copies the graph and assets of the SavedModel `source` into `dest` (see `MODEL_FILES`).
+/// `saved_model.pb` must be there: a SavedModel without its graph is never written.
 pub fn copy_model_files(source: &Path, dest: &Path) -> Result<()> {
+    let graph = source.join("saved_model.pb");
+    if !graph.is_file() {
+        return Err(Error::MissingSavedModelPb {
+            dir: source.to_path_buf(),
+            hint: "tfload copies the graph from there into every model it writes, and writes none without it. Was the folder removed or changed while tfload ran?".to_string(),
+        });
+    }
     for name in MODEL_FILES {
         let from = source.join(name);
         if from.exists() {
@@ -50,6 +81,16 @@ pub fn copy_model_files(source: &Path, dest: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Copies a whole SavedModel (graph, assets and `variables/`) from `source` into `dest`.
+pub fn copy_saved_model(source: &Path, dest: &Path) -> Result<()> {
+    let variables = source.join("variables");
+    if !variables.join("variables.index").is_file() {
+        return Err(Error::MissingVariables { dir: source.to_path_buf() });
+    }
+    copy_model_files(source, dest)?;
+    copy_tree(&variables, &dest.join("variables"))
 }
 
 /// Fails if `out` is the input model `source`, lies inside it, or holds it.

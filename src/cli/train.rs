@@ -431,6 +431,12 @@ fn report(args: &TrainArgs, outcome: &FitOutcome) -> Result<()> {
             }
             Ok(())
         }
+        FitOutcome::AlreadyComplete { out } => {
+            if !args.json {
+                println!("the run had already completed; SavedModel in {}", out.display());
+            }
+            Ok(())
+        }
         FitOutcome::Interrupted { checkpoint, work_dir, global_step } => {
             eprintln!(
                 "stopped after step {global_step}; checkpoint saved in {}.\nResume with the same command and --resume (the run continues in {}).",

@@ -2,10 +2,13 @@
 //! checkpoints with exact resume, early stopping, a stop flag (Ctrl-C), and the trained SavedModel
 //! written atomically at `--out` when the run completes.
 //!
-//! Until it completes, a run works in `OUT.partial/`: checkpoints (each a complete SavedModel
-//! plus `state.json`) and `metrics.jsonl`. On completion the trained SavedModel is assembled in
-//! that folder, which is then renamed to `OUT`. An interrupted or failed run leaves
-//! `OUT.partial/` with its last good checkpoint, and `resume` continues from it.
+//! Until it completes, a run works in `OUT.partial/`: a copy of the input model taken once at the
+//! start (`input/`: the input is never read again, so changing or removing it during the run
+//! cannot change the output), checkpoints (each a complete SavedModel plus `state.json`) and
+//! `metrics.jsonl`. On completion the trained SavedModel is assembled in that folder, checked,
+//! and the folder is renamed to `OUT`. An interrupted or failed run leaves `OUT.partial/` with
+//! its last good checkpoint, and `resume` continues from it. One run at a time may use an
+//! output: a lock beside it (`run_lock`) refuses a second one.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,7 +21,11 @@ use crate::data::BatchLoader;
 use crate::error::{Error, Result};
 use crate::train::contract::TrainContract;
 use crate::train::mask::{Mask, MaskSpec};
-use crate::output_dir::{build_then_place, check_not_input, copy_tree, io_error as io, move_into_place};
+use crate::output_dir::{
+    build_then_place, check_not_input, copy_model_files, copy_saved_model, copy_tree, io_error as io, move_into_place,
+    remove_leftovers,
+};
+use crate::train::run_lock::RunLock;
 use crate::train::savedmodel_writer::write_model_files;
 use crate::train::schedule::LrSchedule;
 use crate::train::state::{
@@ -177,6 +184,12 @@ pub enum FitOutcome {
         /// The epoch whose weights were written (the best one under early stopping).
         weights_from_epoch: u64,
     },
+    /// `resume` found the run already complete: its output is in place and nothing was left to do
+    /// (a run killed after publishing its output, before it could exit).
+    AlreadyComplete {
+        /// The trained SavedModel.
+        out: PathBuf,
+    },
     /// The stop flag was raised; a checkpoint was saved to resume from.
     Interrupted {
         /// The checkpoint.
@@ -204,13 +217,49 @@ pub fn fit(
     callback: &mut dyn TrainCallback,
     stop: &AtomicBool,
 ) -> Result<FitOutcome> {
-    let work = prepare_work_dir(paths)?;
+    let _lock = RunLock::acquire(&paths.out)?;
+    let work = partial_dir(&paths.out);
+    remove_leftovers(&paths.out)?;
+    remove_leftovers(&work)?;
+    if paths.resume && !work.exists() && paths.out.join("saved_model.pb").is_file() {
+        return Ok(FitOutcome::AlreadyComplete { out: paths.out.clone() });
+    }
+    prepare_work_dir(paths)?;
     let result = run_in(&work, paths, data, options, callback, stop);
     if result.is_err() && !paths.resume && Checkpoints::in_dir(&work).complete().is_empty() {
         // A fresh run that failed before its first checkpoint leaves nothing behind.
         let _ = std::fs::remove_dir_all(&work);
     }
     result
+}
+
+/// Folder of the working directory's copy of the input model.
+pub const INPUT_COPY: &str = "input";
+
+/// Copies the input model into the working directory (once, at the start of a fresh run), so
+/// that everything the run reads of the model comes from that copy.
+fn copy_input(input: &Path, work: &Path) -> Result<PathBuf> {
+    let copy = work.join(INPUT_COPY);
+    build_then_place(&copy, |dir| copy_saved_model(input, dir))?;
+    Ok(copy)
+}
+
+/// The working directory's copy of the model's graph and assets for a resumed run: the one the
+/// run started with, or, when a run was killed after removing it, the same files again from the
+/// checkpoint (every checkpoint holds them).
+fn input_copy_for_resume(work: &Path, checkpoint: &Path) -> Result<PathBuf> {
+    let copy = work.join(INPUT_COPY);
+    if copy.join("saved_model.pb").is_file() {
+        return Ok(copy);
+    }
+    if !checkpoint.join("saved_model.pb").is_file() {
+        return Err(Error::Output {
+            path: checkpoint.to_path_buf(),
+            problem: "holds no saved_model.pb, so the run cannot be resumed from it (checkpoints written by tfload before 0.2 lacked it after a resume). Start the run again with --overwrite".to_string(),
+        });
+    }
+    build_then_place(&copy, |dir| copy_model_files(checkpoint, dir))?;
+    Ok(copy)
 }
 
 fn run_in(
@@ -224,16 +273,18 @@ fn run_in(
     let work = work.to_path_buf();
     let checkpoints = Checkpoints::in_dir(&work);
     let order = data_order(data.train);
-    let (trainer, state) = match checkpoints.latest()? {
+    let (trainer, state, graph_source) = match checkpoints.latest()? {
         Some((checkpoint, state)) if paths.resume => {
             check_same_order(&state.order, &order, &checkpoint)?;
+            let graph_source = input_copy_for_resume(&work, &checkpoint)?;
             let meta_graph = crate::SavedModel::open(&checkpoint)?.meta_graph(&["serve"])?;
             let contract = TrainContract::read(&checkpoint, &meta_graph)?;
             let mask = Mask::build(&contract, &state.mask)?;
-            (Trainer::from_parts(&checkpoint, contract, mask, options.session)?, state)
+            (Trainer::from_parts(&checkpoint, contract, mask, options.session)?, state, graph_source)
         }
         _ => {
-            let trainer = Trainer::open(&paths.input, &options.mask, options.session)?;
+            let graph_source = copy_input(&paths.input, &work)?;
+            let trainer = Trainer::open(&graph_source, &options.mask, options.session)?;
             let state = TrainState {
                 format: 1,
                 epochs_done: 0,
@@ -244,12 +295,13 @@ fn run_in(
                 best: None,
                 epochs_since_best: 0,
             };
-            (trainer, state)
+            (trainer, state, graph_source)
         }
     };
     check_data(&trainer, data)?;
     let mut run = Run {
         trainer,
+        graph_source,
         state,
         work,
         checkpoints,
@@ -275,6 +327,8 @@ enum RunEnd {
 
 struct Run<'o> {
     trainer: Trainer,
+    /// Where every written model's graph and assets come from: the working copy of the input.
+    graph_source: PathBuf,
     state: TrainState,
     work: PathBuf,
     checkpoints: Checkpoints,
@@ -391,8 +445,10 @@ impl Run<'_> {
 
     fn save_model_with_state(&self, path: &Path) -> Result<()> {
         build_then_place(path, |dir| {
-            write_model_files(self.trainer.model(), self.trainer.source(), dir)?;
-            write_state(dir, &self.state)
+            write_model_files(self.trainer.model(), &self.graph_source, dir)?;
+            write_state(dir, &self.state)?;
+            crate::fault::point("checkpoint-built");
+            Ok(())
         })
     }
 
@@ -429,19 +485,16 @@ impl Run<'_> {
             (Some(_), Some(record)) if best.is_dir() => (best.clone(), record.epoch),
             _ => (self.checkpoint()?, self.state.epochs_done),
         };
-        for name in ["saved_model.pb", "assets", "assets.extra", "variables"] {
-            let target = self.work.join(name);
-            if target.is_dir() {
-                std::fs::remove_dir_all(&target).map_err(io(&target))?;
-            }
-            if weights.join(name).exists() {
-                copy_tree(&weights.join(name), &target)?;
-            }
-        }
+        self.assemble_model(&weights)?;
         let validation = match &self.state.best {
             Some(record) if record.epoch == weights_from_epoch => Some(record.validation.clone()),
             _ => data.validation.map(|v| self.trainer.evaluate(v)).transpose()?.flatten(),
         };
+        let input_copy = self.work.join(INPUT_COPY);
+        if input_copy.exists() {
+            std::fs::remove_dir_all(&input_copy).map_err(io(&input_copy))?;
+        }
+        crate::fault::point("input-copy-removed");
         publish(&self.work, &paths.out, paths.overwrite)?;
         Ok(FitOutcome::Completed {
             out: paths.out.clone(),
@@ -449,6 +502,27 @@ impl Run<'_> {
             validation,
             weights_from_epoch,
         })
+    }
+}
+
+impl Run<'_> {
+    /// Puts the model files of the checkpoint `weights` at the top of the working directory and
+    /// checks that they form a SavedModel that tfload reads (graph, signatures, variables).
+    fn assemble_model(&self, weights: &Path) -> Result<()> {
+        for name in ["saved_model.pb", "assets", "assets.extra", "variables"] {
+            let target = self.work.join(name);
+            if target.is_dir() {
+                std::fs::remove_dir_all(&target).map_err(io(&target))?;
+            }
+        }
+        copy_model_files(weights, &self.work)?;
+        copy_tree(&weights.join("variables"), &self.work.join("variables"))?;
+        let model = crate::SavedModel::open(&self.work)?;
+        model.meta_graph(&["serve"])?.signature(crate::train::contract::TRAIN_STEP)?;
+        let index = crate::checkpoint_index::CheckpointIndex::path_in(&self.work);
+        crate::checkpoint_index::CheckpointIndex::read(&index)?;
+        crate::fault::point("model-assembled");
+        Ok(())
     }
 }
 
@@ -468,7 +542,7 @@ fn output_exists(out: &Path) -> Error {
     }
 }
 
-/// Checks the output and returns the working directory, created if new.
+/// Checks the output and creates the working directory of a fresh run.
 fn prepare_work_dir(paths: &RunPaths) -> Result<PathBuf> {
     let work = partial_dir(&paths.out);
     check_not_input(&paths.input, &paths.out)?;
@@ -477,16 +551,20 @@ fn prepare_work_dir(paths: &RunPaths) -> Result<PathBuf> {
         return Err(output_exists(&paths.out));
     }
     if paths.resume {
-        if Checkpoints::in_dir(&work).latest()?.is_none() {
+        if !work.is_dir() {
             return Err(Error::Output {
                 path: work,
-                problem: "holds no checkpoint to resume from. Run without --resume to start training".to_string(),
+                problem: "does not exist: there is no unfinished run of this --out to resume. Check --out, or run without --resume to start training".to_string(),
             });
         }
-        return Ok(work);
+        if Checkpoints::in_dir(&work).latest()?.is_some() {
+            return Ok(work);
+        }
+        // Stopped before its first checkpoint: resuming is starting again, which loses nothing.
+        log::warn!("{} holds no checkpoint yet; the run starts from the beginning", work.display());
     }
     if work.exists() {
-        if !paths.overwrite {
+        if !paths.overwrite && !paths.resume {
             return Err(Error::Output {
                 path: work,
                 problem: "holds an unfinished run. Continue it with --resume, or pass --overwrite to start over".to_string(),

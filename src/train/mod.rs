@@ -5,6 +5,7 @@
 pub mod contract;
 pub mod fit;
 pub mod mask;
+pub mod run_lock;
 pub mod savedmodel_writer;
 pub mod schedule;
 pub mod state;
