@@ -177,6 +177,9 @@ fn kill_9_in_epoch_3_then_resume_gives_the_uninterrupted_weights() {
     args.push("--resume".into());
     tfload_ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert_eq!(variables_bytes(&resumed), variables_bytes(&straight), "resumed weights differ");
+    for file in ["saved_model.pb", "variables/variables.index"] {
+        assert_eq!(std::fs::read(resumed.join(file)).unwrap(), std::fs::read(straight.join(file)).unwrap(), "{file} differs");
+    }
 }
 
 #[test]
@@ -205,6 +208,9 @@ fn ctrl_c_saves_mid_epoch_and_resume_continues_exactly() {
     args.push("--resume".into());
     tfload_ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert_eq!(variables_bytes(&resumed), variables_bytes(&straight), "resumed weights differ");
+    for file in ["saved_model.pb", "variables/variables.index"] {
+        assert_eq!(std::fs::read(resumed.join(file)).unwrap(), std::fs::read(straight.join(file)).unwrap(), "{file} differs");
+    }
 }
 
 #[test]

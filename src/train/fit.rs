@@ -294,6 +294,7 @@ fn run_in(
                 order,
                 best: None,
                 epochs_since_best: 0,
+                epoch_so_far: WeightedMean::default(),
             };
             (trainer, state, graph_source)
         }
@@ -356,9 +357,10 @@ impl Run<'_> {
         while self.state.epochs_done < self.options.epochs {
             let epoch = self.state.epochs_done + 1;
             let started = Instant::now();
-            let mut running = WeightedMean::default();
-            let mut lr = 0.0;
             let skip = self.state.batches_done;
+            let mut running = if skip > 0 { self.state.epoch_so_far.clone() } else { WeightedMean::default() };
+            let resumed_examples = running.count();
+            let mut lr = 0.0;
             let preparer = self.trainer.preparer();
             for (i, batch) in data.train.epoch_map(epoch - 1, skip, move |b| preparer.prepare(b)).enumerate() {
                 let batch = batch?;
@@ -375,15 +377,17 @@ impl Run<'_> {
                     batch: metrics.clone(),
                     running: running.mean(),
                     lr,
-                    samples_per_sec: running.count() as f64 / started.elapsed().as_secs_f64().max(1e-9),
+                    samples_per_sec: (running.count() - resumed_examples) as f64 / started.elapsed().as_secs_f64().max(1e-9),
                 };
                 let step = self.state.global_step;
                 self.log().write(&LogLine::Step { epoch, step, lr, metrics })?;
                 let control = callback.on_step(&report);
                 if stop.load(Ordering::SeqCst) {
+                    self.state.epoch_so_far = running.clone();
                     return Ok(RunEnd::Interrupted(self.checkpoint()?));
                 }
                 if self.options.checkpoint_every_steps.is_some_and(|n| n > 0 && step % n == 0) {
+                    self.state.epoch_so_far = running.clone();
                     self.checkpoint()?;
                 }
                 if control == Control::Stop {
@@ -391,10 +395,11 @@ impl Run<'_> {
                 }
             }
             let seconds = started.elapsed().as_secs_f64();
-            let samples_per_sec = running.count() as f64 / seconds.max(1e-9);
+            let samples_per_sec = (running.count() - resumed_examples) as f64 / seconds.max(1e-9);
             let validation = data.validation.map(|v| self.trainer.evaluate(v)).transpose()?.flatten();
             self.state.epochs_done = epoch;
             self.state.batches_done = 0;
+            self.state.epoch_so_far = WeightedMean::default();
             let best = self.track_best(epoch, validation.as_ref())?;
             let step = self.state.global_step;
             let train = running.mean();
@@ -557,7 +562,9 @@ fn prepare_work_dir(paths: &RunPaths) -> Result<PathBuf> {
                 problem: "does not exist: there is no unfinished run of this --out to resume. Check --out, or run without --resume to start training".to_string(),
             });
         }
-        if Checkpoints::in_dir(&work).latest()?.is_some() {
+        let checkpoints = Checkpoints::in_dir(&work);
+        if checkpoints.latest()?.is_some() {
+            checkpoints.remove_unfinished()?;
             return Ok(work);
         }
         // Stopped before its first checkpoint: resuming is starting again, which loses nothing.

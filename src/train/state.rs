@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::train::mask::MaskSpec;
 use crate::output_dir::io_error as io;
-use crate::train::trainer::Metrics;
+use crate::train::trainer::{Metrics, WeightedMean};
 
 /// File name of a checkpoint's resume state.
 pub const STATE_FILE: &str = "state.json";
@@ -73,6 +73,10 @@ pub struct TrainState {
     pub best: Option<BestRecord>,
     /// Epochs since the best one.
     pub epochs_since_best: u64,
+    /// The batch-weighted sums of the current epoch's steps so far, so that a run resumed from a
+    /// mid-epoch checkpoint reports the same epoch means as an uninterrupted one.
+    #[serde(default)]
+    pub epoch_so_far: WeightedMean,
 }
 
 /// The checkpoints of a working directory.
@@ -118,6 +122,20 @@ impl Checkpoints {
             None => Ok(None),
             Some(path) => Ok(Some((path.clone(), read_state(&path)?))),
         }
+    }
+
+    /// Removes the temporary folders of checkpoints whose writing was interrupted
+    /// (`.step-N.tfload-tmp-PID`). Only call this while holding the run's lock.
+    pub fn remove_unfinished(&self) -> Result<()> {
+        for entry in std::fs::read_dir(&self.dir).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') && name.contains(".tfload-tmp-") {
+                let path = entry.path();
+                log::info!("removing {}, an interrupted checkpoint", path.display());
+                std::fs::remove_dir_all(&path).map_err(io(&path))?;
+            }
+        }
+        Ok(())
     }
 
     /// Removes all but the newest `keep` step checkpoints.

@@ -225,7 +225,7 @@ fn scalars(outputs: &Tensors) -> Metrics {
 }
 
 /// Running means of metrics weighted by batch size.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct WeightedMean {
     sums: Metrics,
     count: usize,
