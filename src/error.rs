@@ -332,4 +332,52 @@ pub enum Error {
         /// Some handle names.
         examples: String,
     },
+
+    // --- Training runs that stop on an error (src/train/fit.rs) ---
+    /// A training run failed after it had taken a checkpoint: the error, and where the run can
+    /// be continued from.
+    #[error("{error}\n{}The last good checkpoint is kept in {kept}; once the cause is fixed, run the same command with --resume to continue from it.", disk_full_hint(error))]
+    RunStopped {
+        /// What went wrong (shown in this error's message, so not its `source()`).
+        error: Box<Error>,
+        /// The newest complete checkpoint.
+        kept: PathBuf,
+    },
+
+    /// The disk filled up while TensorFlow wrote a checkpoint.
+    #[error("no space left on the device while {during}. Free some space there (each checkpoint needs about the model's size; --keep-checkpoints lowers how many are kept) or choose an --out on another disk")]
+    DiskFull {
+        /// What tfload was writing.
+        during: String,
+    },
+}
+
+/// "The disk is full. " when `error` is about a full disk, else nothing.
+fn disk_full_hint(error: &Error) -> &'static str {
+    let full = match error {
+        Error::Io { source, .. } => source.kind() == std::io::ErrorKind::StorageFull,
+        Error::DiskFull { .. } => true,
+        _ => false,
+    };
+    if full {
+        "The disk is full: free some space there, or choose an --out on another disk. "
+    } else {
+        ""
+    }
+}
+
+impl Error {
+    /// A failed TensorFlow call: a full disk named as such, TensorFlow's allocator hint (which
+    /// is about memory, never about files) left out.
+    pub fn from_tensorflow(during: String, status: &tensorflow::Status) -> Error {
+        let message = status.to_string();
+        if message.contains("No space left on device") {
+            return Error::DiskFull { during };
+        }
+        let message = match message.find("\nHint: If you want to see a list of allocated tensors") {
+            Some(at) => message[..at].trim_end().to_string(),
+            None => message,
+        };
+        Error::TensorFlow { during, message }
+    }
 }

@@ -273,3 +273,70 @@ fn a_second_run_on_the_same_output_is_refused_while_the_first_lives() {
     let resumed = tfload_with_fault(&resume, "checkpoint-built:1");
     assert_eq!(resumed.status.signal(), Some(9), "{}", String::from_utf8_lossy(&resumed.stderr));
 }
+
+/// A tmpfs of `kib` KiB mounted at `dir` for the life of the value (the test machine runs as
+/// root); `None` where mounting is not allowed.
+struct SmallDisk {
+    dir: PathBuf,
+}
+
+impl SmallDisk {
+    fn mount(dir: &Path, kib: u64) -> Option<SmallDisk> {
+        std::fs::create_dir_all(dir).unwrap();
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={kib}k"), "tmpfs", s(dir)])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|st| st.success());
+        mounted.then(|| SmallDisk { dir: dir.to_path_buf() })
+    }
+
+    fn grow(&self, kib: u64) {
+        let status = Command::new("mount").args(["-o", &format!("remount,size={kib}k"), s(&self.dir)]).status().unwrap();
+        assert!(status.success());
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.dir).status();
+    }
+}
+
+#[test]
+fn a_full_disk_gives_a_clear_error_loses_nothing_and_resume_finishes() {
+    let dir = tempfile::tempdir().unwrap();
+    let straight = straight_run(dir.path());
+    let Some(probe) = SmallDisk::mount(&dir.path().join("probe"), 64) else {
+        eprintln!("skipped: mounting a tmpfs is not allowed here (the test needs root)");
+        return;
+    };
+    drop(probe);
+    // Disks too small for the first checkpoint, at sizes where the copy of the input, our own
+    // writes or TensorFlow's SaveV2 hit the limit: a clear error, and nothing left on the disk.
+    let mut tensorflow_hit_it = false;
+    for kib in (140..=176).step_by(4) {
+        let disk = SmallDisk::mount(&dir.path().join(format!("disk-{kib}")), kib).unwrap();
+        let error = tfload_err(&strs(&run_args(&model("mlp_digits"), &disk.dir.join("out"))));
+        assert!(error.to_lowercase().contains("no space left on"), "{kib} KiB: {error}");
+        assert!(!error.contains("allocated tensors") && !error.contains("(os error 28): No space"), "{kib} KiB: {error}");
+        tensorflow_hit_it |= error.contains("while saving variables");
+        let left: Vec<_> = std::fs::read_dir(&disk.dir).unwrap().flatten().map(|e| e.file_name()).collect();
+        assert!(left.is_empty(), "{kib} KiB: a failed run before its first checkpoint left {left:?}");
+    }
+    assert!(tensorflow_hit_it, "no disk size made TensorFlow's save fail; adjust the sizes");
+
+    // Room for checkpoints but not for the final model: the last good checkpoint is kept, and
+    // resuming once there is room writes the uninterrupted run's model.
+    let disk = SmallDisk::mount(&dir.path().join("disk-large"), 600).unwrap();
+    let out = disk.dir.join("out");
+    let args = run_args(&model("mlp_digits"), &out);
+    let error = tfload_err(&strs(&args));
+    assert!(error.contains("The disk is full") && error.contains("--resume"), "{error}");
+    assert!(!out.exists());
+    disk.grow(8192);
+    let mut resume = args.clone();
+    resume.push("--resume".into());
+    tfload_ok(&strs(&resume));
+    assert_same_files(&out, &straight);
+}

@@ -226,11 +226,19 @@ pub fn fit(
     }
     prepare_work_dir(paths)?;
     let result = run_in(&work, paths, data, options, callback, stop);
-    if result.is_err() && !paths.resume && Checkpoints::in_dir(&work).complete().is_empty() {
-        // A fresh run that failed before its first checkpoint leaves nothing behind.
-        let _ = std::fs::remove_dir_all(&work);
+    let Err(error) = result else {
+        return result;
+    };
+    match Checkpoints::in_dir(&work).complete().pop() {
+        // NonFiniteLoss names its checkpoint already.
+        Some(kept) if !matches!(error, Error::NonFiniteLoss { .. }) => Err(Error::RunStopped { error: Box::new(error), kept }),
+        Some(_) => Err(error),
+        None => {
+            // A run that failed before its first checkpoint leaves nothing behind.
+            let _ = std::fs::remove_dir_all(&work);
+            Err(error)
+        }
     }
-    result
 }
 
 /// Folder of the working directory's copy of the input model.

@@ -36,10 +36,10 @@ pub fn save_variables(model: &LoadedModel, prefix: &Path) -> Result<()> {
     let mut args = SessionRunArgs::new();
     args.add_feed(&filename_op, filename_index, &prefix_tensor);
     args.request_fetch(&save_op, save_index);
-    model.session().run(&mut args).map_err(|status| Error::TensorFlow {
-        during: format!("saving variables to {}", prefix.display()),
-        message: status.to_string(),
-    })
+    model
+        .session()
+        .run(&mut args)
+        .map_err(|status| Error::from_tensorflow(format!("saving variables to {}", prefix.display()), &status))
 }
 
 fn operation(model: &LoadedModel, tensor_name: &str) -> Result<(tensorflow::Operation, i32)> {
