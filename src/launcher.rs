@@ -1,7 +1,9 @@
 //! The `tfload` command as users start it: a tiny launcher that does not link TensorFlow. It
 //! checks that libtensorflow is where the build found it, silences TensorFlow's C++ log (unless
-//! `-v`, `RUST_LOG` or `TF_CPP_MIN_LOG_LEVEL` ask for it) and then becomes `tfload-core`, the real
-//! program, installed beside it.
+//! `-v` or `RUST_LOG` ask for it) and then becomes `tfload-core`, the real program, installed
+//! beside it. Without `-v` the log is off whatever `TF_CPP_MIN_LOG_LEVEL` says, as it must be for
+//! the lines TensorFlow prints while it loads (the absl "before InitializeLog" warning, oneDNN's
+//! notice), which come at every level; with `-v` the user's `TF_CPP_MIN_LOG_LEVEL` applies.
 //!
 //! Why a separate process image: libtensorflow logs from its static initializers, which run when
 //! the library is loaded, before any code of a program linked against it, and before
@@ -84,10 +86,10 @@ fn main() -> ExitCode {
     ExitCode::FAILURE
 }
 
-/// Whether TensorFlow's own log should stay on: `-v`/`--verbose` given, or the user already chose
-/// a level through the environment.
+/// Whether TensorFlow's own log should stay on: `-v`/`--verbose` given, or a log asked for
+/// through `RUST_LOG`.
 fn wants_tensorflow_log(args: &[std::ffi::OsString]) -> bool {
-    let env_set = std::env::var_os("RUST_LOG").is_some() || std::env::var_os("TF_CPP_MIN_LOG_LEVEL").is_some();
+    let env_set = std::env::var_os("RUST_LOG").is_some();
     env_set
         || args.iter().filter_map(|a| a.to_str()).take_while(|a| *a != "--").any(|arg| {
             arg == "--verbose" || (arg.starts_with('-') && !arg.starts_with("--") && arg.len() > 1 && arg[1..].chars().all(|c| c == 'v'))

@@ -145,3 +145,25 @@ fn signatures_and_variables_are_listed_without_loading_tensorflow() {
         assert!(String::from_utf8_lossy(&listed.stdout).contains(expected), "{command}");
     }
 }
+
+#[test]
+fn tensorflow_stays_silent_whatever_tf_cpp_min_log_level_says() {
+    // TensorFlow prints the absl "before InitializeLog" warning and oneDNN's notice while it
+    // loads, at every TF_CPP_MIN_LOG_LEVEL: only -v may show them.
+    let model = model("mlp_digits");
+    let x = tempfile::tempdir().unwrap();
+    let input = x.path().join("x.npy");
+    let script = format!("import numpy as np; np.save('{}', np.zeros((1, 8, 8, 1), np.float32))", s(&input));
+    assert!(std::process::Command::new(common::root().join(".venv/bin/python")).args(["-c", &script]).status().unwrap().success());
+    for level in [None, Some("0"), Some("1"), Some("2"), Some("3")] {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_tfload"));
+        command.args(["run", s(&model), "-i", &format!("inputs={}", s(&input))]).env_remove("TF_CPP_MIN_LOG_LEVEL");
+        if let Some(level) = level {
+            command.env("TF_CPP_MIN_LOG_LEVEL", level);
+        }
+        let output = command.output().unwrap();
+        assert!(output.status.success(), "{level:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.is_empty(), "TF_CPP_MIN_LOG_LEVEL={level:?} printed:\n{stderr}");
+    }
+}
