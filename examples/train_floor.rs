@@ -179,6 +179,7 @@ fn fit_epoch_seconds(setup: &Setup) -> Result<f64> {
         session: SessionConfig::default(),
         checkpoint_every_steps: None,
         keep_checkpoints: 2,
+        checkpoints_in_output: Default::default(),
         early_stopping: None,
     };
     let mut last = LastEpoch(0.0);

@@ -220,6 +220,7 @@ fn early_stopping_writes_the_best_epoch() {
     let json = tfload_ok(&[
         "train", s(&model("cnn_digits")), "--data", s(&train_data()), "--val-data", s(&val_data()),
         "--out", s(&out), "--epochs", "8", "--lr", "0.05", "--early-stopping-patience", "2", "--json", "--train-all",
+        "--keep-best",
     ]);
     let outcome: Value = serde_json::from_str(&json).unwrap();
     let completed = &outcome["Completed"];
@@ -235,6 +236,8 @@ fn early_stopping_writes_the_best_epoch() {
     assert_eq!(completed["validation"]["loss"].as_f64(), Some(best.1));
     let best_dir = out.join("checkpoints/best");
     assert_eq!(variables_bytes(&out), variables_bytes(&best_dir));
+    let kept: Vec<_> = std::fs::read_dir(out.join("checkpoints")).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert_eq!(kept, ["best"], "--keep-best keeps the best checkpoint only");
 }
 
 #[test]

@@ -55,7 +55,7 @@ fn strs(args: &[String]) -> Vec<&str> {
     args.iter().map(String::as_str).collect()
 }
 
-/// Every file under `dir` (relative path -> bytes), checkpoints left out; `metrics.jsonl` with
+/// Every file under `dir` (relative path -> bytes); `metrics.jsonl` with
 /// its wall-time fields (`seconds`, `samples_per_sec`) removed.
 fn model_files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     let mut files = BTreeMap::new();
@@ -70,9 +70,6 @@ fn collect(root: &Path, dir: &Path, files: &mut BTreeMap<String, Vec<u8>>) {
     for entry in std::fs::read_dir(dir).unwrap().flatten() {
         let path = entry.path();
         let relative = path.strip_prefix(root).unwrap().to_string_lossy().into_owned();
-        if relative == "checkpoints" {
-            continue;
-        }
         if path.is_dir() {
             collect(root, &path, files);
         } else {
@@ -146,7 +143,8 @@ fn straight_run(dir: &Path) -> PathBuf {
 
 fn hidden_leftovers(dir: &Path) -> Vec<String> {
     std::fs::read_dir(dir)
-        .unwrap()
+        .into_iter()
+        .flatten()
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .filter(|n| n.starts_with('.'))
@@ -339,4 +337,33 @@ fn a_full_disk_gives_a_clear_error_loses_nothing_and_resume_finishes() {
     resume.push("--resume".into());
     tfload_ok(&strs(&resume));
     assert_same_files(&out, &straight);
+}
+
+fn folder_size(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| if e.path().is_dir() { folder_size(&e.path()) } else { e.metadata().unwrap().len() })
+        .sum()
+}
+
+#[test]
+fn a_completed_output_holds_the_model_and_metrics_unless_checkpoints_are_asked_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let straight = straight_run(dir.path());
+    let mut names: Vec<_> = std::fs::read_dir(&straight).unwrap().flatten().map(|e| e.file_name().into_string().unwrap()).collect();
+    names.sort();
+    assert_eq!(names, ["assets", "metrics.jsonl", "saved_model.pb", "variables"]);
+    let model_size = folder_size(&model("mlp_digits"));
+    let out_size = folder_size(&straight) - std::fs::metadata(straight.join("metrics.jsonl")).unwrap().len();
+    println!("model {model_size} bytes, output without metrics.jsonl {out_size} bytes");
+    assert!(out_size <= model_size, "the output ({out_size} bytes) is larger than the model ({model_size} bytes)");
+
+    let kept = dir.path().join("kept");
+    let mut args = run_args(&model("mlp_digits"), &kept);
+    args.extend(["--keep-checkpoints".to_string(), "3".to_string()]);
+    tfload_ok(&strs(&args));
+    let steps = std::fs::read_dir(kept.join("checkpoints")).unwrap().count();
+    assert_eq!(steps, 3, "--keep-checkpoints 3 keeps three step checkpoints in the output");
+    assert_eq!(std::fs::read(kept.join("variables/variables.index")).unwrap(), std::fs::read(straight.join("variables/variables.index")).unwrap());
 }

@@ -16,7 +16,7 @@ use tfload::tensorboard::{Callbacks, TensorBoard};
 use tfload::images::{ImageSpec, UnfitImageInput};
 use tfload::import_weights::ImportOptions;
 use tfload::train::{
-    fit, Control, Decay, EarlyStopping, EpochReport, FitOptions, FitOutcome, LrSchedule, Mask, MaskSpec, MaskStart,
+    fit, CheckpointsInOutput, Control, Decay, EarlyStopping, EpochReport, FitOptions, FitOutcome, LrSchedule, Mask, MaskSpec, MaskStart,
     Metrics, RunData, RunPaths, RunPlan, StepReport, TrainCallback, TrainContract,
 };
 use tfload::{SavedModel, SessionConfig};
@@ -94,9 +94,13 @@ pub struct TrainArgs {
     /// Also checkpoint every N steps (always at the end of each epoch).
     #[arg(long, value_name = "N")]
     pub checkpoint_every_steps: Option<u64>,
-    /// Step checkpoints to keep.
-    #[arg(long, default_value_t = 2)]
-    pub keep_checkpoints: usize,
+    /// Step checkpoints kept while the run goes on [default: 2]. Given, that many also stay in
+    /// OUT/checkpoints when the run completes; by default OUT holds only the model and metrics.
+    #[arg(long, value_name = "N")]
+    pub keep_checkpoints: Option<usize>,
+    /// Leave the best epoch's checkpoint (early stopping) in OUT/checkpoints/best.
+    #[arg(long)]
+    pub keep_best: bool,
     /// Stop when the monitored validation value has not improved for N epochs; the output gets the best epoch's weights.
     #[arg(long, value_name = "N")]
     pub early_stopping_patience: Option<u64>,
@@ -252,7 +256,8 @@ pub fn run(args: &TrainArgs, global: &GlobalArgs) -> Result<()> {
         mask: mask_spec,
         session: SessionConfig { intra_op_threads: args.intra_op_threads, inter_op_threads: args.inter_op_threads },
         checkpoint_every_steps: args.checkpoint_every_steps,
-        keep_checkpoints: args.keep_checkpoints,
+        keep_checkpoints: args.keep_checkpoints.unwrap_or(2),
+        checkpoints_in_output: CheckpointsInOutput { steps: args.keep_checkpoints.is_some(), best: args.keep_best },
         early_stopping: args.early_stopping_patience.map(|patience| EarlyStopping {
             monitor: args.monitor.clone(),
             patience,

@@ -84,10 +84,22 @@ pub struct FitOptions {
     pub session: SessionConfig,
     /// Also checkpoint every this many steps (checkpoints are always taken at epoch ends).
     pub checkpoint_every_steps: Option<u64>,
-    /// Step checkpoints kept (the newest).
+    /// Step checkpoints kept (the newest) while the run goes on.
     pub keep_checkpoints: usize,
+    /// Which checkpoints stay in `OUT/checkpoints` once the run completes; by default none, and
+    /// the output holds the model and `metrics.jsonl` only.
+    pub checkpoints_in_output: CheckpointsInOutput,
     /// Early stopping, which also makes the best epoch's weights the output.
     pub early_stopping: Option<EarlyStopping>,
+}
+
+/// Which checkpoints a completed run leaves in its output.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct CheckpointsInOutput {
+    /// The kept step checkpoints (`checkpoints/step-N`).
+    pub steps: bool,
+    /// The best epoch's checkpoint under early stopping (`checkpoints/best`).
+    pub best: bool,
 }
 
 /// Whether the run goes on after a callback.
@@ -222,6 +234,7 @@ pub fn fit(
     remove_leftovers(&paths.out)?;
     remove_leftovers(&work)?;
     if paths.resume && !work.exists() && paths.out.join("saved_model.pb").is_file() {
+        remove_checkpoints(&paths.out, options.checkpoints_in_output)?;
         return Ok(FitOutcome::AlreadyComplete { out: paths.out.clone() });
     }
     prepare_work_dir(paths)?;
@@ -509,6 +522,8 @@ impl Run<'_> {
         }
         crate::fault::point("input-copy-removed");
         publish(&self.work, &paths.out, paths.overwrite)?;
+        // Only now: until the output is in place, the checkpoints are what a resume needs.
+        remove_checkpoints(&paths.out, self.options.checkpoints_in_output)?;
         Ok(FitOutcome::Completed {
             out: paths.out.clone(),
             epochs: self.state.epochs_done,
@@ -546,6 +561,26 @@ fn publish(work: &Path, out: &Path, overwrite: bool) -> Result<()> {
         return Err(output_exists(out));
     }
     move_into_place(work, out)
+}
+
+/// Removes from a published output the checkpoints that `keep` does not ask for.
+fn remove_checkpoints(out: &Path, keep: CheckpointsInOutput) -> Result<()> {
+    let checkpoints = Checkpoints::in_dir(out);
+    if !keep.steps {
+        for step in checkpoints.complete() {
+            std::fs::remove_dir_all(&step).map_err(io(&step))?;
+        }
+        checkpoints.remove_unfinished()?;
+    }
+    let best = checkpoints.best();
+    if !keep.best && best.exists() {
+        std::fs::remove_dir_all(&best).map_err(io(&best))?;
+    }
+    let folder = out.join(crate::train::state::CHECKPOINTS);
+    if folder.is_dir() && std::fs::read_dir(&folder).map_err(io(&folder))?.next().is_none() {
+        std::fs::remove_dir(&folder).map_err(io(&folder))?;
+    }
+    Ok(())
 }
 
 fn output_exists(out: &Path) -> Error {
