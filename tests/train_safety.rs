@@ -367,3 +367,17 @@ fn a_completed_output_holds_the_model_and_metrics_unless_checkpoints_are_asked_f
     assert_eq!(steps, 3, "--keep-checkpoints 3 keeps three step checkpoints in the output");
     assert_eq!(std::fs::read(kept.join("variables/variables.index")).unwrap(), std::fs::read(straight.join("variables/variables.index")).unwrap());
 }
+
+#[test]
+fn the_output_is_checked_before_the_data_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("taken");
+    std::fs::create_dir(&out).unwrap();
+    let missing = dir.path().join("no-such-data.npz");
+    let mlp = model("mlp_digits");
+    let error = tfload_err(&["train", s(&mlp), "--data", s(&missing), "--out", s(&out), "--epochs", "1"]);
+    assert!(error.contains("already exists") && !error.contains("no-such-data"), "{error}");
+    let resume = dir.path().join("never-started");
+    let error = tfload_err(&["train", s(&mlp), "--data", s(&missing), "--out", s(&resume), "--resume"]);
+    assert!(error.contains("no unfinished run") && !error.contains("no-such-data"), "{error}");
+}

@@ -16,7 +16,7 @@ use tfload::tensorboard::{Callbacks, TensorBoard};
 use tfload::images::{ImageSpec, UnfitImageInput};
 use tfload::import_weights::ImportOptions;
 use tfload::train::{
-    fit, CheckpointsInOutput, Control, Decay, EarlyStopping, EpochReport, FitOptions, FitOutcome, LrSchedule, Mask, MaskSpec, MaskStart,
+    check_paths, fit, CheckpointsInOutput, Control, Decay, EarlyStopping, EpochReport, FitOptions, FitOutcome, LrSchedule, Mask, MaskSpec, MaskStart,
     Metrics, RunData, RunPaths, RunPlan, StepReport, TrainCallback, TrainContract,
 };
 use tfload::{SavedModel, SessionConfig};
@@ -240,6 +240,7 @@ pub fn run(args: &TrainArgs, global: &GlobalArgs) -> Result<()> {
         return print_mask(&Mask::build(&contract, &mask_spec)?);
     }
     let (data, out) = (args.data.as_ref().expect("clap requires it"), args.out.clone().expect("clap requires it"));
+    check_paths(&RunPaths { input: args.dir.clone(), out: out.clone(), overwrite: args.overwrite, resume: args.resume })?;
     let (train, validation) = load_data(args, &contract, data)?;
     let loader_options = LoaderOptions {
         batch_size: args.batch_size,

@@ -590,21 +590,46 @@ fn output_exists(out: &Path) -> Error {
     }
 }
 
-/// Checks the output and creates the working directory of a fresh run.
-fn prepare_work_dir(paths: &RunPaths) -> Result<PathBuf> {
+/// Checks, before anything is read or written, that a run with `paths` can start: the output
+/// is not the input, is free (or `overwrite`), is not locked by a live run, and has an
+/// unfinished run to continue when `resume` is asked for. `fit` checks the same; callers call
+/// this first to fail before scanning data.
+pub fn check_paths(paths: &RunPaths) -> Result<()> {
+    drop(RunLock::acquire(&paths.out)?);
     let work = partial_dir(&paths.out);
+    if paths.resume && !work.exists() && paths.out.join("saved_model.pb").is_file() {
+        return Ok(()); // already complete
+    }
+    check_fresh_or_resumable(paths, &work)
+}
+
+fn check_fresh_or_resumable(paths: &RunPaths, work: &Path) -> Result<()> {
     check_not_input(&paths.input, &paths.out)?;
-    check_not_input(&paths.input, &work)?;
+    check_not_input(&paths.input, work)?;
     if paths.out.exists() && !paths.overwrite {
         return Err(output_exists(&paths.out));
     }
+    if paths.resume && !work.is_dir() {
+        return Err(Error::Output {
+            path: work.to_path_buf(),
+            problem: "does not exist: there is no unfinished run of this --out to resume. Check --out, or run without --resume to start training".to_string(),
+        });
+    }
+    if !paths.resume && !paths.overwrite && work.exists() {
+        return Err(Error::Output {
+            path: work.to_path_buf(),
+            problem: "holds an unfinished run. Continue it with --resume, or pass --overwrite to start over".to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// Checks the output and creates the working directory of a fresh run (a resume with a
+/// checkpoint keeps it).
+fn prepare_work_dir(paths: &RunPaths) -> Result<PathBuf> {
+    let work = partial_dir(&paths.out);
+    check_fresh_or_resumable(paths, &work)?;
     if paths.resume {
-        if !work.is_dir() {
-            return Err(Error::Output {
-                path: work,
-                problem: "does not exist: there is no unfinished run of this --out to resume. Check --out, or run without --resume to start training".to_string(),
-            });
-        }
         let checkpoints = Checkpoints::in_dir(&work);
         if checkpoints.latest()?.is_some() {
             checkpoints.remove_unfinished()?;
@@ -614,12 +639,6 @@ fn prepare_work_dir(paths: &RunPaths) -> Result<PathBuf> {
         log::warn!("{} holds no checkpoint yet; the run starts from the beginning", work.display());
     }
     if work.exists() {
-        if !paths.overwrite && !paths.resume {
-            return Err(Error::Output {
-                path: work,
-                problem: "holds an unfinished run. Continue it with --resume, or pass --overwrite to start over".to_string(),
-            });
-        }
         std::fs::remove_dir_all(&work).map_err(io(&work))?;
     }
     std::fs::create_dir_all(&work).map_err(|source| Error::Output {
