@@ -53,13 +53,16 @@ COMMANDS = {
     "inspect-h5": ["inspect-h5", "{H5}"],
     "eval-tfr": ["eval", "m", "--data", "{TFR}", "--feature", "image/encoded", "--label", "image/class/label"],
     "predict-tfr": ["predict", "m", "{TFR}", "--feature", "image/encoded"],
+    # --skip-corrupt: corrupt records may be left out, so a success on them is fine (see `reads`).
+    "eval-tfr-skip": ["eval", "m", "--data", "{TFR}", "--feature", "image/encoded", "--label",
+                      "image/class/label", "--skip-corrupt"],
     "train-tfr": ["train", "m", "--data", "{TFR}", "--feature", "image/encoded", "--label",
                   "image/class/label", "--epochs", "1", "--batch-size", "16", "--out", "out"],
 }
 
 # Relative cost: the session-free commands (launcher, ~10 ms) are picked most often.
 WEIGHT = {"signatures": 6, "variables": 6, "inspect-h5": 3, "import-dry": 3, "show-mask": 3, "run": 1.5,
-          "run-npz": 1.5, "predict": 1.5, "eval": 1.5, "predict-tfr": 1.5, "eval-tfr": 1.5,
+          "run-npz": 1.5, "predict": 1.5, "eval": 1.5, "predict-tfr": 1.5, "eval-tfr": 1.5, "eval-tfr-skip": 1,
           "import": 1, "train": 0.6, "train-tfr": 0.6}
 
 
@@ -164,6 +167,7 @@ def build_formats(work):
         "x.npy": npy, "data.npz": npz_stored, "small.tfrecord": tfr, "img.png": pngs[0].read_bytes(),
         "w.weights.h5": (h5 / "mlp_keras3.weights.h5").read_bytes(),
     }
+    tfr_commands = ["eval-tfr", "predict-tfr", "train-tfr", "eval-tfr-skip"]
     model_cmds = ["signatures", "variables", "run", "predict", "show-mask", "eval"]
     fmts = [
         Format("saved_model.pb", [("saved_model.pb", (MODEL / "saved_model.pb").read_bytes())],
@@ -183,12 +187,12 @@ def build_formats(work):
         Format("npz", [("data.npz", npz_stored), ("data.npz", npz_deflated)], "data.npz", ["eval", "train", "run-npz"],
                aware=[F.mut_zip_crc, F.mut_zip_sizes, F.mut_zip_bomb], validate=F.validate_npz,
                reads={"run-npz": {"x.npy"}}),
-        Format("tfrecord", [("small.tfrecord", tfr)], "{name}", ["eval-tfr", "predict-tfr", "train-tfr"],
+        Format("tfrecord", [("small.tfrecord", tfr)], "{name}", tfr_commands,
                aware=[F.mut_tfrecord_length, F.mut_tfrecord_length, F.mut_tfrecord_payload, F.mut_tfrecord_length_crc],
-               validate=F.validate_tfrecord),
-        Format("tfrecord.gz", [("small.tfrecord.gz", tfr_gz)], "{name}", ["eval-tfr", "predict-tfr", "train-tfr"],
+               validate=F.validate_tfrecord, reads={"eval-tfr-skip": set()}),
+        Format("tfrecord.gz", [("small.tfrecord.gz", tfr_gz)], "{name}", tfr_commands,
                aware=[F._gz(F.mut_tfrecord_length), F._gz(F.mut_tfrecord_payload), F.mut_gzip_trailer],
-               validate=F.validate_gzip_tfrecord),
+               validate=F.validate_gzip_tfrecord, reads={"eval-tfr-skip": set()}),
         Format("weights.h5", [("w.weights.h5", (h5 / "mlp_keras3.weights.h5").read_bytes()),
                               ("w.weights.h5", (h5 / "mlp_nobias.weights.h5").read_bytes())],
                "{name}", ["inspect-h5", "import-dry", "import"], aware=[F.mut_h5_eof], validate=F.validate_h5),
