@@ -201,7 +201,8 @@ def validate_npy(data, part="npy"):
     try:
         f = io.BytesIO(data)
         version = np.lib.format.read_magic(f)
-        shape, fortran, dtype = np.lib.format._read_array_header(f, version)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _fortran, dtype = read(f, max_header_size=1 << 20)
     except Exception:  # noqa: BLE001 - unparseable header: not a self-declared length
         return []
     if dtype.hasobject:
@@ -486,7 +487,7 @@ _BOMB = {}
 def mut_zip_bomb(rng, data):
     """An npz whose `y` member inflates to 400 MB of zeros (about 400 KB compressed)."""
     if "bomb" not in _BOMB:
-        header = {"descr": "<i8", "fortran_order": False, "shape": (50_000_000,)}
+        header = {"descr": "<i8", "fortran_order": False, "shape": (381 * (1 << 20) // 8,)}
         buf = io.BytesIO()
         np.lib.format.write_array_header_1_0(buf, header)
         comp = zlib.compressobj(9, zlib.DEFLATED, -15)
