@@ -17,6 +17,7 @@ import concurrent.futures
 import json
 import os
 import random
+import re
 import resource
 import shlex
 import shutil
@@ -266,18 +267,17 @@ def prepare(case, clean, folder):
 def limit_memory(limit):
     def apply():
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-        os.setsid()
     return apply
 
 
 def execute(binary, argv, folder, timeout, mem_limit):
     """Run one command; returns (returncode or None on timeout, stderr, seconds, peak RSS MiB)."""
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", RUST_BACKTRACE="0")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", RUST_BACKTRACE="1")
     with open(folder / "stdout.txt", "wb") as out, open(folder / "stderr.txt", "wb") as err:
         import subprocess
         start = time.monotonic()
         proc = subprocess.Popen([binary] + argv, cwd=folder, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
-                                env=env, preexec_fn=limit_memory(mem_limit))
+                                env=env, preexec_fn=limit_memory(mem_limit), start_new_session=True)
         status = rusage = None
         while time.monotonic() - start < timeout:
             pid, status, rusage = os.wait4(proc.pid, os.WNOHANG)
@@ -293,6 +293,36 @@ def execute(binary, argv, folder, timeout, mem_limit):
     stderr = (folder / "stderr.txt").read_text(errors="replace")
     code = None if status is None else os.waitstatus_to_exitcode(status)
     return code, stderr, seconds, rusage.ru_maxrss / 1024
+
+
+def last_message(stderr):
+    """The last line of stderr that is tfload's own (TensorFlow's start-up log left out)."""
+    lines = [ln for ln in stderr.splitlines() if ln.strip() and not ln.startswith(("I0000", "WARNING: All log"))]
+    return lines[-1][:300] if lines else ""
+
+
+def cause(record, stderr):
+    """A key grouping failures with one cause: the panic site, the signal, the checksum ignored."""
+    outcome = record["outcome"]
+    if outcome == "panic":
+        m = re.search(r"panicked at (\S+?):\d+:\d+:\n(.*)", stderr)
+        # The first frame outside the standard library names the code at fault (backtrace is on).
+        frames = [f for f in re.findall(r"at (\S+\.rs):\d+", stderr) if "/rustc/" not in f]
+        site = frames[0] if frames else (m.group(1) if m else "?")
+        site = re.sub(r".*registry/src/[^/]+/", "", site).replace(str(ROOT) + "/", "")
+        return f"panic {site}: {m.group(2)[:80] if m else ''}"
+    if outcome == "crash":
+        if "overflowed its stack" in stderr:
+            return "crash: stack overflow"
+        return f"crash: signal {-record['exit']}"
+    if outcome == "oom":
+        m = re.search(r"memory allocation of \d+ bytes failed|mmap error|bad_alloc", stderr)
+        return "oom: " + (re.sub(r"\d+", "N", m.group(0)) if m else last_message(stderr)[:100])
+    if outcome == "hang":
+        return f"hang: {record['format']} {record['mutation'].split(':')[0]}"
+    if outcome == "accepted-corrupt":
+        return f"accepted-corrupt: {record['format']}: " + re.sub(r"\d+|'[^']*'", "N", record["corrupt"][0])[:90]
+    return outcome
 
 
 OOM_TEXT = ("memory allocation of", "bad_alloc", "mmap error", "out of memory", "Cannot allocate memory")
@@ -323,8 +353,9 @@ def run_case(case, clean, args, workroot):
         outcome = classify(code, stderr, corrupt)
         record = {k: case[k] for k in ("id", "format", "command", "seed_file", "mutation")}
         record.update(outcome=outcome, exit=code, seconds=round(seconds, 2), peak_rss_mib=round(rss, 1),
-                      corrupt=corrupt, argv=["tfload"] + argv)
+                      corrupt=corrupt, argv=["tfload"] + argv, message=last_message(stderr))
         if outcome in FAILURES:
+            record["cause"] = cause(record, stderr)
             record["stderr_tail"] = stderr[-1500:]
             keep = Path(args.out) / "failures" / f"{case['id']}-{case['format']}-{case['command']}-{outcome}"
             shutil.rmtree(keep, ignore_errors=True)
@@ -427,11 +458,17 @@ def main(argv=None):
         "failures": sum(counts[o] for o in FAILURES),
         "by_format_command": {f"{f} {c}": dict(n) for (f, c), n in sorted(
             ((k, v) for k, v in _cells(records).items()))},
+        "failure_causes": dict(Counter(r["cause"] for r in records if "cause" in r).most_common()),
         "max_peak_rss_mib": max((r["peak_rss_mib"] for r in records), default=0),
         "cases_detail": records,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     print(table(records))
+    if summary["failure_causes"]:
+        print("\nfailures by cause:")
+        for key, n in summary["failure_causes"].items():
+            example = next(r for r in records if r.get("cause") == key)
+            print(f"  {n:4d}  {key}    e.g. {example['id']} ({example['command']}: {example['mutation'][:70]})")
     print(f"\n{len(records)} cases in {summary['seconds']} s, {summary['failures']} failures; "
           f"summary in {out / 'summary.json'}" + (f", failing cases in {out / 'failures'}" if summary["failures"] else ""))
     return 1 if summary["failures"] or (args.clean and wrong) else 0
