@@ -433,23 +433,17 @@ def mut_gzip_trailer(rng, data):
     return bytes(out), f"gzip trailer byte {pos} changed"
 
 
+def _find_all(data, magic):
+    out, pos = [], data.find(magic)
+    while pos >= 0:
+        out.append(pos)
+        pos = data.find(magic, pos + 4)
+    return out
+
+
 def _zip_fields(data):
     """Offsets of (local header, central header) records of a zip."""
-    locs, cens, pos = [], [], 0
-    while True:
-        pos = data.find(b"PK\x03\x04", pos)
-        if pos < 0:
-            break
-        locs.append(pos)
-        pos += 4
-    pos = 0
-    while True:
-        pos = data.find(b"PK\x01\x02", pos)
-        if pos < 0:
-            break
-        cens.append(pos)
-        pos += 4
-    return locs, cens
+    return _find_all(data, b"PK\x03\x04"), _find_all(data, b"PK\x01\x02")
 
 
 def mut_zip_crc(rng, data):
