@@ -14,6 +14,7 @@ status is 1. See scripts/fuzz/README.md.
 
 import argparse
 import concurrent.futures
+import gzip
 import json
 import os
 import random
@@ -22,6 +23,7 @@ import resource
 import shlex
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -148,7 +150,7 @@ class Format:
         return parts is None or part in parts
 
 
-def build_formats(work):
+def build_formats():
     """The formats and the clean inputs every case folder gets (name -> bytes)."""
     val = np.load(MODELS / "data" / "digits_5_9_val.npz")
     x, y = val["x"][:24], val["y"][:24]
@@ -157,7 +159,6 @@ def build_formats(work):
     npy = F.write_npy(x[:4])
     plain = (MODELS / "data" / "digits_5_9.tfrecord").read_bytes()
     tfr = F.write_tfrecord(F.tfrecord_records(plain)[:6])
-    import gzip
     tfr_gz = gzip.compress(tfr, mtime=0)
     pngs = sorted((MODELS / "data" / "digits_5_9_images" / "5").glob("*.png"))[:2]
     index = (MODEL / "variables" / "variables.index").read_bytes()
@@ -274,7 +275,6 @@ def execute(binary, argv, folder, timeout, mem_limit):
     """Run one command; returns (returncode or None on timeout, stderr, seconds, peak RSS MiB)."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", RUST_BACKTRACE="1")
     with open(folder / "stdout.txt", "wb") as out, open(folder / "stderr.txt", "wb") as err:
-        import subprocess
         start = time.monotonic()
         proc = subprocess.Popen([binary] + argv, cwd=folder, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
                                 env=env, preexec_fn=limit_memory(mem_limit), start_new_session=True)
@@ -321,7 +321,7 @@ def cause(record, stderr):
     if outcome == "hang":
         return f"hang: {record['format']} {record['mutation'].split(':')[0]}"
     if outcome == "accepted-corrupt":
-        return f"accepted-corrupt: {record['format']}: " + re.sub(r"\d+|'[^']*'", "N", record["corrupt"][0])[:90]
+        return f"accepted-corrupt: {record['format']}: " + re.sub(r"(?<![A-Za-z-])\d+|'[^']*'", "N", record["corrupt"][0])[:90]
     return outcome
 
 
@@ -377,9 +377,7 @@ def run_case(case, clean, args, workroot):
 # ---------------------------------------------------------------------------------------------
 
 def table(records):
-    cells = defaultdict(Counter)
-    for r in records:
-        cells[(r["format"], r["command"])][r["outcome"]] += 1
+    cells = _cells(records)
     shown = [o for o in OUTCOMES if any(c[o] for c in cells.values())] or ["success"]
     head = ["format", "command", "cases"] + shown
     rows = [[f, c, str(sum(n.values()))] + [str(n[o]) for o in shown] for (f, c), n in sorted(cells.items())]
@@ -414,7 +412,7 @@ def main(argv=None):
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     workroot = Path(tempfile.mkdtemp(prefix="tfload-fuzz-"))
-    fmts, clean = build_formats(workroot)
+    fmts, clean = build_formats()
     if args.formats:
         wanted = set(args.formats.split(","))
         unknown = wanted - {f.name for f in fmts}
@@ -456,8 +454,7 @@ def main(argv=None):
         "mem_limit_bytes": args.mem_limit, "seconds": round(time.monotonic() - started, 1),
         "outcomes": {o: counts[o] for o in OUTCOMES},
         "failures": sum(counts[o] for o in FAILURES),
-        "by_format_command": {f"{f} {c}": dict(n) for (f, c), n in sorted(
-            ((k, v) for k, v in _cells(records).items()))},
+        "by_format_command": {f"{f} {c}": dict(n) for (f, c), n in sorted(_cells(records).items())},
         "failure_causes": dict(Counter(r["cause"] for r in records if "cause" in r).most_common()),
         "max_peak_rss_mib": max((r["peak_rss_mib"] for r in records), default=0),
         "cases_detail": records,
