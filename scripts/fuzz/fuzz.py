@@ -321,7 +321,7 @@ def cause(record, stderr):
     if outcome == "hang":
         return f"hang: {record['format']} {record['mutation'].split(':')[0]}"
     if outcome == "accepted-corrupt":
-        return f"accepted-corrupt: {record['format']}: " + re.sub(r"(?<![A-Za-z-])\d+|'[^']*'", "N", record["corrupt"][0])[:90]
+        return f"accepted-corrupt: {record['format']}: " + re.sub(r"(?<![\w-])\d+|'[^']*'", "N", record["corrupt"][0])[:90]
     return outcome
 
 
