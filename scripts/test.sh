@@ -6,6 +6,8 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 bash scripts/setup.sh
 export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
+# The fuzz test in scripts/tests runs the built binaries.
+cargo build --locked --bins
 if [[ -d scripts/tests ]]; then
     .venv/bin/python -m pytest scripts/tests -q -p no:cacheprovider
 fi
