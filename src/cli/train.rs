@@ -248,7 +248,7 @@ pub fn run(args: &TrainArgs, global: &GlobalArgs) -> Result<()> {
     let val_loader = validation.map(|v| BatchLoader::new(v, LoaderOptions { shuffle: false, drop_remainder: false, ..loader_options }));
     let options = FitOptions {
         epochs: args.epochs,
-        schedule: schedule(args, contract.learning_rate.default),
+        schedule: schedule(args, contract.learning_rate.default)?,
         mask: mask_spec,
         session: SessionConfig { intra_op_threads: args.intra_op_threads, inter_op_threads: args.inter_op_threads },
         checkpoint_every_steps: args.checkpoint_every_steps,
@@ -314,13 +314,23 @@ fn mask_spec(args: &TrainArgs) -> MaskSpec {
     }
 }
 
-fn schedule(args: &TrainArgs, default_lr: f32) -> LrSchedule {
+/// The schedule the flags ask for, refusing a rate that is not finite and positive.
+fn schedule(args: &TrainArgs, default_lr: f32) -> Result<LrSchedule> {
+    use tfload::train::contract::check_learning_rate;
+    if let Some(lr) = args.lr {
+        check_learning_rate("--lr", lr, false)?;
+    }
+    match args.lr_schedule {
+        ScheduleKind::Constant => {}
+        ScheduleKind::Step => check_learning_rate("--lr-decay-factor", args.lr_decay_factor, false)?,
+        ScheduleKind::Cosine => check_learning_rate("--min-lr", args.min_lr, true)?,
+    }
     let decay = match args.lr_schedule {
         ScheduleKind::Constant => Decay::Constant,
         ScheduleKind::Step => Decay::Step { factor: args.lr_decay_factor, every_epochs: args.lr_decay_epochs },
         ScheduleKind::Cosine => Decay::Cosine { min_lr: args.min_lr },
     };
-    LrSchedule { base: args.lr.unwrap_or(default_lr), decay, warmup_steps: args.warmup_steps }
+    Ok(LrSchedule { base: args.lr.unwrap_or(default_lr), decay, warmup_steps: args.warmup_steps })
 }
 
 type DataPair = (Arc<dyn Dataset>, Option<Arc<dyn Dataset>>);
