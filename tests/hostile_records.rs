@@ -29,8 +29,8 @@ fn edited(dir: &Path, edit: impl FnOnce(&mut Value)) -> PathBuf {
 /// Runs `tfload train` on `model` with `extra` flags, expects a refusal and checks that
 /// nothing was trained or written; returns stderr.
 fn refused(dir: &Path, model: &Path, extra: &[&str]) -> String {
-    let out = dir.join("out");
-    let mut args = vec!["train", s(model), "--data", s(&train_data()), "--out", s(&out), "--epochs", "1", "--batch-size", "64"];
+    let (out, data) = (dir.join("out"), train_data());
+    let mut args = vec!["train", s(model), "--data", s(&data), "--out", s(&out), "--epochs", "1", "--batch-size", "64"];
     args.extend_from_slice(extra);
     let err = tfload_err(&args);
     let leftovers: Vec<String> = std::fs::read_dir(dir).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n != "model").collect();

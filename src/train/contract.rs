@@ -323,3 +323,76 @@ fn contract_error(path: &Path, problem: String) -> Error {
         problem,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn committed(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("saved_models").join(name)
+    }
+
+    /// A copy of a committed model with its record edited.
+    fn edited(name: &str, edit: impl FnOnce(&mut serde_json::Value)) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let copy = dir.path().join(name);
+        let from = committed(name);
+        for sub in ["", "assets", "variables"] {
+            std::fs::create_dir_all(copy.join(sub)).expect("mkdir");
+            for entry in std::fs::read_dir(from.join(sub)).expect("read_dir").flatten().filter(|e| e.path().is_file()) {
+                std::fs::copy(entry.path(), copy.join(sub).join(entry.file_name())).expect("copy");
+            }
+        }
+        let path = copy.join(RECORD_PATH);
+        let mut record: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).expect("record")).expect("json");
+        edit(&mut record);
+        std::fs::write(&path, record.to_string()).expect("write");
+        (dir, copy)
+    }
+
+    fn read(dir: &Path) -> Result<TrainContract> {
+        TrainContract::read(dir, &crate::SavedModel::open(dir)?.meta_graph(&["serve"])?)
+    }
+
+    fn field_of(error: Error) -> String {
+        match error {
+            Error::ContractField { field, .. } => field,
+            other => panic!("expected a ContractField error, got {other}"),
+        }
+    }
+
+    #[test]
+    fn the_committed_records_pass() -> Result<()> {
+        for name in ["mlp_digits", "cnn_digits"] {
+            read(&committed(name))?;
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn each_edited_field_is_named() {
+        type Edit = fn(&mut serde_json::Value);
+        let cases: [(Edit, &str); 5] = [
+            (|r| r["signatures"]["train_step"]["inputs"] = serde_json::json!([]), "signatures.train_step.inputs"),
+            (|r| r["non_trainable_variables"][0]["shape"] = serde_json::json!([9]), "non_trainable_variables[0].shape"),
+            (|r| r["optimizer_variables"][4]["checkpoint_key"] = serde_json::json!("optimizer_variables/1/.ATTRIBUTES/VARIABLE_VALUE"), "optimizer_variables[4].checkpoint_key"),
+            (|r| r["batch_norm_layers"][0]["mask_indices"] = serde_json::json!([0]), "batch_norm_layers[0].mask_indices"),
+            (|r| r["outputs"][0]["kind"] = serde_json::json!("scores"), "outputs[0].kind"),
+        ];
+        for (edit, field) in cases {
+            let (_dir, copy) = edited("cnn_digits", edit);
+            assert_eq!(field_of(read(&copy).expect_err(field)), field);
+        }
+    }
+
+    #[test]
+    fn learning_rates_must_be_finite_and_positive() {
+        assert!(check_learning_rate("--lr", 0.01, false).is_ok());
+        assert!(check_learning_rate("--min-lr", 0.0, true).is_ok());
+        for bad in [0.0, -0.1, f32::NAN, f32::INFINITY] {
+            let error = check_learning_rate("--lr", bad, false).expect_err("refused").to_string();
+            assert!(error.starts_with(&format!("--lr is {bad}")), "{error}");
+        }
+        assert!(check_learning_rate("--min-lr", -1.0, true).is_err());
+    }
+}
