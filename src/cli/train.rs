@@ -122,7 +122,7 @@ pub struct TrainArgs {
     /// before training, matched by layer name as `tfload import-weights` does.
     #[arg(long, value_name = "FILE")]
     pub init_weights: Option<PathBuf>,
-    /// With --init-weights: leave layers whose shapes differ (a replaced head) as the model has them.
+    /// With --init-weights: leave layers whose shapes differ (a replaced head), or that the file lacks, as the model has them.
     #[arg(long, requires = "init_weights")]
     pub skip_mismatch: bool,
     /// Threads inside one op (0: TensorFlow decides).
@@ -289,12 +289,13 @@ fn initial_weights(args: &TrainArgs, out: &Path) -> Result<Option<tempfile::Temp
     std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
     let dir = tempfile::Builder::new().prefix(".tfload-init-").tempdir_in(parent)?;
     plan.apply(dir.path().join("model"), false)?;
-    let skipped = plan.skipped_layers();
+    let mut kept: Vec<&str> = plan.skipped_layers();
+    kept.extend(plan.missing_layers().iter().map(String::as_str));
     eprintln!(
         "imported {} weights from {}{}",
         plan.imported(),
         h5.display(),
-        if skipped.is_empty() { String::new() } else { format!("; left as they were: {}", skipped.join(", ")) }
+        if kept.is_empty() { String::new() } else { format!("; left as they were: {}", kept.join(", ")) }
     );
     Ok(Some(dir))
 }

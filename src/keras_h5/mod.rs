@@ -187,7 +187,31 @@ fn open_hdf5(path: &Path) -> Result<Hdf5File> {
             problem: "it is a zip archive, as a `.keras` file is; unzip it and give its model.weights.h5".to_string(),
         });
     }
-    Hdf5File::open(path).map_err(|e| not_hdf5(path, &e))
+    let file = Hdf5File::open(path).map_err(|e| not_hdf5(path, &e))?;
+    check_stored_length(path, &file)?;
+    Ok(file)
+}
+
+/// Refuses a file shorter than its superblock says it is, as libhdf5 (and so h5py) does: a cut
+/// file can still parse up to its last complete object, silently losing the layers after it.
+/// The superblock's own checksum (versions 2 and 3) and those of version-2 object headers are
+/// verified by `hdf5-reader` as it parses them.
+fn check_stored_length(path: &Path, file: &Hdf5File) -> Result<()> {
+    let superblock = file.superblock();
+    let actual = file.storage().len();
+    let stored_end = superblock.base_address.checked_add(superblock.eof_address);
+    match stored_end {
+        Some(end) if end <= actual => Ok(()),
+        _ => Err(Error::CorruptHdf5 {
+            path: path.to_path_buf(),
+            problem: format!(
+                "its superblock says the file ends at byte {} (base address {} + end-of-file address {}), but it is {actual} bytes long",
+                stored_end.map_or_else(|| "beyond 2^64".to_string(), |end| end.to_string()),
+                superblock.base_address,
+                superblock.eof_address
+            ),
+        }),
+    }
 }
 
 fn not_hdf5(path: &Path, error: &dyn std::fmt::Display) -> Error {
@@ -221,6 +245,16 @@ fn describe_dataset(path: &Path, dataset_path: &str, dataset: &hdf5_reader::Data
         });
     }
     Ok((dtype, dataset.shape().iter().map(|&d| d as usize).collect()))
+}
+
+/// The child group `name` of `group` (at `group_path`), `None` if it has none. Any other
+/// failure (a cut or corrupt object) is an error: skipping it would silently lose layers.
+fn optional_group(path: &Path, group: &hdf5_reader::group::Group, group_path: &str, name: &str) -> Result<Option<hdf5_reader::group::Group>> {
+    match group.group(name) {
+        Ok(child) => Ok(Some(child)),
+        Err(hdf5_reader::error::Error::GroupNotFound(_)) => Ok(None),
+        Err(e) => Err(Error::Hdf5Read { path: path.to_path_buf(), object: format!("{group_path}/{name}"), problem: e.to_string() }),
+    }
 }
 
 /// The strings of a group attribute, or `None` if it has no such attribute. An empty list saved
