@@ -151,3 +151,87 @@ fn a_learning_rate_that_is_not_finite_and_positive_is_refused() {
         assert!(err.contains(origin), "{flags:?}: expected {origin:?}:\n{err}");
     }
 }
+
+// ---- Keras HDF5 weights (issue 14, item 4) ----
+
+fn h5(name: &str) -> PathBuf {
+    root().join("saved_models/h5").join(name)
+}
+
+/// Runs the project's Python on `script`; returns its stdout.
+fn python(script: &str) -> String {
+    let output = std::process::Command::new(root().join(".venv/bin/python")).args(["-c", script]).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8(output.stdout).unwrap()
+}
+
+#[test]
+fn truncated_weights_files_are_refused_as_h5py_refuses_them() {
+    let dir = tempfile::tempdir().unwrap();
+    for (file, model_name) in [("mlp_keras3.weights.h5", "mlp_digits"), ("cnn_keras3.weights.h5", "cnn_digits"), ("mlp_legacy_model.h5", "mlp_digits")] {
+        let bytes = std::fs::read(h5(file)).unwrap();
+        // Cut points include ones after the last complete layer, which once imported a part.
+        for cut in [bytes.len() / 3, bytes.len() * 2 / 3, bytes.len() * 17 / 20, bytes.len() * 19 / 20, bytes.len() - 8] {
+            let cut_file = dir.path().join(format!("cut-{cut}-{file}"));
+            std::fs::write(&cut_file, &bytes[..cut]).unwrap();
+            let reference = python(&format!(
+                "import h5py\ntry:\n    h5py.File('{}', 'r').close(); print('opened')\nexcept OSError as e:\n    print('refused', e)",
+                s(&cut_file)
+            ));
+            assert!(reference.starts_with("refused") && reference.contains("truncated file"), "h5py: {reference}");
+            let out = dir.path().join("imported");
+            let err = tfload_err(&["import-weights", s(&model(model_name)), s(&cut_file), "--out", s(&out)]);
+            assert!(err.contains("is truncated or corrupt") && err.contains(&format!("it is {cut} bytes long")), "{file} cut at {cut}:\n{err}");
+            assert!(!out.exists());
+        }
+    }
+}
+
+#[test]
+fn train_init_weights_refuses_a_truncated_file_before_any_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = std::fs::read(h5("mlp_keras3.weights.h5")).unwrap();
+    let copy = edited(dir.path(), |_| {});
+    // Inside the model copy, so that `refused` sees nothing else beside --out.
+    let cut_file = copy.join("cut.weights.h5");
+    std::fs::write(&cut_file, &bytes[..bytes.len() * 9 / 10]).unwrap();
+    let err = refused(dir.path(), &copy, &["--init-weights", s(&cut_file)]);
+    assert!(err.contains("is truncated or corrupt"), "{err}");
+}
+
+/// mlp_keras3.weights.h5 without its `output` layer (Keras group `dense_1`), written by h5py.
+fn without_output_layer(dir: &Path) -> PathBuf {
+    let path = dir.join("no_output.weights.h5");
+    std::fs::copy(h5("mlp_keras3.weights.h5"), &path).unwrap();
+    python(&format!("import h5py\nwith h5py.File('{}', 'r+') as f:\n    del f['layers/dense_1']", s(&path)));
+    path
+}
+
+#[test]
+fn a_model_layer_the_file_lacks_is_an_error_unless_skip_mismatch() {
+    let dir = tempfile::tempdir().unwrap();
+    let weights = without_output_layer(dir.path());
+    let out = dir.path().join("imported");
+    let err = tfload_err(&["import-weights", s(&model("mlp_digits")), s(&weights), "--out", s(&out)]);
+    assert!(err.contains("no weights for 1 layer(s) of the model (output)"), "{err}");
+    assert!(!out.exists());
+    let summary = tfload_ok(&["import-weights", s(&model("mlp_digits")), s(&weights), "--out", s(&out), "--skip-mismatch"]);
+    assert!(summary.contains("kept 1 layer(s) the file has no weights for: output"), "{summary}");
+    let json: Value = serde_json::from_str(&tfload_ok(&["import-weights", s(&model("mlp_digits")), s(&weights), "--dry-run", "--json", "--skip-mismatch"])).unwrap();
+    assert_eq!(json["missing_layers"], json!(["output"]));
+}
+
+#[test]
+fn train_init_weights_names_a_layer_the_file_lacks() {
+    let dir = tempfile::tempdir().unwrap();
+    let copy = edited(dir.path(), |_| {});
+    let weights = without_output_layer(&copy);
+    let err = refused(dir.path(), &copy, &["--init-weights", s(&weights)]);
+    assert!(err.contains("no weights for 1 layer(s) of the model (output)"), "{err}");
+    let out = dir.path().join("out");
+    let data = train_data();
+    let args = ["train", s(&copy), "--init-weights", s(&weights), "--skip-mismatch", "--data", s(&data), "--out", s(&out), "--epochs", "1", "--batch-size", "64", "-q"];
+    let output = common::tfload(&args);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("left as they were: output"));
+}

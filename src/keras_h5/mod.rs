@@ -322,6 +322,22 @@ mod tests {
     }
 
     #[test]
+    fn refuses_every_fixture_cut_short() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["cnn_keras3.weights.h5", "mlp_keras3.weights.h5", "cnn_tfkeras.h5", "mlp_legacy_model.h5"] {
+            let bytes = std::fs::read(fixture(name)).unwrap();
+            for cut in [bytes.len() / 4, bytes.len() / 2, bytes.len() * 3 / 4, bytes.len() * 9 / 10, bytes.len() - 1] {
+                let path = dir.path().join(name);
+                std::fs::write(&path, &bytes[..cut]).unwrap();
+                match KerasWeights::open(&path) {
+                    Err(Error::CorruptHdf5 { problem, .. }) => assert!(problem.contains(&format!("it is {cut} bytes long")), "{problem}"),
+                    other => panic!("{name} cut at {cut} of {}: {other:?}", bytes.len()),
+                }
+            }
+        }
+    }
+
+    #[test]
     fn refuses_a_file_that_is_not_hdf5() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("w.h5");
