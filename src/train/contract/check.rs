@@ -193,7 +193,7 @@ impl Check<'_> {
         for name in ["scale", "offset"] {
             let Some(value) = object.get(name) else { continue };
             let numbers = value.as_array().filter(|a| a.iter().all(serde_json::Value::is_number));
-            let fits = numbers.is_some_and(|a| a.len() == 1 || Some(a.len() as u64) == channels);
+            let fits = numbers.is_some_and(|a| a.len() == 1 || channels.is_none_or(|c| a.len() as u64 == c));
             if !fits {
                 let expected = format!("a list of 1{} numbers", channels.map(|c| format!(" or {c}")).unwrap_or_default());
                 return Err(self.field(format!("inputs[0].preprocessing.{name}"), value, expected));
