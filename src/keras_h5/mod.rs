@@ -17,6 +17,7 @@ mod legacy;
 
 use std::path::{Path, PathBuf};
 
+use hdf5_reader::group::Group;
 use hdf5_reader::{Datatype, Hdf5File};
 use ndarray::{ArrayD, IxDyn};
 use serde::Serialize;
@@ -249,7 +250,7 @@ fn describe_dataset(path: &Path, dataset_path: &str, dataset: &hdf5_reader::Data
 
 /// The child group `name` of `group` (at `group_path`), `None` if it has none. Any other
 /// failure (a cut or corrupt object) is an error: skipping it would silently lose layers.
-fn optional_group(path: &Path, group: &hdf5_reader::group::Group, group_path: &str, name: &str) -> Result<Option<hdf5_reader::group::Group>> {
+fn optional_group(path: &Path, group: &Group, group_path: &str, name: &str) -> Result<Option<Group>> {
     match group.group(name) {
         Ok(child) => Ok(Some(child)),
         Err(hdf5_reader::error::Error::GroupNotFound(_)) => Ok(None),
@@ -259,7 +260,7 @@ fn optional_group(path: &Path, group: &hdf5_reader::group::Group, group_path: &s
 
 /// The strings of a group attribute, or `None` if it has no such attribute. An empty list saved
 /// by NumPy (`np.asarray([])`, float64 with no elements) reads as no strings.
-fn string_attribute(path: &Path, group: &hdf5_reader::group::Group, name: &str) -> Result<Option<Vec<String>>> {
+fn string_attribute(path: &Path, group: &Group, name: &str) -> Result<Option<Vec<String>>> {
     let Ok(attribute) = group.attribute(name) else {
         return Ok(None);
     };

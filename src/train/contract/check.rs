@@ -210,7 +210,7 @@ impl Check<'_> {
             return Err(self.field("loss.name", json_or_missing(contract.loss.get("name")), format!("one of {}", LOSSES.join(", "))));
         }
         let optimizer = contract.optimizer.get("name").and_then(serde_json::Value::as_str);
-        if !optimizer.is_some_and(|name| !name.is_empty()) {
+        if optimizer.is_none_or(str::is_empty) {
             return Err(self.field("optimizer.name", json_or_missing(contract.optimizer.get("name")), "the optimizer's name (sgd, adam, adamw, ...)"));
         }
         if let Some(rate) = contract.optimizer.get("learning_rate") {
