@@ -350,6 +350,54 @@ pub enum Error {
         /// What tfload was writing.
         during: String,
     },
+
+    // --- Contract record and learning-rate checks, HDF5 integrity (helper `contract`, issue 14) ---
+    /// A field of the contract record disagrees with the model's signatures or checkpoint index,
+    /// or holds a value the contract does not allow.
+    #[error("{path}: record field `{field}` is {found}, expected {expected}. The record does not describe this model; export it again with scripts/tfload_export.py, or correct the record (docs/train-step-contract.md).")]
+    ContractField {
+        /// The record file.
+        path: PathBuf,
+        /// The field, as a JSON path (`mask_variables[2].shape`).
+        field: String,
+        /// The value the record holds.
+        found: String,
+        /// What the model (signature or checkpoint) or the contract requires.
+        expected: String,
+    },
+
+    /// A learning rate (given, recorded or scheduled) that is not a finite number above 0.
+    #[error("{origin} is {value}, expected {expected}. Give a rate such as --lr 0.01.")]
+    InvalidLearningRate {
+        /// Where the value comes from (`--lr`, `--min-lr`, the record's `learning_rate.default`).
+        origin: String,
+        /// The value found.
+        value: String,
+        /// What is allowed.
+        expected: String,
+    },
+
+    /// An HDF5 file whose own stored lengths or checksums say it is truncated or corrupt.
+    #[error("{path} is truncated or corrupt: {problem}. h5py refuses such a file too; save the weights again.")]
+    CorruptHdf5 {
+        /// The file.
+        path: PathBuf,
+        /// Which stored length or checksum disagrees, with the stored and the actual value.
+        problem: String,
+    },
+
+    /// Layers of the model that a Keras HDF5 file holds no weights for.
+    #[error("{h5} holds no weights for {count} layer(s) of {model}: {layers}. The file may be truncated or come from another model; pass --skip-mismatch to keep these layers as the model has them.")]
+    MissingLayers {
+        /// The HDF5 file.
+        h5: PathBuf,
+        /// The SavedModel directory.
+        model: PathBuf,
+        /// How many layers are missing.
+        count: usize,
+        /// Their names.
+        layers: String,
+    },
 }
 
 /// "The disk is full. " when `error` is about a full disk, else nothing.

@@ -5,8 +5,9 @@
 //! Matching follows Keras's `load_weights(..., by_name=True)`: a layer of the file goes to the
 //! model's layer of the same name (a variable `head/kernel` belongs to layer `head`), and within
 //! a layer the weights pair up in Keras's order, trainable variables first. Layers of the file
-//! the model lacks are ignored, and the model's variables no layer of the file names (other
-//! layers, optimizer slots, step counters) keep their values. Unlike Keras, which skips single
+//! the model lacks are ignored, and the model's variables no layer of the file names (optimizer
+//! slots, step counters) keep their values; a model layer with trainable variables that the file
+//! lacks (a truncated file, another model's file) is an error unless `skip_mismatch` keeps it. Unlike Keras, which skips single
 //! weights, `skip_mismatch` leaves a whole layer untouched when any of its shapes differ: half a
 //! layer from another model is never what is wanted.
 //!
@@ -117,6 +118,8 @@ pub struct ImportPlan {
     model_dir: PathBuf,
     weights: KerasWeights,
     rows: Vec<MappingRow>,
+    /// Layers of the model with trainable variables that the file holds no weights for.
+    missing_layers: Vec<String>,
     /// Why the import cannot go ahead (mismatches without `skip_mismatch`, nothing to import).
     problems: Vec<String>,
 }
@@ -148,13 +151,24 @@ pub fn plan(model_dir: impl AsRef<Path>, h5: impl AsRef<Path>, options: &ImportO
         });
         rows.extend(pair_rows(layer, layer_variables, action));
     }
+    let mut missing_layers = Vec::new();
     for (name, layer_variables) in &model_layers {
         if !matched_layers.contains(name) {
             rows.extend(layer_variables.iter().map(|v| row(name, None, Some(v), Action::KeepNotInFile)));
+            if layer_variables.iter().any(|v| v.trainable) {
+                missing_layers.push(name.to_string());
+            }
         }
     }
     if matched_layers.is_empty() {
         return Err(no_matching_layers(&weights, model_dir, &model_layers));
+    }
+    if !missing_layers.is_empty() && !options.skip_mismatch {
+        problems.push(format!(
+            "the file holds no weights for {} layer(s) of the model ({}): it may be truncated, or saved from another model",
+            missing_layers.len(),
+            missing_layers.join(", ")
+        ));
     }
     if problems.is_empty() && !rows.iter().any(|r| r.action == Action::Import) {
         problems.push(format!(
@@ -162,7 +176,7 @@ pub fn plan(model_dir: impl AsRef<Path>, h5: impl AsRef<Path>, options: &ImportO
             matched_layers.join(", ")
         ));
     }
-    Ok(ImportPlan { model_dir: model_dir.to_path_buf(), weights, rows, problems })
+    Ok(ImportPlan { model_dir: model_dir.to_path_buf(), weights, rows, missing_layers, problems })
 }
 
 impl ImportPlan {
@@ -192,6 +206,12 @@ impl ImportPlan {
         let mut layers: Vec<&str> = self.rows.iter().filter(skipped).map(|r| r.layer.as_str()).collect();
         layers.dedup();
         layers
+    }
+
+    /// Layers of the model (with trainable variables) that the file has no weights for: kept as
+    /// the model has them with `skip_mismatch`, an error without.
+    pub fn missing_layers(&self) -> &[String] {
+        &self.missing_layers
     }
 
     /// Fails if the import cannot go ahead: a layer does not fit (without `skip_mismatch`), or

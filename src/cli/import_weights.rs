@@ -22,7 +22,7 @@ pub struct ImportWeightsArgs {
     /// Where to write the new SavedModel (must not exist, unless --force).
     #[arg(long, required_unless_present = "dry_run")]
     out: Option<PathBuf>,
-    /// Leave layers whose weight count or shapes differ (a new head) untouched instead of failing.
+    /// Leave layers whose weight count or shapes differ (a new head), or that the file lacks, untouched instead of failing.
     #[arg(long)]
     skip_mismatch: bool,
     /// Print the whole mapping (HDF5 weight, variable, shapes, action) and write nothing.
@@ -47,6 +47,8 @@ struct ImportDocument<'a> {
     out: Option<String>,
     imported: usize,
     skipped_layers: Vec<&'a str>,
+    /// Model layers the file holds no weights for (kept with --skip-mismatch).
+    missing_layers: &'a [String],
     mapping: &'a [MappingRow],
 }
 
@@ -81,6 +83,7 @@ fn print_json(out: &mut impl Write, plan: &ImportPlan, dry_run: bool, written: O
         out: written.map(|o| o.display().to_string()),
         imported: plan.imported(),
         skipped_layers: plan.skipped_layers(),
+        missing_layers: plan.missing_layers(),
         mapping: plan.rows(),
     };
     serde_json::to_writer_pretty(&mut *out, &document)?;
@@ -117,6 +120,10 @@ fn print_summary(out: &mut impl Write, plan: &ImportPlan, written: Option<&Path>
     let skipped = plan.skipped_layers();
     if !skipped.is_empty() {
         writeln!(out, "kept {} layer(s) whose weights do not fit: {}", skipped.len(), skipped.join(", "))?;
+    }
+    let missing = plan.missing_layers();
+    if !missing.is_empty() {
+        writeln!(out, "kept {} layer(s) the file has no weights for: {}", missing.len(), missing.join(", "))?;
     }
     match written {
         Some(path) => writeln!(out, "wrote {}", path.display()),

@@ -126,7 +126,7 @@ pub struct TrainArgs {
     /// before training, matched by layer name as `tfload import-weights` does.
     #[arg(long, value_name = "FILE")]
     pub init_weights: Option<PathBuf>,
-    /// With --init-weights: leave layers whose shapes differ (a replaced head) as the model has them.
+    /// With --init-weights: leave layers whose shapes differ (a replaced head), or that the file lacks, as the model has them.
     #[arg(long, requires = "init_weights")]
     pub skip_mismatch: bool,
     /// Threads inside one op (0: TensorFlow decides).
@@ -253,7 +253,7 @@ pub fn run(args: &TrainArgs, global: &GlobalArgs) -> Result<()> {
     let val_loader = validation.map(|v| BatchLoader::new(v, LoaderOptions { shuffle: false, drop_remainder: false, ..loader_options }));
     let options = FitOptions {
         epochs: args.epochs,
-        schedule: schedule(args, contract.learning_rate.default),
+        schedule: schedule(args, contract.learning_rate.default)?,
         mask: mask_spec,
         session: SessionConfig { intra_op_threads: args.intra_op_threads, inter_op_threads: args.inter_op_threads },
         checkpoint_every_steps: args.checkpoint_every_steps,
@@ -295,12 +295,13 @@ fn initial_weights(args: &TrainArgs, out: &Path) -> Result<Option<tempfile::Temp
     std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
     let dir = tempfile::Builder::new().prefix(".tfload-init-").tempdir_in(parent)?;
     plan.apply(dir.path().join("model"), false)?;
-    let skipped = plan.skipped_layers();
+    let mut kept: Vec<&str> = plan.skipped_layers();
+    kept.extend(plan.missing_layers().iter().map(String::as_str));
     eprintln!(
         "imported {} weights from {}{}",
         plan.imported(),
         h5.display(),
-        if skipped.is_empty() { String::new() } else { format!("; left as they were: {}", skipped.join(", ")) }
+        if kept.is_empty() { String::new() } else { format!("; left as they were: {}", kept.join(", ")) }
     );
     Ok(Some(dir))
 }
@@ -320,13 +321,23 @@ fn mask_spec(args: &TrainArgs) -> MaskSpec {
     }
 }
 
-fn schedule(args: &TrainArgs, default_lr: f32) -> LrSchedule {
+/// The schedule the flags ask for, refusing a rate that is not finite and positive.
+fn schedule(args: &TrainArgs, default_lr: f32) -> Result<LrSchedule> {
+    use tfload::train::contract::check_learning_rate;
+    if let Some(lr) = args.lr {
+        check_learning_rate("--lr", lr, false)?;
+    }
+    match args.lr_schedule {
+        ScheduleKind::Constant => {}
+        ScheduleKind::Step => check_learning_rate("--lr-decay-factor", args.lr_decay_factor, false)?,
+        ScheduleKind::Cosine => check_learning_rate("--min-lr", args.min_lr, true)?,
+    }
     let decay = match args.lr_schedule {
         ScheduleKind::Constant => Decay::Constant,
         ScheduleKind::Step => Decay::Step { factor: args.lr_decay_factor, every_epochs: args.lr_decay_epochs },
         ScheduleKind::Cosine => Decay::Cosine { min_lr: args.min_lr },
     };
-    LrSchedule { base: args.lr.unwrap_or(default_lr), decay, warmup_steps: args.warmup_steps }
+    Ok(LrSchedule { base: args.lr.unwrap_or(default_lr), decay, warmup_steps: args.warmup_steps })
 }
 
 type DataPair = (Arc<dyn Dataset>, Option<Arc<dyn Dataset>>);

@@ -5,12 +5,12 @@ use std::path::Path;
 use hdf5_reader::group::Group;
 use hdf5_reader::Hdf5File;
 
-use super::{describe_dataset, string_attribute, H5Layer, H5Weight};
+use super::{describe_dataset, optional_group, string_attribute, H5Layer, H5Weight};
 use crate::error::{Error, Result};
 
 /// The layers of a Keras 3 weights file, or `None` if the file has no `layers` group.
 pub(super) fn read(file: &Hdf5File, root: &Group, path: &Path) -> Result<Option<Vec<H5Layer>>> {
-    let Ok(layers) = root.group("layers") else {
+    let Some(layers) = optional_group(path, root, "", "layers")? else {
         return Ok(None);
     };
     let mut found = Vec::new();
@@ -28,12 +28,12 @@ fn collect(file: &Hdf5File, group: &Group, group_path: &str, path: &Path, found:
     for layer_group in group.groups().map_err(|e| read_error(group_path, e))? {
         let key = layer_group.name().to_string();
         let layer_path = format!("{group_path}/{key}");
-        if let Ok(vars) = layer_group.group("vars") {
+        if let Some(vars) = optional_group(path, &layer_group, &layer_path, "vars")? {
             let name = string_attribute(path, &vars, "name")?.and_then(|names| names.into_iter().next());
             let weights = weights(file, &vars, &format!("{layer_path}/vars"), path)?;
             found.push(H5Layer { name: name.unwrap_or(key), weights });
         }
-        if let Ok(nested) = layer_group.group("layers") {
+        if let Some(nested) = optional_group(path, &layer_group, &layer_path, "layers")? {
             collect(file, &nested, &format!("{layer_path}/layers"), path, found)?;
         }
     }

@@ -6,14 +6,14 @@ use std::path::Path;
 use hdf5_reader::group::Group;
 use hdf5_reader::Hdf5File;
 
-use super::{describe_dataset, string_attribute, H5Layer, H5Weight, Layout};
+use super::{describe_dataset, optional_group, string_attribute, H5Layer, H5Weight, Layout};
 use crate::error::{Error, Result};
 
 /// The layout and layers of a legacy file, or `None` if it has no `layer_names` attribute.
 pub(super) fn read(file: &Hdf5File, root: &Group, path: &Path) -> Result<Option<(Layout, Vec<H5Layer>)>> {
-    let (weights_group, base, full_model) = match root.group("model_weights") {
-        Ok(group) => (group, "/model_weights".to_string(), true),
-        Err(_) => (root.clone(), String::new(), false),
+    let (weights_group, base, full_model) = match optional_group(path, root, "", "model_weights")? {
+        Some(group) => (group, "/model_weights".to_string(), true),
+        None => (root.clone(), String::new(), false),
     };
     let Some(layer_names) = chunked_strings(path, &weights_group, "layer_names")? else {
         return Ok(None);

@@ -17,6 +17,7 @@ mod legacy;
 
 use std::path::{Path, PathBuf};
 
+use hdf5_reader::group::Group;
 use hdf5_reader::{Datatype, Hdf5File};
 use ndarray::{ArrayD, IxDyn};
 use serde::Serialize;
@@ -187,7 +188,31 @@ fn open_hdf5(path: &Path) -> Result<Hdf5File> {
             problem: "it is a zip archive, as a `.keras` file is; unzip it and give its model.weights.h5".to_string(),
         });
     }
-    Hdf5File::open(path).map_err(|e| not_hdf5(path, &e))
+    let file = Hdf5File::open(path).map_err(|e| not_hdf5(path, &e))?;
+    check_stored_length(path, &file)?;
+    Ok(file)
+}
+
+/// Refuses a file shorter than its superblock says it is, as libhdf5 (and so h5py) does: a cut
+/// file can still parse up to its last complete object, silently losing the layers after it.
+/// The superblock's own checksum (versions 2 and 3) and those of version-2 object headers are
+/// verified by `hdf5-reader` as it parses them.
+fn check_stored_length(path: &Path, file: &Hdf5File) -> Result<()> {
+    let superblock = file.superblock();
+    let actual = file.storage().len();
+    let stored_end = superblock.base_address.checked_add(superblock.eof_address);
+    match stored_end {
+        Some(end) if end <= actual => Ok(()),
+        _ => Err(Error::CorruptHdf5 {
+            path: path.to_path_buf(),
+            problem: format!(
+                "its superblock says the file ends at byte {} (base address {} + end-of-file address {}), but it is {actual} bytes long",
+                stored_end.map_or_else(|| "beyond 2^64".to_string(), |end| end.to_string()),
+                superblock.base_address,
+                superblock.eof_address
+            ),
+        }),
+    }
 }
 
 fn not_hdf5(path: &Path, error: &dyn std::fmt::Display) -> Error {
@@ -223,9 +248,19 @@ fn describe_dataset(path: &Path, dataset_path: &str, dataset: &hdf5_reader::Data
     Ok((dtype, dataset.shape().iter().map(|&d| d as usize).collect()))
 }
 
+/// The child group `name` of `group` (at `group_path`), `None` if it has none. Any other
+/// failure (a cut or corrupt object) is an error: skipping it would silently lose layers.
+fn optional_group(path: &Path, group: &Group, group_path: &str, name: &str) -> Result<Option<Group>> {
+    match group.group(name) {
+        Ok(child) => Ok(Some(child)),
+        Err(hdf5_reader::error::Error::GroupNotFound(_)) => Ok(None),
+        Err(e) => Err(Error::Hdf5Read { path: path.to_path_buf(), object: format!("{group_path}/{name}"), problem: e.to_string() }),
+    }
+}
+
 /// The strings of a group attribute, or `None` if it has no such attribute. An empty list saved
 /// by NumPy (`np.asarray([])`, float64 with no elements) reads as no strings.
-fn string_attribute(path: &Path, group: &hdf5_reader::group::Group, name: &str) -> Result<Option<Vec<String>>> {
+fn string_attribute(path: &Path, group: &Group, name: &str) -> Result<Option<Vec<String>>> {
     let Ok(attribute) = group.attribute(name) else {
         return Ok(None);
     };
@@ -285,6 +320,22 @@ mod tests {
         let hidden = weights.layer("hidden").expect("hidden");
         assert!(hidden.weights[0].dataset.starts_with("/model_weights/hidden/"));
         Ok(())
+    }
+
+    #[test]
+    fn refuses_every_fixture_cut_short() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["cnn_keras3.weights.h5", "mlp_keras3.weights.h5", "cnn_tfkeras.h5", "mlp_legacy_model.h5"] {
+            let bytes = std::fs::read(fixture(name)).unwrap();
+            for cut in [bytes.len() / 4, bytes.len() / 2, bytes.len() * 3 / 4, bytes.len() * 9 / 10, bytes.len() - 1] {
+                let path = dir.path().join(name);
+                std::fs::write(&path, &bytes[..cut]).unwrap();
+                match KerasWeights::open(&path) {
+                    Err(Error::CorruptHdf5 { problem, .. }) => assert!(problem.contains(&format!("it is {cut} bytes long")), "{problem}"),
+                    other => panic!("{name} cut at {cut} of {}: {other:?}", bytes.len()),
+                }
+            }
+        }
     }
 
     #[test]

@@ -2,10 +2,14 @@
 //! carries in `assets/tfload_contract.json`, read without a session and checked against the
 //! model's signatures before any training starts.
 
+mod check;
+
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::checkpoint_index::CheckpointIndex;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::meta_graph::MetaGraph;
@@ -21,34 +25,65 @@ pub const TRAIN_STEP: &str = "train_step";
 /// The signature that evaluates.
 pub const EVAL_STEP: &str = "eval_step";
 
-/// The record of a trainable SavedModel (the fields tfload uses; others are kept by the file).
+/// The record of a trainable SavedModel. Every field the contract marks as required is read
+/// here and checked against the model by [`TrainContract::read`]; informational fields
+/// (`model_name`, `producer`, `extra`) are kept by the file only.
 #[derive(Debug, Clone, Deserialize)]
 pub struct TrainContract {
     /// Contract version, 1.
     pub contract_version: u32,
+    /// Input and output keys of each signature, as the record states them.
+    pub signatures: BTreeMap<String, SignatureRecord>,
     /// The model's inputs.
     pub inputs: Vec<InputRecord>,
+    /// The model's outputs (`outputs`).
+    pub outputs: Vec<OutputRecord>,
+    /// The `labels` input of `train_step` and `eval_step`.
+    pub labels: TensorRecord,
+    /// The `mask` input of `train_step`.
+    pub mask: TensorRecord,
     /// Class names by label index, where known.
-    #[serde(default)]
     pub class_names: Option<Vec<String>>,
     /// Number of classes of a classifier.
     #[serde(default)]
     pub num_classes: Option<u64>,
     /// Metric output keys of `train_step` and `eval_step`.
-    #[serde(default)]
     pub metrics: Vec<String>,
     /// The variables the mask addresses, in mask order.
     pub mask_variables: Vec<MaskVariable>,
+    /// Variables that are saved but not trained (batch-norm statistics, RNG states).
+    pub non_trainable_variables: Vec<StateVariable>,
+    /// The optimizer's variables (step counter, slots).
+    pub optimizer_variables: Vec<OptimizerVariable>,
     /// The mask stored as the model's default.
     pub default_mask: Vec<f32>,
     /// The learning rate input and its suggested default.
     pub learning_rate: LearningRateRecord,
     /// Optimizer name and settings, as recorded.
-    #[serde(default)]
     pub optimizer: serde_json::Value,
     /// Loss name and settings, as recorded.
-    #[serde(default)]
     pub loss: serde_json::Value,
+    /// `classification`, `binary_classification` or `regression`.
+    #[serde(default)]
+    pub task: Option<String>,
+    /// Batch-norm layers and the mask and state entries they own.
+    #[serde(default)]
+    pub batch_norm_layers: Vec<BatchNormLayer>,
+    /// How batch norm follows the mask (`per_layer_mask`).
+    #[serde(default)]
+    pub batch_norm_policy: Option<String>,
+    /// Whether `train_step` is compiled with XLA (informational).
+    #[serde(default)]
+    pub jit_compile: Option<bool>,
+}
+
+/// The input and output keys the record gives for one signature.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SignatureRecord {
+    /// Input keys.
+    pub inputs: Vec<String>,
+    /// Output keys.
+    pub outputs: Vec<String>,
 }
 
 /// One model input of the record.
@@ -56,6 +91,35 @@ pub struct TrainContract {
 pub struct InputRecord {
     /// The signature input key.
     pub key: String,
+    /// TF dtype name (`float32`).
+    pub dtype: String,
+    /// Shape with `null` for unknown dims.
+    pub shape: Vec<Option<u64>>,
+    /// How raw data becomes the model input (absent: none).
+    #[serde(default)]
+    pub preprocessing: Option<serde_json::Value>,
+}
+
+/// One model output of the record.
+#[derive(Debug, Clone, Deserialize)]
+pub struct OutputRecord {
+    /// The signature output key (`outputs`).
+    pub key: String,
+    /// TF dtype name.
+    pub dtype: String,
+    /// Shape with `null` for unknown dims.
+    pub shape: Vec<Option<u64>>,
+    /// `probabilities`, `logits` or `values`.
+    pub kind: String,
+}
+
+/// A signature input the record describes (`labels`, `mask`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct TensorRecord {
+    /// The signature input key.
+    pub key: String,
+    /// TF dtype name.
+    pub dtype: String,
     /// Shape with `null` for unknown dims.
     pub shape: Vec<Option<u64>>,
 }
@@ -71,13 +135,86 @@ pub struct MaskVariable {
     pub layer: String,
     /// Variable shape.
     pub shape: Vec<u64>,
+    /// TF dtype name.
+    pub dtype: String,
+    /// Whether the default mask trains it.
+    #[serde(default)]
+    pub trainable_by_default: Option<bool>,
+    /// Its key in `variables/variables.index`.
+    pub checkpoint_key: String,
+}
+
+/// One saved variable that is not trained.
+#[derive(Debug, Clone, Deserialize)]
+pub struct StateVariable {
+    /// Position in the list.
+    pub index: usize,
+    /// Keras path.
+    pub name: String,
+    /// Variable shape.
+    pub shape: Vec<u64>,
+    /// TF dtype name.
+    pub dtype: String,
+    /// Its key in `variables/variables.index`.
+    pub checkpoint_key: String,
+}
+
+/// One optimizer variable.
+#[derive(Debug, Clone, Deserialize)]
+pub struct OptimizerVariable {
+    /// Position in the list.
+    pub index: usize,
+    /// Name (`m/dense/kernel`).
+    pub name: String,
+    /// `iterations`, `momentum`, `m`, `v` or `step`.
+    pub slot: String,
+    /// The mask variable a slot belongs to (`None` for global ones).
+    #[serde(default)]
+    pub variable_index: Option<usize>,
+    /// Variable shape.
+    pub shape: Vec<u64>,
+    /// TF dtype name.
+    pub dtype: String,
+    /// Its key in `variables/variables.index`.
+    pub checkpoint_key: String,
+}
+
+/// One batch-norm layer of the record.
+#[derive(Debug, Clone, Deserialize)]
+pub struct BatchNormLayer {
+    /// The layer name.
+    pub layer: String,
+    /// Its entries in `mask_variables`.
+    pub mask_indices: Vec<usize>,
+    /// Its entries in `non_trainable_variables`.
+    pub state_indices: Vec<usize>,
 }
 
 /// The learning-rate input.
 #[derive(Debug, Clone, Deserialize)]
 pub struct LearningRateRecord {
+    /// The signature input key (`learning_rate`).
+    pub key: String,
+    /// TF dtype name.
+    pub dtype: String,
+    /// Shape (`[]`).
+    pub shape: Vec<Option<u64>>,
     /// The rate the exporter suggests.
     pub default: f32,
+}
+
+/// Refuses a learning rate that is not a finite number above 0 (or, with `zero_allowed`, at
+/// least 0: the floor of a schedule); `origin` names where it came from (`--lr`, `--min-lr`).
+pub fn check_learning_rate(origin: &str, value: f32, zero_allowed: bool) -> Result<()> {
+    let fine = value.is_finite() && (value > 0.0 || (zero_allowed && value == 0.0));
+    if fine {
+        return Ok(());
+    }
+    Err(Error::InvalidLearningRate {
+        origin: origin.to_string(),
+        value: value.to_string(),
+        expected: if zero_allowed { "a finite number, 0 or more" } else { "a finite number greater than 0" }.to_string(),
+    })
 }
 
 impl TrainContract {
@@ -101,6 +238,8 @@ impl TrainContract {
         let text = std::fs::read_to_string(&path).map_err(|source| Error::Io { path: path.clone(), source })?;
         let contract: TrainContract = serde_json::from_str(&text).map_err(|e| contract_error(&path, format!("does not parse ({e})")))?;
         contract.check(&path, meta_graph)?;
+        let index = CheckpointIndex::read(&CheckpointIndex::path_in(dir))?;
+        check::check_record(&contract, &path, meta_graph, &index)?;
         Ok(contract)
     }
 
@@ -182,5 +321,78 @@ fn contract_error(path: &Path, problem: String) -> Error {
     Error::ContractMismatch {
         path: PathBuf::from(path),
         problem,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn committed(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("saved_models").join(name)
+    }
+
+    /// A copy of a committed model with its record edited.
+    fn edited(name: &str, edit: impl FnOnce(&mut serde_json::Value)) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let copy = dir.path().join(name);
+        let from = committed(name);
+        for sub in ["", "assets", "variables"] {
+            std::fs::create_dir_all(copy.join(sub)).expect("mkdir");
+            for entry in std::fs::read_dir(from.join(sub)).expect("read_dir").flatten().filter(|e| e.path().is_file()) {
+                std::fs::copy(entry.path(), copy.join(sub).join(entry.file_name())).expect("copy");
+            }
+        }
+        let path = copy.join(RECORD_PATH);
+        let mut record: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).expect("record")).expect("json");
+        edit(&mut record);
+        std::fs::write(&path, record.to_string()).expect("write");
+        (dir, copy)
+    }
+
+    fn read(dir: &Path) -> Result<TrainContract> {
+        TrainContract::read(dir, &crate::SavedModel::open(dir)?.meta_graph(&["serve"])?)
+    }
+
+    fn field_of(error: Error) -> String {
+        match error {
+            Error::ContractField { field, .. } => field,
+            other => panic!("expected a ContractField error, got {other}"),
+        }
+    }
+
+    #[test]
+    fn the_committed_records_pass() -> Result<()> {
+        for name in ["mlp_digits", "cnn_digits"] {
+            read(&committed(name))?;
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn each_edited_field_is_named() {
+        type Edit = fn(&mut serde_json::Value);
+        let cases: [(Edit, &str); 5] = [
+            (|r| r["signatures"]["train_step"]["inputs"] = serde_json::json!([]), "signatures.train_step.inputs"),
+            (|r| r["non_trainable_variables"][0]["shape"] = serde_json::json!([9]), "non_trainable_variables[0].shape"),
+            (|r| r["optimizer_variables"][4]["checkpoint_key"] = serde_json::json!("optimizer_variables/1/.ATTRIBUTES/VARIABLE_VALUE"), "optimizer_variables[4].checkpoint_key"),
+            (|r| r["batch_norm_layers"][0]["mask_indices"] = serde_json::json!([0]), "batch_norm_layers[0].mask_indices"),
+            (|r| r["outputs"][0]["kind"] = serde_json::json!("scores"), "outputs[0].kind"),
+        ];
+        for (edit, field) in cases {
+            let (_dir, copy) = edited("cnn_digits", edit);
+            assert_eq!(field_of(read(&copy).expect_err(field)), field);
+        }
+    }
+
+    #[test]
+    fn learning_rates_must_be_finite_and_positive() {
+        assert!(check_learning_rate("--lr", 0.01, false).is_ok());
+        assert!(check_learning_rate("--min-lr", 0.0, true).is_ok());
+        for bad in [0.0, -0.1, f32::NAN, f32::INFINITY] {
+            let error = check_learning_rate("--lr", bad, false).expect_err("refused").to_string();
+            assert!(error.starts_with(&format!("--lr is {bad}")), "{error}");
+        }
+        assert!(check_learning_rate("--min-lr", -1.0, true).is_err());
     }
 }

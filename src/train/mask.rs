@@ -178,26 +178,26 @@ fn compile(pattern: &str) -> Result<GlobMatcher> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::train::contract::{LearningRateRecord, MaskVariable};
 
     fn contract() -> TrainContract {
         let variables = [("conv1/kernel", "conv1"), ("bn1/gamma", "bn1"), ("conv2/kernel", "conv2"), ("head/kernel", "head"), ("head/bias", "head")];
-        TrainContract {
-            contract_version: 1,
-            inputs: vec![],
-            class_names: None,
-            num_classes: None,
-            metrics: vec![],
-            mask_variables: variables
-                .iter()
-                .enumerate()
-                .map(|(index, (name, layer))| MaskVariable { index, name: name.to_string(), layer: layer.to_string(), shape: vec![1] })
-                .collect(),
-            default_mask: vec![0.0, 0.0, 0.0, 1.0, 1.0],
-            learning_rate: LearningRateRecord { default: 0.01 },
-            optimizer: serde_json::Value::Null,
-            loss: serde_json::Value::Null,
-        }
+        let mask_variables: Vec<serde_json::Value> = variables
+            .iter()
+            .enumerate()
+            .map(|(index, (name, layer))| {
+                serde_json::json!({"index": index, "name": name, "layer": layer, "shape": [1], "dtype": "float32",
+                                   "checkpoint_key": format!("mask_variables/{index}/.ATTRIBUTES/VARIABLE_VALUE")})
+            })
+            .collect();
+        let tensor = serde_json::json!({"key": "k", "dtype": "float32", "shape": []});
+        serde_json::from_value(serde_json::json!({
+            "contract_version": 1, "signatures": {}, "inputs": [], "outputs": [], "labels": tensor, "mask": tensor,
+            "class_names": null, "metrics": [], "mask_variables": mask_variables, "non_trainable_variables": [],
+            "optimizer_variables": [], "default_mask": [0.0, 0.0, 0.0, 1.0, 1.0],
+            "learning_rate": {"key": "learning_rate", "dtype": "float32", "shape": [], "default": 0.01},
+            "optimizer": null, "loss": null
+        }))
+        .expect("a well-formed record")
     }
 
     fn build(spec: MaskSpec) -> Vec<f32> {
