@@ -10,6 +10,10 @@ use npyz::{Deserialize, NpyFile, Order, TypeChar, WriterBuilder};
 
 use crate::error::{Error, Result};
 use crate::tensor::TensorData;
+use member::CheckedMember;
+
+pub mod header;
+mod member;
 
 /// Where one array comes from: `file.npy`, `file.npz` (its only array) or `file.npz[name]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,106 +61,170 @@ fn npy_error(path: &Path, problem: impl Into<String>) -> Error {
     }
 }
 
-/// Reads a `.npy` file.
+/// Reads a `.npy` file. Its header is checked (length, nesting, declared size against the
+/// file's and against [`header::array_byte_limit`]) before any data is read.
 pub fn read_npy(path: &Path) -> Result<TensorData> {
-    let file = File::open(path).map_err(|source| Error::Io {
+    let io = |source| Error::Io {
         path: path.to_path_buf(),
         source,
-    })?;
-    let npy = NpyFile::new(BufReader::new(file))
-        .map_err(|e| npy_error(path, format!("not a valid .npy file ({e})")))?;
-    from_npy(path, npy)
+    };
+    let file = File::open(path).map_err(io)?;
+    let len = file.metadata().map_err(io)?.len();
+    let mut reader = BufReader::new(file);
+    let header = header::read_header(&mut reader, Some(len)).map_err(|p| npy_error(path, p))?;
+    header::check_array_bytes(header.data_len, "its header").map_err(|p| npy_error(path, p))?;
+    from_npy(NpyFile::with_header(header.npy, reader), &|p| npy_error(path, p))
 }
 
 /// The names of the arrays in a `.npz` file, sorted.
 pub fn npz_names(path: &Path) -> Result<Vec<String>> {
-    let npz = open_npz(path)?;
-    let mut names: Vec<String> = npz.array_names().map(str::to_string).collect();
-    names.sort();
-    Ok(names)
-}
-
-fn open_npz(path: &Path) -> Result<npyz::npz::NpzArchive<BufReader<File>>> {
-    if !path.exists() {
-        return Err(Error::NotFound {
-            path: path.to_path_buf(),
-        });
-    }
-    npyz::npz::NpzArchive::open(path).map_err(|e| npy_error(path, format!("not a valid .npz file ({e})")))
+    Ok(NpzFile::open(path)?.names().to_vec())
 }
 
 /// Reads one array of a `.npz` file: the named one, or the only one when `name` is `None`.
 pub fn read_npz(path: &Path, name: Option<&str>) -> Result<TensorData> {
-    let names = npz_names(path)?;
+    let mut npz = NpzFile::open(path)?;
     let name = match name {
         Some(name) => name.to_string(),
-        None if names.len() == 1 => names[0].clone(),
+        None if npz.names().len() == 1 => npz.names()[0].clone(),
         None => {
             return Err(npy_error(
                 path,
-                format!("holds several arrays ({}); name one as {}[NAME]", names.join(", "), path.display()),
+                format!("holds several arrays ({}); name one as {}[NAME]", npz.names().join(", "), path.display()),
             ))
         }
     };
-    let mut npz = open_npz(path)?;
-    let npy = npz
-        .by_name(&name)
-        .map_err(|e| npy_error(path, format!("array `{name}` cannot be read ({e})")))?
-        .ok_or_else(|| npy_error(path, format!("has no array `{name}`; it has: {}", names.join(", "))))?;
-    from_npy(path, npy)
+    npz.read(&name)
 }
 
-fn from_npy<R: Read>(path: &Path, npy: NpyFile<R>) -> Result<TensorData> {
+/// An open `.npz` archive whose members are read with their CRC-32 and sizes checked.
+pub struct NpzFile {
+    path: PathBuf,
+    archive: npyz::npz::NpzArchive<BufReader<File>>,
+    names: Vec<String>,
+}
+
+/// What a member's header declares, read without inflating its data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArrayHeader {
+    /// The shape.
+    pub shape: Vec<u64>,
+    /// Bytes of data.
+    pub data_len: u64,
+}
+
+impl NpzFile {
+    /// Opens the archive and lists its arrays.
+    pub fn open(path: &Path) -> Result<NpzFile> {
+        if !path.exists() {
+            return Err(Error::NotFound {
+                path: path.to_path_buf(),
+            });
+        }
+        let archive = npyz::npz::NpzArchive::open(path).map_err(|e| npy_error(path, format!("not a valid .npz file ({e})")))?;
+        let mut names: Vec<String> = archive.array_names().map(str::to_string).collect();
+        names.sort();
+        Ok(NpzFile { path: path.to_path_buf(), archive, names })
+    }
+
+    /// The names of its arrays, sorted.
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// The header of array `name`: only the first bytes of the member are inflated.
+    pub fn header(&mut self, name: &str) -> Result<ArrayHeader> {
+        let (mut member, fail) = self.member(name)?;
+        let size = member.declared_size();
+        let header = header::read_header(&mut member, Some(size)).map_err(&fail)?;
+        Ok(ArrayHeader { shape: header.shape, data_len: header.data_len })
+    }
+
+    /// Reads array `name`. Its size is bounded before inflating, and its CRC-32 and stored size
+    /// are checked before the data is returned.
+    pub fn read(&mut self, name: &str) -> Result<TensorData> {
+        let (mut member, fail) = self.member(name)?;
+        let size = member.declared_size();
+        let header = header::read_header(&mut member, Some(size)).map_err(&fail)?;
+        let trailing = size - header.preamble_len - header.data_len;
+        if trailing > 0 {
+            return Err(fail(format!(
+                "holds {trailing} bytes after the {} bytes of data its header declares (shape {} of dtype {}); np.save writes exactly header and data, so the member is corrupt",
+                header.data_len,
+                header::shape_text(&header.shape),
+                header.descr
+            )));
+        }
+        header::check_array_bytes(header.data_len, "its header").map_err(&fail)?;
+        let data = from_npy(NpyFile::with_header(header.npy, BufReader::new(&mut member)), &fail)?;
+        member.finish().map_err(&fail)?;
+        Ok(data)
+    }
+
+    /// Member `name` behind a size and CRC check, and how to report its errors.
+    fn member(&mut self, name: &str) -> Result<(CheckedMember<impl Read + '_>, impl Fn(String) -> Error)> {
+        let (path, member_name) = (self.path.clone(), npyz::npz::file_name_from_array_name(name));
+        if !self.names.iter().any(|n| n == name) {
+            return Err(npy_error(&path, format!("has no array `{name}`; it has: {}", self.names.join(", "))));
+        }
+        let fail = {
+            let member_name = member_name.clone();
+            move |problem: String| Error::NpzMember { path: path.clone(), member: member_name.clone(), problem }
+        };
+        let file = self.archive.zip_archive().by_name(&member_name).map_err(|e| fail(format!("cannot be read ({e})")))?;
+        let (size, crc) = (file.size(), file.crc32());
+        Ok((CheckedMember::new(file, size, crc), fail))
+    }
+}
+
+fn from_npy<R: Read>(npy: NpyFile<R>, fail: &dyn Fn(String) -> Error) -> Result<TensorData> {
     let npyz::DType::Plain(type_str) = npy.dtype() else {
-        return Err(npy_error(path, "holds a structured (record) array; give one plain array per input"));
+        return Err(fail("holds a structured (record) array; give one plain array per input".to_string()));
     };
     let size = type_str.size_field();
     Ok(match (type_str.type_char(), size) {
-        (TypeChar::Float, 2) => TensorData::Float16(array(path, npy)?),
-        (TypeChar::Float, 4) => TensorData::Float32(array(path, npy)?),
-        (TypeChar::Float, 8) => TensorData::Float64(array(path, npy)?),
-        (TypeChar::Int, 1) => TensorData::Int8(array(path, npy)?),
-        (TypeChar::Int, 2) => TensorData::Int16(array(path, npy)?),
-        (TypeChar::Int, 4) => TensorData::Int32(array(path, npy)?),
-        (TypeChar::Int, 8) => TensorData::Int64(array(path, npy)?),
-        (TypeChar::Uint, 1) => TensorData::UInt8(array(path, npy)?),
-        (TypeChar::Uint, 2) => TensorData::UInt16(array(path, npy)?),
-        (TypeChar::Uint, 4) => TensorData::UInt32(array(path, npy)?),
-        (TypeChar::Uint, 8) => TensorData::UInt64(array(path, npy)?),
-        (TypeChar::Bool, _) => TensorData::Bool(array(path, npy)?),
-        (TypeChar::UnicodeStr, _) => TensorData::String(array(path, npy)?),
+        (TypeChar::Float, 2) => TensorData::Float16(array(npy, fail)?),
+        (TypeChar::Float, 4) => TensorData::Float32(array(npy, fail)?),
+        (TypeChar::Float, 8) => TensorData::Float64(array(npy, fail)?),
+        (TypeChar::Int, 1) => TensorData::Int8(array(npy, fail)?),
+        (TypeChar::Int, 2) => TensorData::Int16(array(npy, fail)?),
+        (TypeChar::Int, 4) => TensorData::Int32(array(npy, fail)?),
+        (TypeChar::Int, 8) => TensorData::Int64(array(npy, fail)?),
+        (TypeChar::Uint, 1) => TensorData::UInt8(array(npy, fail)?),
+        (TypeChar::Uint, 2) => TensorData::UInt16(array(npy, fail)?),
+        (TypeChar::Uint, 4) => TensorData::UInt32(array(npy, fail)?),
+        (TypeChar::Uint, 8) => TensorData::UInt64(array(npy, fail)?),
+        (TypeChar::Bool, _) => TensorData::Bool(array(npy, fail)?),
+        (TypeChar::UnicodeStr, _) => TensorData::String(array(npy, fail)?),
         (TypeChar::ByteStr, _) => {
-            let bytes: ArrayD<Vec<u8>> = array(path, npy)?;
+            let bytes: ArrayD<Vec<u8>> = array(npy, fail)?;
             let mut strings = Vec::with_capacity(bytes.len());
             for value in bytes.iter() {
                 strings.push(String::from_utf8(value.clone()).map_err(|_| {
-                    npy_error(path, "holds byte strings that are not UTF-8, which tfload cannot feed yet")
+                    fail("holds byte strings that are not UTF-8, which tfload cannot feed yet".to_string())
                 })?);
             }
             TensorData::String(ArrayD::from_shape_vec(bytes.raw_dim(), strings).expect("same length"))
         }
         _ => {
-            return Err(npy_error(
-                path,
-                format!("has numpy dtype `{type_str}`, which no TensorFlow input takes; convert it (e.g. .astype('float32'))"),
-            ))
+            return Err(fail(format!(
+                "has numpy dtype `{type_str}`, which no TensorFlow input takes; convert it (e.g. .astype('float32'))"
+            )))
         }
     })
 }
 
-fn array<T: Deserialize, R: Read>(path: &Path, npy: NpyFile<R>) -> Result<ArrayD<T>> {
+fn array<T: Deserialize, R: Read>(npy: NpyFile<R>, fail: &dyn Fn(String) -> Error) -> Result<ArrayD<T>> {
     let shape: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
     let fortran = npy.order() == Order::Fortran;
-    let values = npy
-        .into_vec::<T>()
-        .map_err(|e| npy_error(path, format!("data cannot be read ({e})")))?;
+    let values = npy.into_vec::<T>().map_err(|e| fail(format!("data cannot be read ({e})")))?;
     let dims = IxDyn(&shape);
     let array = if fortran {
         ArrayD::from_shape_vec(dims.f(), values)
     } else {
         ArrayD::from_shape_vec(dims, values)
     };
-    array.map_err(|e| npy_error(path, format!("data does not fill its shape ({e})")))
+    array.map_err(|e| fail(format!("data does not fill its shape ({e})")))
 }
 
 /// Writes a tensor as a `.npy` file (strings as numpy unicode `<U`).
