@@ -185,7 +185,11 @@ fn nesting_depth(text: &str) -> usize {
 /// expectation, without the header's raw bytes.
 fn one_line(error: &py_literal::ParseError) -> String {
     let text = error.to_string();
-    let position = text.lines().find_map(|l| l.trim().strip_prefix("--> ")).map(|p| format!("at line:column {p}"));
+    let position = text
+        .lines()
+        .find_map(|l| l.split_once("--> "))
+        .and_then(|(_, p)| p.trim().split_once(':'))
+        .map(|(line, column)| format!("at line {line}, column {column}"));
     let expected = text.lines().find_map(|l| l.trim().strip_prefix("= ")).map(str::to_string);
     match (position, expected) {
         (Some(p), Some(e)) => format!("{p}: {e}"),
@@ -196,14 +200,16 @@ fn one_line(error: &py_literal::ParseError) -> String {
 }
 
 /// The largest array, in bytes, tfload reads: `TFLOAD_MAX_ARRAY_BYTES` when set, else the
-/// memory available (`MemAvailable`) or the process's address-space limit, whichever is
-/// smaller. `None` when neither is known. Returned with what it is, for messages.
+/// memory available (`MemAvailable`) or what the process's address-space limit leaves
+/// (`ulimit -v` less `VmSize`), whichever is smaller. `None` when neither is known. Returned with what it is, for messages.
 pub fn array_byte_limit() -> Option<(u64, String)> {
     if let Some(set) = std::env::var(MAX_ARRAY_BYTES_VAR).ok().and_then(|v| v.trim().parse::<u64>().ok()) {
         return Some((set, format!("set by {MAX_ARRAY_BYTES_VAR}")));
     }
     let available = read_proc("/proc/meminfo", "MemAvailable:").map(|kib| (kib.saturating_mul(1024), "the memory available".to_string()));
-    let address_space = read_proc("/proc/self/limits", "Max address space").map(|b| (b, "the process's address-space limit".to_string()));
+    let used = read_proc("/proc/self/status", "VmSize:").unwrap_or(0).saturating_mul(1024);
+    let address_space = read_proc("/proc/self/limits", "Max address space")
+        .map(|b| (b.saturating_sub(used), "what is left of the process's address-space limit".to_string()));
     let limit = [available, address_space].into_iter().flatten().min_by_key(|(bytes, _)| *bytes)?;
     Some((limit.0, format!("{}; set {MAX_ARRAY_BYTES_VAR} to change it", limit.1)))
 }
@@ -289,6 +295,6 @@ mod tests {
     fn syntax_errors_are_one_line() {
         let error = check(&npy("{'descr': '<f4', 'fortran_order': Fals\x01e, 'shape': ()}", &[])).err().unwrap();
         assert!(!error.contains('\n') && !error.contains('\x01'), "{error}");
-        assert!(error.contains("not a Python dict literal"), "{error}");
+        assert!(error.contains("not a Python dict literal (at line 1, column 35: expected value)"), "{error}");
     }
 }
