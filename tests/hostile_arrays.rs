@@ -233,3 +233,33 @@ fn a_garbled_npy_header_gives_one_clean_line() {
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
     assert!(err.contains("not a Python dict literal (at line 1, column 35") && !err.contains('\x07') && !err.contains("^---"), "{err}");
 }
+
+#[test]
+fn an_os_error_is_printed_once() {
+    let dir = tempfile::tempdir().unwrap();
+    for missing in ["missing.npy", "missing.npz"] {
+        let input = format!("features={}", dir.path().join(missing).display());
+        let (output, elapsed) = tfload(&["run", s(&model("multi_io")), "-i", &input], &[], None);
+        let err = fails(&output, elapsed);
+        assert_eq!(err.matches("os error 2").count(), 1, "{err}");
+        assert!(!err.contains("SavedModel directory"), "a data file is not a model: {err}");
+    }
+}
+
+#[test]
+fn empty_files_are_called_empty_not_tfrecord_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let (png, bare, npz) = (dir.path().join("empty.png"), dir.path().join("empty"), dir.path().join("empty.npz"));
+    for path in [&png, &bare, &npz] {
+        std::fs::write(path, b"").unwrap();
+    }
+    for path in [&png, &bare] {
+        let (output, elapsed) = tfload(&["predict", s(&model("cnn_digits")), s(path)], &[], None);
+        let err = fails(&output, elapsed);
+        assert!(err.contains("empty file (0 bytes)") && !err.contains("TFRecord"), "{err}");
+    }
+    for path in [&bare, &npz] {
+        let err = fails(&tfload(&refs(&eval(path)), &[], None).0, Duration::ZERO);
+        assert!(err.contains("empty file (0 bytes)") && !err.contains("TFRecord"), "{err}");
+    }
+}

@@ -70,10 +70,19 @@ pub fn read_npy(path: &Path) -> Result<TensorData> {
     };
     let file = File::open(path).map_err(io)?;
     let len = file.metadata().map_err(io)?.len();
+    refuse_empty(path, len, ".npy", "np.save")?;
     let mut reader = BufReader::new(file);
     let header = header::read_header(&mut reader, Some(len)).map_err(|p| npy_error(path, p))?;
     header::check_array_bytes(header.data_len, "its header").map_err(|p| npy_error(path, p))?;
     from_npy(NpyFile::with_header(header.npy, reader), &|p| npy_error(path, p))
+}
+
+/// Refuses a zero-byte file by what it is, rather than by what its missing header lacks.
+fn refuse_empty(path: &Path, len: u64, kind: &str, writer: &str) -> Result<()> {
+    if len > 0 {
+        return Ok(());
+    }
+    Err(npy_error(path, format!("empty file (0 bytes), not a {kind} file; write it again with numpy's {writer}")))
 }
 
 /// The names of the arrays in a `.npz` file, sorted.
@@ -116,12 +125,14 @@ pub struct ArrayHeader {
 impl NpzFile {
     /// Opens the archive and lists its arrays.
     pub fn open(path: &Path) -> Result<NpzFile> {
-        if !path.exists() {
-            return Err(Error::NotFound {
-                path: path.to_path_buf(),
-            });
-        }
-        let archive = npyz::npz::NpzArchive::open(path).map_err(|e| npy_error(path, format!("not a valid .npz file ({e})")))?;
+        let io = |source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let file = File::open(path).map_err(io)?;
+        refuse_empty(path, file.metadata().map_err(io)?.len(), ".npz", "np.savez")?;
+        let archive = npyz::npz::NpzArchive::new(BufReader::new(file))
+            .map_err(|e| npy_error(path, format!("not a valid .npz file ({e})")))?;
         let mut names: Vec<String> = archive.array_names().map(str::to_string).collect();
         names.sort();
         Ok(NpzFile { path: path.to_path_buf(), archive, names })
