@@ -36,7 +36,7 @@ pub struct CheckedHeader {
 /// known. Errors are one line each, naming the limit that was passed.
 pub fn read_header(reader: &mut impl Read, available: Option<u64>) -> Result<CheckedHeader, String> {
     let mut start = [0u8; 8];
-    read_fully(reader, &mut start).map_err(|_| "too short to be a .npy file (no complete magic and version)".to_string())?;
+    read_exact(reader, &mut start, || "too short to be a .npy file (no complete magic and version)".to_string())?;
     if &start[..6] != b"\x93NUMPY" {
         return Err("not a .npy file: it does not start with numpy's magic bytes \\x93NUMPY".to_string());
     }
@@ -55,7 +55,7 @@ pub fn read_header(reader: &mut impl Read, available: Option<u64>) -> Result<Che
         return Err(format!("truncated: its header declares {header_len} bytes, but the file ends before them"));
     }
     let mut text = vec![0u8; header_len];
-    read_fully(reader, &mut text).map_err(|_| format!("truncated: its header declares {header_len} bytes, but the file ends before them"))?;
+    read_exact(reader, &mut text, || format!("truncated: its header declares {header_len} bytes, but the file ends before them"))?;
     let parsed = parse_header_text(&text)?;
     let data_len = parsed.data_len()?;
     if let Some(available) = available {
@@ -83,19 +83,23 @@ fn header_len_field(field_len: usize, header_len: usize) -> Vec<u8> {
     }
 }
 
-fn read_fully(reader: &mut impl Read, buf: &mut [u8]) -> std::io::Result<()> {
-    reader.read_exact(buf)
+/// Fills `buf`; an early end is `short()`, any other failure says what the reader said.
+fn read_exact(reader: &mut impl Read, buf: &mut [u8], short: impl FnOnce() -> String) -> Result<(), String> {
+    reader.read_exact(buf).map_err(|e| match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => short(),
+        _ => format!("its header cannot be read ({e})"),
+    })
 }
 
 fn read_u16(reader: &mut impl Read) -> Result<u16, String> {
     let mut bytes = [0u8; 2];
-    read_fully(reader, &mut bytes).map_err(|_| "truncated inside its header length field".to_string())?;
+    read_exact(reader, &mut bytes, || "truncated inside its header length field".to_string())?;
     Ok(u16::from_le_bytes(bytes))
 }
 
 fn read_u32(reader: &mut impl Read) -> Result<u32, String> {
     let mut bytes = [0u8; 4];
-    read_fully(reader, &mut bytes).map_err(|_| "truncated inside its header length field".to_string())?;
+    read_exact(reader, &mut bytes, || "truncated inside its header length field".to_string())?;
     Ok(u32::from_le_bytes(bytes))
 }
 
