@@ -131,6 +131,13 @@ fn fails(output: &Output, elapsed: Duration) -> String {
     stderr
 }
 
+/// `tfload run multi_io -i features=PATH`, expected to fail: stderr and the time it took.
+fn run_fails(path: &Path) -> (String, Duration) {
+    let input = format!("features={}", path.display());
+    let (output, elapsed) = tfload(&["run", s(&model("multi_io")), "-i", &input], &[], None);
+    (fails(&output, elapsed), elapsed)
+}
+
 fn eval(data: &Path) -> Vec<String> {
     ["eval", s(&model("mlp_digits")), "--data", s(data)].map(String::from).to_vec()
 }
@@ -205,9 +212,7 @@ fn a_npy_declaring_a_4_gib_header_is_refused_without_allocating_it() {
     let dir = tempfile::tempdir().unwrap();
     let (path, numpy) = make(dir.path(), "huge_header", "huge.npy");
     assert!(numpy.contains("refused"), "{numpy}");
-    let input = format!("features={}", path.display());
-    let (output, elapsed) = tfload(&["run", s(&model("multi_io")), "-i", &input], &[], None);
-    let err = fails(&output, elapsed);
+    let (err, _) = run_fails(&path);
     assert!(err.contains("4294967295 bytes") && err.contains("10000"), "{err}");
 }
 
@@ -215,9 +220,7 @@ fn a_npy_declaring_a_4_gib_header_is_refused_without_allocating_it() {
 fn a_npy_header_nested_22_deep_is_refused_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let (path, _) = make(dir.path(), "deep", "deep.npy");
-    let input = format!("features={}", path.display());
-    let (output, elapsed) = tfload(&["run", s(&model("multi_io")), "-i", &input], &[], None);
-    let err = fails(&output, elapsed);
+    let (err, elapsed) = run_fails(&path);
     assert!(err.contains("nests brackets 23 deep") && err.contains("more than the 8"), "{err}");
     assert!(elapsed < Duration::from_secs(20), "took {elapsed:?}");
 }
@@ -227,9 +230,7 @@ fn a_garbled_npy_header_gives_one_clean_line() {
     let dir = tempfile::tempdir().unwrap();
     let (path, numpy) = make(dir.path(), "garbled_header", "garbled.npy");
     assert!(numpy.contains("refused"), "{numpy}");
-    let input = format!("features={}", path.display());
-    let (output, elapsed) = tfload(&["run", s(&model("multi_io")), "-i", &input], &[], None);
-    let err = fails(&output, elapsed);
+    let (err, _) = run_fails(&path);
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
     assert!(err.contains("not a Python dict literal (at line 1, column 35") && !err.contains('\x07') && !err.contains("^---"), "{err}");
 }
@@ -238,9 +239,7 @@ fn a_garbled_npy_header_gives_one_clean_line() {
 fn an_os_error_is_printed_once() {
     let dir = tempfile::tempdir().unwrap();
     for missing in ["missing.npy", "missing.npz"] {
-        let input = format!("features={}", dir.path().join(missing).display());
-        let (output, elapsed) = tfload(&["run", s(&model("multi_io")), "-i", &input], &[], None);
-        let err = fails(&output, elapsed);
+        let (err, _) = run_fails(&dir.path().join(missing));
         assert_eq!(err.matches("os error 2").count(), 1, "{err}");
         assert!(!err.contains("SavedModel directory"), "a data file is not a model: {err}");
     }
