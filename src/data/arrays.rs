@@ -109,7 +109,7 @@ fn check_headers(path: &Path, features: &ArrayHeader, labels: &ArrayHeader) -> R
         }
         _ => {}
     }
-    check_array_bytes(features.data_len.saturating_add(labels.data_len), "together, its features and labels").map_err(array_error)
+    check_array_bytes(features.data_len.saturating_add(labels.data_len), "its features and labels together declare").map_err(array_error)
 }
 
 impl Dataset for ArrayDataset {

@@ -225,11 +225,12 @@ fn read_proc(path: &str, prefix: &str) -> Option<u64> {
     line[prefix.len()..].split_whitespace().next()?.parse().ok()
 }
 
-/// Refuses arrays whose data (`bytes`, in all) would exceed [`array_byte_limit`].
+/// Refuses arrays whose data (`bytes`, in all) would exceed [`array_byte_limit`]; `what`
+/// begins the message (`its header declares`).
 pub fn check_array_bytes(bytes: u64, what: &str) -> Result<(), String> {
     match array_byte_limit() {
         Some((limit, reason)) if bytes > limit => Err(format!(
-            "{what} declares {bytes} bytes of data, more than the {limit} bytes tfload reads ({reason})"
+            "{what} {bytes} bytes of data, more than the {limit} bytes tfload reads ({reason})"
         )),
         _ => Ok(()),
     }

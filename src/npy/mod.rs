@@ -73,7 +73,7 @@ pub fn read_npy(path: &Path) -> Result<TensorData> {
     refuse_empty(path, len, ".npy", "np.save")?;
     let mut reader = BufReader::new(file);
     let header = header::read_header(&mut reader, Some(len)).map_err(|p| npy_error(path, p))?;
-    header::check_array_bytes(header.data_len, "its header").map_err(|p| npy_error(path, p))?;
+    header::check_array_bytes(header.data_len, "its header declares").map_err(|p| npy_error(path, p))?;
     from_npy(NpyFile::with_header(header.npy, reader), &|p| npy_error(path, p))
 }
 
@@ -166,7 +166,7 @@ impl NpzFile {
                 header.descr
             )));
         }
-        header::check_array_bytes(header.data_len, "its header").map_err(&fail)?;
+        header::check_array_bytes(header.data_len, "its header declares").map_err(&fail)?;
         let data = from_npy(NpyFile::with_header(header.npy, BufReader::new(&mut member)), &fail)?;
         member.finish().map_err(&fail)?;
         Ok(data)
