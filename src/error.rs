@@ -398,6 +398,19 @@ pub enum Error {
         /// Their names.
         layers: String,
     },
+
+    // --- hostile array files (.npy / .npz) ---
+    /// A member of a `.npz` archive is corrupt or declares more than tfload reads: a CRC-32 or
+    /// stored-size mismatch, a header beyond the limits, data beyond the memory limit.
+    #[error("{path}, member {member}: {problem}")]
+    NpzMember {
+        /// The `.npz` file.
+        path: PathBuf,
+        /// The member's file name in the archive (`x.npy`).
+        member: String,
+        /// What is wrong, with the limit passed where one was.
+        problem: String,
+    },
 }
 
 /// "The disk is full. " when `error` is about a full disk, else nothing.

@@ -182,6 +182,7 @@ impl ImageClassifier {
 
     /// Reads, resizes and classifies image files (decoded in parallel), one result per file.
     pub fn classify_files(&self, paths: &[PathBuf], k: usize) -> Result<Vec<Vec<ClassScore>>> {
+        refuse_empty_files(paths)?;
         self.classify(self.image.load_batch(paths)?, k)
     }
 
@@ -284,6 +285,18 @@ fn softmax(mut row: ndarray::ArrayViewMut1<f32>) {
     row.mapv_inplace(|v| (v - max).exp());
     let sum = row.sum();
     row.mapv_inplace(|v| v / sum);
+}
+
+/// Refuses zero-byte files by name before decoding: the decoder would only say that it cannot
+/// tell the format.
+fn refuse_empty_files(paths: &[PathBuf]) -> Result<()> {
+    match paths.iter().find(|path| std::fs::metadata(path).is_ok_and(|m| m.len() == 0)) {
+        Some(path) => Err(Error::Image {
+            path: path.clone(),
+            problem: "empty file (0 bytes), not an image".to_string(),
+        }),
+        None => Ok(()),
+    }
 }
 
 /// Reads class names from a text file, one per line (blank lines at the end ignored).

@@ -114,9 +114,41 @@ pub fn exit_code(result: anyhow::Result<()>) -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) if is_broken_pipe(&error) => std::process::ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            eprintln!("error: {}", error_chain_text(&error));
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// The error and its causes joined by `: ` as anyhow's `{:#}` does, leaving out a cause whose
+/// text the message before already holds: tfload's errors embed their source (`{path}:
+/// {source}`) and also expose it as the source, which printed the OS error twice.
+fn error_chain_text(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let part = cause.to_string();
+        if text.is_empty() {
+            text = part;
+        } else if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_os_error_embedded_in_the_message_is_printed_once() {
+        let io = std::io::Error::from_raw_os_error(28);
+        let error = anyhow::Error::new(tfload::Error::Io { path: "out/x".into(), source: io });
+        let error = error.context("writing the model");
+        let text = error_chain_text(&error);
+        assert_eq!(text.matches("os error 28").count(), 1, "{text}");
+        assert!(text.starts_with("writing the model: out/x: "), "{text}");
     }
 }
 

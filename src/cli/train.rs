@@ -179,11 +179,14 @@ impl TfRecordArgs {
     /// Whether `path` is TFRecord data: not a folder nor a .npz/.npy file, and a glob, or a file
     /// that starts as a TFRecord file does, or anything when --feature or --label is given.
     pub fn applies_to(&self, path: &Path) -> bool {
-        if path.is_dir() || path.extension().is_some_and(|e| e == "npz" || e == "npy") {
+        if path.is_dir() || path.extension().is_some_and(|e| e == "npz" || e == "npy") || tfload::images::is_image_file(path) {
             return false;
         }
         let glob = !path.exists() && path.to_string_lossy().contains(['*', '?', '[']);
-        let sniffed = || path.is_file() && matches!(tfload::tfrecord::Compression::detect(path), Ok(Some(_)));
+        // An empty file is a valid TFRecord file of no records, but nobody means that: left to
+        // the other readers, it is reported as the empty file it is.
+        let non_empty = || std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.len() > 0);
+        let sniffed = || non_empty() && matches!(tfload::tfrecord::Compression::detect(path), Ok(Some(_)));
         glob || self.feature.is_some() || self.label.is_some() || sniffed()
     }
 

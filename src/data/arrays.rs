@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 
 use crate::data::{Batch, Dataset};
 use crate::error::{Error, Result};
-use crate::npy::{read_npz, ArraySource};
+use crate::npy::header::{check_array_bytes, shape_text};
+use crate::npy::{ArrayHeader, ArraySource, NpzFile};
 use crate::tensor::TensorData;
 
 /// Features and labels in memory, first axis the example.
@@ -44,8 +45,11 @@ impl ArrayDataset {
     }
 
     /// Reads `x` and `y` (or `features` and `labels`, or the names given) from a `.npz` file.
+    /// Both headers are read and checked against each other and against the memory limit
+    /// before either array is inflated.
     pub fn from_npz(path: &Path, feature_key: Option<&str>, label_key: Option<&str>) -> Result<ArrayDataset> {
-        let names = crate::npy::npz_names(path)?;
+        let mut npz = NpzFile::open(path)?;
+        let names = npz.names().to_vec();
         let pick = |given: Option<&str>, defaults: [&str; 2], what: &str| -> Result<String> {
             if let Some(given) = given {
                 return Ok(given.to_string());
@@ -65,8 +69,9 @@ impl ArrayDataset {
         };
         let feature_key = pick(feature_key, ["x", "features"], "feature")?;
         let label_key = pick(label_key, ["y", "labels"], "label")?;
-        let features = read_npz(path, Some(&feature_key))?;
-        let labels = read_npz(path, Some(&label_key))?;
+        check_headers(path, &npz.header(&feature_key)?, &npz.header(&label_key)?)?;
+        let features = npz.read(&feature_key)?;
+        let labels = npz.read(&label_key)?;
         ArrayDataset::new(features, labels, &path.display().to_string())
     }
 
@@ -85,6 +90,26 @@ impl ArrayDataset {
     pub fn labels(&self) -> &TensorData {
         &self.labels
     }
+}
+
+/// Refuses features and labels whose headers disagree on the number of examples, or which
+/// together exceed the memory limit, before either is read.
+fn check_headers(path: &Path, features: &ArrayHeader, labels: &ArrayHeader) -> Result<()> {
+    let array_error = |problem: String| Error::Array {
+        path: path.to_path_buf(),
+        problem,
+    };
+    match (features.shape.first(), labels.shape.first()) {
+        (Some(rows), Some(count)) if rows != count => {
+            return Err(array_error(format!(
+                "features have shape {} and labels shape {}: {rows} feature rows but {count} labels; they must have the same first dimension",
+                shape_text(&features.shape),
+                shape_text(&labels.shape)
+            )))
+        }
+        _ => {}
+    }
+    check_array_bytes(features.data_len.saturating_add(labels.data_len), "its features and labels together declare").map_err(array_error)
 }
 
 impl Dataset for ArrayDataset {
