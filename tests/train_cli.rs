@@ -72,7 +72,7 @@ fn bad_data_is_refused_before_anything_is_written() {
     let digits_0_9 = dir.path().join("ten_classes.npz");
     make_npz(&digits_0_9, "x0", "y0 + 5");
     let err = tfload_err(&["train", s(&cnn), "--data", s(&digits_0_9), "--out", s(&out)]);
-    assert!(err.contains("has 10 classes, but the model's head has 5"), "{err}");
+    assert!(err.contains("has 10 classes, but the model's head gives scores for 5 classes"), "{err}");
 
     let wrong_shape = dir.path().join("wrong_shape.npz");
     make_npz(&wrong_shape, "x0.reshape(len(x0), 64)", "y0");
