@@ -5,6 +5,8 @@
 
 mod table;
 
+pub(crate) use table::mask as mask_crc;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 

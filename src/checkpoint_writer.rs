@@ -31,7 +31,7 @@ use crc::{Crc, CRC_32_ISCSI};
 use prost::Message;
 use sstable::{Options, TableBuilder};
 
-use crate::checkpoint_index::{read_records, CheckpointIndex};
+use crate::checkpoint_index::{mask_crc, read_records, CheckpointIndex};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::output_dir::{build_then_place, check_not_input, copy_model_files, io_error};
@@ -173,8 +173,7 @@ fn check_output(source: &Path, out: &Path, overwrite: bool) -> Result<()> {
 
 /// The masked CRC32C TensorFlow stores in `BundleEntryProto.crc32c` (LevelDB's masking).
 pub fn masked_crc32c(bytes: &[u8]) -> u32 {
-    let crc = CASTAGNOLI.checksum(bytes);
-    ((crc >> 15) | (crc << 17)).wrapping_add(0xa282_ead8)
+    mask_crc(CASTAGNOLI.checksum(bytes))
 }
 
 /// The header and the entry records of an index file, in key order; partitioned variables refused.
@@ -246,7 +245,7 @@ fn string_tensor_crc32c(bytes: &[u8], elements: Option<u64>) -> Option<u32> {
         return None;
     }
     crc = crc32c::crc32c_append(crc, strings);
-    Some(crc.rotate_right(15).wrapping_add(0xa282_ead8))
+    Some(mask_crc(crc))
 }
 
 /// The number of elements the record's shape holds, if it is known and fits in a u64.

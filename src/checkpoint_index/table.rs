@@ -202,8 +202,8 @@ fn varint(bytes: &mut &[u8], max_bytes: usize) -> Option<u64> {
     None
 }
 
-/// LevelDB's masking of a stored CRC.
-fn mask(crc: u32) -> u32 {
+/// LevelDB's masking of a stored CRC (`crc32c::Mask`), used by every checksum of a bundle.
+pub(crate) fn mask(crc: u32) -> u32 {
     crc.rotate_right(15).wrapping_add(CRC_MASK_DELTA)
 }
 
