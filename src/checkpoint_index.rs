@@ -97,6 +97,7 @@ fn decode_records(path: &Path, bytes: &[u8]) -> Result<IndexRecords> {
         problem,
     };
     let (mut header, mut records) = (None, Vec::new());
+    let mut total_bytes = 0i64;
     for (key, value) in table::entries(bytes).map_err(corrupt)? {
         if key.is_empty() {
             let decoded = proto::BundleHeaderProto::decode(value)
@@ -107,12 +108,39 @@ fn decode_records(path: &Path, bytes: &[u8]) -> Result<IndexRecords> {
         let name = String::from_utf8(key).map_err(|e| corrupt(format!("a key is not UTF-8 ({e})")))?;
         let record = proto::BundleEntryProto::decode(value)
             .map_err(|e| corrupt(format!("entry `{name}` does not decode: {e}")))?;
-        if record.size < 0 || record.offset < 0 || record.shard_id < 0 {
-            return Err(corrupt(format!("entry `{name}` has a negative shard, offset or size")));
-        }
+        check_entry(&record).map_err(|problem| corrupt(format!("entry `{name}` {problem}")))?;
+        total_bytes = total_bytes
+            .checked_add(record.size)
+            .ok_or_else(|| corrupt("its entries add up to more than 2^63 bytes".to_string()))?;
         records.push((name, record));
     }
     Ok((header, records))
+}
+
+/// Checks that an entry's numbers can be true of a saved tensor, so that nothing computed from
+/// them later (element counts, byte totals, slices of the data shard) can overflow: no negative
+/// location or size, every dimension known, and a size that the shape and dtype account for.
+fn check_entry(record: &proto::BundleEntryProto) -> std::result::Result<(), String> {
+    if record.size < 0 || record.offset < 0 || record.shard_id < 0 {
+        return Err("has a negative shard, offset or size".to_string());
+    }
+    let dims = record.shape.as_ref().map(|shape| shape.dim.as_slice()).unwrap_or_default();
+    let elements = dims
+        .iter()
+        .try_fold(1u64, |product, dim| product.checked_mul(u64::try_from(dim.size).ok()?))
+        .ok_or("has a negative or overflowing dimension")?;
+    let size = record.size.unsigned_abs();
+    match DType::from_proto(record.dtype) {
+        // Each string element takes at least one byte (its length).
+        DType::String if elements > size => Err(format!("holds {elements} strings in {size} bytes")),
+        dtype => match dtype.size_in_bytes().map(|bytes| elements.checked_mul(bytes)) {
+            Some(expected) if expected != Some(size) => Err(format!(
+                "is {dtype} with {elements} elements, which take {} bytes, but the entry says {size}",
+                expected.map_or("more than 2^64".to_string(), |n| n.to_string())
+            )),
+            _ => Ok(()),
+        },
+    }
 }
 
 /// Escapes one object-graph child name the way TensorFlow builds checkpoint keys (`.` → `..`,
@@ -176,6 +204,35 @@ mod tests {
         bytes[10] ^= 1;
         let message = decode_records(Path::new("i"), &bytes).unwrap_err().to_string();
         assert!(message.contains("block checksum mismatch"), "{message}");
+    }
+
+    /// TensorFlow's `DT_FLOAT` and `DT_STRING`.
+    const FLOAT: i32 = 1;
+    const STRING: i32 = 7;
+
+    fn entry(dtype: i32, dims: &[i64], size: i64) -> proto::BundleEntryProto {
+        let dim = dims.iter().map(|&size| proto::tensor_shape_proto::Dim { size, ..Default::default() }).collect();
+        proto::BundleEntryProto {
+            dtype,
+            shape: Some(proto::TensorShapeProto { dim, ..Default::default() }),
+            size,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn entries_whose_size_the_shape_does_not_explain_are_refused() {
+        assert!(check_entry(&entry(FLOAT, &[64, 32], 8192)).is_ok());
+        assert!(check_entry(&entry(STRING, &[], 1115)).is_ok());
+        for bad in [
+            entry(FLOAT, &[64, 32], 8191),
+            entry(FLOAT, &[1 << 40, 1 << 40], 8192),
+            entry(FLOAT, &[-1, 32], 128),
+            entry(FLOAT, &[2, 2], -16),
+            entry(STRING, &[1 << 20], 100),
+        ] {
+            assert!(check_entry(&bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

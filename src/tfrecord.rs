@@ -40,8 +40,7 @@ pub const MAX_RECORD_BYTES: u64 = 2 << 30;
 
 /// The masked CRC32C TensorFlow stores in record frames (LevelDB's masking).
 pub fn masked_crc32c(bytes: &[u8]) -> u32 {
-    let crc = crc32c::crc32c(bytes);
-    ((crc >> 15) | (crc << 17)).wrapping_add(0xa282_ead8)
+    crc32c::crc32c(bytes).rotate_right(15).wrapping_add(0xa282_ead8)
 }
 
 /// How a TFRecord file is compressed (Python's `compression_type`).

@@ -68,8 +68,11 @@ fn tensorflow_refuses(model_dir: &Path) -> bool {
     status.code() == Some(3)
 }
 
+/// A change made to a file's bytes.
+type Damage = Box<dyn Fn(&mut Vec<u8>)>;
+
 /// The ways an index is damaged: (name, change).
-fn index_damages() -> Vec<(&'static str, Box<dyn Fn(&mut Vec<u8>)>)> {
+fn index_damages() -> Vec<(&'static str, Damage)> {
     vec![
         (
             "magic number",
@@ -135,7 +138,7 @@ fn a_corrupt_data_shard_is_refused_before_weights_are_written() {
     let data = "variables/variables.data-00000-of-00001";
     let h5 = root().join("saved_models/h5/cnn_tfkeras.h5");
     for change in [
-        Box::new(|b: &mut Vec<u8>| b[300] ^= 0x01) as Box<dyn Fn(&mut Vec<u8>)>,
+        Box::new(|b: &mut Vec<u8>| b[300] ^= 0x01) as Damage,
         Box::new(|b: &mut Vec<u8>| b.truncate(1000)),
     ] {
         let (dir, copy) = mutated_model("cnn_digits", data, change);
@@ -166,7 +169,7 @@ fn a_corrupt_data_shard_is_refused_before_weights_are_written() {
 fn huge_record(len: u64) -> Vec<u8> {
     let mut bytes = len.to_le_bytes().to_vec();
     let crc = crc32c::crc32c(&bytes);
-    let masked = ((crc >> 15) | (crc << 17)).wrapping_add(0xa282_ead8);
+    let masked = crc.rotate_right(15).wrapping_add(0xa282_ead8);
     bytes.extend(masked.to_le_bytes());
     bytes.extend([0u8; 64]);
     bytes

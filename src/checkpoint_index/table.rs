@@ -274,10 +274,12 @@ mod tests {
 
     #[test]
     fn mask_matches_leveldb() {
+        // LevelDB's crc32c_test: masking changes the value, twice too, and unmasking undoes it.
         let crc: u32 = 0xe306_9283;
-        assert_eq!(
-            mask(crc),
-            ((crc >> 15) | (crc << 17)).wrapping_add(CRC_MASK_DELTA)
-        );
+        let unmask = |masked: u32| masked.wrapping_sub(CRC_MASK_DELTA).rotate_left(15);
+        assert_ne!(mask(crc), crc);
+        assert_ne!(mask(mask(crc)), crc);
+        assert_eq!(unmask(mask(crc)), crc);
+        assert_eq!(unmask(unmask(mask(mask(crc)))), crc);
     }
 }
