@@ -460,6 +460,23 @@ mod tests {
     }
 
     #[test]
+    fn every_single_byte_change_of_a_small_image_decodes_or_is_an_error() {
+        for format in [ImageFormat::Png, ImageFormat::Gif, ImageFormat::Bmp, ImageFormat::Jpeg] {
+            let original = encoded(format, 12, 9);
+            for at in 0..original.len() {
+                for flip in [0x01u8, 0x80, 0xff] {
+                    let mut bytes = original.clone();
+                    bytes[at] ^= flip;
+                    if let Ok(pixels) = decode_bytes(&bytes, ColorMode::Rgb, Path::new("m")) {
+                        let (height, width, _) = pixels.dim();
+                        assert!(height > 0 && width > 0, "{format:?} byte {at}: an empty image");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
     fn an_empty_file_is_an_error() {
         decode_error(&[]);
     }

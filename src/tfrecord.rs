@@ -504,6 +504,24 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn every_single_byte_change_of_a_record_file_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.tfrecord");
+        write_records(&path, &[b"first record", b"", b"third"]);
+        let original = std::fs::read(&path).unwrap();
+        for at in 0..original.len() {
+            for flip in [0x01u8, 0x80, 0xff] {
+                let mut bytes = original.clone();
+                bytes[at] ^= flip;
+                std::fs::write(&path, &bytes).unwrap();
+                assert!(open(&path, OnCorrupt::Fail).is_err(), "byte {at} ^ {flip:#04x} accepted");
+                let skipped = open(&path, OnCorrupt::Skip).unwrap();
+                assert!(skipped.skipped() >= 1 && skipped.len() < 3, "byte {at} ^ {flip:#04x}");
+            }
+        }
+    }
+
+    #[test]
     fn a_record_a_little_longer_than_the_file_is_truncated() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.tfrecord");
