@@ -111,8 +111,26 @@ impl ImageSpec {
         self.len() == 0
     }
 
+    /// Refuses a spec of more than [`MAX_IMAGE_PIXELS`] pixels (a model input or `--image-size`
+    /// that no decoded image may reach either), before its buffers are allocated; `origin`
+    /// names the image being read.
+    fn check_size(&self, origin: &Path) -> Result<()> {
+        let pixels = (self.height as u64).checked_mul(self.width as u64);
+        if pixels.is_some_and(|p| p <= MAX_IMAGE_PIXELS) {
+            return Ok(());
+        }
+        Err(Error::Image {
+            path: origin.to_path_buf(),
+            problem: format!(
+                "would be resized to {}x{}, over the limit of {MAX_IMAGE_PIXELS} pixels per image (check the model's input shape or --image-size)",
+                self.height, self.width
+            ),
+        })
+    }
+
     /// Reads one image file as model input: decoded, converted, resized, float32 0..255.
     pub fn load(&self, path: &Path) -> Result<Array3<f32>> {
+        self.check_size(path)?;
         let mut image = Array3::zeros((self.height, self.width, self.color_mode.channels()));
         self.load_into(path, image.as_slice_mut().expect("a new array is contiguous"))?;
         Ok(image)
@@ -123,6 +141,7 @@ impl ImageSpec {
     ///
     /// [`load`]: ImageSpec::load
     pub fn load_into(&self, path: &Path, out: &mut [f32]) -> Result<()> {
+        self.check_size(path)?;
         let pixels = decode(path, self.color_mode)?;
         resize_bilinear_into(pixels.view(), self.height, self.width, out);
         Ok(())
@@ -133,6 +152,7 @@ impl ImageSpec {
     ///
     /// [`load`]: ImageSpec::load
     pub fn load_bytes(&self, bytes: &[u8], origin: &Path) -> Result<Array3<f32>> {
+        self.check_size(origin)?;
         let pixels = decode_bytes(bytes, self.color_mode, origin)?;
         Ok(resize_bilinear(pixels.view(), self.height, self.width))
     }
@@ -140,6 +160,7 @@ impl ImageSpec {
     /// Reads image files as one batch `[n, height, width, channels]`, decoding them in parallel,
     /// each straight into its slot of the batch. The first file that fails is reported.
     pub fn load_batch(&self, paths: &[PathBuf]) -> Result<ArrayD<f32>> {
+        self.check_size(paths.first().map_or(Path::new("an empty batch"), PathBuf::as_path))?;
         let mut shape = vec![paths.len()];
         shape.extend(self.shape());
         let mut batch = ArrayD::zeros(IxDyn(&shape));
@@ -473,6 +494,20 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn a_spec_larger_than_any_image_is_refused_before_allocating() {
+        let png = encoded(ImageFormat::Png, 2, 2);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.png");
+        std::fs::write(&path, &png).unwrap();
+        for (height, width) in [(1 << 20, 1 << 20), (usize::MAX, 3)] {
+            let spec = ImageSpec { height, width, color_mode: ColorMode::Rgb };
+            let message = spec.load_batch(&[path.clone()]).unwrap_err().to_string();
+            assert!(message.contains("over the limit") && message.contains("a.png"), "{message}");
+            assert!(spec.load_bytes(&png, &path).is_err());
         }
     }
 
