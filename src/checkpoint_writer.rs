@@ -31,7 +31,7 @@ use crc::{Crc, CRC_32_ISCSI};
 use prost::Message;
 use sstable::{Options, TableBuilder};
 
-use crate::checkpoint_index::{read_records, CheckpointIndex};
+use crate::checkpoint_index::{mask_crc, read_records, CheckpointIndex};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::output_dir::{build_then_place, check_not_input, copy_model_files, io_error};
@@ -173,8 +173,7 @@ fn check_output(source: &Path, out: &Path, overwrite: bool) -> Result<()> {
 
 /// The masked CRC32C TensorFlow stores in `BundleEntryProto.crc32c` (LevelDB's masking).
 pub fn masked_crc32c(bytes: &[u8]) -> u32 {
-    let crc = CASTAGNOLI.checksum(bytes);
-    ((crc >> 15) | (crc << 17)).wrapping_add(0xa282_ead8)
+    mask_crc(CASTAGNOLI.checksum(bytes))
 }
 
 /// The header and the entry records of an index file, in key order; partitioned variables refused.
@@ -187,29 +186,76 @@ fn read_index(path: &Path) -> Result<(proto::BundleHeaderProto, Vec<(String, pro
     Ok((header, records))
 }
 
-/// The contents of every data shard beside the index, by shard number.
-fn read_shards(index_path: &Path, num_shards: i32) -> Result<Vec<Vec<u8>>> {
+/// The contents of every data shard beside the index, with their paths, by shard number.
+fn read_shards(index_path: &Path, num_shards: i32) -> Result<Vec<(PathBuf, Vec<u8>)>> {
     let num_shards = num_shards.max(1);
     (0..num_shards)
         .map(|shard| {
             let path = index_path.with_file_name(format!("variables.data-{shard:05}-of-{num_shards:05}"));
-            std::fs::read(&path).map_err(io_error(&path))
+            let bytes = std::fs::read(&path).map_err(io_error(&path))?;
+            Ok((path, bytes))
         })
         .collect()
 }
 
-/// The bytes of one entry, cut out of its shard and checked against its checksum.
-fn entry_bytes(index_path: &Path, key: &str, record: &proto::BundleEntryProto, shards: &[Vec<u8>]) -> Result<Vec<u8>> {
+/// The bytes of one entry, cut out of its shard and checked against its stored checksum.
+fn entry_bytes(index_path: &Path, key: &str, record: &proto::BundleEntryProto, shards: &[(PathBuf, Vec<u8>)]) -> Result<Vec<u8>> {
     let shard = usize::try_from(record.shard_id).ok().and_then(|s| shards.get(s));
+    let Some((data_path, data)) = shard else {
+        return Err(corrupt(index_path, &format!("entry `{key}` names data shard {}, which the header does not count", record.shard_id)));
+    };
     let start = usize::try_from(record.offset).ok();
-    let end = start.zip(usize::try_from(record.size).ok()).map(|(s, n)| s + n);
-    match (shard, start, end) {
-        (Some(data), Some(start), Some(end)) if end <= data.len() => Ok(data[start..end].to_vec()),
-        _ => Err(corrupt(
-            index_path,
-            &format!("entry `{key}` points past the end of data shard {}; the data file is truncated", record.shard_id),
-        )),
+    let end = start.zip(usize::try_from(record.size).ok()).and_then(|(s, n)| s.checked_add(n));
+    let bytes = match (start, end) {
+        (Some(start), Some(end)) if end <= data.len() => &data[start..end],
+        _ => {
+            return Err(data_error(data_path, key, format!(
+                "lies past the end of the file ({} bytes at offset {}, the file has {}); the data file is truncated",
+                record.size, record.offset, data.len()
+            )))
+        }
+    };
+    let actual = if DType::from_proto(record.dtype) == DType::String {
+        string_tensor_crc32c(bytes, element_count(record))
+    } else {
+        Some(masked_crc32c(bytes))
+    };
+    if actual != Some(record.crc32c) {
+        return Err(data_error(data_path, key, "fails its checksum (the masked CRC32C stored in variables.index)".to_string()));
     }
+    Ok(bytes.to_vec())
+}
+
+/// TensorFlow's checksum of a string tensor (`WriteStringTensor` in tensor_bundle.cc): the CRC32C
+/// runs over each element's length as a little-endian u32 (the file holds varints), then the
+/// 4-byte length checksum, then the string bytes. `None` when the bytes are not such a tensor.
+fn string_tensor_crc32c(bytes: &[u8], elements: Option<u64>) -> Option<u32> {
+    let mut rest = bytes;
+    let mut crc = 0u32;
+    let mut total = 0u64;
+    for _ in 0..elements? {
+        let len = prost::encoding::decode_varint(&mut rest).ok()?;
+        // TensorFlow checksums the length cast to uint32, whatever its size.
+        crc = crc32c::crc32c_append(crc, &(len as u32).to_le_bytes());
+        total = total.checked_add(len)?;
+    }
+    let (length_crc, strings) = rest.split_first_chunk::<4>()?;
+    crc = crc32c::crc32c_append(crc, length_crc);
+    if strings.len() as u64 != total {
+        return None;
+    }
+    crc = crc32c::crc32c_append(crc, strings);
+    Some(mask_crc(crc))
+}
+
+/// The number of elements the record's shape holds, if it is known and fits in a u64.
+fn element_count(record: &proto::BundleEntryProto) -> Option<u64> {
+    let dims = record.shape.as_ref().map(|shape| shape.dim.as_slice()).unwrap_or_default();
+    dims.iter().try_fold(1u64, |product, dim| product.checked_mul(u64::try_from(dim.size).ok()?))
+}
+
+fn data_error(path: &Path, key: &str, problem: String) -> Error {
+    Error::CorruptCheckpointData { path: path.to_path_buf(), key: key.to_string(), problem }
 }
 
 /// Writes the index table: the header under the empty key, then the entries in key order.
@@ -298,12 +344,45 @@ mod tests {
             let other = &again.entries[key];
             assert_eq!(entry.bytes, other.bytes, "{key}");
             assert_eq!(entry.proto.crc32c, other.proto.crc32c, "{key}");
-            // TensorFlow checksums a string tensor's lengths and bytes in another order.
-            if DType::from_proto(entry.proto.dtype) != DType::String {
-                assert_eq!(masked_crc32c(&entry.bytes), entry.proto.crc32c, "{key}: TF's own checksum");
-            }
+            let own = match DType::from_proto(entry.proto.dtype) {
+                DType::String => string_tensor_crc32c(&entry.bytes, element_count(&entry.proto)),
+                _ => Some(masked_crc32c(&entry.bytes)),
+            };
+            assert_eq!(own, Some(entry.proto.crc32c), "{key}: TF's own checksum");
         }
         Ok(())
+    }
+
+    /// A copy of the mlp_digits model in a temp dir, its data shard changed by `change`.
+    fn model_with_changed_data(change: impl FnOnce(&mut Vec<u8>)) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let variables = dir.path().join("variables");
+        std::fs::create_dir_all(&variables).unwrap();
+        let source = Path::new(MLP).join("variables");
+        std::fs::copy(source.join(INDEX_FILE), variables.join(INDEX_FILE)).unwrap();
+        let mut data = std::fs::read(source.join(DATA_FILE)).unwrap();
+        change(&mut data);
+        std::fs::write(variables.join(DATA_FILE), data).unwrap();
+        dir
+    }
+
+    #[test]
+    fn a_changed_byte_in_the_data_shard_fails_its_checksum() {
+        // Byte 100 lies in a float tensor; the last byte in the string object graph.
+        for at in [100usize, 20_402] {
+            let dir = model_with_changed_data(|data| data[at] ^= 0x10);
+            let error = CheckpointWriter::from_existing(dir.path()).unwrap_err();
+            let message = error.to_string();
+            assert!(matches!(error, Error::CorruptCheckpointData { .. }), "{message}");
+            assert!(message.contains("checksum") && message.contains(DATA_FILE), "{message}");
+        }
+    }
+
+    #[test]
+    fn a_truncated_data_shard_is_named() {
+        let dir = model_with_changed_data(|data| data.truncate(5000));
+        let message = CheckpointWriter::from_existing(dir.path()).unwrap_err().to_string();
+        assert!(message.contains("truncated") && message.contains(DATA_FILE), "{message}");
     }
 
     #[test]

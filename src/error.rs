@@ -411,6 +411,18 @@ pub enum Error {
         /// What is wrong, with the limit passed where one was.
         problem: String,
     },
+
+    // --- Hostile formats (checkpoint data, TFRecords, images; issue 14 item 7) ---
+    /// A tensor in a checkpoint's data shard does not match what the index says of it.
+    #[error("{path}: entry `{key}` {problem}. The checkpoint data is corrupt; copy or export the model again.")]
+    CorruptCheckpointData {
+        /// The data shard.
+        path: PathBuf,
+        /// The checkpoint key of the tensor.
+        key: String,
+        /// What is wrong (checksum, size).
+        problem: String,
+    },
 }
 
 /// "The disk is full. " when `error` is about a full disk, else nothing.

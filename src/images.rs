@@ -9,7 +9,7 @@
 
 use std::path::{Path, PathBuf};
 
-use image::{DynamicImage, ImageFormat, ImageReader};
+use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader};
 use ndarray::{Array3, ArrayD, ArrayView3, IxDyn};
 use rayon::prelude::*;
 use serde::Serialize;
@@ -111,8 +111,26 @@ impl ImageSpec {
         self.len() == 0
     }
 
+    /// Refuses a spec of more than [`MAX_IMAGE_PIXELS`] pixels (a model input or `--image-size`
+    /// that no decoded image may reach either), before its buffers are allocated; `origin`
+    /// names the image being read.
+    fn check_size(&self, origin: &Path) -> Result<()> {
+        let pixels = (self.height as u64).checked_mul(self.width as u64);
+        if pixels.is_some_and(|p| p <= MAX_IMAGE_PIXELS) {
+            return Ok(());
+        }
+        Err(Error::Image {
+            path: origin.to_path_buf(),
+            problem: format!(
+                "would be resized to {}x{}, over the limit of {MAX_IMAGE_PIXELS} pixels per image (check the model's input shape or --image-size)",
+                self.height, self.width
+            ),
+        })
+    }
+
     /// Reads one image file as model input: decoded, converted, resized, float32 0..255.
     pub fn load(&self, path: &Path) -> Result<Array3<f32>> {
+        self.check_size(path)?;
         let mut image = Array3::zeros((self.height, self.width, self.color_mode.channels()));
         self.load_into(path, image.as_slice_mut().expect("a new array is contiguous"))?;
         Ok(image)
@@ -123,6 +141,7 @@ impl ImageSpec {
     ///
     /// [`load`]: ImageSpec::load
     pub fn load_into(&self, path: &Path, out: &mut [f32]) -> Result<()> {
+        self.check_size(path)?;
         let pixels = decode(path, self.color_mode)?;
         resize_bilinear_into(pixels.view(), self.height, self.width, out);
         Ok(())
@@ -133,6 +152,7 @@ impl ImageSpec {
     ///
     /// [`load`]: ImageSpec::load
     pub fn load_bytes(&self, bytes: &[u8], origin: &Path) -> Result<Array3<f32>> {
+        self.check_size(origin)?;
         let pixels = decode_bytes(bytes, self.color_mode, origin)?;
         Ok(resize_bilinear(pixels.view(), self.height, self.width))
     }
@@ -140,6 +160,7 @@ impl ImageSpec {
     /// Reads image files as one batch `[n, height, width, channels]`, decoding them in parallel,
     /// each straight into its slot of the batch. The first file that fails is reported.
     pub fn load_batch(&self, paths: &[PathBuf]) -> Result<ArrayD<f32>> {
+        self.check_size(paths.first().map_or(Path::new("an empty batch"), PathBuf::as_path))?;
         let mut shape = vec![paths.len()];
         shape.extend(self.shape());
         let mut batch = ArrayD::zeros(IxDyn(&shape));
@@ -162,17 +183,28 @@ pub fn decode(path: &Path, color_mode: ColorMode) -> Result<Array3<u8>> {
     decode_bytes(&bytes, color_mode, path)
 }
 
+/// Most pixels (width × height) an image may have: Pillow's guard against decompression bombs
+/// (`Image.MAX_IMAGE_PIXELS`, about 89 megapixels). Checked from the header, before decoding.
+pub const MAX_IMAGE_PIXELS: u64 = 89_478_485;
+/// Most bytes the decoder may allocate for one image (16-bit RGBA at [`MAX_IMAGE_PIXELS`] fits).
+const MAX_DECODE_BYTES: u64 = 1 << 30;
+
 /// Decodes an encoded image held in memory, as [`decode`] does a file; `origin` names it in errors.
+/// The dimensions the header declares are checked (not zero, at most [`MAX_IMAGE_PIXELS`])
+/// before any pixel is decoded, and the decoder runs under `image::Limits`.
 pub fn decode_bytes(bytes: &[u8], color_mode: ColorMode, origin: &Path) -> Result<Array3<u8>> {
-    let reader = ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format().map_err(|source| Error::Io {
+    let image_error = |problem: String| Error::Image { path: origin.to_path_buf(), problem };
+    let mut reader = ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format().map_err(|source| Error::Io {
         path: origin.to_path_buf(),
         source,
     })?;
     let format = reader.format();
-    let image = reader.decode().map_err(|e| Error::Image {
-        path: origin.to_path_buf(),
-        problem: format!("cannot be decoded as an image ({e})"),
-    })?;
+    reader.limits(decode_limits());
+    let decoder = reader.into_decoder().map_err(|e| image_error(format!("cannot be decoded as an image ({e})")))?;
+    let (width, height) = decoder.dimensions();
+    check_dimensions(width, height).map_err(image_error)?;
+    let image = DynamicImage::from_decoder(decoder).map_err(|e| image_error(format!("cannot be decoded as an image ({e})")))?;
+    check_dimensions(image.width(), image.height()).map_err(image_error)?;
     let (width, height) = (image.width() as usize, image.height() as usize);
     let bytes = match color_mode {
         ColorMode::Grayscale => to_gray(image, format),
@@ -180,7 +212,34 @@ pub fn decode_bytes(bytes: &[u8], color_mode: ColorMode, origin: &Path) -> Resul
         ColorMode::Rgb => image.into_rgb8().into_raw(),
         ColorMode::Rgba => image.into_rgba8().into_raw(),
     };
-    Ok(Array3::from_shape_vec((height, width, color_mode.channels()), bytes).expect("decoder output fills the image"))
+    Array3::from_shape_vec((height, width, color_mode.channels()), bytes)
+        .map_err(|_| image_error(format!("decoded to fewer pixels than its {width}x{height} size")))
+}
+
+/// The `image` crate's limits for one decode: [`MAX_IMAGE_PIXELS`] wide or high at most, and
+/// [`MAX_DECODE_BYTES`] of buffers.
+fn decode_limits() -> image::Limits {
+    let side = u32::try_from(MAX_IMAGE_PIXELS).unwrap_or(u32::MAX);
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(side);
+    limits.max_image_height = Some(side);
+    limits.max_alloc = Some(MAX_DECODE_BYTES);
+    limits
+}
+
+/// Refuses an empty image (a zero width or height cannot be resized) and one of more than
+/// [`MAX_IMAGE_PIXELS`] pixels.
+fn check_dimensions(width: u32, height: u32) -> std::result::Result<(), String> {
+    if width == 0 || height == 0 {
+        return Err(format!("declares a {width}x{height} image, which has no pixels (the file is corrupt)"));
+    }
+    let pixels = u64::from(width) * u64::from(height);
+    if pixels > MAX_IMAGE_PIXELS {
+        return Err(format!(
+            "declares a {width}x{height} image ({pixels} pixels), over the limit of {MAX_IMAGE_PIXELS} pixels tfload decodes (the file is corrupt or a decompression bomb)"
+        ));
+    }
+    Ok(())
 }
 
 /// Grayscale as TensorFlow's decoders give it: for PNG (and the others) exactly libpng's
@@ -365,6 +424,97 @@ pub(crate) fn visible_entries(dir: &Path) -> Result<Vec<std::fs::DirEntry>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A small image encoded in `format` by the `image` crate.
+    fn encoded(format: ImageFormat, width: u32, height: u32) -> Vec<u8> {
+        let image = DynamicImage::ImageRgb8(image::RgbImage::from_fn(width, height, |x, y| image::Rgb([x as u8 * 9, y as u8 * 9, 7])));
+        let mut bytes = std::io::Cursor::new(Vec::new());
+        image.write_to(&mut bytes, format).unwrap();
+        bytes.into_inner()
+    }
+
+    fn decode_error(bytes: &[u8]) -> String {
+        let error = decode_bytes(bytes, ColorMode::Rgb, Path::new("hostile.img")).unwrap_err();
+        assert!(matches!(error, Error::Image { .. }), "{error}");
+        error.to_string()
+    }
+
+    #[test]
+    fn a_gif_with_a_zero_height_screen_is_an_error() {
+        let mut gif = encoded(ImageFormat::Gif, 16, 4);
+        gif[8..10].copy_from_slice(&0u16.to_le_bytes()); // logical screen height
+        let message = decode_error(&gif);
+        assert!(message.contains("hostile.img"), "{message}");
+        let spec = ImageSpec { height: 8, width: 8, color_mode: ColorMode::Rgb };
+        assert!(spec.load_bytes(&gif, Path::new("g.gif")).is_err());
+    }
+
+    #[test]
+    fn zero_or_absurd_dimensions_are_refused_before_decoding() {
+        // BMP: width and height are the i32s at bytes 18 and 22, checked by nothing else.
+        for (width, height) in [(0i32, 2i32), (2, 0), (100_000, 100_000), (1 << 30, 1)] {
+            let mut bmp = encoded(ImageFormat::Bmp, 2, 2);
+            bmp[18..22].copy_from_slice(&width.to_le_bytes());
+            bmp[22..26].copy_from_slice(&height.to_le_bytes());
+            let message = decode_error(&bmp);
+            assert!(message.contains("hostile.img"), "{width}x{height}: {message}");
+        }
+        let message = decode_error(&{
+            let mut bmp = encoded(ImageFormat::Bmp, 2, 2);
+            bmp[18..22].copy_from_slice(&20_000i32.to_le_bytes());
+            bmp[22..26].copy_from_slice(&20_000i32.to_le_bytes());
+            bmp
+        });
+        assert!(message.contains("over the limit") || message.contains("limit"), "{message}");
+    }
+
+    #[test]
+    fn a_png_declaring_a_huge_size_with_a_valid_crc_is_refused() {
+        let mut png = encoded(ImageFormat::Png, 2, 2);
+        // IHDR data at bytes 16..29, its CRC-32 after it.
+        png[16..20].copy_from_slice(&60_000u32.to_be_bytes());
+        png[20..24].copy_from_slice(&60_000u32.to_be_bytes());
+        let crc = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC).checksum(&png[12..29]);
+        png[29..33].copy_from_slice(&crc.to_be_bytes());
+        let message = decode_error(&png);
+        assert!(message.contains("60000x60000") && message.contains("limit"), "{message}");
+    }
+
+    #[test]
+    fn every_single_byte_change_of_a_small_image_decodes_or_is_an_error() {
+        for format in [ImageFormat::Png, ImageFormat::Gif, ImageFormat::Bmp, ImageFormat::Jpeg] {
+            let original = encoded(format, 12, 9);
+            for at in 0..original.len() {
+                for flip in [0x01u8, 0x80, 0xff] {
+                    let mut bytes = original.clone();
+                    bytes[at] ^= flip;
+                    if let Ok(pixels) = decode_bytes(&bytes, ColorMode::Rgb, Path::new("m")) {
+                        let (height, width, _) = pixels.dim();
+                        assert!(height > 0 && width > 0, "{format:?} byte {at}: an empty image");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_spec_larger_than_any_image_is_refused_before_allocating() {
+        let png = encoded(ImageFormat::Png, 2, 2);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.png");
+        std::fs::write(&path, &png).unwrap();
+        for (height, width) in [(1 << 20, 1 << 20), (usize::MAX, 3)] {
+            let spec = ImageSpec { height, width, color_mode: ColorMode::Rgb };
+            let message = spec.load_batch(&[path.clone()]).unwrap_err().to_string();
+            assert!(message.contains("over the limit") && message.contains("a.png"), "{message}");
+            assert!(spec.load_bytes(&png, &path).is_err());
+        }
+    }
+
+    #[test]
+    fn an_empty_file_is_an_error() {
+        decode_error(&[]);
+    }
 
     #[test]
     fn same_size_resize_keeps_values() {

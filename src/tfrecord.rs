@@ -33,10 +33,14 @@ const HEADER: u64 = 12;
 /// Bytes of the data checksum after each record.
 const FOOTER: u64 = 4;
 
+/// The most data one record may hold: 2 GiB, protobuf's own limit on a message such as a
+/// `tf.train.Example` or an `Event`. The length field is checked against it and against what is
+/// left of the (decompressed) file before anything is allocated.
+pub const MAX_RECORD_BYTES: u64 = 2 << 30;
+
 /// The masked CRC32C TensorFlow stores in record frames (LevelDB's masking).
 pub fn masked_crc32c(bytes: &[u8]) -> u32 {
-    let crc = crc32c::crc32c(bytes);
-    ((crc >> 15) | (crc << 17)).wrapping_add(0xa282_ead8)
+    crc32c::crc32c(bytes).rotate_right(15).wrapping_add(0xa282_ead8)
 }
 
 /// How a TFRecord file is compressed (Python's `compression_type`).
@@ -78,6 +82,22 @@ impl Compression {
             _ => None,
         })
     }
+}
+
+/// A record length from a header whose checksum matched, as a buffer size: at most
+/// [`MAX_RECORD_BYTES`], and with its data checksum within the `after_header` bytes left.
+fn checked_record_len(len: u64, offset: u64, after_header: u64) -> std::result::Result<usize, String> {
+    if len > MAX_RECORD_BYTES {
+        return Err(format!(
+            "the record at offset {offset} declares {len} bytes, over the limit of {MAX_RECORD_BYTES} bytes (2 GiB) a record may hold (corrupt)"
+        ));
+    }
+    if len + FOOTER > after_header {
+        return Err(format!(
+            "the record at offset {offset} holds {len} bytes, but the file ends {after_header} bytes later (truncated)"
+        ));
+    }
+    usize::try_from(len).map_err(|_| format!("the record at offset {offset} ({len} bytes) does not fit in memory"))
 }
 
 /// Whether `head` starts with a record header whose length checksum matches.
@@ -277,26 +297,21 @@ impl<R: Read> Scan<'_, R> {
             )));
         }
         let len = u64::from_le_bytes(header[..8].try_into().expect("8 bytes"));
-        if left - HEADER < len + FOOTER {
-            return Err(stop(format!(
-                "the record at offset {offset} holds {len} bytes, but the file ends {} bytes later (truncated)",
-                left - HEADER
-            )));
-        }
-        self.buffer.resize(len as usize, 0);
+        let len = checked_record_len(len, offset, left - HEADER).map_err(stop)?;
+        self.buffer.resize(len, 0);
         let mut crc = [0u8; FOOTER as usize];
         let mut data = std::mem::take(&mut self.buffer);
         let read = self.fill(&mut data).and_then(|()| self.fill(&mut crc));
         self.buffer = data;
         read.map_err(stop)?;
-        self.offset += HEADER + len + FOOTER;
+        self.offset += HEADER + len as u64 + FOOTER;
         if masked_crc32c(&self.buffer) != u32::from_le_bytes(crc) {
             return Err(Corrupt {
                 problem: format!("the data of the record at offset {offset} ({len} bytes) fails its CRC check (corrupt)"),
                 resumable: true,
             });
         }
-        Ok(Some(RecordSpan { offset, len }))
+        Ok(Some(RecordSpan { offset, len: len as u64 }))
     }
 
     fn fill(&mut self, buf: &mut [u8]) -> std::result::Result<(), String> {
@@ -447,6 +462,74 @@ pub(crate) mod tests {
             let shard = open(&path, OnCorrupt::Skip).unwrap();
             assert_eq!((shard.skipped(), shard.len()), (1, 1));
         }
+    }
+
+    /// A record header declaring `len` bytes, with a valid length checksum.
+    fn header_declaring(len: u64) -> Vec<u8> {
+        let mut header = len.to_le_bytes().to_vec();
+        header.extend(masked_crc32c(&header).to_le_bytes());
+        header
+    }
+
+    #[test]
+    fn a_length_near_2_64_with_a_valid_crc_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("huge.tfrecord");
+        for len in [u64::MAX, u64::MAX - 3, u64::MAX - 15, 1 << 40, MAX_RECORD_BYTES + 1] {
+            let mut bytes = header_declaring(len);
+            bytes.extend([0u8; 64]);
+            std::fs::write(&path, &bytes).unwrap();
+            for on_corrupt in [OnCorrupt::Fail, OnCorrupt::Skip] {
+                let result = open(&path, on_corrupt);
+                if on_corrupt == OnCorrupt::Skip {
+                    assert_eq!(result.map(|s| (s.len(), s.skipped())).unwrap(), (0, 1));
+                    continue;
+                }
+                let error = result.unwrap_err().to_string();
+                assert!(error.contains("huge.tfrecord") && error.contains(&len.to_string()), "{len}: {error}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_gzip_stream_declaring_a_huge_record_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("huge.tfrecord.gz");
+        let mut encoder = flate2::write::GzEncoder::new(File::create(&path).unwrap(), flate2::Compression::default());
+        encoder.write_all(&header_declaring(u64::MAX - 3)).unwrap();
+        encoder.write_all(&[0u8; 100]).unwrap();
+        encoder.finish().unwrap();
+        let error = open(&path, OnCorrupt::Fail).unwrap_err().to_string();
+        assert!(error.contains("over the limit") && error.contains("decompressed"), "{error}");
+    }
+
+    #[test]
+    fn every_single_byte_change_of_a_record_file_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.tfrecord");
+        write_records(&path, &[b"first record", b"", b"third"]);
+        let original = std::fs::read(&path).unwrap();
+        for at in 0..original.len() {
+            for flip in [0x01u8, 0x80, 0xff] {
+                let mut bytes = original.clone();
+                bytes[at] ^= flip;
+                std::fs::write(&path, &bytes).unwrap();
+                assert!(open(&path, OnCorrupt::Fail).is_err(), "byte {at} ^ {flip:#04x} accepted");
+                let skipped = open(&path, OnCorrupt::Skip).unwrap();
+                assert!(skipped.skipped() >= 1 && skipped.len() < 3, "byte {at} ^ {flip:#04x}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_record_a_little_longer_than_the_file_is_truncated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.tfrecord");
+        let mut bytes = header_declaring(1000);
+        bytes.extend([7u8; 500]);
+        std::fs::write(&path, &bytes).unwrap();
+        let error = open(&path, OnCorrupt::Fail).unwrap_err().to_string();
+        assert!(error.contains("holds 1000 bytes") && error.contains("truncated"), "{error}");
     }
 
     #[test]

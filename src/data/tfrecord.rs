@@ -65,6 +65,13 @@ impl InputSpec {
                 input.key, input.dtype, input.shape
             ))
         })?;
+        // `elements` multiplies the dims unchecked: a hostile signature must not overflow it.
+        if shape.iter().try_fold(1usize, |product, &d| product.checked_mul(d)).is_none() {
+            return Err(Error::DataMismatch(format!(
+                "the model's input `{}` has shape {}, whose element count overflows; the SavedModel is corrupt",
+                input.key, input.shape
+            )));
+        }
         Ok(InputSpec { shape, dtype: input.dtype })
     }
 
@@ -446,6 +453,19 @@ mod tests {
     fn open(pattern: &Path, input: &str, label: &str, shape: &[usize], dtype: DType) -> Result<TfRecordDataset> {
         let mapping = FeatureMapping { input: input.into(), label: Some(label.into()) };
         TfRecordDataset::open(pattern, mapping, InputSpec { shape: shape.to_vec(), dtype }, TfRecordOptions::default())
+    }
+
+    #[test]
+    fn an_input_shape_whose_size_overflows_is_refused() {
+        let huge = 1u64 << 40;
+        let spec = TensorSpec {
+            key: "x".into(),
+            dtype: DType::Float32,
+            shape: crate::shape::Shape::Known(vec![None, Some(huge), Some(huge)]),
+            encoding: crate::signature::TensorEncoding::Dense { name: "x:0".into() },
+        };
+        let message = InputSpec::of(&spec).unwrap_err().to_string();
+        assert!(message.contains("overflows"), "{message}");
     }
 
     #[test]
