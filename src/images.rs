@@ -199,6 +199,9 @@ pub fn decode_bytes(bytes: &[u8], color_mode: ColorMode, origin: &Path) -> Resul
         source,
     })?;
     let format = reader.format();
+    if format == Some(ImageFormat::Png) {
+        check_png_chunks(bytes).map_err(image_error)?;
+    }
     reader.limits(decode_limits());
     let decoder = reader.into_decoder().map_err(|e| image_error(format!("cannot be decoded as an image ({e})")))?;
     let (width, height) = decoder.dimensions();
@@ -214,6 +217,33 @@ pub fn decode_bytes(bytes: &[u8], color_mode: ColorMode, origin: &Path) -> Resul
     };
     Array3::from_shape_vec((height, width, color_mode.channels()), bytes)
         .map_err(|_| image_error(format!("decoded to fewer pixels than its {width}x{height} size")))
+}
+
+/// Walks a PNG's chunks up to `IEND` and checks each one's length and CRC-32, the trailing
+/// chunks included (decoders stop after the pixel data and never look at them): a PNG whose own
+/// checksums say it is corrupt is refused, whatever part they cover.
+fn check_png_chunks(bytes: &[u8]) -> std::result::Result<(), String> {
+    const SIGNATURE: usize = 8;
+    let crc = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC);
+    let mut at = SIGNATURE;
+    loop {
+        let Some(header) = bytes.get(at..at + 8) else {
+            return Err(format!("is truncated: it ends at byte {} without the IEND chunk that closes a PNG", bytes.len()));
+        };
+        let length = u32::from_be_bytes(header[..4].try_into().expect("4 bytes")) as usize;
+        let kind = String::from_utf8_lossy(&header[4..8]).into_owned();
+        let end = at.checked_add(12).and_then(|n| n.checked_add(length)).filter(|&end| end <= bytes.len()).ok_or_else(|| {
+            format!("is truncated or corrupt: its {kind} chunk at byte {at} declares {length} bytes, more than the file holds")
+        })?;
+        let stored = u32::from_be_bytes(bytes[end - 4..end].try_into().expect("4 bytes"));
+        if crc.checksum(&bytes[at + 4..end - 4]) != stored {
+            return Err(format!("is corrupt: the CRC-32 of its {kind} chunk at byte {at} does not match its contents"));
+        }
+        if &header[4..8] == b"IEND" {
+            return Ok(());
+        }
+        at = end;
+    }
 }
 
 /// The `image` crate's limits for one decode: [`MAX_IMAGE_PIXELS`] wide or high at most, and
@@ -478,6 +508,18 @@ mod tests {
         png[29..33].copy_from_slice(&crc.to_be_bytes());
         let message = decode_error(&png);
         assert!(message.contains("60000x60000") && message.contains("limit"), "{message}");
+    }
+
+    #[test]
+    fn a_png_whose_trailing_chunk_fails_its_crc_or_is_cut_is_refused() {
+        let png = encoded(ImageFormat::Png, 2, 2);
+        assert!(decode_bytes(&png, ColorMode::Rgb, Path::new("ok.png")).is_ok());
+        let mut bad_iend = png.clone();
+        let last = bad_iend.len() - 1;
+        bad_iend[last] ^= 1;
+        assert!(decode_error(&bad_iend).contains("CRC-32 of its IEND chunk"), "{}", decode_error(&bad_iend));
+        let cut = &png[..png.len() - 6];
+        assert!(decode_error(cut).contains("truncated"), "{}", decode_error(cut));
     }
 
     #[test]
