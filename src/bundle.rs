@@ -61,9 +61,13 @@ impl LoadedModel {
     ) -> Result<LoadedModel> {
         let dir = dir.as_ref().to_path_buf();
         let meta_graph = SavedModel::open(&dir)?.meta_graph(tags)?;
-        if !crate::checkpoint_index::CheckpointIndex::path_in(&dir).is_file() {
+        let index = crate::checkpoint_index::CheckpointIndex::path_in(&dir);
+        if !index.is_file() {
             return Err(Error::MissingVariables { dir });
         }
+        // TensorFlow's own table reader trusts the index's block sizes (a corrupt footer made it
+        // allocate 2 GiB and abort): the strict reader checks the index before TensorFlow sees it.
+        crate::checkpoint_index::CheckpointIndex::read(&index)?;
         let tag_list: Vec<&str> = meta_graph.tags().iter().map(String::as_str).collect();
         let mut graph = Graph::new();
         let bundle = SavedModelBundle::load(&config.to_options()?, &tag_list, &mut graph, &dir)

@@ -104,8 +104,11 @@ fn a_corrupt_index_is_refused_by_every_command_that_reads_it() {
     let h5 = root().join("saved_models/h5/cnn_tfkeras.h5");
     for (damage, change) in index_damages() {
         let (_dir, copy) = mutated_model("cnn_digits", "variables/variables.index", change);
-        let commands: [Vec<&str>; 3] = [
+        let val = root().join("saved_models/data/digits_5_9_val.npz");
+        let commands: [Vec<&str>; 4] = [
             vec!["variables", s(&copy)],
+            // Sessions too: the index is checked before TensorFlow's own reader sees it.
+            vec!["eval", s(&copy), "--data", s(&val)],
             vec!["train", s(&copy), "--show-mask"],
             vec![
                 "import-weights",
