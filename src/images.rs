@@ -200,7 +200,7 @@ pub fn decode_bytes(bytes: &[u8], color_mode: ColorMode, origin: &Path) -> Resul
     })?;
     let format = reader.format();
     if format == Some(ImageFormat::Png) {
-        check_png_chunks(bytes).map_err(image_error)?;
+        check_png_chunks(bytes).map_err(|problem| image_error(format!("cannot be decoded as an image: it {problem}")))?;
     }
     reader.limits(decode_limits());
     let decoder = reader.into_decoder().map_err(|e| image_error(format!("cannot be decoded as an image ({e})")))?;
@@ -228,16 +228,16 @@ fn check_png_chunks(bytes: &[u8]) -> std::result::Result<(), String> {
     let mut at = SIGNATURE;
     loop {
         let Some(header) = bytes.get(at..at + 8) else {
-            return Err(format!("is truncated: it ends at byte {} without the IEND chunk that closes a PNG", bytes.len()));
+            return Err(format!("is truncated (it ends at byte {} without the IEND chunk that closes a PNG)", bytes.len()));
         };
         let length = u32::from_be_bytes(header[..4].try_into().expect("4 bytes")) as usize;
         let kind = String::from_utf8_lossy(&header[4..8]).into_owned();
         let end = at.checked_add(12).and_then(|n| n.checked_add(length)).filter(|&end| end <= bytes.len()).ok_or_else(|| {
-            format!("is truncated or corrupt: its {kind} chunk at byte {at} declares {length} bytes, more than the file holds")
+            format!("is truncated or corrupt (its {kind:?} chunk at byte {at} declares {length} bytes, more than the file holds)")
         })?;
         let stored = u32::from_be_bytes(bytes[end - 4..end].try_into().expect("4 bytes"));
         if crc.checksum(&bytes[at + 4..end - 4]) != stored {
-            return Err(format!("is corrupt: the CRC-32 of its {kind} chunk at byte {at} does not match its contents"));
+            return Err(format!("is corrupt (the CRC-32 of its {kind} chunk at byte {at} does not match its contents)"));
         }
         if &header[4..8] == b"IEND" {
             return Ok(());
