@@ -276,7 +276,7 @@ fn input_copy_for_resume(work: &Path, checkpoint: &Path) -> Result<PathBuf> {
     if !checkpoint.join("saved_model.pb").is_file() {
         return Err(Error::Output {
             path: checkpoint.to_path_buf(),
-            problem: "holds no saved_model.pb, so the run cannot be resumed from it (checkpoints written by tfload before 0.2 lacked it after a resume). Start the run again with --overwrite".to_string(),
+            problem: "holds no saved_model.pb, so the run cannot be resumed from it (checkpoints that an earlier tfload wrote after a resume lacked it). Start the run again with --overwrite".to_string(),
         });
     }
     build_then_place(&copy, |dir| copy_model_files(checkpoint, dir))?;
