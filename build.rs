@@ -39,7 +39,5 @@ fn compile_protos(proto_dir: &Path) {
         println!("cargo:rerun-if-changed={}", proto_dir.join(file).display());
     }
     let descriptors = protox::compile(files, [proto_dir]).expect("proto/ schemas compile");
-    prost_build::Config::new()
-        .compile_fds(descriptors)
-        .expect("prost generates Rust for proto/ schemas");
+    prost_build::Config::new().compile_fds(descriptors).expect("prost generates Rust for proto/ schemas");
 }

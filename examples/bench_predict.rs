@@ -21,7 +21,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut shape = vec![batch];
     shape.extend(spec.shape.dims().ok_or("input of unknown rank")?[1..].iter().map(|d| d.unwrap_or(1) as usize));
     let values = (0..shape.iter().product::<usize>()).map(|i| (i % 256) as f32).collect();
-    let inputs = Tensors::from([(spec.key.clone(), TensorData::Float32(ArrayD::from_shape_vec(IxDyn(&shape), values)?))]);
+    let inputs =
+        Tensors::from([(spec.key.clone(), TensorData::Float32(ArrayD::from_shape_vec(IxDyn(&shape), values)?))]);
     for _ in 0..3 {
         predictor.run(&inputs)?; // warm-up: first calls build kernels and caches
     }

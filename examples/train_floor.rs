@@ -102,7 +102,10 @@ fn main() -> Result<()> {
     let whole: Vec<usize> = (0..steps * args.batch_size).collect();
     let subset: Arc<dyn Dataset> = Arc::new(Subset::new(Arc::new(dataset), whole, &args.data.display().to_string()));
     // What `tfload train` uses (src/cli/train.rs).
-    let loader = BatchLoader::new(subset, LoaderOptions { batch_size: args.batch_size, prefetch: 4, ..LoaderOptions::default() });
+    let loader = BatchLoader::new(
+        subset,
+        LoaderOptions { batch_size: args.batch_size, prefetch: 4, ..LoaderOptions::default() },
+    );
     let spec = MaskSpec {
         start: if args.train_all { MaskStart::AllTrainable } else { MaskStart::ModelDefault },
         ..MaskSpec::default()
@@ -126,10 +129,12 @@ fn main() -> Result<()> {
     let trainer = Trainer::open(&setup.args.dir, &setup.spec, SessionConfig::default())?;
     let floor = Floor::new(&setup, trainer.model())?;
     let preparer = trainer.preparer();
-    let prepared: Vec<PreparedBatch> = setup.batches.iter().map(|b| preparer.prepare(b)).collect::<tfload::Result<_>>()?;
+    let prepared: Vec<PreparedBatch> =
+        setup.batches.iter().map(|b| preparer.prepare(b)).collect::<tfload::Result<_>>()?;
     let (mode, epochs) = (setup.args.mode, setup.args.epochs);
     for epoch in 1..=epochs {
-        let layers: &[Mode] = if mode == Mode::Layers { &[Mode::Floor, Mode::Trainer, Mode::Loader, Mode::Layers] } else { &[mode] };
+        let layers: &[Mode] =
+            if mode == Mode::Layers { &[Mode::Floor, Mode::Trainer, Mode::Loader, Mode::Layers] } else { &[mode] };
         for &layer in layers {
             let (name, seconds) = match layer {
                 Mode::Floor => ("floor", timed(&mut || floor.epoch(trainer.model()))?),
@@ -183,7 +188,8 @@ fn fit_epoch_seconds(setup: &Setup) -> Result<f64> {
         early_stopping: None,
     };
     let mut last = LastEpoch(0.0);
-    let outcome = fit(&paths, &RunData { train: &setup.loader, validation: None }, &options, &mut last, &AtomicBool::new(false));
+    let outcome =
+        fit(&paths, &RunData { train: &setup.loader, validation: None }, &options, &mut last, &AtomicBool::new(false));
     remove(&out);
     if !matches!(outcome?, FitOutcome::Completed { .. }) {
         bail!("fit did not complete");

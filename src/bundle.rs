@@ -37,11 +37,8 @@ impl SessionConfig {
 /// A serialized `tensorflow.ConfigProto` with the thread-pool fields set where non-zero.
 fn config_proto(intra: u32, inter: u32) -> Vec<u8> {
     let to_i32 = |n: u32| i32::try_from(n).unwrap_or(i32::MAX);
-    proto::ConfigProto {
-        intra_op_parallelism_threads: to_i32(intra),
-        inter_op_parallelism_threads: to_i32(inter),
-    }
-    .encode_to_vec()
+    proto::ConfigProto { intra_op_parallelism_threads: to_i32(intra), inter_op_parallelism_threads: to_i32(inter) }
+        .encode_to_vec()
 }
 
 /// A SavedModel loaded into a session: graph, session and the MetaGraph it came from.
@@ -54,11 +51,7 @@ pub struct LoadedModel {
 
 impl LoadedModel {
     /// Loads the MetaGraph with `tags` from `dir`, restoring its variables.
-    pub fn load<S: AsRef<str>>(
-        dir: impl AsRef<Path>,
-        tags: &[S],
-        config: SessionConfig,
-    ) -> Result<LoadedModel> {
+    pub fn load<S: AsRef<str>>(dir: impl AsRef<Path>, tags: &[S], config: SessionConfig) -> Result<LoadedModel> {
         let dir = dir.as_ref().to_path_buf();
         let meta_graph = SavedModel::open(&dir)?.meta_graph(tags)?;
         let index = crate::checkpoint_index::CheckpointIndex::path_in(&dir);
@@ -70,18 +63,10 @@ impl LoadedModel {
         crate::checkpoint_index::CheckpointIndex::read(&index)?;
         let tag_list: Vec<&str> = meta_graph.tags().iter().map(String::as_str).collect();
         let mut graph = Graph::new();
-        let bundle = SavedModelBundle::load(&config.to_options()?, &tag_list, &mut graph, &dir)
-            .map_err(|status| Error::Load {
-                dir: dir.clone(),
-                tags: tag_list.join(","),
-                message: status.to_string(),
-            })?;
-        Ok(LoadedModel {
-            dir,
-            meta_graph,
-            graph,
-            bundle,
-        })
+        let bundle = SavedModelBundle::load(&config.to_options()?, &tag_list, &mut graph, &dir).map_err(|status| {
+            Error::Load { dir: dir.clone(), tags: tag_list.join(","), message: status.to_string() }
+        })?;
+        Ok(LoadedModel { dir, meta_graph, graph, bundle })
     }
 
     /// The SavedModel directory.

@@ -38,11 +38,7 @@ impl BoundSignature {
         let resolve = |specs: &[TensorSpec]| -> Result<Vec<Endpoint>> {
             specs.iter().map(|spec| resolve(model, &signature.key, spec)).collect()
         };
-        Ok(BoundSignature {
-            inputs: resolve(&signature.inputs)?,
-            outputs: resolve(&signature.outputs)?,
-            signature,
-        })
+        Ok(BoundSignature { inputs: resolve(&signature.inputs)?, outputs: resolve(&signature.outputs)?, signature })
     }
 
     /// The signature's specs.
@@ -99,7 +95,12 @@ impl BoundSignature {
 
     /// Runs the signature on inputs prepared by [`BoundSignature::prepare`], in parts (say a
     /// batch prepared ahead, and a mask prepared once) that together give every input once.
-    pub fn run_prepared(&self, model: &LoadedModel, parts: &[&PreparedInputs], wanted: Option<&[&str]>) -> Result<Tensors> {
+    pub fn run_prepared(
+        &self,
+        model: &LoadedModel,
+        parts: &[&PreparedInputs],
+        wanted: Option<&[&str]>,
+    ) -> Result<Tensors> {
         let outputs = self.wanted_outputs(wanted)?;
         let mut given = vec![false; self.inputs.len()];
         let mut args = SessionRunArgs::new();
@@ -113,10 +114,8 @@ impl BoundSignature {
         if let Some(missing) = given.iter().position(|g| !g) {
             return Err(self.mismatch(format!("input `{}` not given", self.inputs[missing].spec.key)));
         }
-        let tokens: Vec<_> = outputs
-            .iter()
-            .map(|endpoint| args.request_fetch(&endpoint.operation, endpoint.index))
-            .collect();
+        let tokens: Vec<_> =
+            outputs.iter().map(|endpoint| args.request_fetch(&endpoint.operation, endpoint.index)).collect();
         model.session().run(&mut args).map_err(|status| Error::TensorFlow {
             during: format!("running signature `{}`", self.signature.key),
             message: status.to_string(),
@@ -161,12 +160,8 @@ pub struct PreparedInputs {
 /// equal, ranks and known dimensions equal.
 pub fn check_inputs(signature: &Signature, inputs: &Tensors) -> Result<()> {
     check_known(signature, &borrowed(inputs))?;
-    let missing: Vec<&str> = signature
-        .inputs
-        .iter()
-        .map(|spec| spec.key.as_str())
-        .filter(|key| !inputs.contains_key(*key))
-        .collect();
+    let missing: Vec<&str> =
+        signature.inputs.iter().map(|spec| spec.key.as_str()).filter(|key| !inputs.contains_key(*key)).collect();
     if !missing.is_empty() {
         return Err(mismatch(
             signature,
@@ -210,10 +205,7 @@ fn given<'a>(inputs: &[(&str, &'a TensorData)], key: &str) -> Option<&'a TensorD
 }
 
 fn mismatch(signature: &Signature, problem: String) -> Error {
-    Error::InputMismatch {
-        signature: signature.key.clone(),
-        problem,
-    }
+    Error::InputMismatch { signature: signature.key.clone(), problem }
 }
 
 impl LoadedModel {
@@ -243,27 +235,18 @@ fn resolve(model: &LoadedModel, signature: &str, spec: &TensorSpec) -> Result<En
         Some((op, index)) => (op, index.parse::<i32>().unwrap_or(0)),
         None => (name, 0),
     };
-    let operation = model.graph().operation_by_name_required(op_name).map_err(|status| {
-        Error::MalformedSavedModel {
-            path: model.dir().join("saved_model.pb"),
-            problem: format!("signature `{signature}` names tensor `{name}`, which the graph lacks ({status})"),
-        }
+    let operation = model.graph().operation_by_name_required(op_name).map_err(|status| Error::MalformedSavedModel {
+        path: model.dir().join("saved_model.pb"),
+        problem: format!("signature `{signature}` names tensor `{name}`, which the graph lacks ({status})"),
     })?;
-    Ok(Endpoint {
-        spec: spec.clone(),
-        operation,
-        index,
-    })
+    Ok(Endpoint { spec: spec.clone(), operation, index })
 }
 
 /// Compares one given tensor with its spec; the problem text names the key, expected and given.
 fn check_one(spec: &TensorSpec, data: &TensorData) -> Result<(), String> {
     let given = format!("{} {:?}", data.dtype(), data.shape());
     if data.dtype() != spec.dtype {
-        return Err(format!(
-            "input `{}` must be {} {}, but {} was given",
-            spec.key, spec.dtype, spec.shape, given
-        ));
+        return Err(format!("input `{}` must be {} {}, but {} was given", spec.key, spec.dtype, spec.shape, given));
     }
     let Some(dims) = spec.shape.dims() else {
         return Ok(());

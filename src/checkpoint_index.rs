@@ -55,10 +55,7 @@ impl CheckpointIndex {
                 (key, entry)
             })
             .collect();
-        Ok(CheckpointIndex {
-            path: path.to_path_buf(),
-            entries,
-        })
+        Ok(CheckpointIndex { path: path.to_path_buf(), entries })
     }
 
     /// The index file this was read from.
@@ -83,19 +80,13 @@ pub(crate) type IndexRecords = (Option<proto::BundleHeaderProto>, Vec<(String, p
 /// The raw records of an index file, in key order: the header (under the empty key), if any,
 /// and every entry. The one place that walks the table.
 pub(crate) fn read_records(path: &Path) -> Result<IndexRecords> {
-    let bytes = std::fs::read(path).map_err(|source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let bytes = std::fs::read(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
     decode_records(path, &bytes)
 }
 
 /// The records of the index `bytes`, read from `path` (named in errors).
 fn decode_records(path: &Path, bytes: &[u8]) -> Result<IndexRecords> {
-    let corrupt = |problem: String| Error::CorruptCheckpointIndex {
-        path: path.to_path_buf(),
-        problem,
-    };
+    let corrupt = |problem: String| Error::CorruptCheckpointIndex { path: path.to_path_buf(), problem };
     let (mut header, mut records) = (None, Vec::new());
     let mut total_bytes = 0i64;
     for (key, value) in table::entries(bytes).map_err(corrupt)? {

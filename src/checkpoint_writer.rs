@@ -101,9 +101,9 @@ impl CheckpointWriter {
     /// a checkpoint restores into variables whose type and shape the graph fixes.
     pub fn replace(&mut self, key: &str, value: &TensorData) -> Result<()> {
         let mismatch = |problem: String| Error::CheckpointReplace { key: key.to_string(), problem };
-        let (dtype, shape) = self.entry(key).ok_or_else(|| {
-            mismatch(format!("the checkpoint read from {} has no such entry", self.source.display()))
-        })?;
+        let (dtype, shape) = self
+            .entry(key)
+            .ok_or_else(|| mismatch(format!("the checkpoint read from {} has no such entry", self.source.display())))?;
         if dtype != value.dtype() {
             return Err(mismatch(format!("it holds {dtype}, the new value is {}", value.dtype())));
         }
@@ -136,10 +136,7 @@ impl CheckpointWriter {
             offset += entry.bytes.len() as u64;
             records.push((key.as_str(), record));
         }
-        data.into_inner()
-            .map_err(|e| e.into_error())
-            .and_then(|file| file.sync_all())
-            .map_err(io_error(&data_path))?;
+        data.into_inner().map_err(|e| e.into_error()).and_then(|file| file.sync_all()).map_err(io_error(&data_path))?;
         let header = proto::BundleHeaderProto { num_shards: 1, ..self.header.clone() };
         write_index(&dir.join(INDEX_FILE), &header, &records)
     }
@@ -199,20 +196,32 @@ fn read_shards(index_path: &Path, num_shards: i32) -> Result<Vec<(PathBuf, Vec<u
 }
 
 /// The bytes of one entry, cut out of its shard and checked against its stored checksum.
-fn entry_bytes(index_path: &Path, key: &str, record: &proto::BundleEntryProto, shards: &[(PathBuf, Vec<u8>)]) -> Result<Vec<u8>> {
+fn entry_bytes(
+    index_path: &Path,
+    key: &str,
+    record: &proto::BundleEntryProto,
+    shards: &[(PathBuf, Vec<u8>)],
+) -> Result<Vec<u8>> {
     let shard = usize::try_from(record.shard_id).ok().and_then(|s| shards.get(s));
     let Some((data_path, data)) = shard else {
-        return Err(corrupt(index_path, &format!("entry `{key}` names data shard {}, which the header does not count", record.shard_id)));
+        return Err(corrupt(
+            index_path,
+            &format!("entry `{key}` names data shard {}, which the header does not count", record.shard_id),
+        ));
     };
     let start = usize::try_from(record.offset).ok();
     let end = start.zip(usize::try_from(record.size).ok()).and_then(|(s, n)| s.checked_add(n));
     let bytes = match (start, end) {
         (Some(start), Some(end)) if end <= data.len() => &data[start..end],
         _ => {
-            return Err(data_error(data_path, key, format!(
+            return Err(data_error(
+                data_path,
+                key,
+                format!(
                 "lies past the end of the file ({} bytes at offset {}, the file has {}); the data file is truncated",
                 record.size, record.offset, data.len()
-            )))
+            ),
+            ))
         }
     };
     let actual = if DType::from_proto(record.dtype) == DType::String {
@@ -221,7 +230,11 @@ fn entry_bytes(index_path: &Path, key: &str, record: &proto::BundleEntryProto, s
         Some(masked_crc32c(bytes))
     };
     if actual != Some(record.crc32c) {
-        return Err(data_error(data_path, key, "fails its checksum (the masked CRC32C stored in variables.index)".to_string()));
+        return Err(data_error(
+            data_path,
+            key,
+            "fails its checksum (the masked CRC32C stored in variables.index)".to_string(),
+        ));
     }
     Ok(bytes.to_vec())
 }
@@ -259,12 +272,14 @@ fn data_error(path: &Path, key: &str, problem: String) -> Error {
 }
 
 /// Writes the index table: the header under the empty key, then the entries in key order.
-fn write_index(path: &Path, header: &proto::BundleHeaderProto, records: &[(&str, proto::BundleEntryProto)]) -> Result<()> {
+fn write_index(
+    path: &Path,
+    header: &proto::BundleHeaderProto,
+    records: &[(&str, proto::BundleEntryProto)],
+) -> Result<()> {
     let file = File::create(path).map_err(io_error(path))?;
-    let table_error = |e: sstable::Status| Error::Io {
-        path: path.to_path_buf(),
-        source: std::io::Error::other(e.to_string()),
-    };
+    let table_error =
+        |e: sstable::Status| Error::Io { path: path.to_path_buf(), source: std::io::Error::other(e.to_string()) };
     let mut builder = TableBuilder::new_no_filter(Options::default(), BufWriter::new(file));
     builder.add(b"", &header.encode_to_vec()).map_err(table_error)?;
     for (key, record) in records {
@@ -306,7 +321,6 @@ fn little_endian_bytes(value: &TensorData) -> Result<Vec<u8>> {
 fn corrupt(path: &Path, problem: &str) -> Error {
     Error::CorruptCheckpointIndex { path: path.to_path_buf(), problem: problem.to_string() }
 }
-
 
 #[cfg(test)]
 mod tests {

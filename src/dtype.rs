@@ -112,9 +112,7 @@ impl DType {
             DType::Float32 | DType::Int32 | DType::UInt32 => Some(4),
             DType::Float64 | DType::Int64 | DType::UInt64 | DType::Complex64 => Some(8),
             DType::Complex128 => Some(16),
-            DType::Invalid | DType::String | DType::Resource | DType::Variant | DType::Other(_) => {
-                None
-            }
+            DType::Invalid | DType::String | DType::Resource | DType::Variant | DType::Other(_) => None,
         }
     }
 }

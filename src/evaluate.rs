@@ -147,7 +147,8 @@ impl MetricTotals {
     fn add(&mut self, outputs: &Tensors, batch: usize) {
         for (key, value) in outputs {
             if let Some(value) = value.to_f32().filter(|v| v.len() == 1) {
-                *self.sums.entry(key.clone()).or_default() += f64::from(value.iter().next().copied().unwrap_or(f32::NAN)) * batch as f64;
+                *self.sums.entry(key.clone()).or_default() +=
+                    f64::from(value.iter().next().copied().unwrap_or(f32::NAN)) * batch as f64;
             }
         }
         self.examples += batch;

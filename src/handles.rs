@@ -34,12 +34,7 @@ pub fn check_one_handle_per_variable(meta_graph: &MetaGraph) -> Result<()> {
         return Ok(());
     }
     let shown: Vec<&str> = handles.iter().take(6).map(String::as_str).collect();
-    Err(Error::DuplicateVariableHandles {
-        path,
-        handles: handles.len(),
-        variables,
-        examples: shown.join(", "),
-    })
+    Err(Error::DuplicateVariableHandles { path, handles: handles.len(), variables, examples: shown.join(", ") })
 }
 
 /// The shared names of the graph's variable handles (string-typed asset handles left out).

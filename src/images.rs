@@ -86,11 +86,12 @@ pub enum UnfitImageInput {
 impl ImageSpec {
     /// What an image must become to feed an input of shape `[batch, height, width, channels]`;
     /// `size` (height, width) where the shape leaves it open, or to override it.
-    pub fn for_input_shape(shape: &Shape, size: Option<(usize, usize)>) -> std::result::Result<ImageSpec, UnfitImageInput> {
+    pub fn for_input_shape(
+        shape: &Shape,
+        size: Option<(usize, usize)>,
+    ) -> std::result::Result<ImageSpec, UnfitImageInput> {
         let dims = shape.dims().filter(|dims| dims.len() == 4).ok_or(UnfitImageInput::NotImageBatch)?;
-        let color_mode = dims[3]
-            .and_then(|c| ColorMode::from_channels(c as usize))
-            .ok_or(UnfitImageInput::Channels)?;
+        let color_mode = dims[3].and_then(|c| ColorMode::from_channels(c as usize)).ok_or(UnfitImageInput::Channels)?;
         let model_size = dims[1].zip(dims[2]).map(|(h, w)| (h as usize, w as usize));
         let (height, width) = size.or(model_size).ok_or(UnfitImageInput::OpenSize)?;
         Ok(ImageSpec { height, width, color_mode })
@@ -176,10 +177,7 @@ impl ImageSpec {
 /// Decodes an image file into `color_mode`'s channels, `[height, width, channels]` bytes.
 /// 16-bit images are scaled to 8 bits; animations give their first frame.
 pub fn decode(path: &Path, color_mode: ColorMode) -> Result<Array3<u8>> {
-    let bytes = std::fs::read(path).map_err(|source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let bytes = std::fs::read(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
     decode_bytes(&bytes, color_mode, path)
 }
 
@@ -194,19 +192,20 @@ const MAX_DECODE_BYTES: u64 = 1 << 30;
 /// before any pixel is decoded, and the decoder runs under `image::Limits`.
 pub fn decode_bytes(bytes: &[u8], color_mode: ColorMode, origin: &Path) -> Result<Array3<u8>> {
     let image_error = |problem: String| Error::Image { path: origin.to_path_buf(), problem };
-    let mut reader = ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format().map_err(|source| Error::Io {
-        path: origin.to_path_buf(),
-        source,
-    })?;
+    let mut reader = ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|source| Error::Io { path: origin.to_path_buf(), source })?;
     let format = reader.format();
     if format == Some(ImageFormat::Png) {
-        check_png_chunks(bytes).map_err(|problem| image_error(format!("cannot be decoded as an image: it {problem}")))?;
+        check_png_chunks(bytes)
+            .map_err(|problem| image_error(format!("cannot be decoded as an image: it {problem}")))?;
     }
     reader.limits(decode_limits());
     let decoder = reader.into_decoder().map_err(|e| image_error(format!("cannot be decoded as an image ({e})")))?;
     let (width, height) = decoder.dimensions();
     check_dimensions(width, height).map_err(image_error)?;
-    let image = DynamicImage::from_decoder(decoder).map_err(|e| image_error(format!("cannot be decoded as an image ({e})")))?;
+    let image =
+        DynamicImage::from_decoder(decoder).map_err(|e| image_error(format!("cannot be decoded as an image ({e})")))?;
     check_dimensions(image.width(), image.height()).map_err(image_error)?;
     let (width, height) = (image.width() as usize, image.height() as usize);
     let bytes = match color_mode {
@@ -228,7 +227,10 @@ fn check_png_chunks(bytes: &[u8]) -> std::result::Result<(), String> {
     let mut at = SIGNATURE;
     loop {
         let Some(header) = bytes.get(at..at + 8) else {
-            return Err(format!("is truncated (it ends at byte {} without the IEND chunk that closes a PNG)", bytes.len()));
+            return Err(format!(
+                "is truncated (it ends at byte {} without the IEND chunk that closes a PNG)",
+                bytes.len()
+            ));
         };
         let length = u32::from_be_bytes(header[..4].try_into().expect("4 bytes")) as usize;
         let kind = String::from_utf8_lossy(&header[4..8]).into_owned();
@@ -237,7 +239,9 @@ fn check_png_chunks(bytes: &[u8]) -> std::result::Result<(), String> {
         })?;
         let stored = u32::from_be_bytes(bytes[end - 4..end].try_into().expect("4 bytes"));
         if crc.checksum(&bytes[at + 4..end - 4]) != stored {
-            return Err(format!("is corrupt (the CRC-32 of its {kind} chunk at byte {at} does not match its contents)"));
+            return Err(format!(
+                "is corrupt (the CRC-32 of its {kind} chunk at byte {at} does not match its contents)"
+            ));
         }
         if &header[4..8] == b"IEND" {
             return Ok(());
@@ -437,10 +441,7 @@ fn collect_folders(dir: &Path, out: &mut Vec<(String, Vec<PathBuf>)>) -> Result<
 
 /// The entries of `dir` whose names do not start with `.`, in directory order.
 pub(crate) fn visible_entries(dir: &Path) -> Result<Vec<std::fs::DirEntry>> {
-    let io = |source| Error::Io {
-        path: dir.to_path_buf(),
-        source,
-    };
+    let io = |source| Error::Io { path: dir.to_path_buf(), source };
     let mut entries = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(io)? {
         let entry = entry.map_err(io)?;
@@ -457,7 +458,9 @@ mod tests {
 
     /// A small image encoded in `format` by the `image` crate.
     fn encoded(format: ImageFormat, width: u32, height: u32) -> Vec<u8> {
-        let image = DynamicImage::ImageRgb8(image::RgbImage::from_fn(width, height, |x, y| image::Rgb([x as u8 * 9, y as u8 * 9, 7])));
+        let image = DynamicImage::ImageRgb8(image::RgbImage::from_fn(width, height, |x, y| {
+            image::Rgb([x as u8 * 9, y as u8 * 9, 7])
+        }));
         let mut bytes = std::io::Cursor::new(Vec::new());
         image.write_to(&mut bytes, format).unwrap();
         bytes.into_inner()
@@ -580,8 +583,10 @@ mod tests {
         let at = |y: usize, x: usize, c: usize| f32::from(image[[y, x, c]]);
         Array3::from_shape_fn((height, width, image.dim().2), |(y, x, c)| {
             let (row, column) = (rows[y], columns[x]);
-            let top = at(row.lower, column.lower, c) + (at(row.lower, column.upper, c) - at(row.lower, column.lower, c)) * column.lerp;
-            let bottom = at(row.upper, column.lower, c) + (at(row.upper, column.upper, c) - at(row.upper, column.lower, c)) * column.lerp;
+            let top = at(row.lower, column.lower, c)
+                + (at(row.lower, column.upper, c) - at(row.lower, column.lower, c)) * column.lerp;
+            let bottom = at(row.upper, column.lower, c)
+                + (at(row.upper, column.upper, c) - at(row.upper, column.lower, c)) * column.lerp;
             top + (bottom - top) * row.lerp
         })
     }
@@ -589,7 +594,14 @@ mod tests {
     #[test]
     fn row_wise_resize_equals_the_element_wise_form_bit_for_bit() {
         let mut seed = 12345u32;
-        for (in_size, out_size) in [((120, 160), (64, 64)), ((120, 160), (96, 96)), ((7, 5), (20, 13)), ((33, 1), (4, 9)), ((9, 9), (9, 9)), ((1, 1), (3, 2))] {
+        for (in_size, out_size) in [
+            ((120, 160), (64, 64)),
+            ((120, 160), (96, 96)),
+            ((7, 5), (20, 13)),
+            ((33, 1), (4, 9)),
+            ((9, 9), (9, 9)),
+            ((1, 1), (3, 2)),
+        ] {
             for channels in [1, 2, 3, 4] {
                 let image = Array3::from_shape_fn((in_size.0, in_size.1, channels), |_| {
                     seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12345);

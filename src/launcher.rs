@@ -92,6 +92,10 @@ fn wants_tensorflow_log(args: &[std::ffi::OsString]) -> bool {
     let env_set = std::env::var_os("RUST_LOG").is_some();
     env_set
         || args.iter().filter_map(|a| a.to_str()).take_while(|a| *a != "--").any(|arg| {
-            arg == "--verbose" || (arg.starts_with('-') && !arg.starts_with("--") && arg.len() > 1 && arg[1..].chars().all(|c| c == 'v'))
+            arg == "--verbose"
+                || (arg.starts_with('-')
+                    && !arg.starts_with("--")
+                    && arg.len() > 1
+                    && arg[1..].chars().all(|c| c == 'v'))
         })
 }

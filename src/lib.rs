@@ -18,14 +18,14 @@
 
 pub mod bundle;
 pub mod call;
-pub mod data;
 pub mod checkpoint_index;
 pub mod checkpoint_writer;
+pub mod data;
 pub mod dtype;
 pub mod error;
-pub mod handles;
 pub mod evaluate;
 mod fault;
+pub mod handles;
 pub mod images;
 pub mod import_weights;
 pub mod keras_h5;

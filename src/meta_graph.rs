@@ -31,11 +31,7 @@ pub struct SaverSpec {
 
 impl MetaGraph {
     pub(crate) fn new(dir: &Path, tags: Vec<String>, proto: proto::MetaGraphDef) -> MetaGraph {
-        MetaGraph {
-            dir: dir.to_path_buf(),
-            tags,
-            proto,
-        }
+        MetaGraph { dir: dir.to_path_buf(), tags, proto }
     }
 
     /// The SavedModel directory.
@@ -50,26 +46,16 @@ impl MetaGraph {
 
     /// The TensorFlow version that wrote the model, where recorded.
     pub fn tensorflow_version(&self) -> Option<&str> {
-        self.proto
-            .meta_info_def
-            .as_ref()
-            .map(|info| info.tensorflow_version.as_str())
-            .filter(|v| !v.is_empty())
+        self.proto.meta_info_def.as_ref().map(|info| info.tensorflow_version.as_str()).filter(|v| !v.is_empty())
     }
 
     /// The signatures: `serving_default` first, then the others by key. TensorFlow's internal
     /// ones (`__saved_model_init_op`) only when `include_internal`.
     pub fn signatures(&self, include_internal: bool) -> Vec<Signature> {
-        let mut keys: Vec<&String> = self
-            .proto
-            .signature_def
-            .keys()
-            .filter(|key| include_internal || !is_internal_key(key))
-            .collect();
+        let mut keys: Vec<&String> =
+            self.proto.signature_def.keys().filter(|key| include_internal || !is_internal_key(key)).collect();
         keys.sort_by_key(|key| (key.as_str() != "serving_default", is_internal_key(key), *key));
-        keys.into_iter()
-            .map(|key| Signature::from_proto(key, &self.proto.signature_def[key]))
-            .collect()
+        keys.into_iter().map(|key| Signature::from_proto(key, &self.proto.signature_def[key])).collect()
     }
 
     /// The signature with this key, or an error listing the keys there are.
@@ -98,11 +84,9 @@ impl MetaGraph {
     /// Every variable the model's object graph records, in object-graph order, checked against
     /// the checkpoint index under `variables/`.
     pub fn variables(&self) -> Result<Vec<VariableInfo>> {
-        let graph = self.proto.object_graph_def.as_ref().ok_or_else(|| {
-            Error::MalformedSavedModel {
-                path: self.dir.join("saved_model.pb"),
-                problem: "it has no object graph (a TF1 SavedModel?), so tfload cannot list its variables".to_string(),
-            }
+        let graph = self.proto.object_graph_def.as_ref().ok_or_else(|| Error::MalformedSavedModel {
+            path: self.dir.join("saved_model.pb"),
+            problem: "it has no object graph (a TF1 SavedModel?), so tfload cannot list its variables".to_string(),
         })?;
         variables::from_object_graph(&self.dir, graph)
     }
@@ -122,10 +106,6 @@ impl MetaGraph {
 
     /// Asset files the model declares, as names under `assets/`.
     pub fn asset_files(&self) -> Vec<String> {
-        self.proto
-            .asset_file_def
-            .iter()
-            .map(|asset| asset.filename.clone())
-            .collect()
+        self.proto.asset_file_def.iter().map(|asset| asset.filename.clone()).collect()
     }
 }

@@ -27,9 +27,7 @@ pub struct ClassMetrics {
 impl ConfusionMatrix {
     /// An empty matrix over `classes` classes.
     pub fn new(classes: usize) -> ConfusionMatrix {
-        ConfusionMatrix {
-            counts: vec![vec![0; classes]; classes],
-        }
+        ConfusionMatrix { counts: vec![vec![0; classes]; classes] }
     }
 
     /// Number of classes.
@@ -71,17 +69,8 @@ impl ConfusionMatrix {
                 let support: u64 = self.counts[class].iter().sum();
                 let predicted: u64 = self.counts.iter().map(|row| row[class]).sum();
                 let (precision, recall) = (ratio(right, predicted), ratio(right, support));
-                let f1 = if precision + recall > 0.0 {
-                    2.0 * precision * recall / (precision + recall)
-                } else {
-                    0.0
-                };
-                ClassMetrics {
-                    precision,
-                    recall,
-                    f1,
-                    support,
-                }
+                let f1 = if precision + recall > 0.0 { 2.0 * precision * recall / (precision + recall) } else { 0.0 };
+                ClassMetrics { precision, recall, f1, support }
             })
             .collect()
     }

@@ -100,7 +100,8 @@ pub fn check_not_input(source: &Path, out: &Path) -> Result<()> {
     if out_abs.starts_with(&source_abs) || source_abs.starts_with(&out_abs) {
         return Err(Error::Output {
             path: out.to_path_buf(),
-            problem: "is the input model, inside it, or holds it; the input is never modified. Give another --out".to_string(),
+            problem: "is the input model, inside it, or holds it; the input is never modified. Give another --out"
+                .to_string(),
         });
     }
     Ok(())
@@ -137,10 +138,7 @@ pub fn copy_tree(from: &Path, to: &Path) -> Result<()> {
 
 /// Maps an I/O error to one that names `path`.
 pub fn io_error(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
-    move |source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    }
+    move |source| Error::Io { path: path.to_path_buf(), source }
 }
 
 #[cfg(test)]

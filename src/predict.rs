@@ -33,7 +33,12 @@ pub struct Predictor {
 
 impl Predictor {
     /// Loads the MetaGraph with `tags` from `dir` and binds its signature `key`.
-    pub fn load<S: AsRef<str>>(dir: impl AsRef<Path>, tags: &[S], key: &str, config: SessionConfig) -> Result<Predictor> {
+    pub fn load<S: AsRef<str>>(
+        dir: impl AsRef<Path>,
+        tags: &[S],
+        key: &str,
+        config: SessionConfig,
+    ) -> Result<Predictor> {
         Predictor::new(LoadedModel::load(dir, tags, config)?, key)
     }
 
@@ -69,11 +74,7 @@ impl Predictor {
     }
 
     fn unsuitable(&self, problem: String) -> Error {
-        Error::UnsuitableModel {
-            dir: self.model.dir().to_path_buf(),
-            signature: self.signature().key.clone(),
-            problem,
-        }
+        Error::UnsuitableModel { dir: self.model.dir().to_path_buf(), signature: self.signature().key.clone(), problem }
     }
 }
 
@@ -130,14 +131,7 @@ impl ImageClassifier {
             }
         }
         let softmax = record.output_kind(&output.key) == Some("logits");
-        Ok(ImageClassifier {
-            input,
-            output: output.key.clone(),
-            image,
-            class_names,
-            softmax,
-            predictor,
-        })
+        Ok(ImageClassifier { input, output: output.key.clone(), image, class_names, softmax, predictor })
     }
 
     /// The predictor.
@@ -167,7 +161,8 @@ impl ImageClassifier {
         let mut outputs = self.predictor.run_outputs(&inputs, &[self.output.as_str()])?;
         let scores = outputs.remove(&self.output).and_then(|data| data.to_f32());
         let scores = scores.and_then(|s| s.into_dimensionality::<Ix2>().ok());
-        let mut scores = scores.ok_or_else(|| self.predictor.unsuitable(format!("output `{}` is not [batch, classes]", self.output)))?;
+        let mut scores = scores
+            .ok_or_else(|| self.predictor.unsuitable(format!("output `{}` is not [batch, classes]", self.output)))?;
         if self.softmax {
             scores.axis_iter_mut(Axis(0)).for_each(|mut row| softmax(row.view_mut()));
         }
@@ -233,7 +228,9 @@ fn image_input(predictor: &Predictor, size: Option<(usize, usize)>) -> Result<(S
             "input `{}` is {} {}, not a float32 batch of images [batch, height, width, channels]",
             spec.key, spec.dtype, spec.shape
         ),
-        Err(UnfitImageInput::Channels) => format!("input `{}` has {} channels; images have 1, 3 or 4", spec.key, spec.shape),
+        Err(UnfitImageInput::Channels) => {
+            format!("input `{}` has {} channels; images have 1, 3 or 4", spec.key, spec.shape)
+        }
         Err(UnfitImageInput::OpenSize) => format!(
             "input `{}` has shape {}, which leaves the image size open; give one (--image-size HxW)",
             spec.key, spec.shape
@@ -291,20 +288,16 @@ fn softmax(mut row: ndarray::ArrayViewMut1<f32>) {
 /// tell the format.
 fn refuse_empty_files(paths: &[PathBuf]) -> Result<()> {
     match paths.iter().find(|path| std::fs::metadata(path).is_ok_and(|m| m.len() == 0)) {
-        Some(path) => Err(Error::Image {
-            path: path.clone(),
-            problem: "empty file (0 bytes), not an image".to_string(),
-        }),
+        Some(path) => {
+            Err(Error::Image { path: path.clone(), problem: "empty file (0 bytes), not an image".to_string() })
+        }
         None => Ok(()),
     }
 }
 
 /// Reads class names from a text file, one per line (blank lines at the end ignored).
 pub fn read_class_names(path: &Path) -> Result<Vec<String>> {
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
     let names: Vec<String> = text.trim_end().lines().map(|line| line.trim().to_string()).collect();
     if names.iter().all(String::is_empty) {
         return Err(Error::Labels {

@@ -24,21 +24,11 @@ impl SavedModel {
         let dir = dir.as_ref().to_path_buf();
         check_is_saved_model_dir(&dir)?;
         let pb_path = dir.join("saved_model.pb");
-        let bytes = std::fs::read(&pb_path).map_err(|source| Error::Io {
-            path: pb_path.clone(),
-            source,
-        })?;
-        let proto = proto::SavedModel::decode(bytes.as_slice()).map_err(|source| {
-            Error::CorruptSavedModel {
-                path: pb_path.clone(),
-                source,
-            }
-        })?;
+        let bytes = std::fs::read(&pb_path).map_err(|source| Error::Io { path: pb_path.clone(), source })?;
+        let proto = proto::SavedModel::decode(bytes.as_slice())
+            .map_err(|source| Error::CorruptSavedModel { path: pb_path.clone(), source })?;
         if proto.meta_graphs.is_empty() {
-            return Err(Error::MalformedSavedModel {
-                path: pb_path,
-                problem: "it holds no MetaGraph".to_string(),
-            });
+            return Err(Error::MalformedSavedModel { path: pb_path, problem: "it holds no MetaGraph".to_string() });
         }
         Ok(SavedModel { dir, proto })
     }
@@ -59,11 +49,7 @@ impl SavedModel {
         let mut wanted: Vec<String> = tags.iter().map(|t| t.as_ref().to_string()).collect();
         wanted.sort();
         wanted.dedup();
-        let found = self
-            .proto
-            .meta_graphs
-            .iter()
-            .find(|meta_graph| tags_of(meta_graph) == wanted);
+        let found = self.proto.meta_graphs.iter().find(|meta_graph| tags_of(meta_graph) == wanted);
         match found {
             Some(meta_graph) => Ok(MetaGraph::new(&self.dir, wanted, meta_graph.clone())),
             None => Err(Error::TagSetNotFound {
@@ -76,45 +62,26 @@ impl SavedModel {
 }
 
 fn tags_of(meta_graph: &proto::MetaGraphDef) -> Vec<String> {
-    let mut tags = meta_graph
-        .meta_info_def
-        .as_ref()
-        .map(|info| info.tags.clone())
-        .unwrap_or_default();
+    let mut tags = meta_graph.meta_info_def.as_ref().map(|info| info.tags.clone()).unwrap_or_default();
     tags.sort();
     tags
 }
 
 /// `[serve], [serve,gpu]`, as the tag-set lists in error messages and listings read.
 pub fn describe_tag_sets(tag_sets: &[Vec<String>]) -> String {
-    tag_sets
-        .iter()
-        .map(|tags| format!("[{}]", tags.join(",")))
-        .collect::<Vec<_>>()
-        .join(", ")
+    tag_sets.iter().map(|tags| format!("[{}]", tags.join(","))).collect::<Vec<_>>().join(", ")
 }
 
 fn check_is_saved_model_dir(dir: &Path) -> Result<()> {
     let metadata = std::fs::metadata(dir).map_err(|source| match source.kind() {
-        std::io::ErrorKind::NotFound => Error::NotFound {
-            path: dir.to_path_buf(),
-        },
-        _ => Error::Io {
-            path: dir.to_path_buf(),
-            source,
-        },
+        std::io::ErrorKind::NotFound => Error::NotFound { path: dir.to_path_buf() },
+        _ => Error::Io { path: dir.to_path_buf(), source },
     })?;
     if !metadata.is_dir() {
-        return Err(Error::NotADirectory {
-            path: dir.to_path_buf(),
-            hint: hint_for_file(dir),
-        });
+        return Err(Error::NotADirectory { path: dir.to_path_buf(), hint: hint_for_file(dir) });
     }
     if !dir.join("saved_model.pb").is_file() {
-        return Err(Error::MissingSavedModelPb {
-            dir: dir.to_path_buf(),
-            hint: hint_for_directory(dir),
-        });
+        return Err(Error::MissingSavedModelPb { dir: dir.to_path_buf(), hint: hint_for_directory(dir) });
     }
     Ok(())
 }

@@ -22,13 +22,7 @@ impl Shape {
         match shape {
             None => Shape::Known(Vec::new()),
             Some(shape) if shape.unknown_rank => Shape::UnknownRank,
-            Some(shape) => Shape::Known(
-                shape
-                    .dim
-                    .iter()
-                    .map(|dim| u64::try_from(dim.size).ok())
-                    .collect(),
-            ),
+            Some(shape) => Shape::Known(shape.dim.iter().map(|dim| u64::try_from(dim.size).ok()).collect()),
         }
     }
 
@@ -42,9 +36,7 @@ impl Shape {
 
     /// The number of elements, where every dimension is known.
     pub fn num_elements(&self) -> Option<u64> {
-        self.dims()?
-            .iter()
-            .try_fold(1u64, |product, dim| Some(product * (*dim)?))
+        self.dims()?.iter().try_fold(1u64, |product, dim| Some(product * (*dim)?))
     }
 
     /// The shape as TensorFlow prints it in `saved_model_cli`: `(-1, 8, 8, 1)`, `unknown_rank`.
@@ -52,10 +44,7 @@ impl Shape {
         match self {
             Shape::UnknownRank => "unknown_rank".to_string(),
             Shape::Known(dims) => {
-                let parts: Vec<String> = dims
-                    .iter()
-                    .map(|d| d.map_or("-1".to_string(), |d| d.to_string()))
-                    .collect();
+                let parts: Vec<String> = dims.iter().map(|d| d.map_or("-1".to_string(), |d| d.to_string())).collect();
                 if parts.len() == 1 {
                     format!("({},)", parts[0])
                 } else {
@@ -71,10 +60,7 @@ impl fmt::Display for Shape {
         match self {
             Shape::UnknownRank => f.write_str("<unknown rank>"),
             Shape::Known(dims) => {
-                let parts: Vec<String> = dims
-                    .iter()
-                    .map(|d| d.map_or("?".to_string(), |d| d.to_string()))
-                    .collect();
+                let parts: Vec<String> = dims.iter().map(|d| d.map_or("?".to_string(), |d| d.to_string())).collect();
                 write!(f, "[{}]", parts.join(", "))
             }
         }

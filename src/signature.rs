@@ -47,10 +47,7 @@ impl Signature {
 }
 
 fn specs(map: &std::collections::HashMap<String, proto::TensorInfo>) -> Vec<TensorSpec> {
-    let mut specs: Vec<TensorSpec> = map
-        .iter()
-        .map(|(key, info)| TensorSpec::from_proto(key, info))
-        .collect();
+    let mut specs: Vec<TensorSpec> = map.iter().map(|(key, info)| TensorSpec::from_proto(key, info)).collect();
     specs.sort_by(|a, b| a.key.cmp(&b.key));
     specs
 }

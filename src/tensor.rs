@@ -151,7 +151,8 @@ impl TensorData {
     /// Like [`TensorData::select_rows`], written into `out`: into its memory where it already
     /// holds rows of this type and shape (the batch before, in a loop), else replacing it.
     pub fn select_rows_into(&self, indices: &[usize], out: &mut TensorData) {
-        let reused = with_same_type!(self, &mut *out, TensorData, (a, o) => gather_rows_into(a, indices, o), _ => false);
+        let reused =
+            with_same_type!(self, &mut *out, TensorData, (a, o) => gather_rows_into(a, indices, o), _ => false);
         if !reused {
             *out = self.select_rows(indices);
         }
@@ -241,12 +242,7 @@ impl TensorData {
             DType::UInt64 => TensorData::UInt64(take(args, token)?),
             DType::Bool => TensorData::Bool(take(args, token)?),
             DType::String => TensorData::String(take(args, token)?),
-            other => {
-                return Err(Error::UnsupportedDType {
-                    dtype: other,
-                    context: "fetching an output".to_string(),
-                })
-            }
+            other => return Err(Error::UnsupportedDType { dtype: other, context: "fetching an output".to_string() }),
         })
     }
 }

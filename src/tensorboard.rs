@@ -73,7 +73,8 @@ impl EventWriter {
 
     /// Writes one scalar summary.
     pub fn scalar(&mut self, tag: &str, step: u64, value: f64) -> Result<()> {
-        let value = summary::Value { tag: tag.to_string(), value: Some(summary::value::Value::SimpleValue(value as f32)) };
+        let value =
+            summary::Value { tag: tag.to_string(), value: Some(summary::value::Value::SimpleValue(value as f32)) };
         self.write(step, event::What::Summary(Summary { value: vec![value] }))
     }
 
@@ -91,7 +92,9 @@ impl EventWriter {
 
     fn write(&mut self, step: u64, what: event::What) -> Result<()> {
         let event = Event { wall_time: now().as_secs_f64(), step: step as i64, what: Some(what) };
-        tensorflow::io::RecordWriter::new(&mut self.file).write_record(&event.encode_to_vec()).map_err(io(&self.path))?;
+        tensorflow::io::RecordWriter::new(&mut self.file)
+            .write_record(&event.encode_to_vec())
+            .map_err(io(&self.path))?;
         if self.flushed.elapsed() >= FLUSH_EVERY {
             self.flush()?;
         }
@@ -143,7 +146,14 @@ impl TensorBoard {
     /// when there is something to write.
     pub fn create(logdir: &Path) -> Result<TensorBoard> {
         let train = EventWriter::create(&logdir.join("train"))?;
-        Ok(TensorBoard { logdir: logdir.to_path_buf(), train: Some(train), validation: None, global_step: 0, lr: 0.0, error: None })
+        Ok(TensorBoard {
+            logdir: logdir.to_path_buf(),
+            train: Some(train),
+            validation: None,
+            global_step: 0,
+            lr: 0.0,
+            error: None,
+        })
     }
 
     /// Flushes the files; the first error met while writing, if any.
@@ -173,7 +183,11 @@ impl TensorBoard {
     }
 }
 
-fn scalars<'a>(writer: &mut EventWriter, step: u64, values: impl IntoIterator<Item = (String, f64)> + 'a) -> Result<()> {
+fn scalars<'a>(
+    writer: &mut EventWriter,
+    step: u64,
+    values: impl IntoIterator<Item = (String, f64)> + 'a,
+) -> Result<()> {
     values.into_iter().try_for_each(|(tag, value)| writer.scalar(&tag, step, value))
 }
 
@@ -188,7 +202,10 @@ impl TrainCallback for TensorBoard {
 
     fn on_step(&mut self, report: &StepReport) -> Control {
         (self.global_step, self.lr) = (report.global_step, report.lr);
-        let extra = [("learning_rate".to_string(), f64::from(report.lr)), ("samples_per_second".to_string(), report.samples_per_sec)];
+        let extra = [
+            ("learning_rate".to_string(), f64::from(report.lr)),
+            ("samples_per_second".to_string(), report.samples_per_sec),
+        ];
         let values = report.running.clone().into_iter().chain(extra).map(|(k, v)| (format!("batch_{k}"), v));
         self.with("train", |writer| scalars(writer, report.global_step, values));
         Control::Continue
@@ -196,14 +213,21 @@ impl TrainCallback for TensorBoard {
 
     fn on_epoch(&mut self, report: &EpochReport) -> Control {
         let step = report.epoch - 1;
-        let extra = [("learning_rate".to_string(), f64::from(self.lr)), ("samples_per_second".to_string(), report.samples_per_sec)];
+        let extra = [
+            ("learning_rate".to_string(), f64::from(self.lr)),
+            ("samples_per_second".to_string(), report.samples_per_sec),
+        ];
         let values = report.train.clone().into_iter().chain(extra).map(|(k, v)| (format!("epoch_{k}"), v));
         self.with("train", |writer| scalars(writer, step, values).and_then(|()| writer.flush()));
         if let Some(validation) = &report.validation {
             let global_step = self.global_step;
             self.with("validation", |writer| {
                 scalars(writer, step, validation.iter().map(|(k, v)| (format!("epoch_{k}"), *v)))?;
-                scalars(writer, global_step, validation.iter().map(|(k, v)| (format!("evaluation_{k}_vs_iterations"), *v)))?;
+                scalars(
+                    writer,
+                    global_step,
+                    validation.iter().map(|(k, v)| (format!("evaluation_{k}_vs_iterations"), *v)),
+                )?;
                 writer.flush()
             });
         }
@@ -272,20 +296,49 @@ mod tests {
     fn steps_and_epochs_go_to_their_runs_with_keras_tags() {
         let dir = tempfile::tempdir().unwrap();
         let mut board = TensorBoard::create(dir.path()).unwrap();
-        let plan = RunPlan { first_epoch: 1, epochs: 1, steps_per_epoch: 1, global_step: 0, trainable: 1, mask_size: 1, work_dir: dir.path().into() };
+        let plan = RunPlan {
+            first_epoch: 1,
+            epochs: 1,
+            steps_per_epoch: 1,
+            global_step: 0,
+            trainable: 1,
+            mask_size: 1,
+            work_dir: dir.path().into(),
+        };
         board.on_begin(&plan);
         let running = metrics(&[("accuracy", 0.5), ("loss", 2.0)]);
-        let step = StepReport { epoch: 1, step_in_epoch: 1, global_step: 1, batch: running.clone(), running, lr: 0.25, samples_per_sec: 8.0 };
+        let step = StepReport {
+            epoch: 1,
+            step_in_epoch: 1,
+            global_step: 1,
+            batch: running.clone(),
+            running,
+            lr: 0.25,
+            samples_per_sec: 8.0,
+        };
         board.on_step(&step);
-        let epoch = EpochReport { epoch: 1, train: metrics(&[("loss", 2.0)]), validation: Some(metrics(&[("loss", 3.0)])), samples_per_sec: 8.0, best: false };
+        let epoch = EpochReport {
+            epoch: 1,
+            train: metrics(&[("loss", 2.0)]),
+            validation: Some(metrics(&[("loss", 3.0)])),
+            samples_per_sec: 8.0,
+            best: false,
+        };
         board.on_epoch(&epoch);
         board.finish().unwrap();
 
         let train = read_events(&only_file(&dir.path().join("train")));
         assert_eq!(train[0].what, Some(event::What::FileVersion(FILE_VERSION.into())));
         let values: Vec<_> = train[1..].iter().map(simple).collect();
-        let expected = [("batch_accuracy", 1, 0.5), ("batch_loss", 1, 2.0), ("batch_learning_rate", 1, 0.25), ("batch_samples_per_second", 1, 8.0),
-            ("epoch_loss", 0, 2.0), ("epoch_learning_rate", 0, 0.25), ("epoch_samples_per_second", 0, 8.0)];
+        let expected = [
+            ("batch_accuracy", 1, 0.5),
+            ("batch_loss", 1, 2.0),
+            ("batch_learning_rate", 1, 0.25),
+            ("batch_samples_per_second", 1, 8.0),
+            ("epoch_loss", 0, 2.0),
+            ("epoch_learning_rate", 0, 0.25),
+            ("epoch_samples_per_second", 0, 8.0),
+        ];
         assert_eq!(values, expected.map(|(t, s, v)| (t.to_string(), s, v)));
         let validation = read_events(&only_file(&dir.path().join("validation")));
         let values: Vec<_> = validation[1..].iter().map(simple).collect();
@@ -296,11 +349,21 @@ mod tests {
     fn a_resumed_run_marks_its_restart_step() {
         let dir = tempfile::tempdir().unwrap();
         let mut board = TensorBoard::create(dir.path()).unwrap();
-        board.on_begin(&RunPlan { first_epoch: 2, epochs: 3, steps_per_epoch: 5, global_step: 5, trainable: 1, mask_size: 1, work_dir: dir.path().into() });
+        board.on_begin(&RunPlan {
+            first_epoch: 2,
+            epochs: 3,
+            steps_per_epoch: 5,
+            global_step: 5,
+            trainable: 1,
+            mask_size: 1,
+            work_dir: dir.path().into(),
+        });
         board.finish().unwrap();
         let events = read_events(&only_file(&dir.path().join("train")));
         assert_eq!(events[1].step, 6);
-        assert!(matches!(&events[1].what, Some(event::What::SessionLog(log)) if log.status == session_log::SessionStatus::Start as i32));
+        assert!(
+            matches!(&events[1].what, Some(event::What::SessionLog(log)) if log.status == session_log::SessionStatus::Start as i32)
+        );
     }
 
     #[test]
@@ -323,7 +386,8 @@ mod tests {
     fn callbacks_fan_out_and_any_can_stop() {
         let (mut a, mut b) = (crate::train::fit::Silent, Stopper);
         let mut both = Callbacks(vec![&mut a, &mut b]);
-        let report = EpochReport { epoch: 1, train: Metrics::new(), validation: None, samples_per_sec: 1.0, best: false };
+        let report =
+            EpochReport { epoch: 1, train: Metrics::new(), validation: None, samples_per_sec: 1.0, best: false };
         assert_eq!(both.on_epoch(&report), Control::Stop);
     }
 }

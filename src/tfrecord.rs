@@ -102,7 +102,8 @@ fn checked_record_len(len: u64, offset: u64, after_header: u64) -> std::result::
 
 /// Whether `head` starts with a record header whose length checksum matches.
 fn valid_header(head: &[u8]) -> bool {
-    head.len() >= HEADER as usize && masked_crc32c(&head[..8]) == u32::from_le_bytes(head[8..12].try_into().expect("4 bytes"))
+    head.len() >= HEADER as usize
+        && masked_crc32c(&head[..8]) == u32::from_le_bytes(head[8..12].try_into().expect("4 bytes"))
 }
 
 /// What to do with a record that fails its checksum or is cut short.
@@ -286,7 +287,9 @@ impl<R: Read> Scan<'_, R> {
         }
         let stop = |problem: String| Corrupt { problem, resumable: false };
         if left < HEADER {
-            return Err(stop(format!("the file ends {left} bytes into the header of the record at offset {offset} (truncated)")));
+            return Err(stop(format!(
+                "the file ends {left} bytes into the header of the record at offset {offset} (truncated)"
+            )));
         }
         let mut header = [0u8; HEADER as usize];
         self.fill(&mut header).map_err(stop)?;
@@ -307,7 +310,9 @@ impl<R: Read> Scan<'_, R> {
         self.offset += HEADER + len as u64 + FOOTER;
         if masked_crc32c(&self.buffer) != u32::from_le_bytes(crc) {
             return Err(Corrupt {
-                problem: format!("the data of the record at offset {offset} ({len} bytes) fails its CRC check (corrupt)"),
+                problem: format!(
+                    "the data of the record at offset {offset} ({len} bytes) fails its CRC check (corrupt)"
+                ),
                 resumable: true,
             });
         }
@@ -335,7 +340,8 @@ pub fn expand(pattern: &Path) -> Result<Vec<PathBuf>> {
         .map_err(|e| Error::InvalidOption(format!("`{text}` is not a valid file pattern ({e})")))?
         .compile_matcher();
     // Walk from the longest folder prefix without pattern characters.
-    let literal: PathBuf = pattern.components().take_while(|c| !c.as_os_str().to_string_lossy().contains(['*', '?', '['])).collect();
+    let literal: PathBuf =
+        pattern.components().take_while(|c| !c.as_os_str().to_string_lossy().contains(['*', '?', '['])).collect();
     let depth = pattern.components().count() - literal.components().count();
     let mut found = Vec::new();
     walk(if literal.as_os_str().is_empty() { Path::new(".") } else { &literal }, depth, &mut |path| {
@@ -549,7 +555,8 @@ pub(crate) mod tests {
             std::fs::write(dir.path().join(name), "").unwrap();
         }
         let found = expand(&dir.path().join("*/train-*.tfrecord")).unwrap();
-        let names: Vec<String> = found.iter().map(|p| p.strip_prefix(dir.path()).unwrap().display().to_string()).collect();
+        let names: Vec<String> =
+            found.iter().map(|p| p.strip_prefix(dir.path()).unwrap().display().to_string()).collect();
         assert_eq!(names, ["a/train-0.tfrecord", "a/train-2.tfrecord", "b/train-1.tfrecord"]);
         let error = expand(&dir.path().join("*/test-*.tfrecord")).unwrap_err().to_string();
         assert!(error.contains("matches no file"), "{error}");

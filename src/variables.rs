@@ -70,15 +70,10 @@ impl VariableTotals {
 
 /// Lists the variables of `graph`, breadth first from the root so that each variable gets its
 /// shortest object path, and checks each against the checkpoint index of `dir`.
-pub(crate) fn from_object_graph(
-    dir: &Path,
-    graph: &proto::SavedObjectGraph,
-) -> Result<Vec<VariableInfo>> {
+pub(crate) fn from_object_graph(dir: &Path, graph: &proto::SavedObjectGraph) -> Result<Vec<VariableInfo>> {
     let index_path = CheckpointIndex::path_in(dir);
     if !index_path.is_file() {
-        return Err(Error::MissingVariables {
-            dir: dir.to_path_buf(),
-        });
+        return Err(Error::MissingVariables { dir: dir.to_path_buf() });
     }
     let index = CheckpointIndex::read(&index_path)?;
     let mut variables = Vec::new();
@@ -142,11 +137,7 @@ fn describe(
     // The checkpoint holds the real value; the declaration may leave dimensions open.
     let shape = entry.shape.clone();
     let elements = shape.num_elements();
-    let name = if variable.name.is_empty() {
-        object_path.clone()
-    } else {
-        variable.name.clone()
-    };
+    let name = if variable.name.is_empty() { object_path.clone() } else { variable.name.clone() };
     Ok(VariableInfo {
         name,
         object_path,

@@ -13,7 +13,13 @@ fn eval_loss_and_accuracy_match_python() {
     for (name, batch) in [("cnn_digits", "32"), ("mlp_digits", "50")] {
         let model = common::model(name);
         let ours: Value = serde_json::from_str(&common::tfload_ok(&[
-            "eval", common::s(&model), "--data", common::s(&data), "--batch-size", batch, "--json",
+            "eval",
+            common::s(&model),
+            "--data",
+            common::s(&data),
+            "--batch-size",
+            batch,
+            "--json",
         ]))
         .unwrap();
         let theirs = run_common::python(&["eval", common::s(&model), common::s(&data), batch]);
@@ -28,7 +34,8 @@ fn eval_loss_and_accuracy_match_python() {
         let counts: Vec<Vec<u64>> = serde_json::from_value(ours["confusion"]["counts"].clone()).unwrap();
         let total: u64 = counts.iter().flatten().sum();
         assert_eq!(total, ours["examples"].as_u64().unwrap(), "{name}: every example counted once");
-        let supports: Vec<u64> = ours["per_class"].as_array().unwrap().iter().map(|c| c["support"].as_u64().unwrap()).collect();
+        let supports: Vec<u64> =
+            ours["per_class"].as_array().unwrap().iter().map(|c| c["support"].as_u64().unwrap()).collect();
         assert_eq!(supports, counts.iter().map(|row| row.iter().sum()).collect::<Vec<u64>>(), "{name}: support");
     }
 }
@@ -41,7 +48,11 @@ fn eval_on_an_image_folder_names_the_classes_and_prints_tables() {
         assert!(out.contains(expected), "{expected} missing from:\n{out}");
     }
     let doc: Value = serde_json::from_str(&common::tfload_ok(&[
-        "eval", common::s(&common::model("cnn_digits")), "--data", common::s(&folder), "--json",
+        "eval",
+        common::s(&common::model("cnn_digits")),
+        "--data",
+        common::s(&folder),
+        "--json",
     ]))
     .unwrap();
     assert_eq!(doc["class_names"], serde_json::json!(["5", "6", "7", "8", "9"]));

@@ -232,7 +232,12 @@ fn a_garbled_npy_header_gives_one_clean_line() {
     assert!(numpy.contains("refused"), "{numpy}");
     let (err, _) = run_fails(&path);
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
-    assert!(err.contains("not a Python dict literal (at line 1, column 35") && !err.contains('\x07') && !err.contains("^---"), "{err}");
+    assert!(
+        err.contains("not a Python dict literal (at line 1, column 35")
+            && !err.contains('\x07')
+            && !err.contains("^---"),
+        "{err}"
+    );
 }
 
 #[test]

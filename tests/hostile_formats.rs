@@ -15,34 +15,16 @@ fn refused(args: &[&str], file: &str) -> String {
     let output = tfload(args);
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     let code = output.status.code();
-    assert!(
-        code.is_some(),
-        "tfload {args:?} was killed by a signal ({:?}):\n{stderr}",
-        output.status
-    );
-    assert_ne!(
-        code,
-        Some(0),
-        "tfload {args:?} accepted a corrupt {file}:\n{stderr}"
-    );
-    assert!(
-        !stderr.contains("panicked"),
-        "tfload {args:?} panicked:\n{stderr}"
-    );
-    assert!(
-        stderr.contains(file),
-        "tfload {args:?} does not name {file}:\n{stderr}"
-    );
+    assert!(code.is_some(), "tfload {args:?} was killed by a signal ({:?}):\n{stderr}", output.status);
+    assert_ne!(code, Some(0), "tfload {args:?} accepted a corrupt {file}:\n{stderr}");
+    assert!(!stderr.contains("panicked"), "tfload {args:?} panicked:\n{stderr}");
+    assert!(stderr.contains(file), "tfload {args:?} does not name {file}:\n{stderr}");
     stderr
 }
 
 /// A copy of the committed model `name` in a fresh temp dir, with `file` (under the model)
 /// changed by `change`.
-fn mutated_model(
-    name: &str,
-    file: &str,
-    change: impl FnOnce(&mut Vec<u8>),
-) -> (tempfile::TempDir, PathBuf) {
+fn mutated_model(name: &str, file: &str, change: impl FnOnce(&mut Vec<u8>)) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let copy = dir.path().join(name);
     copy_dir(&model(name), &copy);
@@ -61,10 +43,7 @@ fn tensorflow_refuses(model_dir: &Path) -> bool {
         .env("TF_CPP_MIN_LOG_LEVEL", "3")
         .status()
         .expect("the project's Python runs (scripts/setup.sh installs it)");
-    assert!(
-        matches!(status.code(), Some(0) | Some(3)),
-        "python crashed: {status:?}"
-    );
+    assert!(matches!(status.code(), Some(0) | Some(3)), "python crashed: {status:?}");
     status.code() == Some(3)
 }
 
@@ -74,10 +53,7 @@ type Damage = Box<dyn Fn(&mut Vec<u8>)>;
 /// The ways an index is damaged: (name, change).
 fn index_damages() -> Vec<(&'static str, Damage)> {
     vec![
-        (
-            "magic number",
-            Box::new(|b: &mut Vec<u8>| *b.last_mut().unwrap() ^= 0x40),
-        ),
+        ("magic number", Box::new(|b: &mut Vec<u8>| *b.last_mut().unwrap() ^= 0x40)),
         ("data block byte", Box::new(|b: &mut Vec<u8>| b[30] ^= 0x01)),
         ("first key length", Box::new(|b: &mut Vec<u8>| b[1] = 0xff)),
         (
@@ -87,14 +63,8 @@ fn index_damages() -> Vec<(&'static str, Damage)> {
                 b[at] ^= 0x7f
             }),
         ),
-        (
-            "truncated to half",
-            Box::new(|b: &mut Vec<u8>| b.truncate(b.len() / 2)),
-        ),
-        (
-            "truncated to 20 bytes",
-            Box::new(|b: &mut Vec<u8>| b.truncate(20)),
-        ),
+        ("truncated to half", Box::new(|b: &mut Vec<u8>| b.truncate(b.len() / 2))),
+        ("truncated to 20 bytes", Box::new(|b: &mut Vec<u8>| b.truncate(20))),
         ("emptied", Box::new(|b: &mut Vec<u8>| b.clear())),
     ]
 }
@@ -110,13 +80,7 @@ fn a_corrupt_index_is_refused_by_every_command_that_reads_it() {
             // Sessions too: the index is checked before TensorFlow's own reader sees it.
             vec!["eval", s(&copy), "--data", s(&val)],
             vec!["train", s(&copy), "--show-mask"],
-            vec![
-                "import-weights",
-                s(&copy),
-                s(&h5),
-                "--dry-run",
-                "--skip-mismatch",
-            ],
+            vec!["import-weights", s(&copy), s(&h5), "--dry-run", "--skip-mismatch"],
         ];
         for args in &commands {
             let stderr = refused(args, "variables.index");
@@ -140,31 +104,15 @@ fn tensorflow_also_refuses_the_damaged_indexes() {
 fn a_corrupt_data_shard_is_refused_before_weights_are_written() {
     let data = "variables/variables.data-00000-of-00001";
     let h5 = root().join("saved_models/h5/cnn_tfkeras.h5");
-    for change in [
-        Box::new(|b: &mut Vec<u8>| b[300] ^= 0x01) as Damage,
-        Box::new(|b: &mut Vec<u8>| b.truncate(1000)),
-    ] {
+    for change in [Box::new(|b: &mut Vec<u8>| b[300] ^= 0x01) as Damage, Box::new(|b: &mut Vec<u8>| b.truncate(1000))] {
         let (dir, copy) = mutated_model("cnn_digits", data, change);
         let out = dir.path().join("out");
         let stderr = refused(
-            &[
-                "import-weights",
-                s(&copy),
-                s(&h5),
-                "--skip-mismatch",
-                "--out",
-                s(&out),
-            ],
+            &["import-weights", s(&copy), s(&h5), "--skip-mismatch", "--out", s(&out)],
             "variables.data-00000-of-00001",
         );
-        assert!(
-            stderr.contains("corrupt") || stderr.contains("truncated"),
-            "{stderr}"
-        );
-        assert!(
-            !out.exists(),
-            "an output was written from a corrupt checkpoint"
-        );
+        assert!(stderr.contains("corrupt") || stderr.contains("truncated"), "{stderr}");
+        assert!(!out.exists(), "an output was written from a corrupt checkpoint");
     }
 }
 
@@ -186,17 +134,12 @@ fn a_tfrecord_length_near_2_64_is_an_error_plain_or_gzip() {
         let plain = dir.path().join("huge.tfrecord");
         std::fs::write(&plain, huge_record(len)).unwrap();
         let gzip = dir.path().join("huge.tfrecord.gz");
-        let mut encoder = flate2::write::GzEncoder::new(
-            std::fs::File::create(&gzip).unwrap(),
-            flate2::Compression::default(),
-        );
+        let mut encoder =
+            flate2::write::GzEncoder::new(std::fs::File::create(&gzip).unwrap(), flate2::Compression::default());
         std::io::Write::write_all(&mut encoder, &huge_record(len)).unwrap();
         encoder.finish().unwrap();
         for (file, name) in [(&plain, "huge.tfrecord"), (&gzip, "huge.tfrecord.gz")] {
-            let stderr = refused(
-                &["predict", s(&cnn), s(file), "--feature", "image/encoded"],
-                name,
-            );
+            let stderr = refused(&["predict", s(&cnn), s(file), "--feature", "image/encoded"], name);
             assert!(stderr.contains(&len.to_string()), "{stderr}");
         }
     }
@@ -204,11 +147,7 @@ fn a_tfrecord_length_near_2_64_is_an_error_plain_or_gzip() {
 
 /// A 16x4 GIF whose logical screen height is then set to 0.
 fn gif_with_empty_screen() -> Vec<u8> {
-    let image = image::DynamicImage::ImageRgb8(image::RgbImage::from_pixel(
-        16,
-        4,
-        image::Rgb([200, 10, 10]),
-    ));
+    let image = image::DynamicImage::ImageRgb8(image::RgbImage::from_pixel(16, 4, image::Rgb([200, 10, 10])));
     let mut bytes = std::io::Cursor::new(Vec::new());
     image.write_to(&mut bytes, image::ImageFormat::Gif).unwrap();
     let mut bytes = bytes.into_inner();
@@ -221,21 +160,11 @@ fn an_image_of_zero_or_absurd_size_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let gif = dir.path().join("screen_16x0.gif");
     std::fs::write(&gif, gif_with_empty_screen()).unwrap();
-    let stderr = refused(
-        &["predict", s(&model("cnn_digits")), s(&gif)],
-        "screen_16x0.gif",
-    );
+    let stderr = refused(&["predict", s(&model("cnn_digits")), s(&gif)], "screen_16x0.gif");
     assert!(stderr.contains("0"), "{stderr}");
     // The same image inside a folder data set and given as a folder of one class.
     let folder = dir.path().join("images/5");
     std::fs::create_dir_all(&folder).unwrap();
     std::fs::copy(&gif, folder.join("a.gif")).unwrap();
-    refused(
-        &[
-            "predict",
-            s(&model("cnn_digits")),
-            s(&dir.path().join("images")),
-        ],
-        "a.gif",
-    );
+    refused(&["predict", s(&model("cnn_digits")), s(&dir.path().join("images"))], "a.gif");
 }

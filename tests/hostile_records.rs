@@ -33,7 +33,12 @@ fn refused(dir: &Path, model: &Path, extra: &[&str]) -> String {
     let mut args = vec!["train", s(model), "--data", s(&data), "--out", s(&out), "--epochs", "1", "--batch-size", "64"];
     args.extend_from_slice(extra);
     let err = tfload_err(&args);
-    let leftovers: Vec<String> = std::fs::read_dir(dir).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n != "model").collect();
+    let leftovers: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "model")
+        .collect();
     assert!(leftovers.is_empty(), "a refused run left {leftovers:?} beside --out; stderr:\n{err}");
     assert!(!err.contains("epoch 1"), "a step ran before the refusal:\n{err}");
     err
@@ -53,7 +58,19 @@ fn the_unedited_record_trains() {
     let dir = tempfile::tempdir().unwrap();
     let copy = edited(dir.path(), |_| {});
     let out = dir.path().join("out");
-    tfload_ok(&["train", s(&copy), "--data", s(&train_data()), "--out", s(&out), "--epochs", "1", "--batch-size", "64", "-q"]);
+    tfload_ok(&[
+        "train",
+        s(&copy),
+        "--data",
+        s(&train_data()),
+        "--out",
+        s(&out),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "64",
+        "-q",
+    ]);
     assert!(out.join("saved_model.pb").is_file());
 }
 
@@ -73,7 +90,11 @@ fn wrongly_keyed_train_step_inputs_are_refused() {
 
 #[test]
 fn a_missing_signature_entry_is_refused() {
-    refuses_field(|r| drop(r["signatures"].as_object_mut().unwrap().remove("eval_step")), "signatures", "serving_default, train_step");
+    refuses_field(
+        |r| drop(r["signatures"].as_object_mut().unwrap().remove("eval_step")),
+        "signatures",
+        "serving_default, train_step",
+    );
 }
 
 #[test]
@@ -97,12 +118,20 @@ fn a_checkpoint_key_that_does_not_exist_is_refused() {
 
 #[test]
 fn missing_optimizer_variables_are_refused() {
-    refuses_field(|r| r["optimizer_variables"] = json!([]), "optimizer_variables", "missing 5 of the checkpoint's 9 variables");
+    refuses_field(
+        |r| r["optimizer_variables"] = json!([]),
+        "optimizer_variables",
+        "missing 5 of the checkpoint's 9 variables",
+    );
 }
 
 #[test]
 fn an_optimizer_slot_of_the_wrong_shape_is_refused() {
-    refuses_field(|r| r["optimizer_variables"][3]["variable_index"] = json!(0), "optimizer_variables[3].shape", "[32, 10]");
+    refuses_field(
+        |r| r["optimizer_variables"][3]["variable_index"] = json!(0),
+        "optimizer_variables[3].shape",
+        "[32, 10]",
+    );
 }
 
 #[test]
@@ -168,10 +197,15 @@ fn python(script: &str) -> String {
 #[test]
 fn truncated_weights_files_are_refused_as_h5py_refuses_them() {
     let dir = tempfile::tempdir().unwrap();
-    for (file, model_name) in [("mlp_keras3.weights.h5", "mlp_digits"), ("cnn_keras3.weights.h5", "cnn_digits"), ("mlp_legacy_model.h5", "mlp_digits")] {
+    for (file, model_name) in [
+        ("mlp_keras3.weights.h5", "mlp_digits"),
+        ("cnn_keras3.weights.h5", "cnn_digits"),
+        ("mlp_legacy_model.h5", "mlp_digits"),
+    ] {
         let bytes = std::fs::read(h5(file)).unwrap();
         // Cut points include ones after the last complete layer, which once imported a part.
-        for cut in [bytes.len() / 3, bytes.len() * 2 / 3, bytes.len() * 17 / 20, bytes.len() * 19 / 20, bytes.len() - 8] {
+        for cut in [bytes.len() / 3, bytes.len() * 2 / 3, bytes.len() * 17 / 20, bytes.len() * 19 / 20, bytes.len() - 8]
+        {
             let cut_file = dir.path().join(format!("cut-{cut}-{file}"));
             std::fs::write(&cut_file, &bytes[..cut]).unwrap();
             let reference = python(&format!(
@@ -181,7 +215,10 @@ fn truncated_weights_files_are_refused_as_h5py_refuses_them() {
             assert!(reference.starts_with("refused") && reference.contains("truncated file"), "h5py: {reference}");
             let out = dir.path().join("imported");
             let err = tfload_err(&["import-weights", s(&model(model_name)), s(&cut_file), "--out", s(&out)]);
-            assert!(err.contains("is truncated or corrupt") && err.contains(&format!("it is {cut} bytes long")), "{file} cut at {cut}:\n{err}");
+            assert!(
+                err.contains("is truncated or corrupt") && err.contains(&format!("it is {cut} bytes long")),
+                "{file} cut at {cut}:\n{err}"
+            );
             assert!(!out.exists());
         }
     }
@@ -215,9 +252,18 @@ fn a_model_layer_the_file_lacks_is_an_error_unless_skip_mismatch() {
     let err = tfload_err(&["import-weights", s(&model("mlp_digits")), s(&weights), "--out", s(&out)]);
     assert!(err.contains("no weights for 1 layer(s) of the model (output)"), "{err}");
     assert!(!out.exists());
-    let summary = tfload_ok(&["import-weights", s(&model("mlp_digits")), s(&weights), "--out", s(&out), "--skip-mismatch"]);
+    let summary =
+        tfload_ok(&["import-weights", s(&model("mlp_digits")), s(&weights), "--out", s(&out), "--skip-mismatch"]);
     assert!(summary.contains("kept 1 layer(s) the file has no weights for: output"), "{summary}");
-    let json: Value = serde_json::from_str(&tfload_ok(&["import-weights", s(&model("mlp_digits")), s(&weights), "--dry-run", "--json", "--skip-mismatch"])).unwrap();
+    let json: Value = serde_json::from_str(&tfload_ok(&[
+        "import-weights",
+        s(&model("mlp_digits")),
+        s(&weights),
+        "--dry-run",
+        "--json",
+        "--skip-mismatch",
+    ]))
+    .unwrap();
     assert_eq!(json["missing_layers"], json!(["output"]));
 }
 
@@ -230,7 +276,22 @@ fn train_init_weights_names_a_layer_the_file_lacks() {
     assert!(err.contains("no weights for 1 layer(s) of the model (output)"), "{err}");
     let out = dir.path().join("out");
     let data = train_data();
-    let args = ["train", s(&copy), "--init-weights", s(&weights), "--skip-mismatch", "--data", s(&data), "--out", s(&out), "--epochs", "1", "--batch-size", "64", "-q"];
+    let args = [
+        "train",
+        s(&copy),
+        "--init-weights",
+        s(&weights),
+        "--skip-mismatch",
+        "--data",
+        s(&data),
+        "--out",
+        s(&out),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "64",
+        "-q",
+    ];
     let output = common::tfload(&args);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     assert!(String::from_utf8_lossy(&output.stderr).contains("left as they were: output"));

@@ -112,7 +112,10 @@ fn a_weight_count_mismatch_names_both_sides() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
     let stderr = import_fails("mlp_digits", &fixture("mlp_nobias.weights.h5"), &out);
-    assert!(stderr.contains("layer `hidden` has 1 weight(s) in the file") && stderr.contains("2 variable(s)"), "{stderr}");
+    assert!(
+        stderr.contains("layer `hidden` has 1 weight(s) in the file") && stderr.contains("2 variable(s)"),
+        "{stderr}"
+    );
     assert!(!out.exists());
 }
 
@@ -121,13 +124,15 @@ fn dry_run_prints_the_whole_mapping_and_writes_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
     let (m_cnn_digits, f_cnn_tfkeras_h5) = (model("cnn_digits"), fixture("cnn_tfkeras.h5"));
-    let args = [
-        "import-weights", s(&m_cnn_digits), s(&f_cnn_tfkeras_h5), "--out", s(&out), "--dry-run",
-        "--skip-mismatch",
-    ];
+    let args =
+        ["import-weights", s(&m_cnn_digits), s(&f_cnn_tfkeras_h5), "--out", s(&out), "--dry-run", "--skip-mismatch"];
     let stdout = tfload_ok(&args);
-    let line = |needle: &str| stdout.lines().find(|l| l.contains(needle)).unwrap_or_else(|| panic!("{needle}:\n{stdout}"));
-    assert!(line("/bn1/bn1/moving_variance:0").contains("bn1/moving_variance") && line("moving_variance:0").ends_with("import"));
+    let line =
+        |needle: &str| stdout.lines().find(|l| l.contains(needle)).unwrap_or_else(|| panic!("{needle}:\n{stdout}"));
+    assert!(
+        line("/bn1/bn1/moving_variance:0").contains("bn1/moving_variance")
+            && line("moving_variance:0").ends_with("import")
+    );
     assert!(line("/head/head/kernel:0").ends_with("keep (shape differs)"));
     assert!(line("optimizer/m/conv1/kernel").ends_with("keep (not in file)"));
     assert!(stdout.contains("dry run: nothing written"));
@@ -195,9 +200,11 @@ fn inspect_h5_lists_layers_weights_and_shapes() {
     assert!(stdout.contains("legacy Keras 2.15.0 weights"), "{stdout}");
     let bn = stdout.lines().find(|l| l.contains("bn1/moving_mean:0")).unwrap();
     assert!(bn.contains("float32") && bn.contains("[8]"), "{bn}");
-    let document: Value = serde_json::from_str(&tfload_ok(&["inspect-h5", s(&fixture("mlp_keras3.weights.h5")), "--json"])).unwrap();
+    let document: Value =
+        serde_json::from_str(&tfload_ok(&["inspect-h5", s(&fixture("mlp_keras3.weights.h5")), "--json"])).unwrap();
     assert_eq!(document["layout"]["kind"], "keras3");
-    let layers: Vec<&str> = document["layers"].as_array().unwrap().iter().map(|l| l["name"].as_str().unwrap()).collect();
+    let layers: Vec<&str> =
+        document["layers"].as_array().unwrap().iter().map(|l| l["name"].as_str().unwrap()).collect();
     assert_eq!(layers, ["hidden", "output"]);
     assert_eq!(document["layers"][0]["weights"][0]["shape"], serde_json::json!([64, 32]));
     let stderr = tfload_err(&["inspect-h5", s(&fixture("not_keras.h5"))]);

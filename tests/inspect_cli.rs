@@ -14,7 +14,9 @@ fn text_lists_serving_default_first_and_hides_internal_signatures() {
         .collect();
     assert!(order.windows(2).all(|w| w[0] < w[1]), "signatures out of order:\n{out}");
     assert!(!out.contains("__saved_model_init_op"), "internal signature shown:\n{out}");
-    for expected in ["[?, 4]", "<unknown rank>", "string", "int64", "serving_default_features:0", "tensorflow/serving/predict"] {
+    for expected in
+        ["[?, 4]", "<unknown rank>", "string", "int64", "serving_default_features:0", "tensorflow/serving/predict"]
+    {
         assert!(out.contains(expected), "{expected} missing from:\n{out}");
     }
     let all = tfload_ok(&["signatures", s(&model("multi_io")), "--all"]);
@@ -27,8 +29,7 @@ fn json_document_is_stable() {
     let mut ours: serde_json::Value = serde_json::from_str(&out).unwrap();
     ours["path"] = "saved_models/multi_io".into();
     let snapshot_path = common::root().join("tests/snapshots/multi_io_signatures.json");
-    let snapshot: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&snapshot_path).unwrap()).unwrap();
+    let snapshot: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&snapshot_path).unwrap()).unwrap();
     assert_eq!(ours, snapshot, "the JSON schema changed; if on purpose, bump `schema` and update {snapshot_path:?}");
 }
 
@@ -154,7 +155,11 @@ fn tensorflow_stays_silent_whatever_tf_cpp_min_log_level_says() {
     let x = tempfile::tempdir().unwrap();
     let input = x.path().join("x.npy");
     let script = format!("import numpy as np; np.save('{}', np.zeros((1, 8, 8, 1), np.float32))", s(&input));
-    assert!(std::process::Command::new(common::root().join(".venv/bin/python")).args(["-c", &script]).status().unwrap().success());
+    assert!(std::process::Command::new(common::root().join(".venv/bin/python"))
+        .args(["-c", &script])
+        .status()
+        .unwrap()
+        .success());
     for level in [None, Some("0"), Some("1"), Some("2"), Some("3")] {
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_tfload"));
         command.args(["run", s(&model), "-i", &format!("inputs={}", s(&input))]).env_remove("TF_CPP_MIN_LOG_LEVEL");

@@ -16,10 +16,7 @@ fn tfload_side(specs: &Value) -> BTreeMap<String, (Value, Value, Value)> {
         .iter()
         .map(|spec| {
             let name = spec["encoding"]["name"].clone();
-            (
-                spec["key"].as_str().unwrap().to_string(),
-                (spec["dtype"].clone(), spec["shape"].clone(), name),
-            )
+            (spec["key"].as_str().unwrap().to_string(), (spec["dtype"].clone(), spec["shape"].clone(), name))
         })
         .collect()
 }
@@ -30,12 +27,7 @@ fn python_side(specs: &Value) -> BTreeMap<String, (Value, Value, Value)> {
         .as_object()
         .unwrap()
         .iter()
-        .map(|(key, info)| {
-            (
-                key.clone(),
-                (info["dtype"].clone(), info["shape"].clone(), info["name"].clone()),
-            )
-        })
+        .map(|(key, info)| (key.clone(), (info["dtype"].clone(), info["shape"].clone(), info["name"].clone())))
         .collect()
 }
 

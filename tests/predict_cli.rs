@@ -13,7 +13,9 @@ fn images() -> std::path::PathBuf {
 
 #[test]
 fn json_lists_every_image_with_named_classes_best_first() {
-    let doc: Value = serde_json::from_str(&tfload_ok(&["predict", s(&model("cnn_digits")), s(&images()), "-k", "3", "--json"])).unwrap();
+    let doc: Value =
+        serde_json::from_str(&tfload_ok(&["predict", s(&model("cnn_digits")), s(&images()), "-k", "3", "--json"]))
+            .unwrap();
     assert_eq!(doc["schema"], "tfload.predict/v1");
     assert_eq!(doc["image"], serde_json::json!({"height": 8, "width": 8, "color_mode": "grayscale"}));
     let predictions = doc["predictions"].as_array().unwrap();
@@ -53,7 +55,8 @@ fn text_csv_and_labels_file() {
 fn a_keras_exported_model_without_a_record_gets_index_names() {
     let foreign = run_common::foreign_model();
     let image = images().join("9/0009.png");
-    let doc: Value = serde_json::from_str(&tfload_ok(&["predict", s(&foreign), s(&image), "--json", "-k", "10"])).unwrap();
+    let doc: Value =
+        serde_json::from_str(&tfload_ok(&["predict", s(&foreign), s(&image), "--json", "-k", "10"])).unwrap();
     assert_eq!(doc["input"], "keras_tensor");
     assert_eq!(doc["output"], "output_0");
     let top = doc["predictions"][0]["top"].as_array().unwrap();

@@ -9,7 +9,9 @@ use tfload::SessionConfig;
 #[test]
 fn threads_sharing_one_predictor_get_the_single_thread_results() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let predictor = Predictor::load(root.join("saved_models/cnn_digits"), &["serve"], "serving_default", SessionConfig::default()).unwrap();
+    let predictor =
+        Predictor::load(root.join("saved_models/cnn_digits"), &["serve"], "serving_default", SessionConfig::default())
+            .unwrap();
     let classifier = ImageClassifier::new(predictor, ClassifierOptions::default()).unwrap();
     let images = list_images(&root.join("saved_models/data/digits_5_9_images")).unwrap();
     let chunks: Vec<&[PathBuf]> = images.chunks(7).collect();

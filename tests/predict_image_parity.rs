@@ -77,7 +77,8 @@ fn bilinear_resize_matches_tensorflow_on_photos() {
 fn upscaling_small_images_matches_tensorflow() {
     let digit = root().join("saved_models/data/digits_5_9_images/7/0017.png");
     let digits = vec![digit.clone()];
-    let specs = [ColorMode::Grayscale, ColorMode::Rgb].map(|color_mode| ImageSpec { height: 20, width: 13, color_mode });
+    let specs =
+        [ColorMode::Grayscale, ColorMode::Rgb].map(|color_mode| ImageSpec { height: 20, width: 13, color_mode });
     let (largest, _) = compare(&digits, &specs);
     assert!(largest <= 1e-4, "pixels differ by up to {largest}");
 }
@@ -87,7 +88,8 @@ fn jpeg_decoding_is_close_to_libjpeg() {
     // The image crate (zune-jpeg) and libjpeg-turbo round the inverse DCT and upsample chroma
     // differently: measured 1.1 levels on average, 18 at most, on these photos.
     let photos = vec![sample_photo("china.jpg"), sample_photo("flower.jpg")];
-    let specs = [ColorMode::Rgb, ColorMode::Grayscale].map(|color_mode| ImageSpec { height: 427, width: 640, color_mode });
+    let specs =
+        [ColorMode::Rgb, ColorMode::Grayscale].map(|color_mode| ImageSpec { height: 427, width: 640, color_mode });
     let (largest, mean) = compare(&photos, &specs);
     eprintln!("JPEG decoding against TensorFlow: largest difference {largest}, mean {mean}");
     assert!(mean <= 1.5 && largest <= 32.0, "JPEG pixels differ by up to {largest}, {mean} on average");
@@ -97,7 +99,9 @@ fn jpeg_decoding_is_close_to_libjpeg() {
 fn image_folder_matches_keras_image_dataset_from_directory() {
     let folder = root().join("saved_models/data/digits_5_9_images");
     let dir = tempfile::tempdir().unwrap();
-    for (color_mode, name, (height, width)) in [(ColorMode::Grayscale, "grayscale", (8, 8)), (ColorMode::Rgb, "rgb", (11, 6))] {
+    for (color_mode, name, (height, width)) in
+        [(ColorMode::Grayscale, "grayscale", (8, 8)), (ColorMode::Rgb, "rgb", (11, 6))]
+    {
         let out = dir.path().join(format!("{name}.npz"));
         python(&["image_folder", s(&folder), &height.to_string(), &width.to_string(), name, s(&out)]);
         let keras = read_all(&out);

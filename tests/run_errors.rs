@@ -81,7 +81,8 @@ fn out_into_an_existing_directory_adds_the_outputs() {
     std::fs::write(dir.path().join("notes.txt"), "mine").unwrap();
     let stdout = tfload_ok(&["run", s(&model("multi_io")), "-s", "constant", "--out", s(dir.path())]);
     assert!(stdout.contains("answer: int32 []"), "{stdout}");
-    let mut names: Vec<String> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    let mut names: Vec<String> =
+        std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     names.sort();
     assert_eq!(names, ["answer.npy", "notes.txt"]);
 }
@@ -91,7 +92,8 @@ fn an_image_that_does_not_decode_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let class = dir.path().join("5");
     std::fs::create_dir(&class).unwrap();
-    std::fs::copy(common::root().join("saved_models/data/digits_5_9_images/5/0005.png"), class.join("good.png")).unwrap();
+    std::fs::copy(common::root().join("saved_models/data/digits_5_9_images/5/0005.png"), class.join("good.png"))
+        .unwrap();
     std::fs::write(class.join("broken.png"), b"\x89PNG\r\n\x1a\n truncated").unwrap();
     let err = tfload_err(&["predict", s(&model("cnn_digits")), s(dir.path())]);
     assert!(err.contains("broken.png: cannot be decoded as an image"), "{err}");

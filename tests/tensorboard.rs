@@ -46,8 +46,26 @@ fn event_files_hold_keras_tags_with_the_logged_values() {
     let data = root().join("saved_models/data/digits_5_9_images");
     let val = root().join("saved_models/data/digits_5_9_val.npz");
     tfload_ok(&[
-        "train", s(&model("cnn_digits")), "--data", s(&data), "--val-data", s(&val), "--out", s(&out), "--logdir", s(&logdir),
-        "--epochs", "2", "--batch-size", "32", "--no-shuffle", "--lr", "0.01", "--lr-schedule", "cosine", "-q",
+        "train",
+        s(&model("cnn_digits")),
+        "--data",
+        s(&data),
+        "--val-data",
+        s(&val),
+        "--out",
+        s(&out),
+        "--logdir",
+        s(&logdir),
+        "--epochs",
+        "2",
+        "--batch-size",
+        "32",
+        "--no-shuffle",
+        "--lr",
+        "0.01",
+        "--lr-schedule",
+        "cosine",
+        "-q",
     ]);
     let runs = python_json("read_events.py", &[s(&logdir)]);
     let (train, validation) = (&runs["train"], &runs["validation"]);
@@ -80,8 +98,13 @@ fn event_files_hold_keras_tags_with_the_logged_values() {
     assert_series(&scalars(train, "epoch_loss"), &per_epoch("train", "loss"), "epoch_loss (train)");
     assert_series(&scalars(train, "epoch_accuracy"), &per_epoch("train", "accuracy"), "epoch_accuracy (train)");
     assert_series(&scalars(validation, "epoch_loss"), &per_epoch("validation", "loss"), "epoch_loss (validation)");
-    assert_series(&scalars(validation, "epoch_accuracy"), &per_epoch("validation", "accuracy"), "epoch_accuracy (validation)");
-    let at_steps: Vec<(i64, f64)> = epochs.iter().map(|l| (l["step"].as_i64().unwrap(), l["validation"]["loss"].as_f64().unwrap())).collect();
+    assert_series(
+        &scalars(validation, "epoch_accuracy"),
+        &per_epoch("validation", "accuracy"),
+        "epoch_accuracy (validation)",
+    );
+    let at_steps: Vec<(i64, f64)> =
+        epochs.iter().map(|l| (l["step"].as_i64().unwrap(), l["validation"]["loss"].as_f64().unwrap())).collect();
     assert_series(&scalars(validation, "evaluation_loss_vs_iterations"), &at_steps, "evaluation_loss_vs_iterations");
     assert_eq!(scalars(train, "epoch_samples_per_second").len(), 2);
     assert!(scalars(validation, "batch_loss").is_empty(), "batch scalars belong to the train run");
@@ -94,7 +117,18 @@ fn a_logdir_that_cannot_be_written_fails_before_training() {
     std::fs::write(&file, "").unwrap();
     let out = dir.path().join("o");
     let data = root().join("saved_models/data/digits_5_9_train.npz");
-    let err = tfload_err(&["train", s(&model("cnn_digits")), "--data", s(&data), "--out", s(&out), "--logdir", s(&file), "--epochs", "1"]);
+    let err = tfload_err(&[
+        "train",
+        s(&model("cnn_digits")),
+        "--data",
+        s(&data),
+        "--out",
+        s(&out),
+        "--logdir",
+        s(&file),
+        "--epochs",
+        "1",
+    ]);
     assert!(err.contains("a_file/train"), "{err}");
     assert!(!out.exists());
 }

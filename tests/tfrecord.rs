@@ -18,10 +18,20 @@ fn committed(name: &str) -> PathBuf {
 /// Writes the digits as 3 interleaved shards with Python, with an RGB 11x13 image in each record.
 fn python_shards(dir: &Path, compression: &str) -> Vec<String> {
     let out = python_json_lines(&[
-        "write", "--out-dir", s(dir), "--shards", "3", "--interleave", "--rgb-sizes", "11x13", "--compression", compression,
+        "write",
+        "--out-dir",
+        s(dir),
+        "--shards",
+        "3",
+        "--interleave",
+        "--rgb-sizes",
+        "11x13",
+        "--compression",
+        compression,
     ]);
     assert_eq!(out.len(), 3, "{out:?}");
-    let mut files: Vec<String> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path().display().to_string()).collect();
+    let mut files: Vec<String> =
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path().display().to_string()).collect();
     files.sort();
     files
 }
@@ -48,7 +58,12 @@ fn read(pattern: &Path, key: &str, shape: &[usize]) -> (Vec<f32>, Vec<i64>) {
 }
 
 fn flat(value: &Value) -> Vec<f32> {
-    value.as_array().unwrap().iter().flat_map(|row| row.as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32)).collect()
+    value
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|row| row.as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32))
+        .collect()
 }
 
 fn max_difference(a: &[f32], b: &[f32]) -> f32 {
@@ -67,7 +82,8 @@ fn python_written_shards_read_as_tf_data_parses_them() {
         let expected = python_json("make_tfrecords.py", &args);
         let pattern = dir.path().join("digits_5_9-*");
         let (gray, labels) = read(&pattern, "image/encoded", &[8, 8, 1]);
-        let want_labels: Vec<i64> = expected["labels"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect();
+        let want_labels: Vec<i64> =
+            expected["labels"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect();
         assert_eq!(labels, want_labels, "{compression}");
         assert_eq!(labels.len(), 150);
         assert_eq!(gray, flat(&expected["image/encoded"]), "{compression}: PNG bytes decode exactly");
@@ -161,7 +177,10 @@ fn a_missing_feature_lists_the_keys_and_a_wrong_kind_says_what_fits() {
     let out = dir.path().join("o");
     let data = committed("digits_5_9.tfrecord");
     let err = train_err(&data, &out, &["--feature", "image/encode", "--label", "image/class/label"]);
-    assert!(err.contains("record 0 (offset 0): has no feature `image/encode` (did you mean `image/encoded`?)"), "{err}");
+    assert!(
+        err.contains("record 0 (offset 0): has no feature `image/encode` (did you mean `image/encoded`?)"),
+        "{err}"
+    );
     assert!(err.contains("image/class/label (int64 (1 value)), image/class/text (bytes (1 value))"), "{err}");
     let err = train_err(&data, &out, &["--feature", "image/encoded", "--label", "image/class/text"]);
     assert!(err.contains("label `image/class/text` is bytes (1 value); labels must be int64"), "{err}");

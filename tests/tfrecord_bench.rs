@@ -18,9 +18,13 @@ fn tfrecord_read_throughput() {
     let started = Instant::now();
     let mapping = FeatureMapping { input: feature, label: Some("image/class/label".to_string()) };
     let input = InputSpec { shape: vec![8, 8, 1], dtype: DType::Float32 };
-    let dataset: Arc<dyn Dataset> = Arc::new(TfRecordDataset::open(pattern.as_ref(), mapping, input, TfRecordOptions::default()).unwrap());
+    let dataset: Arc<dyn Dataset> =
+        Arc::new(TfRecordDataset::open(pattern.as_ref(), mapping, input, TfRecordOptions::default()).unwrap());
     let opened = started.elapsed().as_secs_f64();
-    let loader = BatchLoader::new(dataset.clone(), LoaderOptions { batch_size: 32, shuffle: false, prefetch: 4, ..LoaderOptions::default() });
+    let loader = BatchLoader::new(
+        dataset.clone(),
+        LoaderOptions { batch_size: 32, shuffle: false, prefetch: 4, ..LoaderOptions::default() },
+    );
     let examples: usize = loader.epoch(0, 0).map(|batch| batch.unwrap().len()).sum();
     let total = started.elapsed().as_secs_f64();
     assert_eq!(examples, dataset.len());

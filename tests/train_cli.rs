@@ -55,7 +55,8 @@ fn mask_pattern_matching_nothing_lists_close_names() {
 #[test]
 fn a_model_without_train_step_says_how_to_make_one() {
     let dir = tempfile::tempdir().unwrap();
-    let err = tfload_err(&["train", s(&model("multi_io")), "--data", s(&train_data()), "--out", s(&dir.path().join("o"))]);
+    let err =
+        tfload_err(&["train", s(&model("multi_io")), "--data", s(&train_data()), "--out", s(&dir.path().join("o"))]);
     assert!(err.contains("is not a trainable SavedModel"), "{err}");
     assert!(err.contains("scripts/tfload_export.py"), "{err}");
     assert!(!dir.path().join("o").exists() && !dir.path().join("o.partial").exists());
@@ -103,7 +104,18 @@ fn output_is_never_clobbered_and_input_never_touched() {
     let err = tfload_err(&["train", s(&cnn), "--data", s(&train_data()), "--out", s(&file.join("out"))]);
     assert!(err.contains("cannot be created"), "{err}");
 
-    tfload_ok(&["train", s(&cnn), "--data", s(&train_data()), "--out", s(&existing), "--epochs", "1", "--overwrite", "-q"]);
+    tfload_ok(&[
+        "train",
+        s(&cnn),
+        "--data",
+        s(&train_data()),
+        "--out",
+        s(&existing),
+        "--epochs",
+        "1",
+        "--overwrite",
+        "-q",
+    ]);
     assert!(existing.join("saved_model.pb").is_file() && !existing.join("keep.txt").exists());
     assert_eq!(variables_bytes(&cnn), before, "the input model changed");
 }
@@ -115,8 +127,17 @@ fn a_nan_loss_stops_with_a_clear_message() {
     make_npz(&poisoned, "np.where(np.arange(len(x0))[:, None, None, None] >= 64, np.nan, x0).astype('float32')", "y0");
     let out = dir.path().join("o");
     let err = tfload_err(&[
-        "train", s(&model("cnn_digits")), "--data", s(&poisoned), "--out", s(&out),
-        "--no-shuffle", "--batch-size", "32", "--checkpoint-every-steps", "1",
+        "train",
+        s(&model("cnn_digits")),
+        "--data",
+        s(&poisoned),
+        "--out",
+        s(&out),
+        "--no-shuffle",
+        "--batch-size",
+        "32",
+        "--checkpoint-every-steps",
+        "1",
     ]);
     assert!(err.contains("the loss became NaN at epoch 1, step 3"), "{err}");
     assert!(err.contains("last good checkpoint is kept"), "{err}");
@@ -127,8 +148,23 @@ fn a_nan_loss_stops_with_a_clear_message() {
 /// A run on the digits tiled 40 times (28,680 examples), slow enough to be stopped mid-epoch.
 fn long_run_args(data: &Path, out: &Path) -> Vec<String> {
     [
-        "train", s(&model("mlp_digits")), "--data", s(data), "--out", s(out), "--epochs", "5",
-        "--batch-size", "16", "--seed", "3", "-q", "--intra-op-threads", "1", "--inter-op-threads", "1",
+        "train",
+        s(&model("mlp_digits")),
+        "--data",
+        s(data),
+        "--out",
+        s(out),
+        "--epochs",
+        "5",
+        "--batch-size",
+        "16",
+        "--seed",
+        "3",
+        "-q",
+        "--intra-op-threads",
+        "1",
+        "--inter-op-threads",
+        "1",
     ]
     .iter()
     .map(|a| a.to_string())
@@ -178,7 +214,11 @@ fn kill_9_in_epoch_3_then_resume_gives_the_uninterrupted_weights() {
     tfload_ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert_eq!(variables_bytes(&resumed), variables_bytes(&straight), "resumed weights differ");
     for file in ["saved_model.pb", "variables/variables.index"] {
-        assert_eq!(std::fs::read(resumed.join(file)).unwrap(), std::fs::read(straight.join(file)).unwrap(), "{file} differs");
+        assert_eq!(
+            std::fs::read(resumed.join(file)).unwrap(),
+            std::fs::read(straight.join(file)).unwrap(),
+            "{file} differs"
+        );
     }
 }
 
@@ -209,7 +249,11 @@ fn ctrl_c_saves_mid_epoch_and_resume_continues_exactly() {
     tfload_ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert_eq!(variables_bytes(&resumed), variables_bytes(&straight), "resumed weights differ");
     for file in ["saved_model.pb", "variables/variables.index"] {
-        assert_eq!(std::fs::read(resumed.join(file)).unwrap(), std::fs::read(straight.join(file)).unwrap(), "{file} differs");
+        assert_eq!(
+            std::fs::read(resumed.join(file)).unwrap(),
+            std::fs::read(straight.join(file)).unwrap(),
+            "{file} differs"
+        );
     }
 }
 
@@ -218,8 +262,22 @@ fn early_stopping_writes_the_best_epoch() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("o");
     let json = tfload_ok(&[
-        "train", s(&model("cnn_digits")), "--data", s(&train_data()), "--val-data", s(&val_data()),
-        "--out", s(&out), "--epochs", "8", "--lr", "0.05", "--early-stopping-patience", "2", "--json", "--train-all",
+        "train",
+        s(&model("cnn_digits")),
+        "--data",
+        s(&train_data()),
+        "--val-data",
+        s(&val_data()),
+        "--out",
+        s(&out),
+        "--epochs",
+        "8",
+        "--lr",
+        "0.05",
+        "--early-stopping-patience",
+        "2",
+        "--json",
+        "--train-all",
         "--keep-best",
     ]);
     let outcome: Value = serde_json::from_str(&json).unwrap();
@@ -248,7 +306,19 @@ fn init_weights_imports_keras_weights_before_training() {
     let imported = dir.path().join("imported");
     tfload_ok(&["import-weights", s(&cnn), s(&h5), "--out", s(&imported)]);
     let trained = dir.path().join("trained");
-    tfload_ok(&["train", s(&cnn), "--init-weights", s(&h5), "--data", s(&train_data()), "--out", s(&trained), "--epochs", "1", "-q"]);
+    tfload_ok(&[
+        "train",
+        s(&cnn),
+        "--init-weights",
+        s(&h5),
+        "--data",
+        s(&train_data()),
+        "--out",
+        s(&trained),
+        "--epochs",
+        "1",
+        "-q",
+    ]);
     // The frozen base must hold the imported weights, not the committed model's.
     let script = format!(
         "import json, tensorflow as tf\n\
@@ -263,7 +333,11 @@ fn init_weights_imports_keras_weights_before_training() {
         imported = s(&imported),
         trained = s(&trained)
     );
-    let output = Command::new(root().join(".venv/bin/python")).args(["-c", &script]).env("TF_CPP_MIN_LOG_LEVEL", "3").output().unwrap();
+    let output = Command::new(root().join(".venv/bin/python"))
+        .args(["-c", &script])
+        .env("TF_CPP_MIN_LOG_LEVEL", "3")
+        .output()
+        .unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let frozen: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert!(!frozen.as_object().unwrap().is_empty());

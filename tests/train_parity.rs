@@ -49,8 +49,20 @@ fn assert_training_matches_python(cnn: &std::path::Path) {
     let data = root().join("saved_models/data/digits_5_9_train.npz");
     let val = root().join("saved_models/data/digits_5_9_val.npz");
     tfload_ok(&[
-        "train", s(cnn), "--data", s(&data), "--out", s(&out),
-        "--epochs", "2", "--batch-size", "64", "--lr", "0.01", "--no-shuffle", "-q",
+        "train",
+        s(cnn),
+        "--data",
+        s(&data),
+        "--out",
+        s(&out),
+        "--epochs",
+        "2",
+        "--batch-size",
+        "64",
+        "--lr",
+        "0.01",
+        "--no-shuffle",
+        "-q",
     ]);
     let python = python_json(
         "train_reference.py",

@@ -34,8 +34,25 @@ fn val_x(dir: &Path) -> PathBuf {
 /// checkpoint a resumed run was loaded from), 3 epochs of 90 steps.
 fn run_args(input: &Path, out: &Path) -> Vec<String> {
     [
-        "train", s(input), "--data", s(&train_data()), "--out", s(out), "--epochs", "3", "--batch-size", "8",
-        "--checkpoint-every-steps", "25", "--seed", "5", "-q", "--intra-op-threads", "1", "--inter-op-threads", "1",
+        "train",
+        s(input),
+        "--data",
+        s(&train_data()),
+        "--out",
+        s(out),
+        "--epochs",
+        "3",
+        "--batch-size",
+        "8",
+        "--checkpoint-every-steps",
+        "25",
+        "--seed",
+        "5",
+        "-q",
+        "--intra-op-threads",
+        "1",
+        "--inter-op-threads",
+        "1",
     ]
     .iter()
     .map(|a| a.to_string())
@@ -158,7 +175,9 @@ fn a_run_killed_at_each_point_then_resumed_writes_the_uninterrupted_model() {
     assert_loads_everywhere(&straight, dir.path());
     // Checkpoints at steps 25, 50, ... and at each epoch end (90, 180, 270): the 5th is step 100,
     // in epoch 2, well after the first checkpoint was pruned away.
-    for fault in ["checkpoint-built:1", "checkpoint-built:5", "checkpoint-built:12", "model-assembled", "input-copy-removed"] {
+    for fault in
+        ["checkpoint-built:1", "checkpoint-built:5", "checkpoint-built:12", "model-assembled", "input-copy-removed"]
+    {
         let out = dir.path().join(format!("out-{}", fault.replace(':', "-")));
         let args = run_args(&model("mlp_digits"), &out);
         let killed = tfload_with_fault(&args, fault);
@@ -169,7 +188,11 @@ fn a_run_killed_at_each_point_then_resumed_writes_the_uninterrupted_model() {
         tfload_ok(&strs(&resume));
         assert_same_files(&out, &straight);
         assert!(hidden_leftovers(dir.path()).is_empty(), "{fault}: left {:?}", hidden_leftovers(dir.path()));
-        assert!(hidden_leftovers(&out.join("checkpoints")).is_empty(), "{fault}: left {:?}", hidden_leftovers(&out.join("checkpoints")));
+        assert!(
+            hidden_leftovers(&out.join("checkpoints")).is_empty(),
+            "{fault}: left {:?}",
+            hidden_leftovers(&out.join("checkpoints"))
+        );
         assert!(!dir.path().join(format!("out-{}.partial", fault.replace(':', "-"))).exists());
     }
     let resumed = dir.path().join("out-checkpoint-built-5");
@@ -241,7 +264,10 @@ fn the_input_is_read_once_removing_it_mid_run_changes_nothing() {
         let (ours, theirs) = (out.join(name), straight.join(name));
         assert_eq!(ours.exists(), theirs.exists(), "{name}");
     }
-    assert_eq!(std::fs::read(out.join("saved_model.pb")).unwrap(), std::fs::read(straight.join("saved_model.pb")).unwrap());
+    assert_eq!(
+        std::fs::read(out.join("saved_model.pb")).unwrap(),
+        std::fs::read(straight.join("saved_model.pb")).unwrap()
+    );
     assert_loads_everywhere(&out, dir.path());
 }
 
@@ -290,7 +316,8 @@ impl SmallDisk {
     }
 
     fn grow(&self, kib: u64) {
-        let status = Command::new("mount").args(["-o", &format!("remount,size={kib}k"), s(&self.dir)]).status().unwrap();
+        let status =
+            Command::new("mount").args(["-o", &format!("remount,size={kib}k"), s(&self.dir)]).status().unwrap();
         assert!(status.success());
     }
 }
@@ -317,7 +344,10 @@ fn a_full_disk_gives_a_clear_error_loses_nothing_and_resume_finishes() {
         let disk = SmallDisk::mount(&dir.path().join(format!("disk-{kib}")), kib).unwrap();
         let error = tfload_err(&strs(&run_args(&model("mlp_digits"), &disk.dir.join("out"))));
         assert!(error.to_lowercase().contains("no space left on"), "{kib} KiB: {error}");
-        assert!(!error.contains("allocated tensors") && !error.contains("(os error 28): No space"), "{kib} KiB: {error}");
+        assert!(
+            !error.contains("allocated tensors") && !error.contains("(os error 28): No space"),
+            "{kib} KiB: {error}"
+        );
         tensorflow_hit_it |= error.contains("while saving variables");
         let left: Vec<_> = std::fs::read_dir(&disk.dir).unwrap().flatten().map(|e| e.file_name()).collect();
         assert!(left.is_empty(), "{kib} KiB: a failed run before its first checkpoint left {left:?}");
@@ -351,7 +381,8 @@ fn folder_size(dir: &Path) -> u64 {
 fn a_completed_output_holds_the_model_and_metrics_unless_checkpoints_are_asked_for() {
     let dir = tempfile::tempdir().unwrap();
     let straight = straight_run(dir.path());
-    let mut names: Vec<_> = std::fs::read_dir(&straight).unwrap().flatten().map(|e| e.file_name().into_string().unwrap()).collect();
+    let mut names: Vec<_> =
+        std::fs::read_dir(&straight).unwrap().flatten().map(|e| e.file_name().into_string().unwrap()).collect();
     names.sort();
     assert_eq!(names, ["assets", "metrics.jsonl", "saved_model.pb", "variables"]);
     let model_size = folder_size(&model("mlp_digits"));
@@ -365,7 +396,10 @@ fn a_completed_output_holds_the_model_and_metrics_unless_checkpoints_are_asked_f
     tfload_ok(&strs(&args));
     let steps = std::fs::read_dir(kept.join("checkpoints")).unwrap().count();
     assert_eq!(steps, 3, "--keep-checkpoints 3 keeps three step checkpoints in the output");
-    assert_eq!(std::fs::read(kept.join("variables/variables.index")).unwrap(), std::fs::read(straight.join("variables/variables.index")).unwrap());
+    assert_eq!(
+        std::fs::read(kept.join("variables/variables.index")).unwrap(),
+        std::fs::read(straight.join("variables/variables.index")).unwrap()
+    );
 }
 
 #[test]

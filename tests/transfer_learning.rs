@@ -16,8 +16,22 @@ fn fine_tuning_from_an_image_folder_matches_keras_fit() {
     let val = root().join("saved_models/data/digits_5_9_val.npz");
     let cnn = model("cnn_digits");
     let json = tfload_ok(&[
-        "train", s(&cnn), "--data", s(&images), "--val-data", s(&val), "--out", s(&out),
-        "--epochs", "10", "--batch-size", "16", "--lr", "0.01", "--no-shuffle", "--json",
+        "train",
+        s(&cnn),
+        "--data",
+        s(&images),
+        "--val-data",
+        s(&val),
+        "--out",
+        s(&out),
+        "--epochs",
+        "10",
+        "--batch-size",
+        "16",
+        "--lr",
+        "0.01",
+        "--no-shuffle",
+        "--json",
     ]);
     let outcome: Value = serde_json::from_str(&json).unwrap();
     let ours = outcome["Completed"]["validation"]["accuracy"].as_f64().unwrap();

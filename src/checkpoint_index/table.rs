@@ -37,16 +37,13 @@ struct BlockHandle {
 /// Every record of the table in `file`, in key order, after checking the whole table.
 pub(super) fn entries(file: &[u8]) -> Result<Vec<Record<'_>>, Problem> {
     let (metaindex, index) = footer(file)?;
-    block_records(
-        block(file, metaindex, "the metaindex block")?,
-        "the metaindex block",
-    )?;
+    block_records(block(file, metaindex, "the metaindex block")?, "the metaindex block")?;
     let index_records = block_records(block(file, index, "the index block")?, "the index block")?;
     let mut records: Vec<Record<'_>> = Vec::new();
     for (position, (separator, handle_bytes)) in index_records.iter().enumerate() {
         let what = format!("data block {position}");
-        let handle = exact_handle(handle_bytes)
-            .ok_or_else(|| format!("the index entry of {what} is not a block handle"))?;
+        let handle =
+            exact_handle(handle_bytes).ok_or_else(|| format!("the index entry of {what} is not a block handle"))?;
         let data = block_records(block(file, handle, &what)?, &what)?;
         if let (Some((first, _)), Some((previous, _))) = (data.first(), records.last()) {
             if first <= previous {
@@ -63,22 +60,14 @@ pub(super) fn entries(file: &[u8]) -> Result<Vec<Record<'_>>, Problem> {
 
 /// The metaindex and index handles of the footer, after checking its magic and padding.
 fn footer(file: &[u8]) -> Result<(BlockHandle, BlockHandle), Problem> {
-    let start = file.len().checked_sub(FOOTER_BYTES).ok_or_else(|| {
-        format!(
-            "the file is only {} bytes long, shorter than a table footer",
-            file.len()
-        )
-    })?;
+    let start = file
+        .len()
+        .checked_sub(FOOTER_BYTES)
+        .ok_or_else(|| format!("the file is only {} bytes long, shorter than a table footer", file.len()))?;
     let footer = &file[start..];
-    let magic = u64::from_le_bytes(
-        footer[FOOTER_MAGIC_AT..]
-            .try_into()
-            .map_err(|_| "footer".to_string())?,
-    );
+    let magic = u64::from_le_bytes(footer[FOOTER_MAGIC_AT..].try_into().map_err(|_| "footer".to_string())?);
     if magic != TABLE_MAGIC {
-        return Err(
-            "bad magic number: this is not a TensorFlow table, or its end is cut off".to_string(),
-        );
+        return Err("bad magic number: this is not a TensorFlow table, or its end is cut off".to_string());
     }
     let mut rest = &footer[..FOOTER_MAGIC_AT];
     let metaindex = handle(&mut rest).ok_or("the footer's metaindex handle does not decode")?;
@@ -93,9 +82,7 @@ fn footer(file: &[u8]) -> Result<(BlockHandle, BlockHandle), Problem> {
 fn block<'a>(file: &'a [u8], handle: BlockHandle, what: &str) -> Result<&'a [u8], Problem> {
     let data_end = file.len() - FOOTER_BYTES;
     let start = usize::try_from(handle.offset).ok();
-    let end = start
-        .zip(usize::try_from(handle.size).ok())
-        .and_then(|(s, n)| s.checked_add(n));
+    let end = start.zip(usize::try_from(handle.size).ok()).and_then(|(s, n)| s.checked_add(n));
     let trailer_end = end.and_then(|e| e.checked_add(TRAILER_BYTES));
     let (Some(start), Some(end), Some(trailer_end)) = (start, end, trailer_end) else {
         return Err(format!("{what} has an impossible location"));
@@ -109,14 +96,9 @@ fn block<'a>(file: &'a [u8], handle: BlockHandle, what: &str) -> Result<&'a [u8]
     let contents = &file[start..end];
     let trailer = &file[end..trailer_end];
     let stored = u32::from_le_bytes([trailer[1], trailer[2], trailer[3], trailer[4]]);
-    let actual = mask(crc32c::crc32c_append(
-        crc32c::crc32c(contents),
-        &trailer[..1],
-    ));
+    let actual = mask(crc32c::crc32c_append(crc32c::crc32c(contents), &trailer[..1]));
     if stored != actual {
-        return Err(format!(
-            "block checksum mismatch in {what}: the file is corrupt"
-        ));
+        return Err(format!("block checksum mismatch in {what}: the file is corrupt"));
     }
     if trailer[0] != NO_COMPRESSION {
         return Err(format!(
@@ -129,8 +111,7 @@ fn block<'a>(file: &'a [u8], handle: BlockHandle, what: &str) -> Result<&'a [u8]
 
 /// The records of one block's contents, after checking its restart array and every entry.
 fn block_records<'a>(contents: &'a [u8], what: &str) -> Result<Vec<Record<'a>>, Problem> {
-    let restarts_at =
-        restarts_start(contents).ok_or_else(|| format!("{what} has a broken restart array"))?;
+    let restarts_at = restarts_start(contents).ok_or_else(|| format!("{what} has a broken restart array"))?;
     let restarts: Vec<usize> = contents[restarts_at..contents.len() - 4]
         .chunks_exact(4)
         .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as usize)
@@ -140,21 +121,11 @@ fn block_records<'a>(contents: &'a [u8], what: &str) -> Result<Vec<Record<'a>>, 
     let mut next_restart = restarts.iter().peekable();
     while offset < restarts_at {
         let at_restart = next_restart.next_if_eq(&&offset).is_some();
-        let (record, next) = block_entry(
-            contents,
-            restarts_at,
-            offset,
-            records.last().map(|(k, _)| k.as_slice()),
-            at_restart,
-        )
-        .ok_or_else(|| format!("{what} has a broken entry at byte {offset}"))?;
-        if records
-            .last()
-            .is_some_and(|(previous, _)| *previous >= record.0)
-        {
-            return Err(format!(
-                "the keys of {what} are out of order at byte {offset}"
-            ));
+        let (record, next) =
+            block_entry(contents, restarts_at, offset, records.last().map(|(k, _)| k.as_slice()), at_restart)
+                .ok_or_else(|| format!("{what} has a broken entry at byte {offset}"))?;
+        if records.last().is_some_and(|(previous, _)| *previous >= record.0) {
+            return Err(format!("the keys of {what} are out of order at byte {offset}"));
         }
         records.push(record);
         offset = next;
@@ -163,9 +134,7 @@ fn block_records<'a>(contents: &'a [u8], what: &str) -> Result<Vec<Record<'a>>, 
     let unmatched: Vec<&usize> = next_restart.collect();
     let empty_block = records.is_empty() && unmatched == [&0];
     if (!unmatched.is_empty() && !empty_block) || restarts.first() != Some(&0) {
-        return Err(format!(
-            "{what}'s restart points do not fall on its entries"
-        ));
+        return Err(format!("{what}'s restart points do not fall on its entries"));
     }
     Ok(records)
 }
@@ -194,10 +163,7 @@ fn block_entry<'a>(
     let unshared = usize::try_from(varint(&mut rest, 5)?).ok()?;
     let value_len = usize::try_from(varint(&mut rest, 5)?).ok()?;
     let previous = previous.unwrap_or_default();
-    if shared > previous.len()
-        || (at_restart && shared != 0)
-        || unshared.checked_add(value_len)? > rest.len()
-    {
+    if shared > previous.len() || (at_restart && shared != 0) || unshared.checked_add(value_len)? > rest.len() {
         return None;
     }
     let mut key = previous[..shared].to_vec();
@@ -215,10 +181,7 @@ fn exact_handle(mut bytes: &[u8]) -> Option<BlockHandle> {
 
 /// Decodes a block handle (two varint64s) from the front of `bytes`.
 fn handle(bytes: &mut &[u8]) -> Option<BlockHandle> {
-    Some(BlockHandle {
-        offset: varint(bytes, 10)?,
-        size: varint(bytes, 10)?,
-    })
+    Some(BlockHandle { offset: varint(bytes, 10)?, size: varint(bytes, 10)? })
 }
 
 /// Decodes a little-endian base-128 varint of at most `max_bytes` bytes from the front of `bytes`.

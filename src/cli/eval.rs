@@ -100,11 +100,7 @@ pub fn run(args: &EvalArgs, global: &GlobalArgs) -> Result<()> {
 
 fn print_text(out: &mut impl Write, document: &EvalDocument) -> Result<()> {
     let evaluation = document.evaluation;
-    writeln!(
-        out,
-        "{} on {}, {} batches of {}",
-        document.path, document.data, evaluation.batches, document.batch_size
-    )?;
+    writeln!(out, "{} on {}, {} batches of {}", document.path, document.data, evaluation.batches, document.batch_size)?;
     let mut summary = table::new(&["metric", "value", "from"]);
     if let Some(loss) = evaluation.loss {
         summary.add_row(vec!["loss".to_string(), format!("{loss:.6}"), "eval_step".to_string()]);
@@ -122,7 +118,8 @@ fn print_text(out: &mut impl Write, document: &EvalDocument) -> Result<()> {
         return Ok(());
     };
     let mut classes = table::new(&["class", "precision", "recall", "f1", "support"]);
-    let rows = document.per_class.iter().map(|m| (m.class, m.metrics)).chain(document.macro_average.map(|m| ("macro avg", m)));
+    let rows =
+        document.per_class.iter().map(|m| (m.class, m.metrics)).chain(document.macro_average.map(|m| ("macro avg", m)));
     for (name, m) in rows {
         classes.add_row(vec![
             name.to_string(),

@@ -68,6 +68,10 @@ pub fn run(args: &InspectH5Args) -> Result<()> {
     table::print_indented(&mut out, &rows, 0)?;
     let count: usize = layers.iter().map(|l| l.weights.len()).sum();
     let elements: usize = layers.iter().flat_map(|l| &l.weights).map(|w| w.shape.iter().product::<usize>()).sum();
-    writeln!(out, "\n{} layers with weights, {count} weights, {elements} elements", layers.iter().filter(|l| !l.weights.is_empty()).count())?;
+    writeln!(
+        out,
+        "\n{} layers with weights, {count} weights, {elements} elements",
+        layers.iter().filter(|l| !l.weights.is_empty()).count()
+    )?;
     Ok(())
 }

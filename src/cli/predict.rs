@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use serde::Serialize;
+use tfload::data::{BatchLoader, LoaderOptions};
 use tfload::images::list_images;
 use tfload::predict::{read_class_names, ClassScore, ClassifierOptions, ImageClassifier, Predictor};
-use tfload::data::{BatchLoader, LoaderOptions};
 use tfload::{SessionConfig, TensorData};
 
 use super::output::progress;
@@ -97,11 +97,7 @@ struct ImagePrediction<'a> {
 pub fn run(args: &PredictArgs, global: &GlobalArgs) -> Result<()> {
     let class_names = args.labels.as_deref().map(read_class_names).transpose()?;
     let predictor = Predictor::load(&args.model.dir, &args.model.tag, &args.signature, SessionConfig::default())?;
-    let options = ClassifierOptions {
-        output: args.output.clone(),
-        image_size: args.image_size,
-        class_names,
-    };
+    let options = ClassifierOptions { output: args.output.clone(), image_size: args.image_size, class_names };
     let classifier = ImageClassifier::new(predictor, options)?;
     let (images, results) = match args.images.as_slice() {
         [path] if args.tfrecord.applies_to(path) => classify_records(args, global, &classifier, path)?,
@@ -153,11 +149,19 @@ fn classify_files(args: &PredictArgs, global: &GlobalArgs, classifier: &ImageCla
 }
 
 /// Names (`FILE#RECORD`) and top classes of the records of TFRecord data, in file order.
-fn classify_records(args: &PredictArgs, global: &GlobalArgs, classifier: &ImageClassifier, path: &Path) -> Result<Predictions> {
+fn classify_records(
+    args: &PredictArgs,
+    global: &GlobalArgs,
+    classifier: &ImageClassifier,
+    path: &Path,
+) -> Result<Predictions> {
     let (input_key, _) = classifier.keys();
     let input = classifier.predictor().signature().input(input_key).context("the classifier's image input")?;
     let data = args.tfrecord.open(path, input, global.quiet, false)?;
-    let loader = BatchLoader::new(data.clone(), LoaderOptions { batch_size: args.batch_size.max(1), shuffle: false, ..LoaderOptions::default() });
+    let loader = BatchLoader::new(
+        data.clone(),
+        LoaderOptions { batch_size: args.batch_size.max(1), shuffle: false, ..LoaderOptions::default() },
+    );
     let bar = progress(data.len(), "records", global.quiet);
     let (mut names, mut results) = (Vec::with_capacity(data.len()), Vec::with_capacity(data.len()));
     for batch in loader.epoch(0, 0) {
@@ -219,7 +223,13 @@ fn print_csv(out: &mut impl Write, images: &[String], results: &[Vec<ClassScore>
     writer.write_record(["image", "rank", "index", "class", "score"])?;
     for (image, top) in images.iter().zip(results) {
         for (rank, class) in top.iter().enumerate() {
-            writer.write_record([image.clone(), (rank + 1).to_string(), class.index.to_string(), class.class.clone(), class.score.to_string()])?;
+            writer.write_record([
+                image.clone(),
+                (rank + 1).to_string(),
+                class.index.to_string(),
+                class.class.clone(),
+                class.score.to_string(),
+            ])?;
         }
     }
     writer.flush()?;

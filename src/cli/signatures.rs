@@ -66,10 +66,7 @@ pub fn run(args: &SignaturesArgs) -> Result<()> {
         model.dir().display(),
         tfload::saved_model::describe_tag_sets(&model.tag_sets()),
         meta_graph.tags().join(","),
-        meta_graph
-            .tensorflow_version()
-            .map(|v| format!("; written by TensorFlow {v}"))
-            .unwrap_or_default()
+        meta_graph.tensorflow_version().map(|v| format!("; written by TensorFlow {v}")).unwrap_or_default()
     )?;
     if signatures.is_empty() {
         writeln!(out, "\n  no signatures (run with --all to see internal ones)")?;
@@ -81,11 +78,7 @@ pub fn run(args: &SignaturesArgs) -> Result<()> {
 }
 
 fn print_signature(out: &mut impl Write, signature: &Signature) -> std::io::Result<()> {
-    let method = if signature.method_name.is_empty() {
-        "(none)"
-    } else {
-        &signature.method_name
-    };
+    let method = if signature.method_name.is_empty() { "(none)" } else { &signature.method_name };
     writeln!(out, "\nsignature '{}'  method: {method}", signature.key)?;
     let mut rows = table::new(&["", "key", "dtype", "shape", "tensor"]);
     push_rows(&mut rows, "input", &signature.inputs);
@@ -112,11 +105,9 @@ fn describe_encoding(spec: &TensorSpec) -> String {
     use tfload::TensorEncoding;
     match &spec.encoding {
         TensorEncoding::Dense { name } => name.clone(),
-        TensorEncoding::CooSparse {
-            values,
-            indices,
-            dense_shape,
-        } => format!("sparse: values {values}, indices {indices}, dense_shape {dense_shape}"),
+        TensorEncoding::CooSparse { values, indices, dense_shape } => {
+            format!("sparse: values {values}, indices {indices}, dense_shape {dense_shape}")
+        }
         TensorEncoding::Composite { components } => {
             format!("composite: {}", components.join(", "))
         }

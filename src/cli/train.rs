@@ -12,12 +12,13 @@ use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use tfload::data::{split, ArrayDataset, BatchLoader, Dataset, ImageFolderDataset, LoaderOptions};
 use tfload::data::{FeatureMapping, InputSpec, TfRecordDataset, TfRecordOptions};
-use tfload::tensorboard::{Callbacks, TensorBoard};
 use tfload::images::{ImageSpec, UnfitImageInput};
 use tfload::import_weights::ImportOptions;
+use tfload::tensorboard::{Callbacks, TensorBoard};
 use tfload::train::{
-    check_paths, fit, CheckpointsInOutput, Control, Decay, EarlyStopping, EpochReport, FitOptions, FitOutcome, LrSchedule, Mask, MaskSpec, MaskStart,
-    Metrics, RunData, RunPaths, RunPlan, StepReport, TrainCallback, TrainContract,
+    check_paths, fit, CheckpointsInOutput, Control, Decay, EarlyStopping, EpochReport, FitOptions, FitOutcome,
+    LrSchedule, Mask, MaskSpec, MaskStart, Metrics, RunData, RunPaths, RunPlan, StepReport, TrainCallback,
+    TrainContract,
 };
 use tfload::{SavedModel, SessionConfig};
 
@@ -179,7 +180,10 @@ impl TfRecordArgs {
     /// Whether `path` is TFRecord data: not a folder nor a .npz/.npy file, and a glob, or a file
     /// that starts as a TFRecord file does, or anything when --feature or --label is given.
     pub fn applies_to(&self, path: &Path) -> bool {
-        if path.is_dir() || path.extension().is_some_and(|e| e == "npz" || e == "npy") || tfload::images::is_image_file(path) {
+        if path.is_dir()
+            || path.extension().is_some_and(|e| e == "npz" || e == "npy")
+            || tfload::images::is_image_file(path)
+        {
             return false;
         }
         let glob = !path.exists() && path.to_string_lossy().contains(['*', '?', '[']);
@@ -192,7 +196,13 @@ impl TfRecordArgs {
 
     /// Opens TFRecord data at `path` (a file or a glob) for the model input `input`, with labels
     /// (training, evaluation) or, when `labelled` is false, without (prediction).
-    pub fn open(&self, path: &Path, input: &tfload::TensorSpec, quiet: bool, labelled: bool) -> Result<Arc<dyn Dataset>> {
+    pub fn open(
+        &self,
+        path: &Path,
+        input: &tfload::TensorSpec,
+        quiet: bool,
+        labelled: bool,
+    ) -> Result<Arc<dyn Dataset>> {
         use tfload::data::tfrecord::first_record_features;
         use tfload::tfrecord::{Compression, OnCorrupt};
         let compression = match self.compression {
@@ -201,7 +211,10 @@ impl TfRecordArgs {
             CompressionArg::Gzip => Compression::Gzip,
             CompressionArg::Zlib => Compression::Zlib,
         };
-        let options = TfRecordOptions { compression, on_corrupt: if self.skip_corrupt { OnCorrupt::Skip } else { OnCorrupt::Fail } };
+        let options = TfRecordOptions {
+            compression,
+            on_corrupt: if self.skip_corrupt { OnCorrupt::Skip } else { OnCorrupt::Fail },
+        };
         let (Some(feature), true) = (&self.feature, self.label.is_some() || !labelled) else {
             let features = first_record_features(path, options)?;
             anyhow::bail!(
@@ -212,7 +225,9 @@ impl TfRecordArgs {
         };
         let key = match feature.split_once('=') {
             Some((name, key)) if name == input.key => key,
-            Some((name, _)) => anyhow::bail!("--feature {feature}: the model has no input `{name}`; its input is `{}`", input.key),
+            Some((name, _)) => {
+                anyhow::bail!("--feature {feature}: the model has no input `{name}`; its input is `{}`", input.key)
+            }
             None => feature.as_str(),
         };
         let mapping = FeatureMapping { input: key.to_string(), label: self.label.clone() };
@@ -243,7 +258,12 @@ pub fn run(args: &TrainArgs, global: &GlobalArgs) -> Result<()> {
         return print_mask(&Mask::build(&contract, &mask_spec)?);
     }
     let (data, out) = (args.data.as_ref().expect("clap requires it"), args.out.clone().expect("clap requires it"));
-    check_paths(&RunPaths { input: args.dir.clone(), out: out.clone(), overwrite: args.overwrite, resume: args.resume })?;
+    check_paths(&RunPaths {
+        input: args.dir.clone(),
+        out: out.clone(),
+        overwrite: args.overwrite,
+        resume: args.resume,
+    })?;
     let (train, validation) = load_data(args, &contract, data)?;
     let loader_options = LoaderOptions {
         batch_size: args.batch_size,
@@ -253,7 +273,8 @@ pub fn run(args: &TrainArgs, global: &GlobalArgs) -> Result<()> {
         prefetch: 4,
     };
     let train_loader = BatchLoader::new(train, loader_options);
-    let val_loader = validation.map(|v| BatchLoader::new(v, LoaderOptions { shuffle: false, drop_remainder: false, ..loader_options }));
+    let val_loader = validation
+        .map(|v| BatchLoader::new(v, LoaderOptions { shuffle: false, drop_remainder: false, ..loader_options }));
     let options = FitOptions {
         epochs: args.epochs,
         schedule: schedule(args, contract.learning_rate.default)?,
@@ -277,7 +298,13 @@ pub fn run(args: &TrainArgs, global: &GlobalArgs) -> Result<()> {
     let mut board = args.logdir.as_deref().map(TensorBoard::create).transpose()?;
     let mut callbacks = Callbacks(vec![&mut progress]);
     callbacks.0.extend(board.as_mut().map(|b| b as &mut dyn TrainCallback));
-    let outcome = fit(&paths, &RunData { train: &train_loader, validation: val_loader.as_ref() }, &options, &mut callbacks, &stop)?;
+    let outcome = fit(
+        &paths,
+        &RunData { train: &train_loader, validation: val_loader.as_ref() },
+        &options,
+        &mut callbacks,
+        &stop,
+    )?;
     drop(callbacks);
     progress.finish();
     if let Some(Err(error)) = board.map(TensorBoard::finish) {
@@ -360,7 +387,8 @@ fn open_dataset(args: &TrainArgs, contract: &TrainContract, path: &Path) -> Resu
     if args.tfrecord.applies_to(path) {
         let meta_graph = SavedModel::open(&args.dir)?.meta_graph(&["serve"])?;
         let train_step = meta_graph.signature("train_step")?;
-        let input = train_step.input(contract.input_key()).context("the train_step signature takes the contract's input")?;
+        let input =
+            train_step.input(contract.input_key()).context("the train_step signature takes the contract's input")?;
         return args.tfrecord.open(path, input, args.json, true);
     }
     if !path.exists() {
@@ -401,7 +429,11 @@ fn refuse_empty_classes(folder: &ImageFolderDataset) -> Result<()> {
         .map(|(_, name)| name.as_str())
         .collect();
     if !empty.is_empty() {
-        anyhow::bail!("{}: the class folder(s) {} hold no images; add images or remove the folder", folder.describe(), empty.join(", "));
+        anyhow::bail!(
+            "{}: the class folder(s) {} hold no images; add images or remove the folder",
+            folder.describe(),
+            empty.join(", ")
+        );
     }
     Ok(())
 }
@@ -445,7 +477,8 @@ fn report(args: &TrainArgs, outcome: &FitOutcome) -> Result<()> {
     match outcome {
         FitOutcome::Completed { out, epochs, validation, weights_from_epoch } => {
             if !args.json {
-                let validation = validation.as_ref().map(|v| format!(", validation {}", format_metrics(v))).unwrap_or_default();
+                let validation =
+                    validation.as_ref().map(|v| format!(", validation {}", format_metrics(v))).unwrap_or_default();
                 println!("trained {epochs} epochs; weights of epoch {weights_from_epoch}{validation}");
                 println!("SavedModel written to {}", out.display());
             }
@@ -497,7 +530,12 @@ impl TrainCallback for Progress {
         if !self.quiet {
             eprintln!(
                 "training {} of {} variables, epochs {}..{}, {} steps per epoch (working in {})",
-                plan.trainable, plan.mask_size, plan.first_epoch, plan.epochs, plan.steps_per_epoch, plan.work_dir.display()
+                plan.trainable,
+                plan.mask_size,
+                plan.first_epoch,
+                plan.epochs,
+                plan.steps_per_epoch,
+                plan.work_dir.display()
             );
         }
     }
@@ -517,14 +555,20 @@ impl TrainCallback for Progress {
         });
         bar.set_prefix(report.epoch.to_string());
         bar.set_position(report.step_in_epoch);
-        bar.set_message(format!("{} | {:.0} samples/s | lr {:.2e}", format_metrics(&report.running), report.samples_per_sec, report.lr));
+        bar.set_message(format!(
+            "{} | {:.0} samples/s | lr {:.2e}",
+            format_metrics(&report.running),
+            report.samples_per_sec,
+            report.lr
+        ));
         Control::Continue
     }
 
     fn on_epoch(&mut self, report: &EpochReport) -> Control {
         self.finish();
         if !self.quiet {
-            let validation = report.validation.as_ref().map(|v| format!(" | validation {}", format_metrics(v))).unwrap_or_default();
+            let validation =
+                report.validation.as_ref().map(|v| format!(" | validation {}", format_metrics(v))).unwrap_or_default();
             let best = if report.best { " (best)" } else { "" };
             eprintln!(
                 "epoch {}: {}{validation} | {:.0} samples/s{best}",

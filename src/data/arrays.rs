@@ -32,16 +32,9 @@ impl ArrayDataset {
             None
         };
         if let Some(problem) = problem {
-            return Err(Error::Array {
-                path: PathBuf::from(origin),
-                problem,
-            });
+            return Err(Error::Array { path: PathBuf::from(origin), problem });
         }
-        Ok(ArrayDataset {
-            features,
-            labels,
-            origin: origin.to_string(),
-        })
+        Ok(ArrayDataset { features, labels, origin: origin.to_string() })
     }
 
     /// Reads `x` and `y` (or `features` and `labels`, or the names given) from a `.npz` file.
@@ -54,18 +47,16 @@ impl ArrayDataset {
             if let Some(given) = given {
                 return Ok(given.to_string());
             }
-            defaults
-                .iter()
-                .find(|name| names.iter().any(|n| n == *name))
-                .map(|name| name.to_string())
-                .ok_or_else(|| Error::Array {
+            defaults.iter().find(|name| names.iter().any(|n| n == *name)).map(|name| name.to_string()).ok_or_else(
+                || Error::Array {
                     path: path.to_path_buf(),
                     problem: format!(
                         "has no {what} array named {} (it has: {}); name it with --{what}-key",
                         defaults.join(" or "),
                         names.join(", ")
                     ),
-                })
+                },
+            )
         };
         let feature_key = pick(feature_key, ["x", "features"], "feature")?;
         let label_key = pick(label_key, ["y", "labels"], "label")?;
@@ -95,10 +86,7 @@ impl ArrayDataset {
 /// Refuses features and labels whose headers disagree on the number of examples, or which
 /// together exceed the memory limit, before either is read.
 fn check_headers(path: &Path, features: &ArrayHeader, labels: &ArrayHeader) -> Result<()> {
-    let array_error = |problem: String| Error::Array {
-        path: path.to_path_buf(),
-        problem,
-    };
+    let array_error = |problem: String| Error::Array { path: path.to_path_buf(), problem };
     match (features.shape.first(), labels.shape.first()) {
         (Some(rows), Some(count)) if rows != count => {
             return Err(array_error(format!(
@@ -109,7 +97,8 @@ fn check_headers(path: &Path, features: &ArrayHeader, labels: &ArrayHeader) -> R
         }
         _ => {}
     }
-    check_array_bytes(features.data_len.saturating_add(labels.data_len), "its features and labels together declare").map_err(array_error)
+    check_array_bytes(features.data_len.saturating_add(labels.data_len), "its features and labels together declare")
+        .map_err(array_error)
 }
 
 impl Dataset for ArrayDataset {

@@ -44,13 +44,7 @@ impl ImageFolderDataset {
                 ),
             ));
         }
-        Ok(ImageFolderDataset {
-            root,
-            spec,
-            class_names,
-            files,
-            labels,
-        })
+        Ok(ImageFolderDataset { root, spec, class_names, files, labels })
     }
 
     /// The image files, in example order.
@@ -70,10 +64,7 @@ impl ImageFolderDataset {
 }
 
 fn folder_error(dir: &Path, problem: String) -> Error {
-    Error::ImageFolder {
-        dir: dir.to_path_buf(),
-        problem,
-    }
+    Error::ImageFolder { dir: dir.to_path_buf(), problem }
 }
 
 /// The non-hidden sub-folders of `root`, sorted: the class names.

@@ -49,13 +49,7 @@ pub struct LoaderOptions {
 
 impl Default for LoaderOptions {
     fn default() -> LoaderOptions {
-        LoaderOptions {
-            batch_size: 32,
-            shuffle: true,
-            seed: 0,
-            drop_remainder: false,
-            prefetch: 2,
-        }
+        LoaderOptions { batch_size: 32, shuffle: true, seed: 0, drop_remainder: false, prefetch: 2 }
     }
 }
 
@@ -96,11 +90,7 @@ impl BatchLoader {
     /// The example indices of each batch of `epoch`.
     pub fn batch_indices(&self, epoch: u64) -> Vec<Vec<usize>> {
         let order = epoch_order(self.dataset.len(), self.options.seed, epoch, self.options.shuffle);
-        order
-            .chunks(self.options.batch_size)
-            .take(self.batches_per_epoch())
-            .map(<[usize]>::to_vec)
-            .collect()
+        order.chunks(self.options.batch_size).take(self.batches_per_epoch()).map(<[usize]>::to_vec).collect()
     }
 
     /// The batches of `epoch` from batch `skip` on, gathered on a background thread that works
@@ -155,11 +145,7 @@ impl BatchLoader {
         let plan: Vec<Vec<usize>> = self.batch_indices(epoch).into_iter().skip(skip).collect();
         if self.dataset.is_in_memory() {
             return EpochBatches {
-                source: Source::Inline {
-                    plan: plan.into_iter(),
-                    make: Box::new(make),
-                    ready: VecDeque::new(),
-                },
+                source: Source::Inline { plan: plan.into_iter(), make: Box::new(make), ready: VecDeque::new() },
             };
         }
         let (sender, receiver) = sync_channel(self.options.prefetch.max(1));
@@ -175,12 +161,7 @@ impl BatchLoader {
                 }
             })
             .expect("spawning the loader thread");
-        EpochBatches {
-            source: Source::Background {
-                receiver: Some(receiver),
-                worker: Some(worker),
-            },
-        }
+        EpochBatches { source: Source::Background { receiver: Some(receiver), worker: Some(worker) } }
     }
 }
 
@@ -202,10 +183,7 @@ enum Source<T> {
         ready: VecDeque<Result<T>>,
     },
     /// Gathered ahead by a worker thread through a bounded queue.
-    Background {
-        receiver: Option<Receiver<Result<T>>>,
-        worker: Option<JoinHandle<()>>,
-    },
+    Background { receiver: Option<Receiver<Result<T>>>, worker: Option<JoinHandle<()>> },
 }
 
 impl<T> Iterator for EpochBatches<T> {
@@ -226,11 +204,7 @@ impl<T> Iterator for EpochBatches<T> {
 
 /// Makes the next items of `plan` into `ready`, up to [`INLINE_AHEAD_BYTES`] of batches (at least
 /// one), stopping after an error (the rest of the plan is dropped with it).
-fn make_ahead<T>(
-    plan: &mut std::vec::IntoIter<Vec<usize>>,
-    make: &mut MakeItem<T>,
-    ready: &mut VecDeque<Result<T>>,
-) {
+fn make_ahead<T>(plan: &mut std::vec::IntoIter<Vec<usize>>, make: &mut MakeItem<T>, ready: &mut VecDeque<Result<T>>) {
     let mut bytes = 0;
     while bytes < INLINE_AHEAD_BYTES {
         let Some(indices) = plan.next() else { return };

@@ -104,11 +104,7 @@ pub struct Subset {
 impl Subset {
     /// The examples of `inner` at `indices`, called `name` in messages.
     pub fn new(inner: Arc<dyn Dataset>, indices: Vec<usize>, name: &str) -> Subset {
-        Subset {
-            inner,
-            indices,
-            name: name.to_string(),
-        }
+        Subset { inner, indices, name: name.to_string() }
     }
 
     /// The indices in the inner data set of the subset's examples at `indices`.

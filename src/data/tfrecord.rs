@@ -58,7 +58,11 @@ pub struct InputSpec {
 impl InputSpec {
     /// One example of a signature input: its shape without the batch axis, which must be known.
     pub fn of(input: &TensorSpec) -> Result<InputSpec> {
-        let dims = input.shape.dims().filter(|d| d.len() > 1).and_then(|d| d[1..].iter().map(|&d| d.map(|d| d as usize)).collect::<Option<Vec<_>>>());
+        let dims = input
+            .shape
+            .dims()
+            .filter(|d| d.len() > 1)
+            .and_then(|d| d[1..].iter().map(|&d| d.map(|d| d as usize)).collect::<Option<Vec<_>>>());
         let shape = dims.ok_or_else(|| {
             Error::DataMismatch(format!(
                 "the model's input `{}` is {} {}, and TFRecord features are reshaped to one known example shape, so every dimension after the batch must be known",
@@ -166,7 +170,12 @@ impl TfRecordDataset {
     /// Opens the files `pattern` names (a path or a glob), checks every record and reads the
     /// labels. Fails on the first record that lacks a mapped feature or holds the wrong kind,
     /// naming the file, the record and the features it has.
-    pub fn open(pattern: &Path, mapping: FeatureMapping, input: InputSpec, options: TfRecordOptions) -> Result<TfRecordDataset> {
+    pub fn open(
+        pattern: &Path,
+        mapping: FeatureMapping,
+        input: InputSpec,
+        options: TfRecordOptions,
+    ) -> Result<TfRecordDataset> {
         let files = expand(pattern)?;
         let mut reader = LabelReader { mapping: &mapping, input: &input, decode: None, width: None, column: None };
         let mut shards = Vec::with_capacity(files.len());
@@ -212,7 +221,12 @@ impl TfRecordDataset {
         let at = |problem: String| example_error(shard.path(), r, shard.span(r), problem);
         match (self.decode, values) {
             (InputDecoding::Image(spec), Values::Bytes(images)) if images.len() == 1 => {
-                let origin = PathBuf::from(format!("{}, record {r} (offset {}), feature `{}`", shard.path().display(), shard.span(r).offset, self.mapping.input));
+                let origin = PathBuf::from(format!(
+                    "{}, record {r} (offset {}), feature `{}`",
+                    shard.path().display(),
+                    shard.span(r).offset,
+                    self.mapping.input
+                ));
                 Ok(TensorData::Float32(spec.load_bytes(&images[0], &origin)?.insert_axis(Axis(0)).into_dyn()))
             }
             (_, values) => self.reshape(values).map_err(at),
@@ -235,12 +249,18 @@ impl TfRecordDataset {
         let shape = IxDyn(&shape);
         let tensor = match (values, self.input.dtype) {
             (Values::Floats(v), _) => TensorData::Float32(ArrayD::from_shape_vec(shape, v).expect("sized")),
-            (Values::Ints(v), DType::Float32) => TensorData::Float32(ArrayD::from_shape_vec(shape, v.into_iter().map(|x| x as f32).collect()).expect("sized")),
+            (Values::Ints(v), DType::Float32) => TensorData::Float32(
+                ArrayD::from_shape_vec(shape, v.into_iter().map(|x| x as f32).collect()).expect("sized"),
+            ),
             (Values::Ints(v), _) => TensorData::Int64(ArrayD::from_shape_vec(shape, v).expect("sized")),
             (Values::Bytes(v), _) => {
-                let strings = v.into_iter().map(String::from_utf8).collect::<std::result::Result<Vec<_>, _>>().map_err(|_| {
-                    format!("feature `{}` holds bytes that are not UTF-8 text, which tfload feeds only as images", self.mapping.input)
-                })?;
+                let strings =
+                    v.into_iter().map(String::from_utf8).collect::<std::result::Result<Vec<_>, _>>().map_err(|_| {
+                        format!(
+                            "feature `{}` holds bytes that are not UTF-8 text, which tfload feeds only as images",
+                            self.mapping.input
+                        )
+                    })?;
                 TensorData::String(ArrayD::from_shape_vec(shape, strings).expect("sized"))
             }
         };
@@ -286,7 +306,11 @@ impl LabelReader<'_> {
         let input = feature_values(&example, &self.mapping.input, path, record, span)?;
         let decode = input_decoding(&input, self.input, &self.mapping.input).map_err(at)?;
         if *self.decode.get_or_insert(decode) != decode {
-            return Err(at(format!("feature `{}` is {}, unlike in the first record", self.mapping.input, input.describe())));
+            return Err(at(format!(
+                "feature `{}` is {}, unlike in the first record",
+                self.mapping.input,
+                input.describe()
+            )));
         }
         let Some(label_key) = &self.mapping.label else {
             return Ok(());
@@ -294,7 +318,10 @@ impl LabelReader<'_> {
         let label = feature_values(&example, label_key, path, record, span)?;
         let width = *self.width.get_or_insert(label.len());
         if label.len() != width {
-            return Err(at(format!("label `{label_key}` has {} values, and the first record's has {width}", label.len())));
+            return Err(at(format!(
+                "label `{label_key}` has {} values, and the first record's has {width}",
+                label.len()
+            )));
         }
         match (self.column.get_or_insert_with(|| empty_column(&label)), label) {
             (LabelColumn::Ints(all), Values::Ints(v)) => all.extend(v),
@@ -316,7 +343,9 @@ impl LabelReader<'_> {
         let shape = if width == 1 { IxDyn(&[count]) } else { IxDyn(&[count, width]) };
         match self.column.unwrap_or(LabelColumn::Ints(vec![0; count])) {
             LabelColumn::Ints(v) => TensorData::Int64(ArrayD::from_shape_vec(shape, v).expect("one row per record")),
-            LabelColumn::Floats(v) => TensorData::Float32(ArrayD::from_shape_vec(shape, v).expect("one row per record")),
+            LabelColumn::Floats(v) => {
+                TensorData::Float32(ArrayD::from_shape_vec(shape, v).expect("one row per record"))
+            }
         }
     }
 }
@@ -345,7 +374,12 @@ fn input_decoding(values: &Values, input: &InputSpec, key: &str) -> std::result:
 
 fn decode_example(path: &Path, record: usize, span: RecordSpan, data: &[u8]) -> Result<Example> {
     Example::decode(data).map_err(|e| {
-        example_error(path, record, span, format!("is not a tf.train.Example ({e}); tfload reads TFRecords of serialized tf.train.Example protos"))
+        example_error(
+            path,
+            record,
+            span,
+            format!("is not a tf.train.Example ({e}); tfload reads TFRecords of serialized tf.train.Example protos"),
+        )
     })
 }
 
@@ -406,7 +440,9 @@ impl Dataset for TfRecordDataset {
     fn label_classes(&self) -> Option<usize> {
         self.mapping.label.as_ref()?;
         match &self.labels {
-            TensorData::Int64(labels) if labels.ndim() == 1 => labels.iter().max().and_then(|&m| usize::try_from(m + 1).ok()),
+            TensorData::Int64(labels) if labels.ndim() == 1 => {
+                labels.iter().max().and_then(|&m| usize::try_from(m + 1).ok())
+            }
             _ => None,
         }
     }
@@ -428,7 +464,7 @@ impl Dataset for TfRecordDataset {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::{BytesList, FloatList, Features, Int64List};
+    use crate::proto::{BytesList, Features, FloatList, Int64List};
     use crate::tfrecord::tests::write_records;
 
     fn example(pairs: Vec<(&str, feature::Kind)>) -> Vec<u8> {

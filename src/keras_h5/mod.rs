@@ -141,11 +141,8 @@ impl KerasWeights {
 
     /// Reads one weight's values.
     pub fn read(&self, weight: &H5Weight) -> Result<TensorData> {
-        let failed = |problem: String| Error::Hdf5Read {
-            path: self.path.clone(),
-            object: weight.dataset.clone(),
-            problem,
-        };
+        let failed =
+            |problem: String| Error::Hdf5Read { path: self.path.clone(), object: weight.dataset.clone(), problem };
         let dataset = self.file.dataset(&weight.dataset).map_err(|e| failed(e.to_string()))?;
         let shape = IxDyn(&weight.shape);
         macro_rules! read_as {
@@ -254,7 +251,11 @@ fn optional_group(path: &Path, group: &Group, group_path: &str, name: &str) -> R
     match group.group(name) {
         Ok(child) => Ok(Some(child)),
         Err(hdf5_reader::error::Error::GroupNotFound(_)) => Ok(None),
-        Err(e) => Err(Error::Hdf5Read { path: path.to_path_buf(), object: format!("{group_path}/{name}"), problem: e.to_string() }),
+        Err(e) => Err(Error::Hdf5Read {
+            path: path.to_path_buf(),
+            object: format!("{group_path}/{name}"),
+            problem: e.to_string(),
+        }),
     }
 }
 
@@ -331,7 +332,9 @@ mod tests {
                 let path = dir.path().join(name);
                 std::fs::write(&path, &bytes[..cut]).unwrap();
                 match KerasWeights::open(&path) {
-                    Err(Error::CorruptHdf5 { problem, .. }) => assert!(problem.contains(&format!("it is {cut} bytes long")), "{problem}"),
+                    Err(Error::CorruptHdf5 { problem, .. }) => {
+                        assert!(problem.contains(&format!("it is {cut} bytes long")), "{problem}")
+                    }
                     other => panic!("{name} cut at {cut} of {}: {other:?}", bytes.len()),
                 }
             }

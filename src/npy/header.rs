@@ -43,7 +43,9 @@ pub fn read_header(reader: &mut impl Read, available: Option<u64>) -> Result<Che
     let (field_len, header_len) = match start[6] {
         1 => (2, read_u16(reader)? as usize),
         2 | 3 => (4, read_u32(reader)? as usize),
-        major => return Err(format!(".npy format version {major}.{} is unknown (numpy writes 1.0, 2.0 and 3.0)", start[7])),
+        major => {
+            return Err(format!(".npy format version {major}.{} is unknown (numpy writes 1.0, 2.0 and 3.0)", start[7]))
+        }
     };
     if header_len > MAX_HEADER_LEN {
         return Err(format!(
@@ -55,7 +57,9 @@ pub fn read_header(reader: &mut impl Read, available: Option<u64>) -> Result<Che
         return Err(format!("truncated: its header declares {header_len} bytes, but the file ends before them"));
     }
     let mut text = vec![0u8; header_len];
-    read_exact(reader, &mut text, || format!("truncated: its header declares {header_len} bytes, but the file ends before them"))?;
+    read_exact(reader, &mut text, || {
+        format!("truncated: its header declares {header_len} bytes, but the file ends before them")
+    })?;
     let parsed = parse_header_text(&text)?;
     let data_len = parsed.data_len()?;
     if let Some(available) = available {
@@ -113,10 +117,13 @@ struct ParsedHeader {
 impl ParsedHeader {
     /// Bytes of data the header declares, refused when that overflows 64 bits.
     fn data_len(&self) -> Result<u64, String> {
-        self.shape
-            .iter()
-            .try_fold(self.item_size, |total, &dim| total.checked_mul(dim))
-            .ok_or_else(|| format!("its header declares shape {} of dtype {}, whose size in bytes overflows 64 bits", shape_text(&self.shape), self.descr))
+        self.shape.iter().try_fold(self.item_size, |total, &dim| total.checked_mul(dim)).ok_or_else(|| {
+            format!(
+                "its header declares shape {} of dtype {}, whose size in bytes overflows 64 bits",
+                shape_text(&self.shape),
+                self.descr
+            )
+        })
     }
 }
 
@@ -129,12 +136,16 @@ pub fn shape_text(shape: &[u64]) -> String {
 }
 
 fn parse_header_text(bytes: &[u8]) -> Result<ParsedHeader, String> {
-    let text = std::str::from_utf8(bytes).map_err(|e| format!("its header is not text (byte {} is not UTF-8)", e.valid_up_to()))?;
+    let text = std::str::from_utf8(bytes)
+        .map_err(|e| format!("its header is not text (byte {} is not UTF-8)", e.valid_up_to()))?;
     let depth = nesting_depth(text);
     if depth > MAX_NESTING {
         return Err(format!("its header nests brackets {depth} deep, more than the {MAX_NESTING} tfload parses: the file is corrupt or not written by numpy"));
     }
-    let value: Value = text.trim_end().parse().map_err(|e: py_literal::ParseError| format!("its header is not a Python dict literal ({})", one_line(&e)))?;
+    let value: Value = text
+        .trim_end()
+        .parse()
+        .map_err(|e: py_literal::ParseError| format!("its header is not a Python dict literal ({})", one_line(&e)))?;
     let entries = value.as_dict().ok_or("its header is not a Python dict literal")?;
     let get = |key: &str| {
         entries
@@ -150,8 +161,10 @@ fn parse_header_text(bytes: &[u8]) -> Result<ParsedHeader, String> {
         Value::String(descr) => descr.clone(),
         _ => return Err("holds a structured (record) array; give one plain array per input".to_string()),
     };
-    let type_str: TypeStr = descr.parse().map_err(|_| format!("its header's dtype `{descr}` is not a numpy type string"))?;
-    let item_size = type_str.num_bytes().ok_or_else(|| format!("its header's dtype `{descr}` has no fixed size"))? as u64;
+    let type_str: TypeStr =
+        descr.parse().map_err(|_| format!("its header's dtype `{descr}` is not a numpy type string"))?;
+    let item_size =
+        type_str.num_bytes().ok_or_else(|| format!("its header's dtype `{descr}` has no fixed size"))? as u64;
     let shape = get("shape")?
         .as_tuple()
         .ok_or("its header's 'shape' is not a tuple")?
@@ -210,7 +223,8 @@ pub fn array_byte_limit() -> Option<(u64, String)> {
     if let Some(set) = std::env::var(MAX_ARRAY_BYTES_VAR).ok().and_then(|v| v.trim().parse::<u64>().ok()) {
         return Some((set, format!("set by {MAX_ARRAY_BYTES_VAR}")));
     }
-    let available = read_proc("/proc/meminfo", "MemAvailable:").map(|kib| (kib.saturating_mul(1024), "the memory available".to_string()));
+    let available = read_proc("/proc/meminfo", "MemAvailable:")
+        .map(|kib| (kib.saturating_mul(1024), "the memory available".to_string()));
     let used = read_proc("/proc/self/status", "VmSize:").unwrap_or(0).saturating_mul(1024);
     let address_space = read_proc("/proc/self/limits", "Max address space")
         .map(|b| (b.saturating_sub(used), "what is left of the process's address-space limit".to_string()));
@@ -229,9 +243,9 @@ fn read_proc(path: &str, prefix: &str) -> Option<u64> {
 /// begins the message (`its header declares`).
 pub fn check_array_bytes(bytes: u64, what: &str) -> Result<(), String> {
     match array_byte_limit() {
-        Some((limit, reason)) if bytes > limit => Err(format!(
-            "{what} {bytes} bytes of data, more than the {limit} bytes tfload reads ({reason})"
-        )),
+        Some((limit, reason)) if bytes > limit => {
+            Err(format!("{what} {bytes} bytes of data, more than the {limit} bytes tfload reads ({reason})"))
+        }
         _ => Ok(()),
     }
 }
@@ -270,7 +284,8 @@ mod tests {
 
     #[test]
     fn refuses_deep_nesting_quickly() {
-        let header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {}3{}}}", "(".repeat(30), ")".repeat(30));
+        let header =
+            format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {}3{}}}", "(".repeat(30), ")".repeat(30));
         let started = std::time::Instant::now();
         let error = check(&npy(&header, &[])).err().unwrap();
         assert!(error.contains("31 deep") && error.contains("8"), "{error}");

@@ -35,11 +35,15 @@ impl<R: Read> CheckedMember<R> {
     /// Reads what is left and checks the size and the CRC-32; the error says which is wrong.
     pub fn finish(mut self) -> Result<(), String> {
         let drained = io::copy(&mut self, &mut io::sink());
-        let size_error = || format!("its data ends after {} bytes, but the archive declares {} bytes", self.read, self.declared_size);
+        let size_error = || {
+            format!("its data ends after {} bytes, but the archive declares {} bytes", self.read, self.declared_size)
+        };
         let computed = self.digest.clone().finalize();
         match drained {
             // The zip crate reports a CRC mismatch of its own at the end; report ours.
-            Err(_) if self.read == self.declared_size && computed != self.declared_crc => Err(self.crc_message(computed)),
+            Err(_) if self.read == self.declared_size && computed != self.declared_crc => {
+                Err(self.crc_message(computed))
+            }
             Err(e) => Err(format!("its data cannot be read ({e})")),
             Ok(_) if self.read != self.declared_size => Err(size_error()),
             Ok(_) if computed != self.declared_crc => Err(self.crc_message(computed)),

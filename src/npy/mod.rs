@@ -35,10 +35,7 @@ impl ArraySource {
                 };
             }
         }
-        ArraySource {
-            path: PathBuf::from(text),
-            name: None,
-        }
+        ArraySource { path: PathBuf::from(text), name: None }
     }
 
     /// Reads the array.
@@ -55,19 +52,13 @@ impl ArraySource {
 }
 
 fn npy_error(path: &Path, problem: impl Into<String>) -> Error {
-    Error::Array {
-        path: path.to_path_buf(),
-        problem: problem.into(),
-    }
+    Error::Array { path: path.to_path_buf(), problem: problem.into() }
 }
 
 /// Reads a `.npy` file. Its header is checked (length, nesting, declared size against the
 /// file's and against [`header::array_byte_limit`]) before any data is read.
 pub fn read_npy(path: &Path) -> Result<TensorData> {
-    let io = |source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    };
+    let io = |source| Error::Io { path: path.to_path_buf(), source };
     let file = File::open(path).map_err(io)?;
     let len = file.metadata().map_err(io)?.len();
     refuse_empty(path, len, ".npy", "np.save")?;
@@ -125,10 +116,7 @@ pub struct ArrayHeader {
 impl NpzFile {
     /// Opens the archive and lists its arrays.
     pub fn open(path: &Path) -> Result<NpzFile> {
-        let io = |source| Error::Io {
-            path: path.to_path_buf(),
-            source,
-        };
+        let io = |source| Error::Io { path: path.to_path_buf(), source };
         let file = File::open(path).map_err(io)?;
         refuse_empty(path, file.metadata().map_err(io)?.len(), ".npz", "np.savez")?;
         let archive = npyz::npz::NpzArchive::new(BufReader::new(file))
@@ -182,7 +170,8 @@ impl NpzFile {
             let member_name = member_name.clone();
             move |problem: String| Error::NpzMember { path: path.clone(), member: member_name.clone(), problem }
         };
-        let file = self.archive.zip_archive().by_name(&member_name).map_err(|e| fail(format!("cannot be read ({e})")))?;
+        let file =
+            self.archive.zip_archive().by_name(&member_name).map_err(|e| fail(format!("cannot be read ({e})")))?;
         let (size, crc) = (file.size(), file.crc32());
         Ok((CheckedMember::new(file, size, crc), fail))
     }
@@ -230,32 +219,21 @@ fn array<T: Deserialize, R: Read>(npy: NpyFile<R>, fail: &dyn Fn(String) -> Erro
     let fortran = npy.order() == Order::Fortran;
     let values = npy.into_vec::<T>().map_err(|e| fail(format!("data cannot be read ({e})")))?;
     let dims = IxDyn(&shape);
-    let array = if fortran {
-        ArrayD::from_shape_vec(dims.f(), values)
-    } else {
-        ArrayD::from_shape_vec(dims, values)
-    };
+    let array = if fortran { ArrayD::from_shape_vec(dims.f(), values) } else { ArrayD::from_shape_vec(dims, values) };
     array.map_err(|e| fail(format!("data does not fill its shape ({e})")))
 }
 
 /// Writes a tensor as a `.npy` file (strings as numpy unicode `<U`).
 pub fn write_npy(path: &Path, data: &TensorData) -> Result<()> {
-    let io = |source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    };
+    let io = |source| Error::Io { path: path.to_path_buf(), source };
     let file = BufWriter::new(File::create(path).map_err(io)?);
     let shape: Vec<u64> = data.shape().iter().map(|&d| d as u64).collect();
     match data {
         TensorData::String(a) => {
             let width = a.iter().map(|s| s.chars().count()).max().unwrap_or(1).max(1);
             let dtype = npyz::DType::Plain(format!("<U{width}").parse().expect("valid type string"));
-            let mut writer = npyz::WriteOptions::<str>::new()
-                .dtype(dtype)
-                .shape(&shape)
-                .writer(file)
-                .begin_nd()
-                .map_err(io)?;
+            let mut writer =
+                npyz::WriteOptions::<str>::new().dtype(dtype).shape(&shape).writer(file).begin_nd().map_err(io)?;
             for value in a.as_standard_layout().iter() {
                 writer.push(value.as_str()).map_err(io)?;
             }
@@ -281,11 +259,7 @@ fn write_numeric<T: npyz::AutoSerialize + Copy>(
     shape: &[u64],
     array: &ArrayD<T>,
 ) -> std::io::Result<()> {
-    let mut writer = npyz::WriteOptions::<T>::new()
-        .default_dtype()
-        .shape(shape)
-        .writer(file)
-        .begin_nd()?;
+    let mut writer = npyz::WriteOptions::<T>::new().default_dtype().shape(shape).writer(file).begin_nd()?;
     writer.extend(array.as_standard_layout().iter().copied())?;
     writer.finish()
 }

@@ -213,7 +213,8 @@ pub fn check_learning_rate(origin: &str, value: f32, zero_allowed: bool) -> Resu
     Err(Error::InvalidLearningRate {
         origin: origin.to_string(),
         value: value.to_string(),
-        expected: if zero_allowed { "a finite number, 0 or more" } else { "a finite number greater than 0" }.to_string(),
+        expected: if zero_allowed { "a finite number, 0 or more" } else { "a finite number greater than 0" }
+            .to_string(),
     })
 }
 
@@ -236,7 +237,8 @@ impl TrainContract {
             });
         }
         let text = std::fs::read_to_string(&path).map_err(|source| Error::Io { path: path.clone(), source })?;
-        let contract: TrainContract = serde_json::from_str(&text).map_err(|e| contract_error(&path, format!("does not parse ({e})")))?;
+        let contract: TrainContract =
+            serde_json::from_str(&text).map_err(|e| contract_error(&path, format!("does not parse ({e})")))?;
         contract.check(&path, meta_graph)?;
         let index = CheckpointIndex::read(&CheckpointIndex::path_in(dir))?;
         check::check_record(&contract, &path, meta_graph, &index)?;
@@ -281,14 +283,19 @@ impl TrainContract {
         let mut have: Vec<&str> = train.inputs.iter().map(|s| s.key.as_str()).collect();
         have.sort();
         if have != wanted {
-            return fail(format!("says train_step takes {}, but the signature takes {}", wanted.join(", "), have.join(", ")));
+            return fail(format!(
+                "says train_step takes {}, but the signature takes {}",
+                wanted.join(", "),
+                have.join(", ")
+            ));
         }
         expect_spec(path, &train, "mask", DType::Float32, &Shape::Known(vec![Some(self.mask_variables.len() as u64)]))?;
         expect_spec(path, &train, "learning_rate", DType::Float32, &Shape::Known(vec![]))?;
         for signature in [Some(train), meta_graph.signature(EVAL_STEP).ok()].into_iter().flatten() {
             let mut outputs: Vec<&str> = signature.outputs.iter().map(|s| s.key.as_str()).collect();
             outputs.sort();
-            let mut expected: Vec<&str> = std::iter::once("loss").chain(self.metrics.iter().map(String::as_str)).collect();
+            let mut expected: Vec<&str> =
+                std::iter::once("loss").chain(self.metrics.iter().map(String::as_str)).collect();
             expected.sort();
             if outputs != expected {
                 return fail(format!(
@@ -318,10 +325,7 @@ fn expect_spec(path: &Path, signature: &Signature, key: &str, dtype: DType, shap
 }
 
 fn contract_error(path: &Path, problem: String) -> Error {
-    Error::ContractMismatch {
-        path: PathBuf::from(path),
-        problem,
-    }
+    Error::ContractMismatch { path: PathBuf::from(path), problem }
 }
 
 #[cfg(test)]
@@ -344,7 +348,8 @@ mod tests {
             }
         }
         let path = copy.join(RECORD_PATH);
-        let mut record: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).expect("record")).expect("json");
+        let mut record: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).expect("record")).expect("json");
         edit(&mut record);
         std::fs::write(&path, record.to_string()).expect("write");
         (dir, copy)
@@ -375,8 +380,17 @@ mod tests {
         let cases: [(Edit, &str); 5] = [
             (|r| r["signatures"]["train_step"]["inputs"] = serde_json::json!([]), "signatures.train_step.inputs"),
             (|r| r["non_trainable_variables"][0]["shape"] = serde_json::json!([9]), "non_trainable_variables[0].shape"),
-            (|r| r["optimizer_variables"][4]["checkpoint_key"] = serde_json::json!("optimizer_variables/1/.ATTRIBUTES/VARIABLE_VALUE"), "optimizer_variables[4].checkpoint_key"),
-            (|r| r["batch_norm_layers"][0]["mask_indices"] = serde_json::json!([0]), "batch_norm_layers[0].mask_indices"),
+            (
+                |r| {
+                    r["optimizer_variables"][4]["checkpoint_key"] =
+                        serde_json::json!("optimizer_variables/1/.ATTRIBUTES/VARIABLE_VALUE")
+                },
+                "optimizer_variables[4].checkpoint_key",
+            ),
+            (
+                |r| r["batch_norm_layers"][0]["mask_indices"] = serde_json::json!([0]),
+                "batch_norm_layers[0].mask_indices",
+            ),
             (|r| r["outputs"][0]["kind"] = serde_json::json!("scores"), "outputs[0].kind"),
         ];
         for (edit, field) in cases {

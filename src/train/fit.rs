@@ -19,12 +19,12 @@ use serde::Serialize;
 use crate::bundle::SessionConfig;
 use crate::data::BatchLoader;
 use crate::error::{Error, Result};
-use crate::train::contract::TrainContract;
-use crate::train::mask::{Mask, MaskSpec};
 use crate::output_dir::{
     build_then_place, check_not_input, copy_model_files, copy_saved_model, copy_tree, io_error as io, move_into_place,
     remove_leftovers,
 };
+use crate::train::contract::TrainContract;
+use crate::train::mask::{Mask, MaskSpec};
 use crate::train::run_lock::RunLock;
 use crate::train::savedmodel_writer::write_model_files;
 use crate::train::schedule::LrSchedule;
@@ -244,7 +244,9 @@ pub fn fit(
     };
     match Checkpoints::in_dir(&work).complete().pop() {
         // NonFiniteLoss names its checkpoint already.
-        Some(kept) if !matches!(error, Error::NonFiniteLoss { .. }) => Err(Error::RunStopped { error: Box::new(error), kept }),
+        Some(kept) if !matches!(error, Error::NonFiniteLoss { .. }) => {
+            Err(Error::RunStopped { error: Box::new(error), kept })
+        }
         Some(_) => Err(error),
         None => {
             // A run that failed before its first checkpoint leaves nothing behind.
@@ -321,23 +323,13 @@ fn run_in(
         }
     };
     check_data(&trainer, data)?;
-    let mut run = Run {
-        trainer,
-        graph_source,
-        state,
-        work,
-        checkpoints,
-        options,
-        log: None,
-    };
+    let mut run = Run { trainer, graph_source, state, work, checkpoints, options, log: None };
     run.log = Some(MetricsLog::open(&run.work, run.state.global_step)?);
     let outcome = run.train(data, callback, stop)?;
     match outcome {
-        RunEnd::Interrupted(checkpoint) => Ok(FitOutcome::Interrupted {
-            checkpoint,
-            work_dir: run.work.clone(),
-            global_step: run.state.global_step,
-        }),
+        RunEnd::Interrupted(checkpoint) => {
+            Ok(FitOutcome::Interrupted { checkpoint, work_dir: run.work.clone(), global_step: run.state.global_step })
+        }
         RunEnd::Finished => run.finish(paths, data),
     }
 }
@@ -398,7 +390,8 @@ impl Run<'_> {
                     batch: metrics.clone(),
                     running: running.mean(),
                     lr,
-                    samples_per_sec: (running.count() - resumed_examples) as f64 / started.elapsed().as_secs_f64().max(1e-9),
+                    samples_per_sec: (running.count() - resumed_examples) as f64
+                        / started.elapsed().as_secs_f64().max(1e-9),
                 };
                 let step = self.state.global_step;
                 self.log().write(&LogLine::Step { epoch, step, lr, metrics })?;
@@ -424,10 +417,19 @@ impl Run<'_> {
             let best = self.track_best(epoch, validation.as_ref())?;
             let step = self.state.global_step;
             let train = running.mean();
-            self.log().write(&LogLine::Epoch { epoch, step, train: train.clone(), validation: validation.clone(), lr, samples_per_sec, seconds })?;
+            self.log().write(&LogLine::Epoch {
+                epoch,
+                step,
+                train: train.clone(),
+                validation: validation.clone(),
+                lr,
+                samples_per_sec,
+                seconds,
+            })?;
             self.checkpoint()?;
             let report = EpochReport { epoch, train, validation, samples_per_sec, best };
-            let patience_over = self.options.early_stopping.as_ref().is_some_and(|es| self.state.epochs_since_best >= es.patience);
+            let patience_over =
+                self.options.early_stopping.as_ref().is_some_and(|es| self.state.epochs_since_best >= es.patience);
             if callback.on_epoch(&report) == Control::Stop || patience_over {
                 break;
             }
@@ -448,12 +450,7 @@ impl Run<'_> {
             ),
             None => "No checkpoint had been taken yet; the input model is unchanged".to_string(),
         };
-        Err(Error::NonFiniteLoss {
-            value: loss as f32,
-            epoch,
-            step: self.state.global_step + 1,
-            kept,
-        })
+        Err(Error::NonFiniteLoss { value: loss as f32, epoch, step: self.state.global_step + 1, kept })
     }
 
     /// Saves the current weights and state as a new step checkpoint; returns its folder.
@@ -586,7 +583,9 @@ fn remove_checkpoints(out: &Path, keep: CheckpointsInOutput) -> Result<()> {
 fn output_exists(out: &Path) -> Error {
     Error::Output {
         path: out.to_path_buf(),
-        problem: "already exists. Choose another --out, or pass --overwrite to replace it once the new model is complete".to_string(),
+        problem:
+            "already exists. Choose another --out, or pass --overwrite to replace it once the new model is complete"
+                .to_string(),
     }
 }
 
@@ -618,7 +617,8 @@ fn check_fresh_or_resumable(paths: &RunPaths, work: &Path) -> Result<()> {
     if !paths.resume && !paths.overwrite && work.exists() {
         return Err(Error::Output {
             path: work.to_path_buf(),
-            problem: "holds an unfinished run. Continue it with --resume, or pass --overwrite to start over".to_string(),
+            problem: "holds an unfinished run. Continue it with --resume, or pass --overwrite to start over"
+                .to_string(),
         });
     }
     Ok(())
@@ -673,7 +673,9 @@ fn check_same_order(saved: &DataOrder, now: &DataOrder, checkpoint: &Path) -> Re
 /// Checks before the first step that the data fits the model: the first batch through the
 /// `train_step` input checks, and the label classes against the model's head.
 fn check_data(trainer: &Trainer, data: &RunData<'_>) -> Result<()> {
-    for (what, loader) in std::iter::once(("the training data", data.train)).chain(data.validation.map(|v| ("the validation data", v))) {
+    for (what, loader) in
+        std::iter::once(("the training data", data.train)).chain(data.validation.map(|v| ("the validation data", v)))
+    {
         let dataset = loader.dataset();
         if dataset.is_empty() {
             return Err(Error::DataMismatch(format!("{what} ({}) holds no examples", dataset.describe())));

@@ -180,7 +180,13 @@ mod tests {
     use super::*;
 
     fn contract() -> TrainContract {
-        let variables = [("conv1/kernel", "conv1"), ("bn1/gamma", "bn1"), ("conv2/kernel", "conv2"), ("head/kernel", "head"), ("head/bias", "head")];
+        let variables = [
+            ("conv1/kernel", "conv1"),
+            ("bn1/gamma", "bn1"),
+            ("conv2/kernel", "conv2"),
+            ("head/kernel", "head"),
+            ("head/bias", "head"),
+        ];
         let mask_variables: Vec<serde_json::Value> = variables
             .iter()
             .enumerate()
@@ -225,7 +231,8 @@ mod tests {
     fn last_layers_counts_layers_not_variables() {
         let spec = MaskSpec { start: MaskStart::AllTrainable, train_last_layers: Some(2), ..Default::default() };
         assert_eq!(build(spec), vec![0.0, 0.0, 1.0, 1.0, 1.0]);
-        let error = Mask::build(&contract(), &MaskSpec { train_last_layers: Some(9), ..Default::default() }).unwrap_err();
+        let error =
+            Mask::build(&contract(), &MaskSpec { train_last_layers: Some(9), ..Default::default() }).unwrap_err();
         assert!(error.to_string().contains("has 4 layers"), "{error}");
     }
 

@@ -12,7 +12,10 @@ pub mod state;
 pub mod trainer;
 
 pub use contract::TrainContract;
-pub use fit::{check_paths, fit, CheckpointsInOutput, Control, EarlyStopping, EpochReport, FitOptions, FitOutcome, RunData, RunPaths, RunPlan, StepReport, TrainCallback};
+pub use fit::{
+    check_paths, fit, CheckpointsInOutput, Control, EarlyStopping, EpochReport, FitOptions, FitOutcome, RunData,
+    RunPaths, RunPlan, StepReport, TrainCallback,
+};
 pub use mask::{Mask, MaskSpec, MaskStart};
 pub use schedule::{Decay, LrSchedule};
 pub use trainer::{Metrics, Trainer};

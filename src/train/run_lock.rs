@@ -26,7 +26,8 @@ impl RunLock {
                 problem: format!("its folder cannot be created ({source}). Choose a writable --out"),
             })?;
         }
-        let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(io(&path))?;
+        let mut file =
+            OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(io(&path))?;
         match file.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => return Err(in_use(out, &holder(&mut file))),
@@ -38,7 +39,6 @@ impl RunLock {
         file.flush().map_err(io(&path))?;
         Ok(RunLock { file, path })
     }
-
 }
 
 impl Drop for RunLock {

@@ -37,11 +37,7 @@ pub struct LrSchedule {
 impl LrSchedule {
     /// A constant rate.
     pub fn constant(base: f32) -> LrSchedule {
-        LrSchedule {
-            base,
-            decay: Decay::Constant,
-            warmup_steps: 0,
-        }
+        LrSchedule { base, decay: Decay::Constant, warmup_steps: 0 }
     }
 
     /// The rate at 0-based global `step`, in a run of `total_steps` with `steps_per_epoch`.

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::train::mask::MaskSpec;
 use crate::output_dir::io_error as io;
+use crate::train::mask::MaskSpec;
 use crate::train::trainer::{Metrics, WeightedMean};
 
 /// File name of a checkpoint's resume state.
@@ -87,9 +87,7 @@ pub struct Checkpoints {
 impl Checkpoints {
     /// The checkpoints under `work/checkpoints`.
     pub fn in_dir(work: &Path) -> Checkpoints {
-        Checkpoints {
-            dir: work.join(CHECKPOINTS),
-        }
+        Checkpoints { dir: work.join(CHECKPOINTS) }
     }
 
     /// The folder of the checkpoint taken after `global_step` steps.
@@ -155,7 +153,9 @@ pub fn read_state(checkpoint: &Path) -> Result<TrainState> {
     let text = std::fs::read_to_string(&path).map_err(io(&path))?;
     serde_json::from_str(&text).map_err(|e| Error::Output {
         path,
-        problem: format!("the resume state does not parse ({e}); remove this checkpoint folder to resume from the one before"),
+        problem: format!(
+            "the resume state does not parse ({e}); remove this checkpoint folder to resume from the one before"
+        ),
     })
 }
 

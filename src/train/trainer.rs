@@ -100,8 +100,16 @@ impl Trainer {
             Error::InputMismatch { problem, .. } => Error::DataMismatch(format!(
                 "{what} does not fit the model: {problem}. The model takes `{}` as {} and labels as {}",
                 self.contract.input_key(),
-                self.train_step.signature().input(self.contract.input_key()).map(|s| format!("{} {}", s.dtype, s.shape)).unwrap_or_default(),
-                self.train_step.signature().input("labels").map(|s| format!("{} {}", s.dtype, s.shape)).unwrap_or_default(),
+                self.train_step
+                    .signature()
+                    .input(self.contract.input_key())
+                    .map(|s| format!("{} {}", s.dtype, s.shape))
+                    .unwrap_or_default(),
+                self.train_step
+                    .signature()
+                    .input("labels")
+                    .map(|s| format!("{} {}", s.dtype, s.shape))
+                    .unwrap_or_default(),
             )),
             other => other,
         })
@@ -220,7 +228,9 @@ fn learning_rate(lr: f32) -> TensorData {
 fn scalars(outputs: &Tensors) -> Metrics {
     outputs
         .iter()
-        .filter_map(|(key, value)| value.to_f32().and_then(|a| a.iter().next().copied()).map(|v| (key.clone(), f64::from(v))))
+        .filter_map(|(key, value)| {
+            value.to_f32().and_then(|a| a.iter().next().copied()).map(|v| (key.clone(), f64::from(v)))
+        })
         .collect()
 }
 

@@ -42,11 +42,7 @@ pub fn tfload(args: &[&str]) -> Output {
 /// Runs `tfload` and returns stdout, failing the test with stderr when it fails.
 pub fn tfload_ok(args: &[&str]) -> String {
     let output = tfload(args);
-    assert!(
-        output.status.success(),
-        "tfload {args:?} failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert!(output.status.success(), "tfload {args:?} failed:\n{}", String::from_utf8_lossy(&output.stderr));
     String::from_utf8(output.stdout).expect("utf-8 stdout")
 }
 
@@ -69,11 +65,7 @@ pub fn python_json(script: &str, args: &[&str]) -> serde_json::Value {
         .env("TF_CPP_MIN_LOG_LEVEL", "3")
         .output()
         .expect("the project's Python runs (scripts/setup.sh installs it)");
-    assert!(
-        output.status.success(),
-        "{script} {args:?} failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert!(output.status.success(), "{script} {args:?} failed:\n{}", String::from_utf8_lossy(&output.stderr));
     serde_json::from_slice(&output.stdout).expect("the script prints JSON")
 }
 

@@ -49,13 +49,15 @@ pub fn max_relative_difference(ours: &TensorData, theirs: &TensorData) -> f64 {
     let (a, b) = (ours.to_f32().unwrap(), theirs.to_f32().unwrap());
     a.iter()
         .zip(b.iter())
-        .map(|(&x, &y)| {
-            if x.is_nan() && y.is_nan() {
-                0.0
-            } else {
-                f64::from((x - y).abs()) / f64::from(y.abs().max(1.0))
-            }
-        })
+        .map(
+            |(&x, &y)| {
+                if x.is_nan() && y.is_nan() {
+                    0.0
+                } else {
+                    f64::from((x - y).abs()) / f64::from(y.abs().max(1.0))
+                }
+            },
+        )
         .fold(0.0, f64::max)
 }
 

@@ -25,7 +25,12 @@ const TASKS: [&str; 3] = ["classification", "binary_classification", "regression
 const VARIABLE_VALUE: &str = "/.ATTRIBUTES/VARIABLE_VALUE";
 
 /// Checks `contract`, read from `path`, against `meta_graph`'s signatures and `index`.
-pub(super) fn check_record(contract: &TrainContract, path: &Path, meta_graph: &MetaGraph, index: &CheckpointIndex) -> Result<()> {
+pub(super) fn check_record(
+    contract: &TrainContract,
+    path: &Path,
+    meta_graph: &MetaGraph,
+    index: &CheckpointIndex,
+) -> Result<()> {
     let check = Check { contract, path, index };
     let signatures = check.signatures(meta_graph)?;
     check.tensors(&signatures)?;
@@ -66,13 +71,21 @@ impl Check<'_> {
         for key in [SERVING_DEFAULT, TRAIN_STEP, EVAL_STEP] {
             if !records.contains_key(key) {
                 let found = list(records.keys());
-                return Err(self.field("signatures", found, format!("an entry for each of {SERVING_DEFAULT}, {TRAIN_STEP}, {EVAL_STEP}")));
+                return Err(self.field(
+                    "signatures",
+                    found,
+                    format!("an entry for each of {SERVING_DEFAULT}, {TRAIN_STEP}, {EVAL_STEP}"),
+                ));
             }
         }
         let mut model = BTreeMap::new();
         for (key, record) in records {
             let signature = meta_graph.signature(key).map_err(|_| {
-                self.field(format!("signatures.{key}"), "present", format!("a signature of the model, which has {}", meta_graph.signature_keys().join(", ")))
+                self.field(
+                    format!("signatures.{key}"),
+                    "present",
+                    format!("a signature of the model, which has {}", meta_graph.signature_keys().join(", ")),
+                )
             })?;
             let model_inputs: Vec<&str> = signature.inputs.iter().map(|s| s.key.as_str()).collect();
             let model_outputs: Vec<&str> = signature.outputs.iter().map(|s| s.key.as_str()).collect();
@@ -106,20 +119,32 @@ impl Check<'_> {
         let steps: Vec<&Signature> = std::iter::once(&signatures.train).chain(signatures.eval.as_ref()).collect();
         let input = &contract.inputs[0];
         if RESERVED_INPUTS.contains(&input.key.as_str()) {
-            return Err(self.field("inputs[0].key", quoted(&input.key), format!("a key other than the reserved {}", RESERVED_INPUTS.join(", "))));
+            return Err(self.field(
+                "inputs[0].key",
+                quoted(&input.key),
+                format!("a key other than the reserved {}", RESERVED_INPUTS.join(", ")),
+            ));
         }
         let with_serve: Vec<&Signature> = std::iter::once(&signatures.serve).chain(steps.iter().copied()).collect();
         let record = TensorRecord { key: input.key.clone(), dtype: input.dtype.clone(), shape: input.shape.clone() };
         self.tensor("inputs[0]", &record, &input.key, &with_serve, true)?;
         self.preprocessing(input)?;
         if contract.outputs.len() != 1 {
-            return Err(self.field("outputs", format!("{} entries", contract.outputs.len()), "one entry, the `outputs` output of serving_default"));
+            return Err(self.field(
+                "outputs",
+                format!("{} entries", contract.outputs.len()),
+                "one entry, the `outputs` output of serving_default",
+            ));
         }
         let output = &contract.outputs[0];
         let record = TensorRecord { key: output.key.clone(), dtype: output.dtype.clone(), shape: output.shape.clone() };
         self.tensor("outputs[0]", &record, "outputs", &[&signatures.serve], false)?;
         if !OUTPUT_KINDS.contains(&output.kind.as_str()) {
-            return Err(self.field("outputs[0].kind", quoted(&output.kind), format!("one of {}", OUTPUT_KINDS.join(", "))));
+            return Err(self.field(
+                "outputs[0].kind",
+                quoted(&output.kind),
+                format!("one of {}", OUTPUT_KINDS.join(", ")),
+            ));
         }
         self.tensor("labels", &contract.labels, "labels", &steps, true)?;
         let mask_shape = vec![Some(contract.mask_variables.len() as u64)];
@@ -144,13 +169,24 @@ impl Check<'_> {
             return Err(self.field(format!("{field}.dtype"), quoted(&record.dtype), "\"float32\""));
         }
         if record.shape != shape {
-            return Err(self.field(format!("{field}.shape"), dims(&record.shape), format!("{} (one entry per mask variable for `mask`, a scalar for `learning_rate`)", dims(shape))));
+            return Err(self.field(
+                format!("{field}.shape"),
+                dims(&record.shape),
+                format!("{} (one entry per mask variable for `mask`, a scalar for `learning_rate`)", dims(shape)),
+            ));
         }
         Ok(())
     }
 
     /// A record tensor against the input (or output) `key` of each of `signatures`.
-    fn tensor(&self, field: &str, record: &TensorRecord, key: &str, signatures: &[&Signature], input: bool) -> Result<()> {
+    fn tensor(
+        &self,
+        field: &str,
+        record: &TensorRecord,
+        key: &str,
+        signatures: &[&Signature],
+        input: bool,
+    ) -> Result<()> {
         if record.key != key {
             return Err(self.field(format!("{field}.key"), quoted(&record.key), quoted(key)));
         }
@@ -158,13 +194,25 @@ impl Check<'_> {
             let spec = if input { signature.input(key) } else { signature.output(key) };
             let what = if input { "input" } else { "output" };
             let Some(spec) = spec else {
-                return Err(self.field(format!("{field}.key"), quoted(key), format!("an {what} of `{}`", signature.key)));
+                return Err(self.field(
+                    format!("{field}.key"),
+                    quoted(key),
+                    format!("an {what} of `{}`", signature.key),
+                ));
             };
             if record.dtype != spec.dtype.name() {
-                return Err(self.field(format!("{field}.dtype"), quoted(&record.dtype), format!("\"{}\", the dtype of `{}` {what} `{key}`", spec.dtype.name(), signature.key)));
+                return Err(self.field(
+                    format!("{field}.dtype"),
+                    quoted(&record.dtype),
+                    format!("\"{}\", the dtype of `{}` {what} `{key}`", spec.dtype.name(), signature.key),
+                ));
             }
             if Shape::Known(record.shape.clone()) != spec.shape {
-                return Err(self.field(format!("{field}.shape"), dims(&record.shape), format!("{}, the shape of `{}` {what} `{key}`", spec.shape, signature.key)));
+                return Err(self.field(
+                    format!("{field}.shape"),
+                    dims(&record.shape),
+                    format!("{}, the shape of `{}` {what} `{key}`", spec.shape, signature.key),
+                ));
             }
         }
         Ok(())
@@ -175,7 +223,11 @@ impl Check<'_> {
         for spec in &signature.outputs {
             if spec.dtype.name() != "float32" || spec.shape != Shape::Known(vec![]) {
                 let field = if spec.key == "loss" { "loss".to_string() } else { "metrics".to_string() };
-                return Err(self.field(field, format!("`{}` ({} {} in `{}`)", spec.key, spec.dtype, spec.shape, signature.key), "a float32 scalar output"));
+                return Err(self.field(
+                    field,
+                    format!("`{}` ({} {} in `{}`)", spec.key, spec.dtype, spec.shape, signature.key),
+                    "a float32 scalar output",
+                ));
             }
         }
         Ok(())
@@ -195,7 +247,8 @@ impl Check<'_> {
             let numbers = value.as_array().filter(|a| a.iter().all(serde_json::Value::is_number));
             let fits = numbers.is_some_and(|a| a.len() == 1 || channels.is_none_or(|c| a.len() as u64 == c));
             if !fits {
-                let expected = format!("a list of 1{} numbers", channels.map(|c| format!(" or {c}")).unwrap_or_default());
+                let expected =
+                    format!("a list of 1{} numbers", channels.map(|c| format!(" or {c}")).unwrap_or_default());
                 return Err(self.field(format!("inputs[0].preprocessing.{name}"), value, expected));
             }
         }
@@ -207,11 +260,19 @@ impl Check<'_> {
         let contract = self.contract;
         let loss = contract.loss.get("name").and_then(serde_json::Value::as_str);
         if !loss.is_some_and(|name| LOSSES.contains(&name)) {
-            return Err(self.field("loss.name", json_or_missing(contract.loss.get("name")), format!("one of {}", LOSSES.join(", "))));
+            return Err(self.field(
+                "loss.name",
+                json_or_missing(contract.loss.get("name")),
+                format!("one of {}", LOSSES.join(", ")),
+            ));
         }
         let optimizer = contract.optimizer.get("name").and_then(serde_json::Value::as_str);
         if optimizer.is_none_or(str::is_empty) {
-            return Err(self.field("optimizer.name", json_or_missing(contract.optimizer.get("name")), "the optimizer's name (sgd, adam, adamw, ...)"));
+            return Err(self.field(
+                "optimizer.name",
+                json_or_missing(contract.optimizer.get("name")),
+                "the optimizer's name (sgd, adam, adamw, ...)",
+            ));
         }
         if let Some(rate) = contract.optimizer.get("learning_rate") {
             if !rate.as_f64().is_some_and(|r| r.is_finite() && r > 0.0) {
@@ -235,14 +296,20 @@ impl Check<'_> {
         let units = contract.outputs[0].shape.last().copied().flatten();
         if let Some(n) = contract.num_classes {
             if n == 0 || (sparse && units.is_some_and(|u| u != n)) {
-                let expected = units.filter(|_| sparse).map_or("at least 1".to_string(), |u| format!("{u}, the last dimension of the output"));
+                let expected = units
+                    .filter(|_| sparse)
+                    .map_or("at least 1".to_string(), |u| format!("{u}, the last dimension of the output"));
                 return Err(self.field("num_classes", n, expected));
             }
         }
         if let Some(names) = &contract.class_names {
             let wanted = contract.num_classes.or(units.filter(|_| sparse));
             if let Some(wanted) = wanted.filter(|w| *w != names.len() as u64) {
-                return Err(self.field("class_names", format!("{} names", names.len()), format!("{wanted} names, one per class")));
+                return Err(self.field(
+                    "class_names",
+                    format!("{} names", names.len()),
+                    format!("{wanted} names, one per class"),
+                ));
             }
         }
         Ok(())
@@ -255,7 +322,11 @@ impl Check<'_> {
                 return Err(self.field(format!("default_mask[{i}]"), value, "0 (frozen) or 1 (trained)"));
             }
             if let Some(trainable) = variable.trainable_by_default.filter(|t| *t != (*value > 0.0)) {
-                return Err(self.field(format!("mask_variables[{i}].trainable_by_default"), trainable, format!("{}, as default_mask[{i}] = {value} says", !trainable)));
+                return Err(self.field(
+                    format!("mask_variables[{i}].trainable_by_default"),
+                    trainable,
+                    format!("{}, as default_mask[{i}] = {value} says", !trainable),
+                ));
             }
         }
         Ok(())
@@ -271,8 +342,12 @@ impl Check<'_> {
             .iter()
             .enumerate()
             .map(|(i, v)| (format!("mask_variables[{i}]"), i, v.index, &v.name, &v.shape, &v.dtype, &v.checkpoint_key))
-            .chain(contract.non_trainable_variables.iter().enumerate().map(|(i, v)| (format!("non_trainable_variables[{i}]"), i, v.index, &v.name, &v.shape, &v.dtype, &v.checkpoint_key)))
-            .chain(contract.optimizer_variables.iter().enumerate().map(|(i, v)| (format!("optimizer_variables[{i}]"), i, v.index, &v.name, &v.shape, &v.dtype, &v.checkpoint_key)));
+            .chain(contract.non_trainable_variables.iter().enumerate().map(|(i, v)| {
+                (format!("non_trainable_variables[{i}]"), i, v.index, &v.name, &v.shape, &v.dtype, &v.checkpoint_key)
+            }))
+            .chain(contract.optimizer_variables.iter().enumerate().map(|(i, v)| {
+                (format!("optimizer_variables[{i}]"), i, v.index, &v.name, &v.shape, &v.dtype, &v.checkpoint_key)
+            }));
         for (field, position, index, name, shape, dtype, key) in rows {
             if index != position {
                 return Err(self.field(format!("{field}.index"), index, position));
@@ -281,19 +356,32 @@ impl Check<'_> {
                 return Err(self.field(format!("{field}.name"), "\"\"", "the variable's name"));
             }
             if let Some(other) = listed.insert(key, field.clone()) {
-                return Err(self.field(format!("{field}.checkpoint_key"), format!("{}, also the key of {other}", quoted(key)), "a key of its own"));
+                return Err(self.field(
+                    format!("{field}.checkpoint_key"),
+                    format!("{}, also the key of {other}", quoted(key)),
+                    "a key of its own",
+                ));
             }
             let entry = self.entry(&field, key)?;
             self.saved_as(&field, dtype, shape, key, entry)?;
         }
         self.optimizer_slots()?;
-        let unlisted: Vec<&str> = self.index.entries().map(|(key, _)| key).filter(|key| key.ends_with(VARIABLE_VALUE) && !listed.contains_key(key)).collect();
+        let unlisted: Vec<&str> = self
+            .index
+            .entries()
+            .map(|(key, _)| key)
+            .filter(|key| key.ends_with(VARIABLE_VALUE) && !listed.contains_key(key))
+            .collect();
         if let Some(first) = unlisted.first() {
             let group = group_of(first);
             let count = listed.len() + unlisted.len();
             return Err(self.field(
                 group,
-                format!("missing {} of the checkpoint's {count} variables ({})", unlisted.len(), list(unlisted.iter().take(4))),
+                format!(
+                    "missing {} of the checkpoint's {count} variables ({})",
+                    unlisted.len(),
+                    list(unlisted.iter().take(4))
+                ),
                 format!("an entry for every variable saved in {}", self.index.path().display()),
             ));
         }
@@ -302,18 +390,31 @@ impl Check<'_> {
 
     fn entry(&self, field: &str, key: &str) -> Result<&CheckpointEntry> {
         self.index.get(key).ok_or_else(|| {
-            let near: Vec<&str> = self.index.entries().map(|(k, _)| k).filter(|k| k.ends_with(VARIABLE_VALUE)).take(3).collect();
-            self.field(format!("{field}.checkpoint_key"), quoted(key), format!("a key of {} (such as {})", self.index.path().display(), list(&near)))
+            let near: Vec<&str> =
+                self.index.entries().map(|(k, _)| k).filter(|k| k.ends_with(VARIABLE_VALUE)).take(3).collect();
+            self.field(
+                format!("{field}.checkpoint_key"),
+                quoted(key),
+                format!("a key of {} (such as {})", self.index.path().display(), list(&near)),
+            )
         })
     }
 
     fn saved_as(&self, field: &str, dtype: &str, shape: &[u64], key: &str, entry: &CheckpointEntry) -> Result<()> {
         if dtype != entry.dtype.name() {
-            return Err(self.field(format!("{field}.dtype"), quoted(dtype), format!("\"{}\", the dtype the checkpoint saves under `{key}`", entry.dtype.name())));
+            return Err(self.field(
+                format!("{field}.dtype"),
+                quoted(dtype),
+                format!("\"{}\", the dtype the checkpoint saves under `{key}`", entry.dtype.name()),
+            ));
         }
         let record_shape = Shape::Known(shape.iter().map(|d| Some(*d)).collect());
         if record_shape != entry.shape {
-            return Err(self.field(format!("{field}.shape"), record_shape, format!("{}, the shape the checkpoint saves under `{key}`", entry.shape)));
+            return Err(self.field(
+                format!("{field}.shape"),
+                record_shape,
+                format!("{}, the shape the checkpoint saves under `{key}`", entry.shape),
+            ));
         }
         Ok(())
     }
@@ -323,14 +424,26 @@ impl Check<'_> {
         let contract = self.contract;
         for (i, slot) in contract.optimizer_variables.iter().enumerate() {
             if slot.slot.is_empty() {
-                return Err(self.field(format!("optimizer_variables[{i}].slot"), "\"\"", "iterations, momentum, m, v, step, ..."));
+                return Err(self.field(
+                    format!("optimizer_variables[{i}].slot"),
+                    "\"\"",
+                    "iterations, momentum, m, v, step, ...",
+                ));
             }
             let Some(j) = slot.variable_index else { continue };
             let Some(variable) = contract.mask_variables.get(j) else {
-                return Err(self.field(format!("optimizer_variables[{i}].variable_index"), j, format!("an index into mask_variables (0..{})", contract.mask_variables.len())));
+                return Err(self.field(
+                    format!("optimizer_variables[{i}].variable_index"),
+                    j,
+                    format!("an index into mask_variables (0..{})", contract.mask_variables.len()),
+                ));
             };
             if ["momentum", "m", "v"].contains(&slot.slot.as_str()) && slot.shape != variable.shape {
-                return Err(self.field(format!("optimizer_variables[{i}].shape"), dims_known(&slot.shape), format!("{}, the shape of mask_variables[{j}] `{}`", dims_known(&variable.shape), variable.name)));
+                return Err(self.field(
+                    format!("optimizer_variables[{i}].shape"),
+                    dims_known(&slot.shape),
+                    format!("{}, the shape of mask_variables[{j}] `{}`", dims_known(&variable.shape), variable.name),
+                ));
             }
         }
         Ok(())
@@ -340,11 +453,23 @@ impl Check<'_> {
     fn batch_norm(&self) -> Result<()> {
         let contract = self.contract;
         for (i, layer) in contract.batch_norm_layers.iter().enumerate() {
-            if let Some(&m) = layer.mask_indices.iter().find(|&&m| contract.mask_variables.get(m).is_none_or(|v| v.layer != layer.layer)) {
-                return Err(self.field(format!("batch_norm_layers[{i}].mask_indices"), m, format!("indices of mask_variables of layer `{}`", layer.layer)));
+            if let Some(&m) = layer
+                .mask_indices
+                .iter()
+                .find(|&&m| contract.mask_variables.get(m).is_none_or(|v| v.layer != layer.layer))
+            {
+                return Err(self.field(
+                    format!("batch_norm_layers[{i}].mask_indices"),
+                    m,
+                    format!("indices of mask_variables of layer `{}`", layer.layer),
+                ));
             }
             if let Some(&s) = layer.state_indices.iter().find(|&&s| s >= contract.non_trainable_variables.len()) {
-                return Err(self.field(format!("batch_norm_layers[{i}].state_indices"), s, format!("indices into non_trainable_variables (0..{})", contract.non_trainable_variables.len())));
+                return Err(self.field(
+                    format!("batch_norm_layers[{i}].state_indices"),
+                    s,
+                    format!("indices into non_trainable_variables (0..{})", contract.non_trainable_variables.len()),
+                ));
             }
         }
         Ok(())
