@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use tfload::data::{BatchLoader, Dataset, ImageFolderDataset, LoaderOptions};
-use tfload::images::{ColorMode, ImageSpec};
+use tfload::formats::images::{ColorMode, ImageSpec};
 use tfload::TensorData;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

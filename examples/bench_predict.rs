@@ -1,4 +1,4 @@
-//! Times one signature call through `tfload::predict::Predictor`, for `scripts/bench.py`
+//! Times one signature call through `tfload::infer::predict::Predictor`, for `scripts/bench.py`
 //! (`bench_inference`): loads the model once, feeds a fixed float32 batch of the signature's
 //! one input, and prints the median seconds per call as JSON.
 //!
@@ -7,7 +7,7 @@
 use std::time::Instant;
 
 use ndarray::{ArrayD, IxDyn};
-use tfload::predict::Predictor;
+use tfload::infer::predict::Predictor;
 use tfload::{SessionConfig, TensorData, Tensors};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

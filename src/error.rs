@@ -136,7 +136,7 @@ pub enum Error {
     #[error("{context}: tensors of dtype {dtype} are not supported")]
     UnsupportedDType {
         /// The element type.
-        dtype: crate::dtype::DType,
+        dtype: crate::tensor::dtype::DType,
         /// Where it was met.
         context: String,
     },

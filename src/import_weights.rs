@@ -29,14 +29,14 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::checkpoint_writer::CheckpointWriter;
-use crate::dtype::DType;
 use crate::error::{Error, Result};
-use crate::keras_h5::{H5Layer, H5Weight, KerasWeights};
-use crate::saved_model::SavedModel;
-use crate::shape::Shape;
+use crate::formats::checkpoint_writer::CheckpointWriter;
+use crate::formats::keras_h5::{H5Layer, H5Weight, KerasWeights};
+use crate::model::saved_model::SavedModel;
+use crate::model::variables::VariableInfo;
+use crate::tensor::dtype::DType;
+use crate::tensor::shape::Shape;
 use crate::tensor::TensorData;
-use crate::variables::VariableInfo;
 
 /// How to import.
 #[derive(Debug, Clone)]

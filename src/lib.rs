@@ -16,44 +16,29 @@
 //! # }
 //! ```
 
-pub mod bundle;
-pub mod call;
-pub mod checkpoint_index;
-pub mod checkpoint_writer;
 pub mod data;
-pub mod dtype;
 pub mod error;
-pub mod evaluate;
 mod fault;
-pub mod handles;
-pub mod images;
+pub mod formats;
 pub mod import_weights;
-pub mod keras_h5;
-pub mod meta_graph;
-pub mod metrics;
-pub mod npy;
+pub mod infer;
+pub mod model;
 pub mod output_dir;
-pub mod predict;
 mod proto;
-pub mod saved_model;
-pub mod shape;
-pub mod signature;
+pub mod session;
 pub mod tensor;
-pub mod tensorboard;
-pub mod tfrecord;
 pub mod train;
-pub mod variables;
 
-pub use bundle::{LoadedModel, SessionConfig};
-pub use call::{BoundSignature, Tensors};
-pub use dtype::DType;
 pub use error::{Error, Result};
-pub use meta_graph::MetaGraph;
-pub use saved_model::SavedModel;
-pub use shape::Shape;
-pub use signature::{Signature, TensorEncoding, TensorSpec};
+pub use model::meta_graph::MetaGraph;
+pub use model::saved_model::SavedModel;
+pub use model::signature::{Signature, TensorEncoding, TensorSpec};
+pub use model::variables::{VariableInfo, VariableTotals};
+pub use session::call::{BoundSignature, Tensors};
+pub use session::loaded_model::{LoadedModel, SessionConfig};
+pub use tensor::dtype::DType;
+pub use tensor::shape::Shape;
 pub use tensor::TensorData;
-pub use variables::{VariableInfo, VariableTotals};
 
 /// The TensorFlow version of the C library tfload runs on (the pinned tensorflow-cpu wheel's).
 pub fn tensorflow_version() -> String {

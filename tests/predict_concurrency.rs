@@ -2,8 +2,8 @@
 
 use std::path::PathBuf;
 
-use tfload::images::list_images;
-use tfload::predict::{ClassifierOptions, ImageClassifier, Predictor};
+use tfload::formats::images::list_images;
+use tfload::infer::predict::{ClassifierOptions, ImageClassifier, Predictor};
 use tfload::SessionConfig;
 
 #[test]

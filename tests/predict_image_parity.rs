@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use common::s;
 use run_common::{python, read_all, root, sample_photo};
 use tfload::data::{Dataset, ImageFolderDataset};
-use tfload::images::{ColorMode, ImageSpec};
+use tfload::formats::images::{ColorMode, ImageSpec};
 use tfload::TensorData;
 
 /// The largest |ours - theirs| of two float32 arrays.

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use common::{model, s, tfload_err, tfload_ok};
 use ndarray::{ArrayD, IxDyn};
-use tfload::npy::write_npy;
+use tfload::formats::npy::write_npy;
 use tfload::TensorData;
 
 fn npy(dir: &Path, name: &str, data: TensorData) -> String {

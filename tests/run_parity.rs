@@ -9,7 +9,7 @@ use std::path::Path;
 
 use ndarray::{ArrayD, IxDyn};
 use run_common::{assert_same, foreign_model, pseudo_random, python, read_all};
-use tfload::npy::{read_npy, read_npz, write_npy};
+use tfload::formats::npy::{read_npy, read_npz, write_npy};
 use tfload::TensorData;
 
 /// Runs signature `key` of `model` on `inputs` through `tfload run --out` and through Python,

@@ -91,7 +91,7 @@ fn assert_training_matches_python(cnn: &std::path::Path) {
     }
 
     let trained = LoadedModel::load(&out, &["serve"], SessionConfig::default()).unwrap();
-    let val_x = tfload::npy::read_npz(&val, Some("x")).unwrap();
+    let val_x = tfload::formats::npy::read_npz(&val, Some("x")).unwrap();
     let outputs = trained.run("serving_default", &Tensors::from([("inputs".to_string(), val_x)])).unwrap();
     let ours = outputs["outputs"].to_f32().unwrap();
     let theirs = &python["serving_outputs"];

@@ -10,9 +10,9 @@ use anyhow::{Context, Result};
 use clap::Args;
 use serde::Serialize;
 use tfload::data::{ArrayDataset, Dataset, ImageFolderDataset};
-use tfload::evaluate::{evaluate, Evaluation};
-use tfload::metrics::ClassMetrics;
-use tfload::predict::Predictor;
+use tfload::infer::evaluate::{evaluate, Evaluation};
+use tfload::infer::metrics::ClassMetrics;
+use tfload::infer::predict::Predictor;
 use tfload::SessionConfig;
 
 use super::output::progress;

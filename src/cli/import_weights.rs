@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use clap::Args;
 use serde::Serialize;
+use tfload::formats::keras_h5::Layout;
 use tfload::import_weights::{plan, Action, ImportOptions, ImportPlan, MappingRow};
-use tfload::keras_h5::Layout;
 
 use super::{table, ModelArgs};
 

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::Args;
 use serde::Serialize;
-use tfload::keras_h5::{H5Layer, KerasWeights, Layout};
+use tfload::formats::keras_h5::{H5Layer, KerasWeights, Layout};
 
 use super::table;
 

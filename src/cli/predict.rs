@@ -9,8 +9,8 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use serde::Serialize;
 use tfload::data::{BatchLoader, LoaderOptions};
-use tfload::images::list_images;
-use tfload::predict::{read_class_names, ClassScore, ClassifierOptions, ImageClassifier, Predictor};
+use tfload::formats::images::list_images;
+use tfload::infer::predict::{read_class_names, ClassScore, ClassifierOptions, ImageClassifier, Predictor};
 use tfload::{SessionConfig, TensorData};
 
 use super::output::progress;
@@ -83,7 +83,7 @@ struct PredictDocument<'a> {
     signature: &'a str,
     input: &'a str,
     output: &'a str,
-    image: tfload::images::ImageSpec,
+    image: tfload::formats::images::ImageSpec,
     predictions: Vec<ImagePrediction<'a>>,
 }
 

@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use serde::Serialize;
 use serde_json::Value;
-use tfload::npy::{write_npy, ArraySource};
+use tfload::formats::npy::{write_npy, ArraySource};
 use tfload::{LoadedModel, SavedModel, SessionConfig, Tensors};
 
 use super::output::{format_values, json_values};
@@ -67,7 +67,7 @@ struct OutputEntry {
 pub fn run(args: &RunArgs) -> Result<()> {
     let signature = SavedModel::open(&args.model.dir)?.meta_graph(&args.model.tag)?.signature(&args.signature)?;
     let inputs = read_inputs(&args.inputs)?;
-    tfload::call::check_inputs(&signature, &inputs)?;
+    tfload::session::call::check_inputs(&signature, &inputs)?;
     if let Some(out) = &args.out {
         check_out_dir(out)?;
     }

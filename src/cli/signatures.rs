@@ -64,7 +64,7 @@ pub fn run(args: &SignaturesArgs) -> Result<()> {
         out,
         "SavedModel {}\n  tag sets: {}; showing [{}]{}",
         model.dir().display(),
-        tfload::saved_model::describe_tag_sets(&model.tag_sets()),
+        tfload::model::saved_model::describe_tag_sets(&model.tag_sets()),
         meta_graph.tags().join(","),
         meta_graph.tensorflow_version().map(|v| format!("; written by TensorFlow {v}")).unwrap_or_default()
     )?;

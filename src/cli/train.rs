@@ -12,9 +12,9 @@ use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use tfload::data::{split, ArrayDataset, BatchLoader, Dataset, ImageFolderDataset, LoaderOptions};
 use tfload::data::{FeatureMapping, InputSpec, TfRecordDataset, TfRecordOptions};
-use tfload::images::{ImageSpec, UnfitImageInput};
+use tfload::formats::images::{ImageSpec, UnfitImageInput};
 use tfload::import_weights::ImportOptions;
-use tfload::tensorboard::{Callbacks, TensorBoard};
+use tfload::train::tensorboard::{Callbacks, TensorBoard};
 use tfload::train::{
     check_paths, fit, CheckpointsInOutput, Control, Decay, EarlyStopping, EpochReport, FitOptions, FitOutcome,
     LrSchedule, Mask, MaskSpec, MaskStart, Metrics, RunData, RunPaths, RunPlan, StepReport, TrainCallback,
@@ -182,7 +182,7 @@ impl TfRecordArgs {
     pub fn applies_to(&self, path: &Path) -> bool {
         if path.is_dir()
             || path.extension().is_some_and(|e| e == "npz" || e == "npy")
-            || tfload::images::is_image_file(path)
+            || tfload::formats::images::is_image_file(path)
         {
             return false;
         }
@@ -190,7 +190,7 @@ impl TfRecordArgs {
         // An empty file is a valid TFRecord file of no records, but nobody means that: left to
         // the other readers, it is reported as the empty file it is.
         let non_empty = || std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.len() > 0);
-        let sniffed = || non_empty() && matches!(tfload::tfrecord::Compression::detect(path), Ok(Some(_)));
+        let sniffed = || non_empty() && matches!(tfload::formats::tfrecord::Compression::detect(path), Ok(Some(_)));
         glob || self.feature.is_some() || self.label.is_some() || sniffed()
     }
 
@@ -204,7 +204,7 @@ impl TfRecordArgs {
         labelled: bool,
     ) -> Result<Arc<dyn Dataset>> {
         use tfload::data::tfrecord::first_record_features;
-        use tfload::tfrecord::{Compression, OnCorrupt};
+        use tfload::formats::tfrecord::{Compression, OnCorrupt};
         let compression = match self.compression {
             CompressionArg::Auto => Compression::Auto,
             CompressionArg::None => Compression::None,

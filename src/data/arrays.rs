@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 use crate::data::{Batch, Dataset};
 use crate::error::{Error, Result};
-use crate::npy::header::{check_array_bytes, shape_text};
-use crate::npy::{ArrayHeader, ArraySource, NpzFile};
+use crate::formats::npy::header::{check_array_bytes, shape_text};
+use crate::formats::npy::{ArrayHeader, ArraySource, NpzFile};
 use crate::tensor::TensorData;
 
 /// Features and labels in memory, first axis the example.

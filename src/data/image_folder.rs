@@ -9,7 +9,7 @@ use ndarray::{ArrayD, IxDyn};
 
 use crate::data::{Batch, Dataset};
 use crate::error::{Error, Result};
-use crate::images::{list_images, visible_entries, ImageSpec, IMAGE_EXTENSIONS};
+use crate::formats::images::{list_images, visible_entries, ImageSpec, IMAGE_EXTENSIONS};
 use crate::tensor::TensorData;
 
 /// Labelled images on disk: `root/<class>/**/<image>`.
@@ -119,7 +119,7 @@ impl Dataset for ImageFolderDataset {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::images::ColorMode;
+    use crate::formats::images::ColorMode;
 
     fn digits() -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("saved_models/data/digits_5_9_images")

@@ -1,5 +1,5 @@
 //! TFRecord files of `tf.train.Example`s as a data set: one file or a glob of shards, plain, GZIP
-//! or ZLIB, every record's checksums checked on open (see [`crate::tfrecord`]).
+//! or ZLIB, every record's checksums checked on open (see [`crate::formats::tfrecord`]).
 //!
 //! A [`FeatureMapping`] says which feature is the model input and which the label. The input
 //! feature is turned into one example of the model's input ([`InputSpec`]):
@@ -28,13 +28,13 @@ use prost::Message;
 use rayon::prelude::*;
 
 use crate::data::{Batch, Dataset};
-use crate::dtype::DType;
 use crate::error::{Error, Result};
-use crate::images::{ColorMode, ImageSpec};
+use crate::formats::images::{ColorMode, ImageSpec};
+use crate::formats::tfrecord::{expand, Compression, OnCorrupt, RecordSpan, Shard};
+use crate::model::signature::TensorSpec;
 use crate::proto::{feature, Example, Feature};
-use crate::signature::TensorSpec;
+use crate::tensor::dtype::DType;
 use crate::tensor::TensorData;
-use crate::tfrecord::{expand, Compression, OnCorrupt, RecordSpan, Shard};
 
 /// Which features of each `tf.train.Example` are the model input and the label.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -464,8 +464,8 @@ impl Dataset for TfRecordDataset {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::formats::tfrecord::tests::write_records;
     use crate::proto::{BytesList, Features, FloatList, Int64List};
-    use crate::tfrecord::tests::write_records;
 
     fn example(pairs: Vec<(&str, feature::Kind)>) -> Vec<u8> {
         let feature = pairs.into_iter().map(|(k, v)| (k.to_string(), super::Feature { kind: Some(v) })).collect();
@@ -497,8 +497,8 @@ mod tests {
         let spec = TensorSpec {
             key: "x".into(),
             dtype: DType::Float32,
-            shape: crate::shape::Shape::Known(vec![None, Some(huge), Some(huge)]),
-            encoding: crate::signature::TensorEncoding::Dense { name: "x:0".into() },
+            shape: crate::tensor::shape::Shape::Known(vec![None, Some(huge), Some(huge)]),
+            encoding: crate::model::signature::TensorEncoding::Dense { name: "x:0".into() },
         };
         let message = InputSpec::of(&spec).unwrap_err().to_string();
         assert!(message.contains("overflows"), "{message}");
@@ -543,7 +543,7 @@ mod tests {
     #[test]
     fn encoded_images_decode_like_image_files() {
         let image = Path::new(env!("CARGO_MANIFEST_DIR")).join("saved_models/data/digits_5_9_images/7");
-        let file = crate::images::list_images(&image).unwrap()[0].clone();
+        let file = crate::formats::images::list_images(&image).unwrap()[0].clone();
         let bytes = std::fs::read(&file).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let record = example(vec![

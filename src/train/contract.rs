@@ -9,12 +9,12 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::checkpoint_index::CheckpointIndex;
-use crate::dtype::DType;
 use crate::error::{Error, Result};
-use crate::meta_graph::MetaGraph;
-use crate::shape::Shape;
-use crate::signature::Signature;
+use crate::formats::checkpoint_index::CheckpointIndex;
+use crate::model::meta_graph::MetaGraph;
+use crate::model::signature::Signature;
+use crate::tensor::dtype::DType;
+use crate::tensor::shape::Shape;
 
 /// The contract version this tfload understands.
 pub const CONTRACT_VERSION: u32 = 1;
@@ -222,7 +222,7 @@ impl TrainContract {
     /// Reads the record of the SavedModel in `dir` and checks it against `meta_graph`'s
     /// signatures. A model without a `train_step` gets an error that says how to make one.
     pub fn read(dir: &Path, meta_graph: &MetaGraph) -> Result<TrainContract> {
-        crate::handles::check_one_handle_per_variable(meta_graph)?;
+        crate::model::handles::check_one_handle_per_variable(meta_graph)?;
         let keys = meta_graph.signature_keys();
         let has_train_step = meta_graph.signature(TRAIN_STEP).is_ok();
         let path = dir.join(RECORD_PATH);

@@ -16,13 +16,13 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::bundle::SessionConfig;
 use crate::data::BatchLoader;
 use crate::error::{Error, Result};
 use crate::output_dir::{
     build_then_place, check_not_input, copy_model_files, copy_saved_model, copy_tree, io_error as io, move_into_place,
     remove_leftovers,
 };
+use crate::session::loaded_model::SessionConfig;
 use crate::train::contract::TrainContract;
 use crate::train::mask::{Mask, MaskSpec};
 use crate::train::run_lock::RunLock;
@@ -544,8 +544,8 @@ impl Run<'_> {
         copy_tree(&weights.join("variables"), &self.work.join("variables"))?;
         let model = crate::SavedModel::open(&self.work)?;
         model.meta_graph(&["serve"])?.signature(crate::train::contract::TRAIN_STEP)?;
-        let index = crate::checkpoint_index::CheckpointIndex::path_in(&self.work);
-        crate::checkpoint_index::CheckpointIndex::read(&index)?;
+        let index = crate::formats::checkpoint_index::CheckpointIndex::path_in(&self.work);
+        crate::formats::checkpoint_index::CheckpointIndex::read(&index)?;
         crate::fault::point("model-assembled");
         Ok(())
     }

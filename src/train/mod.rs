@@ -9,6 +9,7 @@ pub mod run_lock;
 pub mod savedmodel_writer;
 pub mod schedule;
 pub mod state;
+pub mod tensorboard;
 pub mod trainer;
 
 pub use contract::TrainContract;

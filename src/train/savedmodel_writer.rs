@@ -6,9 +6,9 @@ use std::path::Path;
 
 use tensorflow::{SessionRunArgs, Tensor};
 
-use crate::bundle::LoadedModel;
 use crate::error::{Error, Result};
 use crate::output_dir::{build_then_place, copy_model_files};
+use crate::session::loaded_model::LoadedModel;
 
 /// Writes `model`'s variables and `source`'s graph and assets as a SavedModel at `dest`, which
 /// appears whole or not at all.

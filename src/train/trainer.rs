@@ -8,10 +8,10 @@ use std::sync::{Arc, Mutex};
 
 use ndarray::{arr0, ArrayD, IxDyn};
 
-use crate::bundle::{LoadedModel, SessionConfig};
-use crate::call::{BoundSignature, PreparedInputs, Tensors};
 use crate::data::{Batch, BatchLoader};
 use crate::error::{Error, Result};
+use crate::session::call::{BoundSignature, PreparedInputs, Tensors};
+use crate::session::loaded_model::{LoadedModel, SessionConfig};
 use crate::tensor::TensorData;
 use crate::train::contract::{TrainContract, EVAL_STEP, TRAIN_STEP};
 use crate::train::mask::{Mask, MaskSpec};

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use tfload::npy::{npz_names, read_npz};
+use tfload::formats::npy::{npz_names, read_npz};
 use tfload::TensorData;
 
 /// The project root.

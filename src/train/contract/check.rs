@@ -8,11 +8,11 @@ use std::collections::BTreeMap;
 use std::fmt::Display;
 use std::path::Path;
 
-use crate::checkpoint_index::{CheckpointEntry, CheckpointIndex};
 use crate::error::{Error, Result};
-use crate::meta_graph::MetaGraph;
-use crate::shape::Shape;
-use crate::signature::Signature;
+use crate::formats::checkpoint_index::{CheckpointEntry, CheckpointIndex};
+use crate::model::meta_graph::MetaGraph;
+use crate::model::signature::Signature;
+use crate::tensor::shape::Shape;
 
 use super::{TensorRecord, TrainContract, EVAL_STEP, TRAIN_STEP};
 

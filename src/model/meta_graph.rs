@@ -4,9 +4,9 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+use crate::model::signature::{is_internal_key, Signature};
+use crate::model::variables::{self, VariableInfo};
 use crate::proto;
-use crate::signature::{is_internal_key, Signature};
-use crate::variables::{self, VariableInfo};
 
 /// The MetaGraph of one tag set.
 #[derive(Debug, Clone)]

@@ -3,9 +3,9 @@
 
 use serde::Serialize;
 
-use crate::dtype::DType;
 use crate::proto;
-use crate::shape::Shape;
+use crate::tensor::dtype::DType;
+use crate::tensor::shape::Shape;
 
 /// Signature keys that TensorFlow uses for its own bookkeeping, hidden from listings by default.
 pub fn is_internal_key(key: &str) -> bool {

@@ -22,8 +22,8 @@ use hdf5_reader::{Datatype, Hdf5File};
 use ndarray::{ArrayD, IxDyn};
 use serde::Serialize;
 
-use crate::dtype::DType;
 use crate::error::{Error, Result};
+use crate::tensor::dtype::DType;
 use crate::tensor::TensorData;
 
 /// The first bytes of a zip archive, which a `.keras` file is.

@@ -7,12 +7,12 @@ use std::path::{Path, PathBuf};
 use ndarray::{ArrayD, ArrayView1, Axis, Ix2};
 use serde::{Deserialize, Serialize};
 
-use crate::bundle::{LoadedModel, SessionConfig};
-use crate::call::{BoundSignature, Tensors};
-use crate::dtype::DType;
 use crate::error::{Error, Result};
-use crate::images::{ImageSpec, UnfitImageInput};
-use crate::signature::{Signature, TensorSpec};
+use crate::formats::images::{ImageSpec, UnfitImageInput};
+use crate::model::signature::{Signature, TensorSpec};
+use crate::session::call::{BoundSignature, Tensors};
+use crate::session::loaded_model::{LoadedModel, SessionConfig};
+use crate::tensor::dtype::DType;
 use crate::tensor::TensorData;
 
 /// One signature of a loaded model, ready to be called many times.

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use prost::Message;
 
 use crate::error::{Error, Result};
-use crate::meta_graph::MetaGraph;
+use crate::model::meta_graph::MetaGraph;
 use crate::proto;
 
 /// A SavedModel directory whose `saved_model.pb` has been read and decoded.

@@ -7,11 +7,11 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::checkpoint_index::{escape_local_name, CheckpointIndex};
-use crate::dtype::DType;
 use crate::error::{Error, Result};
+use crate::formats::checkpoint_index::{escape_local_name, CheckpointIndex};
 use crate::proto;
-use crate::shape::Shape;
+use crate::tensor::dtype::DType;
+use crate::tensor::shape::Shape;
 
 /// Checkpoint key suffix of a variable's value.
 const VALUE_SUFFIX: &str = "/.ATTRIBUTES/VARIABLE_VALUE";

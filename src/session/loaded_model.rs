@@ -7,9 +7,9 @@ use prost::Message;
 use tensorflow::{Graph, SavedModelBundle, SessionOptions};
 
 use crate::error::{Error, Result};
-use crate::meta_graph::MetaGraph;
+use crate::model::meta_graph::MetaGraph;
+use crate::model::saved_model::SavedModel;
 use crate::proto;
-use crate::saved_model::SavedModel;
 
 /// Session settings. The defaults let TensorFlow size its thread pools to the machine.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -54,13 +54,13 @@ impl LoadedModel {
     pub fn load<S: AsRef<str>>(dir: impl AsRef<Path>, tags: &[S], config: SessionConfig) -> Result<LoadedModel> {
         let dir = dir.as_ref().to_path_buf();
         let meta_graph = SavedModel::open(&dir)?.meta_graph(tags)?;
-        let index = crate::checkpoint_index::CheckpointIndex::path_in(&dir);
+        let index = crate::formats::checkpoint_index::CheckpointIndex::path_in(&dir);
         if !index.is_file() {
             return Err(Error::MissingVariables { dir });
         }
         // TensorFlow's own table reader trusts the index's block sizes (a corrupt footer made it
         // allocate 2 GiB and abort): the strict reader checks the index before TensorFlow sees it.
-        crate::checkpoint_index::CheckpointIndex::read(&index)?;
+        crate::formats::checkpoint_index::CheckpointIndex::read(&index)?;
         let tag_list: Vec<&str> = meta_graph.tags().iter().map(String::as_str).collect();
         let mut graph = Graph::new();
         let bundle = SavedModelBundle::load(&config.to_options()?, &tag_list, &mut graph, &dir).map_err(|status| {

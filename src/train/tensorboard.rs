@@ -263,7 +263,7 @@ fn stop_if_any(a: Control, b: Control) -> Control {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tfrecord::{Compression, OnCorrupt, Shard};
+    use crate::formats::tfrecord::{Compression, OnCorrupt, Shard};
     use crate::train::Metrics;
 
     fn read_events(path: &Path) -> Vec<Event> {

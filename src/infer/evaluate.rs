@@ -8,11 +8,11 @@ use std::sync::Arc;
 use ndarray::Axis;
 use serde::Serialize;
 
-use crate::call::{BoundSignature, Tensors};
 use crate::data::{BatchLoader, Dataset, LoaderOptions};
 use crate::error::{Error, Result};
-use crate::metrics::ConfusionMatrix;
-use crate::predict::{top_k, Predictor};
+use crate::infer::metrics::ConfusionMatrix;
+use crate::infer::predict::{top_k, Predictor};
+use crate::session::call::{BoundSignature, Tensors};
 use crate::tensor::TensorData;
 
 /// The signature computing loss and metrics from inputs and `labels`.

@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 
 use tensorflow::{Operation, SessionRunArgs};
 
-use crate::bundle::LoadedModel;
 use crate::error::{Error, Result};
-use crate::signature::{Signature, TensorSpec};
+use crate::model::signature::{Signature, TensorSpec};
+use crate::session::loaded_model::LoadedModel;
 use crate::tensor::{FeedTensor, TensorData};
 
 /// Inputs or outputs by key.

@@ -15,7 +15,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::shape::Shape;
+use crate::tensor::shape::Shape;
 
 /// File extensions read as images (compared case-insensitively), those Keras's
 /// `image_dataset_from_directory` accepts.

@@ -2,12 +2,15 @@
 //! the element types a signature can take, and the conversions to and from TensorFlow's tensors
 //! at the C-API boundary.
 
+pub mod dtype;
+pub mod shape;
+
 use half::f16;
 use ndarray::{ArrayD, IxDyn};
 use tensorflow::{FetchToken, Operation, SessionRunArgs, Tensor};
 
-use crate::dtype::DType;
 use crate::error::{Error, Result};
+use crate::tensor::dtype::DType;
 
 /// Calls `$body` with `$array` bound to the array inside any `TensorData` variant.
 macro_rules! with_array {

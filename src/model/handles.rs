@@ -8,10 +8,10 @@ use std::collections::BTreeSet;
 
 use prost::Message;
 
-use crate::dtype::DType;
 use crate::error::{Error, Result};
-use crate::meta_graph::MetaGraph;
+use crate::model::meta_graph::MetaGraph;
 use crate::proto;
+use crate::tensor::dtype::DType;
 
 /// Checks that the graph of `meta_graph` has no more variable handles than the model has
 /// variables (asset-path handles, which are strings, do not count).

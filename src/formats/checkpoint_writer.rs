@@ -11,7 +11,7 @@
 //!
 //! ```no_run
 //! # fn main() -> Result<(), tfload::Error> {
-//! use tfload::checkpoint_writer::CheckpointWriter;
+//! use tfload::formats::checkpoint_writer::CheckpointWriter;
 //! use tfload::TensorData;
 //!
 //! let mut writer = CheckpointWriter::from_existing("saved_models/mlp_digits")?;
@@ -31,12 +31,12 @@ use crc::{Crc, CRC_32_ISCSI};
 use prost::Message;
 use sstable::{Options, TableBuilder};
 
-use crate::checkpoint_index::{mask_crc, read_records, CheckpointIndex};
-use crate::dtype::DType;
 use crate::error::{Error, Result};
+use crate::formats::checkpoint_index::{mask_crc, read_records, CheckpointIndex};
 use crate::output_dir::{build_then_place, check_not_input, copy_model_files, io_error};
 use crate::proto;
-use crate::shape::Shape;
+use crate::tensor::dtype::DType;
+use crate::tensor::shape::Shape;
 use crate::tensor::TensorData;
 
 /// File name of the single data shard the writer produces.

@@ -12,10 +12,10 @@ use std::path::{Path, PathBuf};
 
 use prost::Message;
 
-use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::proto;
-use crate::shape::Shape;
+use crate::tensor::dtype::DType;
+use crate::tensor::shape::Shape;
 
 /// One saved tensor as the index describes it.
 #[derive(Debug, Clone, PartialEq)]

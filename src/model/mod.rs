@@ -1,0 +1,9 @@
+//! The SavedModel as files, read without a TensorFlow session: `saved_model.pb`, its meta graphs and
+//! signatures, the variables (from the object graph and the checkpoint index) and the variable handles
+//! of the graph.
+
+pub mod handles;
+pub mod meta_graph;
+pub mod saved_model;
+pub mod signature;
+pub mod variables;

@@ -1,0 +1,5 @@
+//! Everything that runs TensorFlow: a SavedModel loaded into a session, and its signatures bound
+//! for calls with their input checks and the feed/fetch conversions.
+
+pub mod call;
+pub mod loaded_model;
