@@ -38,7 +38,7 @@ use tfload::data::{ArrayDataset, Batch, BatchLoader, Dataset, LoaderOptions, Sub
 use tfload::train::trainer::PreparedBatch;
 use tfload::train::{
     fit, EpochReport, FitOptions, FitOutcome, LrSchedule, Mask, MaskSpec, MaskStart, RunData, RunPaths, TrainCallback,
-    TrainContract, Trainer,
+    TrainContract, TrainableModel, Trainer,
 };
 use tfload::{LoadedModel, SavedModel, SessionConfig, TensorData};
 
@@ -176,20 +176,17 @@ fn fit_epoch_seconds(setup: &Setup) -> Result<f64> {
         }
     }
     let out = std::env::temp_dir().join(format!("train_floor_fit_{}", std::process::id()));
-    let paths = RunPaths { input: setup.args.dir.clone(), out: out.clone(), overwrite: true, resume: false };
+    let paths = RunPaths { out: out.clone(), overwrite: true, resume: false };
     let options = FitOptions {
         epochs: 3,
-        schedule: LrSchedule::constant(setup.lr),
+        schedule: Some(LrSchedule::constant(setup.lr)),
         mask: setup.spec.clone(),
-        session: SessionConfig::default(),
-        checkpoint_every_steps: None,
-        keep_checkpoints: 2,
-        checkpoints_in_output: Default::default(),
-        early_stopping: None,
+        ..FitOptions::default()
     };
     let mut last = LastEpoch(0.0);
-    let outcome =
-        fit(&paths, &RunData { train: &setup.loader, validation: None }, &options, &mut last, &AtomicBool::new(false));
+    let model = TrainableModel::open(&setup.args.dir)?;
+    let data = RunData { train: &setup.loader, validation: None };
+    let outcome = fit(&model, &paths, &data, &options, &mut last, &AtomicBool::new(false));
     remove(&out);
     if !matches!(outcome?, FitOutcome::Completed { .. }) {
         bail!("fit did not complete");

@@ -423,6 +423,56 @@ pub enum Error {
         /// What is wrong (checksum, size).
         problem: String,
     },
+
+    // --- data sources and trainable models (issue 15) ---
+    /// The data path does not exist (and is not a glob).
+    #[error("{path}: no such file or directory. Give an image folder (one sub-folder per class) or a .npz file with x and y arrays")]
+    DataNotFound {
+        /// The path given.
+        path: PathBuf,
+    },
+    /// TFRecord data was given without naming the input and label features.
+    #[error("{path} is TFRecord data; say which feature is the model input and which the label with --feature KEY --label KEY. Its first record has: {features}")]
+    TfRecordFeaturesUnnamed {
+        /// The data path.
+        path: PathBuf,
+        /// The features of its first record, comma-separated.
+        features: String,
+    },
+    /// `--feature INPUT=KEY` names an input the model does not have.
+    #[error("--feature {given}: the model has no input `{name}`; its input is `{input}`")]
+    NoSuchModelInput {
+        /// The mapping as given.
+        given: String,
+        /// The input it names.
+        name: String,
+        /// The model's input.
+        input: String,
+    },
+    /// Class folders of an image folder hold no images.
+    #[error("{data}: the class folder(s) {classes} hold no images; add images or remove the folder")]
+    EmptyClassFolders {
+        /// The image folder, described.
+        data: String,
+        /// The empty classes, comma-separated.
+        classes: String,
+    },
+    /// Image folders were given for a model whose input is not a batch of images.
+    #[error("the model's input `{input}` is {shape}, {why}; train it from a .npz instead")]
+    NotAnImageModel {
+        /// The input key.
+        input: String,
+        /// Its shape.
+        shape: String,
+        /// Why it cannot take images.
+        why: &'static str,
+    },
+    /// The input model's files changed between the moment a run read them and its copy of them.
+    #[error("{dir} changed while the training run was starting (its saved_model.pb or tfload record differs from what was read). Run again once nothing writes to it")]
+    InputChanged {
+        /// The input model.
+        dir: PathBuf,
+    },
 }
 
 /// "The disk is full. " when `error` is about a full disk, else nothing.

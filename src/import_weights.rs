@@ -32,6 +32,7 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::formats::checkpoint_writer::CheckpointWriter;
 use crate::formats::keras_h5::{H5Layer, H5Weight, KerasWeights};
+use crate::model::meta_graph::MetaGraph;
 use crate::model::saved_model::SavedModel;
 use crate::model::variables::VariableInfo;
 use crate::tensor::dtype::DType;
@@ -129,9 +130,15 @@ pub struct ImportPlan {
 /// model; a plan whose layers do not fit is returned (to be shown) and refused by
 /// [`ImportPlan::check`] and [`ImportPlan::apply`].
 pub fn plan(model_dir: impl AsRef<Path>, h5: impl AsRef<Path>, options: &ImportOptions) -> Result<ImportPlan> {
-    let model_dir = model_dir.as_ref();
-    let model = SavedModel::open(model_dir)?;
-    let variables = model.meta_graph(&options.tags)?.variables()?;
+    let model = SavedModel::open(model_dir.as_ref())?;
+    plan_for(&model.meta_graph(&options.tags)?, h5, options)
+}
+
+/// [`plan`] for the model whose MetaGraph the caller has already read (`options.tags` is not
+/// used: the MetaGraph is the one matched).
+pub fn plan_for(meta_graph: &MetaGraph, h5: impl AsRef<Path>, options: &ImportOptions) -> Result<ImportPlan> {
+    let model_dir = meta_graph.dir();
+    let variables = meta_graph.variables()?;
     let weights = KerasWeights::open(h5.as_ref())?;
     let model_layers = group_by_layer(&variables);
     let mut rows = Vec::new();

@@ -4,17 +4,17 @@
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::Args;
 use serde::Serialize;
-use tfload::data::{ArrayDataset, Dataset, ImageFolderDataset};
+use tfload::data::{DataSource, Purpose};
 use tfload::infer::evaluate::{evaluate, Evaluation};
 use tfload::infer::metrics::ClassMetrics;
 use tfload::infer::predict::Predictor;
 use tfload::SessionConfig;
 
+use super::data_args::{warn_skipped, TfRecordArgs};
 use super::output::progress;
 use super::{table, GlobalArgs, ModelArgs};
 
@@ -34,7 +34,7 @@ pub struct EvalArgs {
     #[arg(long)]
     json: bool,
     #[command(flatten)]
-    tfrecord: super::train::TfRecordArgs,
+    tfrecord: TfRecordArgs,
 }
 
 /// The JSON document (`tfload.eval/v1`).
@@ -61,15 +61,10 @@ struct NamedMetrics<'a> {
 
 pub fn run(args: &EvalArgs, global: &GlobalArgs) -> Result<()> {
     let serving = Predictor::load(&args.model.dir, &args.model.tag, "serving_default", SessionConfig::default())?;
-    let data: Arc<dyn Dataset> = if args.tfrecord.applies_to(&args.data) {
-        let input = serving.signature().inputs.first().context("evaluation feeds the signature's one input")?;
-        args.tfrecord.open(&args.data, input, global.quiet, true)?
-    } else if args.data.is_dir() {
-        let (_, image) = serving.image_input(None)?;
-        Arc::new(ImageFolderDataset::open(&args.data, image)?)
-    } else {
-        Arc::new(ArrayDataset::from_npz(&args.data, None, None)?)
-    };
+    let input = serving.signature().inputs.first().context("evaluation feeds the signature's one input")?;
+    let source = DataSource::detect(&args.data, &args.tfrecord.source_options(None, None))?;
+    let data = source.open(input, || Ok(serving.image_input(None)?.1), Purpose::Evaluation)?;
+    warn_skipped(data.as_ref(), global.quiet);
     let bar = progress(data.len(), "examples", global.quiet);
     let evaluation = evaluate(&serving, data.clone(), args.batch_size.max(1), |done| bar.set_position(done as u64))?;
     bar.finish_and_clear();

@@ -1,6 +1,7 @@
 //! The command-line layer: clap types, one module per subcommand, and the shared printing
 //! helpers. Commands call the library and print; they hold no logic of their own.
 
+mod data_args;
 mod eval;
 mod import_weights;
 mod inspect_h5;

@@ -8,13 +8,15 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use serde::Serialize;
-use tfload::data::{BatchLoader, LoaderOptions};
+use std::sync::Arc;
+
+use tfload::data::{BatchLoader, DataSource, Dataset, LoaderOptions, Purpose};
 use tfload::formats::images::list_images;
 use tfload::infer::predict::{read_class_names, ClassScore, ClassifierOptions, ImageClassifier, Predictor};
 use tfload::{SessionConfig, TensorData};
 
+use super::data_args::{warn_skipped, TfRecordArgs};
 use super::output::progress;
-use super::train::TfRecordArgs;
 use super::{table, GlobalArgs, ModelArgs};
 
 /// Arguments of `tfload predict`.
@@ -100,7 +102,9 @@ pub fn run(args: &PredictArgs, global: &GlobalArgs) -> Result<()> {
     let options = ClassifierOptions { output: args.output.clone(), image_size: args.image_size, class_names };
     let classifier = ImageClassifier::new(predictor, options)?;
     let (images, results) = match args.images.as_slice() {
-        [path] if args.tfrecord.applies_to(path) => classify_records(args, global, &classifier, path)?,
+        [path] if DataSource::is_tfrecord(path, &args.tfrecord.settings()) => {
+            classify_records(args, global, &classifier, path)?
+        }
         _ => classify_files(args, global, &classifier)?,
     };
     let format = match (args.json, args.csv) {
@@ -157,7 +161,9 @@ fn classify_records(
 ) -> Result<Predictions> {
     let (input_key, _) = classifier.keys();
     let input = classifier.predictor().signature().input(input_key).context("the classifier's image input")?;
-    let data = args.tfrecord.open(path, input, global.quiet, false)?;
+    let source = DataSource::detect(path, &args.tfrecord.source_options(None, None))?;
+    let data: Arc<dyn Dataset> = Arc::new(source.open_tfrecord(input, Purpose::Prediction)?);
+    warn_skipped(data.as_ref(), global.quiet);
     let loader = BatchLoader::new(
         data.clone(),
         LoaderOptions { batch_size: args.batch_size.max(1), shuffle: false, ..LoaderOptions::default() },

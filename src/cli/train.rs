@@ -7,21 +7,20 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use tfload::data::{split, ArrayDataset, BatchLoader, Dataset, ImageFolderDataset, LoaderOptions};
-use tfload::data::{FeatureMapping, InputSpec, TfRecordDataset, TfRecordOptions};
-use tfload::formats::images::{ImageSpec, UnfitImageInput};
-use tfload::import_weights::ImportOptions;
+use tfload::data::{split, BatchLoader, DataSource, Dataset, LoaderOptions, Purpose};
+use tfload::import_weights::ImportPlan;
 use tfload::train::tensorboard::{Callbacks, TensorBoard};
 use tfload::train::{
-    check_paths, fit, CheckpointsInOutput, Control, Decay, EarlyStopping, EpochReport, FitOptions, FitOutcome,
-    LrSchedule, Mask, MaskSpec, MaskStart, Metrics, RunData, RunPaths, RunPlan, StepReport, TrainCallback,
-    TrainContract,
+    prepare, CheckpointPolicy, CheckpointsInOutput, Control, Decay, EarlyStopping, EpochReport, FitOptions, FitOutcome,
+    InitialWeights, LrSchedule, Mask, MaskSpec, MaskStart, Metrics, RunData, RunPaths, RunPlan, StepReport,
+    TrainCallback, TrainableModel,
 };
-use tfload::{SavedModel, SessionConfig};
+use tfload::SessionConfig;
 
+use super::data_args::{warn_skipped, TfRecordArgs};
 use super::{table, GlobalArgs};
 
 /// Arguments of `tfload train`.
@@ -146,99 +145,6 @@ pub struct TrainArgs {
     pub logdir: Option<PathBuf>,
 }
 
-/// How TFRecord data (files of serialized tf.train.Example) is read.
-#[derive(Debug, Args)]
-pub struct TfRecordArgs {
-    /// TFRecord data: the feature that is the model input, KEY or INPUT=KEY (image/encoded; encoded images are decoded and resized).
-    #[arg(long, value_name = "[INPUT=]KEY")]
-    pub feature: Option<String>,
-    /// TFRecord data: the feature that holds the label (image/class/label).
-    #[arg(long, value_name = "KEY")]
-    pub label: Option<String>,
-    /// TFRecord compression (auto: recognised per file).
-    #[arg(long, value_enum, default_value_t = CompressionArg::Auto)]
-    pub compression: CompressionArg,
-    /// Leave out TFRecord records that fail their checksum or are cut short (counted, and said on stderr) instead of stopping.
-    #[arg(long)]
-    pub skip_corrupt: bool,
-}
-
-/// TFRecord compression types (Python's `compression_type`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum CompressionArg {
-    /// Recognised from each file's first bytes.
-    Auto,
-    /// Not compressed.
-    None,
-    /// GZIP.
-    Gzip,
-    /// ZLIB.
-    Zlib,
-}
-
-impl TfRecordArgs {
-    /// Whether `path` is TFRecord data: not a folder nor a .npz/.npy file, and a glob, or a file
-    /// that starts as a TFRecord file does, or anything when --feature or --label is given.
-    pub fn applies_to(&self, path: &Path) -> bool {
-        if path.is_dir()
-            || path.extension().is_some_and(|e| e == "npz" || e == "npy")
-            || tfload::formats::images::is_image_file(path)
-        {
-            return false;
-        }
-        let glob = !path.exists() && path.to_string_lossy().contains(['*', '?', '[']);
-        // An empty file is a valid TFRecord file of no records, but nobody means that: left to
-        // the other readers, it is reported as the empty file it is.
-        let non_empty = || std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.len() > 0);
-        let sniffed = || non_empty() && matches!(tfload::formats::tfrecord::Compression::detect(path), Ok(Some(_)));
-        glob || self.feature.is_some() || self.label.is_some() || sniffed()
-    }
-
-    /// Opens TFRecord data at `path` (a file or a glob) for the model input `input`, with labels
-    /// (training, evaluation) or, when `labelled` is false, without (prediction).
-    pub fn open(
-        &self,
-        path: &Path,
-        input: &tfload::TensorSpec,
-        quiet: bool,
-        labelled: bool,
-    ) -> Result<Arc<dyn Dataset>> {
-        use tfload::data::tfrecord::first_record_features;
-        use tfload::formats::tfrecord::{Compression, OnCorrupt};
-        let compression = match self.compression {
-            CompressionArg::Auto => Compression::Auto,
-            CompressionArg::None => Compression::None,
-            CompressionArg::Gzip => Compression::Gzip,
-            CompressionArg::Zlib => Compression::Zlib,
-        };
-        let options = TfRecordOptions {
-            compression,
-            on_corrupt: if self.skip_corrupt { OnCorrupt::Skip } else { OnCorrupt::Fail },
-        };
-        let (Some(feature), true) = (&self.feature, self.label.is_some() || !labelled) else {
-            let features = first_record_features(path, options)?;
-            anyhow::bail!(
-                "{} is TFRecord data; say which feature is the model input and which the label with --feature KEY --label KEY. Its first record has: {}",
-                path.display(),
-                if features.is_empty() { "no features".to_string() } else { features.join(", ") }
-            );
-        };
-        let key = match feature.split_once('=') {
-            Some((name, key)) if name == input.key => key,
-            Some((name, _)) => {
-                anyhow::bail!("--feature {feature}: the model has no input `{name}`; its input is `{}`", input.key)
-            }
-            None => feature.as_str(),
-        };
-        let mapping = FeatureMapping { input: key.to_string(), label: self.label.clone() };
-        let dataset = TfRecordDataset::open(path, mapping, InputSpec::of(input)?, options)?;
-        if dataset.skipped_records() > 0 && !quiet {
-            eprintln!("warning: {}", dataset.describe());
-        }
-        Ok(Arc::new(dataset))
-    }
-}
-
 /// Learning-rate schedules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ScheduleKind {
@@ -251,20 +157,20 @@ pub enum ScheduleKind {
 }
 
 pub fn run(args: &TrainArgs, global: &GlobalArgs) -> Result<()> {
-    let meta_graph = SavedModel::open(&args.dir)?.meta_graph(&["serve"])?;
-    let contract = TrainContract::read(&args.dir, &meta_graph)?;
+    let model = TrainableModel::open(&args.dir)?;
     let mask_spec = mask_spec(args);
     if args.show_mask {
-        return print_mask(&Mask::build(&contract, &mask_spec)?);
+        return print_mask(&model.mask(&mask_spec)?);
     }
     let (data, out) = (args.data.as_ref().expect("clap requires it"), args.out.clone().expect("clap requires it"));
-    check_paths(&RunPaths {
-        input: args.dir.clone(),
-        out: out.clone(),
-        overwrite: args.overwrite,
-        resume: args.resume,
-    })?;
-    let (train, validation) = load_data(args, &contract, data)?;
+    let options = fit_options(args, &model, mask_spec)?;
+    let paths = RunPaths { out, overwrite: args.overwrite, resume: args.resume };
+    // Output paths and initial weights are checked before any data is scanned.
+    let run = prepare(&model, &paths, &options)?;
+    if let Some(plan) = run.initial_weights() {
+        report_initial_weights(plan, options.initial_weights.as_ref().map(|w| w.file.as_path()));
+    }
+    let (train, validation) = load_data(args, &model, data)?;
     let loader_options = LoaderOptions {
         batch_size: args.batch_size,
         shuffle: !args.no_shuffle,
@@ -275,36 +181,12 @@ pub fn run(args: &TrainArgs, global: &GlobalArgs) -> Result<()> {
     let train_loader = BatchLoader::new(train, loader_options);
     let val_loader = validation
         .map(|v| BatchLoader::new(v, LoaderOptions { shuffle: false, drop_remainder: false, ..loader_options }));
-    let options = FitOptions {
-        epochs: args.epochs,
-        schedule: schedule(args, contract.learning_rate.default)?,
-        mask: mask_spec,
-        session: SessionConfig { intra_op_threads: args.intra_op_threads, inter_op_threads: args.inter_op_threads },
-        checkpoint_every_steps: args.checkpoint_every_steps,
-        keep_checkpoints: args.keep_checkpoints.unwrap_or(2),
-        checkpoints_in_output: CheckpointsInOutput { steps: args.keep_checkpoints.is_some(), best: args.keep_best },
-        early_stopping: args.early_stopping_patience.map(|patience| EarlyStopping {
-            monitor: args.monitor.clone(),
-            patience,
-            min_delta: args.min_delta,
-        }),
-    };
-    // Kept alive until training ends: the input with the imported weights, beside the output.
-    let initialized = initial_weights(args, &out)?;
-    let input = initialized.as_ref().map_or_else(|| args.dir.clone(), |dir| dir.path().join("model"));
-    let paths = RunPaths { input, out: out.clone(), overwrite: args.overwrite, resume: args.resume };
     let stop = install_interrupt_handler();
     let mut progress = Progress::new(global.quiet || args.json);
     let mut board = args.logdir.as_deref().map(TensorBoard::create).transpose()?;
     let mut callbacks = Callbacks(vec![&mut progress]);
     callbacks.0.extend(board.as_mut().map(|b| b as &mut dyn TrainCallback));
-    let outcome = fit(
-        &paths,
-        &RunData { train: &train_loader, validation: val_loader.as_ref() },
-        &options,
-        &mut callbacks,
-        &stop,
-    )?;
+    let outcome = run.fit(&RunData { train: &train_loader, validation: val_loader.as_ref() }, &mut callbacks, &stop)?;
     drop(callbacks);
     progress.finish();
     if let Some(Err(error)) = board.map(TensorBoard::finish) {
@@ -313,27 +195,40 @@ pub fn run(args: &TrainArgs, global: &GlobalArgs) -> Result<()> {
     report(args, &outcome)
 }
 
-/// With --init-weights (and not resuming, where the checkpoint holds the weights), a copy of the
-/// input with the HDF5 weights imported, in a temporary folder beside the output.
-fn initial_weights(args: &TrainArgs, out: &Path) -> Result<Option<tempfile::TempDir>> {
-    let Some(h5) = args.init_weights.as_ref().filter(|_| !args.resume) else {
-        return Ok(None);
-    };
-    let options = ImportOptions { skip_mismatch: args.skip_mismatch, ..ImportOptions::default() };
-    let plan = tfload::import_weights::plan(&args.dir, h5, &options)?;
-    let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
-    let dir = tempfile::Builder::new().prefix(".tfload-init-").tempdir_in(parent)?;
-    plan.apply(dir.path().join("model"), false)?;
+/// The run's options from the flags; rates are checked here, before anything is read.
+fn fit_options(args: &TrainArgs, model: &TrainableModel, mask: MaskSpec) -> Result<FitOptions> {
+    Ok(FitOptions {
+        epochs: args.epochs,
+        schedule: Some(schedule(args, model.default_learning_rate())?),
+        mask,
+        session: SessionConfig { intra_op_threads: args.intra_op_threads, inter_op_threads: args.inter_op_threads },
+        checkpoints: CheckpointPolicy {
+            every_steps: args.checkpoint_every_steps,
+            keep: args.keep_checkpoints.unwrap_or(2),
+            in_output: CheckpointsInOutput { steps: args.keep_checkpoints.is_some(), best: args.keep_best },
+        },
+        early_stopping: args.early_stopping_patience.map(|patience| EarlyStopping {
+            monitor: args.monitor.clone(),
+            patience,
+            min_delta: args.min_delta,
+        }),
+        initial_weights: args
+            .init_weights
+            .clone()
+            .map(|file| InitialWeights { file, skip_mismatch: args.skip_mismatch }),
+    })
+}
+
+/// Says which weights --init-weights imports and which layers keep the model's values.
+fn report_initial_weights(plan: &ImportPlan, file: Option<&Path>) {
     let mut kept: Vec<&str> = plan.skipped_layers();
     kept.extend(plan.missing_layers().iter().map(String::as_str));
     eprintln!(
         "imported {} weights from {}{}",
         plan.imported(),
-        h5.display(),
+        file.unwrap_or(plan.weights().path()).display(),
         if kept.is_empty() { String::new() } else { format!("; left as they were: {}", kept.join(", ")) }
     );
-    Ok(Some(dir))
 }
 
 fn mask_spec(args: &TrainArgs) -> MaskSpec {
@@ -372,70 +267,23 @@ fn schedule(args: &TrainArgs, default_lr: f32) -> Result<LrSchedule> {
 
 type DataPair = (Arc<dyn Dataset>, Option<Arc<dyn Dataset>>);
 
-fn load_data(args: &TrainArgs, contract: &TrainContract, data: &Path) -> Result<DataPair> {
-    let train = open_dataset(args, contract, data)?;
+fn load_data(args: &TrainArgs, model: &TrainableModel, data: &Path) -> Result<DataPair> {
+    let train = open_dataset(args, model, data)?;
     if let Some(fraction) = args.validation_split {
         anyhow::ensure!((0.0..1.0).contains(&fraction), "--validation-split must be in [0, 1), got {fraction}");
         let (train, validation) = split(train, fraction, args.seed);
         return Ok((Arc::new(train), Some(Arc::new(validation))));
     }
-    let validation = args.val_data.as_deref().map(|path| open_dataset(args, contract, path)).transpose()?;
+    let validation = args.val_data.as_deref().map(|path| open_dataset(args, model, path)).transpose()?;
     Ok((train, validation))
 }
 
-fn open_dataset(args: &TrainArgs, contract: &TrainContract, path: &Path) -> Result<Arc<dyn Dataset>> {
-    if args.tfrecord.applies_to(path) {
-        let meta_graph = SavedModel::open(&args.dir)?.meta_graph(&["serve"])?;
-        let train_step = meta_graph.signature("train_step")?;
-        let input =
-            train_step.input(contract.input_key()).context("the train_step signature takes the contract's input")?;
-        return args.tfrecord.open(path, input, args.json, true);
-    }
-    if !path.exists() {
-        anyhow::bail!(
-            "{}: no such file or directory. Give an image folder (one sub-folder per class) or a .npz file with x and y arrays",
-            path.display()
-        );
-    }
-    if path.is_dir() {
-        let folder = ImageFolderDataset::open(path, image_spec(contract)?)?;
-        refuse_empty_classes(&folder)?;
-        return Ok(Arc::new(folder));
-    }
-    let dataset = ArrayDataset::from_npz(path, args.feature_key.as_deref(), args.label_key.as_deref())
-        .with_context(|| format!("reading training data from {}", path.display()))?;
-    Ok(Arc::new(dataset))
-}
-
-/// How images must be read to feed the model: its input's height, width and channels.
-fn image_spec(contract: &TrainContract) -> Result<ImageSpec> {
-    let shape = tfload::Shape::Known(contract.inputs[0].shape.clone());
-    ImageSpec::for_input_shape(&shape, None).map_err(|problem| {
-        let why = match problem {
-            UnfitImageInput::Channels => "whose channel count is not 1 (grayscale), 3 (RGB) or 4 (RGBA)",
-            UnfitImageInput::NotImageBatch | UnfitImageInput::OpenSize => "not a batch of images of one size",
-        };
-        anyhow::anyhow!("the model's input `{}` is {shape}, {why}; train it from a .npz instead", contract.input_key())
-    })
-}
-
-/// A class folder without images would silently shift nothing but train a class never seen.
-fn refuse_empty_classes(folder: &ImageFolderDataset) -> Result<()> {
-    let names = folder.class_names().unwrap_or_default();
-    let empty: Vec<&str> = names
-        .iter()
-        .enumerate()
-        .filter(|(label, _)| !folder.labels().contains(&(*label as i64)))
-        .map(|(_, name)| name.as_str())
-        .collect();
-    if !empty.is_empty() {
-        anyhow::bail!(
-            "{}: the class folder(s) {} hold no images; add images or remove the folder",
-            folder.describe(),
-            empty.join(", ")
-        );
-    }
-    Ok(())
+fn open_dataset(args: &TrainArgs, model: &TrainableModel, path: &Path) -> Result<Arc<dyn Dataset>> {
+    let options = args.tfrecord.source_options(args.feature_key.as_deref(), args.label_key.as_deref());
+    let source = DataSource::detect(path, &options)?;
+    let dataset = source.open(&model.input_spec()?, || model.image_spec(), Purpose::Training)?;
+    warn_skipped(dataset.as_ref(), args.json);
+    Ok(dataset)
 }
 
 fn print_mask(mask: &Mask) -> Result<()> {

@@ -6,6 +6,7 @@
 pub mod arrays;
 pub mod image_folder;
 pub mod loader;
+pub mod source;
 pub mod tfrecord;
 
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use crate::tensor::TensorData;
 pub use arrays::ArrayDataset;
 pub use image_folder::ImageFolderDataset;
 pub use loader::{epoch_order, BatchLoader, LoaderOptions};
+pub use source::{DataSource, Purpose, SourceKind, SourceOptions, TfRecordSettings};
 pub use tfrecord::{FeatureMapping, InputSpec, TfRecordDataset, TfRecordOptions};
 
 /// One batch: the model input, the labels, and which examples they are.
@@ -91,6 +93,12 @@ pub trait Dataset: Send + Sync {
     /// TensorFlow's own threads.
     fn is_in_memory(&self) -> bool {
         false
+    }
+
+    /// Records left out as corrupt when the data was opened (TFRecord data read with
+    /// [`OnCorrupt::Skip`](crate::formats::tfrecord::OnCorrupt::Skip)); [`Dataset::describe`] says so too.
+    fn skipped_records(&self) -> usize {
+        0
     }
 }
 

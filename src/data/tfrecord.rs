@@ -447,8 +447,12 @@ impl Dataset for TfRecordDataset {
         }
     }
 
+    fn skipped_records(&self) -> usize {
+        TfRecordDataset::skipped_records(self)
+    }
+
     fn describe(&self) -> String {
-        let skipped = match self.skipped_records() {
+        let skipped = match TfRecordDataset::skipped_records(self) {
             0 => String::new(),
             n => format!("; {n} corrupt record(s) skipped"),
         };

@@ -34,6 +34,13 @@ impl MetaGraph {
         MetaGraph { dir: dir.to_path_buf(), tags, proto }
     }
 
+    /// The same MetaGraph, as read from `dir`, a byte-identical copy of the directory it was
+    /// read from (variables and assets are then looked up there).
+    pub fn relocated(mut self, dir: &Path) -> MetaGraph {
+        self.dir = dir.to_path_buf();
+        self
+    }
+
     /// The SavedModel directory.
     pub fn dir(&self) -> &Path {
         &self.dir

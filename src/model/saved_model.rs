@@ -4,11 +4,16 @@
 
 use std::path::{Path, PathBuf};
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use prost::Message;
 
 use crate::error::{Error, Result};
 use crate::model::meta_graph::MetaGraph;
 use crate::proto;
+
+/// Count of `saved_model.pb` decodes in this process.
+static DECODED: AtomicUsize = AtomicUsize::new(0);
 
 /// A SavedModel directory whose `saved_model.pb` has been read and decoded.
 #[derive(Debug, Clone)]
@@ -25,12 +30,31 @@ impl SavedModel {
         check_is_saved_model_dir(&dir)?;
         let pb_path = dir.join("saved_model.pb");
         let bytes = std::fs::read(&pb_path).map_err(|source| Error::Io { path: pb_path.clone(), source })?;
-        let proto = proto::SavedModel::decode(bytes.as_slice())
+        SavedModel::decode(dir, &bytes)
+    }
+
+    /// Decodes `bytes`, the contents of `dir`'s `saved_model.pb` that the caller has read (to
+    /// keep them, as training does to check copies of the model byte for byte).
+    pub fn decode(dir: PathBuf, bytes: &[u8]) -> Result<SavedModel> {
+        let pb_path = dir.join("saved_model.pb");
+        let count = DECODED.fetch_add(1, Ordering::Relaxed) + 1;
+        log::debug!(
+            "decoding {} ({} bytes; saved_model.pb decodes in this process: {count})",
+            pb_path.display(),
+            bytes.len()
+        );
+        let proto = proto::SavedModel::decode(bytes)
             .map_err(|source| Error::CorruptSavedModel { path: pb_path.clone(), source })?;
         if proto.meta_graphs.is_empty() {
             return Err(Error::MalformedSavedModel { path: pb_path, problem: "it holds no MetaGraph".to_string() });
         }
         Ok(SavedModel { dir, proto })
+    }
+
+    /// How many times this process has decoded a `saved_model.pb` (to prove that a command
+    /// decodes its model once; also in the debug log).
+    pub fn decode_count() -> usize {
+        DECODED.load(Ordering::Relaxed)
     }
 
     /// The directory the model was opened from.

@@ -54,6 +54,12 @@ impl LoadedModel {
     pub fn load<S: AsRef<str>>(dir: impl AsRef<Path>, tags: &[S], config: SessionConfig) -> Result<LoadedModel> {
         let dir = dir.as_ref().to_path_buf();
         let meta_graph = SavedModel::open(&dir)?.meta_graph(tags)?;
+        LoadedModel::load_meta_graph(dir, meta_graph, config)
+    }
+
+    /// Loads `meta_graph`, already read from `dir`'s `saved_model.pb`, restoring its variables
+    /// (so that a caller that decoded the file does not decode it again).
+    pub fn load_meta_graph(dir: PathBuf, meta_graph: MetaGraph, config: SessionConfig) -> Result<LoadedModel> {
         let index = crate::formats::checkpoint_index::CheckpointIndex::path_in(&dir);
         if !index.is_file() {
             return Err(Error::MissingVariables { dir });

@@ -18,26 +18,25 @@ use serde::Serialize;
 
 use crate::data::BatchLoader;
 use crate::error::{Error, Result};
+use crate::import_weights::{ImportOptions, ImportPlan};
 use crate::output_dir::{
     build_then_place, check_not_input, copy_model_files, copy_saved_model, copy_tree, io_error as io, move_into_place,
     remove_leftovers,
 };
 use crate::session::loaded_model::SessionConfig;
-use crate::train::contract::TrainContract;
-use crate::train::mask::{Mask, MaskSpec};
+use crate::train::mask::MaskSpec;
 use crate::train::run_lock::RunLock;
 use crate::train::savedmodel_writer::write_model_files;
 use crate::train::schedule::LrSchedule;
 use crate::train::state::{
     partial_dir, write_state, BestRecord, Checkpoints, DataOrder, LogLine, MetricsLog, TrainState,
 };
+use crate::train::trainable_model::TrainableModel;
 use crate::train::trainer::{Metrics, Trainer, WeightedMean};
 
-/// Where a run reads and writes.
-#[derive(Debug, Clone)]
+/// Where a run writes (it reads the [`TrainableModel`] given to [`fit`], never modifying it).
+#[derive(Debug, Clone, Default)]
 pub struct RunPaths {
-    /// The trainable SavedModel to start from (never modified).
-    pub input: PathBuf,
     /// Where the trained SavedModel goes.
     pub out: PathBuf,
     /// Replace an existing `out` (only once the new one is complete) and discard an unfinished run.
@@ -71,26 +70,67 @@ impl EarlyStopping {
     }
 }
 
-/// How long and how a run trains.
+/// How long and how a run trains. `FitOptions::default()` trains 10 epochs at the model's
+/// default learning rate with its default mask, as `tfload train` does without flags.
 #[derive(Debug, Clone)]
 pub struct FitOptions {
     /// Total epochs (a resumed run counts the ones already done).
     pub epochs: u64,
-    /// Learning rate per step.
-    pub schedule: LrSchedule,
+    /// Learning rate per step; `None`: the model's default rate, constant.
+    pub schedule: Option<LrSchedule>,
     /// Mask rules.
     pub mask: MaskSpec,
     /// Session settings.
     pub session: SessionConfig,
-    /// Also checkpoint every this many steps (checkpoints are always taken at epoch ends).
-    pub checkpoint_every_steps: Option<u64>,
-    /// Step checkpoints kept (the newest) while the run goes on.
-    pub keep_checkpoints: usize,
-    /// Which checkpoints stay in `OUT/checkpoints` once the run completes; by default none, and
-    /// the output holds the model and `metrics.jsonl` only.
-    pub checkpoints_in_output: CheckpointsInOutput,
+    /// When checkpoints are taken and which are kept.
+    pub checkpoints: CheckpointPolicy,
     /// Early stopping, which also makes the best epoch's weights the output.
     pub early_stopping: Option<EarlyStopping>,
+    /// Keras HDF5 weights loaded into the model before the first step of a fresh run (a resumed
+    /// run takes its weights from its checkpoint).
+    pub initial_weights: Option<InitialWeights>,
+}
+
+impl Default for FitOptions {
+    fn default() -> FitOptions {
+        FitOptions {
+            epochs: 10,
+            schedule: None,
+            mask: MaskSpec::default(),
+            session: SessionConfig::default(),
+            checkpoints: CheckpointPolicy::default(),
+            early_stopping: None,
+            initial_weights: None,
+        }
+    }
+}
+
+/// When a run checkpoints and which checkpoints it keeps. A checkpoint is always taken at the end
+/// of each epoch (and when the run is stopped).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct CheckpointPolicy {
+    /// Also checkpoint every this many steps.
+    pub every_steps: Option<u64>,
+    /// Step checkpoints kept (the newest) while the run goes on.
+    pub keep: usize,
+    /// Which checkpoints stay in `OUT/checkpoints` once the run completes; by default none, and
+    /// the output holds the model and `metrics.jsonl` only.
+    pub in_output: CheckpointsInOutput,
+}
+
+impl Default for CheckpointPolicy {
+    fn default() -> CheckpointPolicy {
+        CheckpointPolicy { every_steps: None, keep: 2, in_output: CheckpointsInOutput::default() }
+    }
+}
+
+/// Keras HDF5 weights to start from, matched by layer name as `tfload import-weights` does.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InitialWeights {
+    /// The Keras 3 `.weights.h5` or legacy `.h5` file.
+    pub file: PathBuf,
+    /// Leave layers whose shapes differ (a replaced head), or that the file lacks, as they are.
+    pub skip_mismatch: bool,
 }
 
 /// Which checkpoints a completed run leaves in its output.
@@ -221,37 +261,77 @@ pub struct RunData<'a> {
     pub validation: Option<&'a BatchLoader>,
 }
 
-/// Runs training. `stop` is polled after every step (set it from a Ctrl-C handler).
+/// Runs training of `model`. `stop` is polled after every step (set it from a Ctrl-C handler).
+/// The same as [`prepare`] then [`PreparedRun::fit`].
 pub fn fit(
+    model: &TrainableModel,
     paths: &RunPaths,
     data: &RunData<'_>,
     options: &FitOptions,
     callback: &mut dyn TrainCallback,
     stop: &AtomicBool,
 ) -> Result<FitOutcome> {
-    let _lock = RunLock::acquire(&paths.out)?;
-    let work = partial_dir(&paths.out);
-    remove_leftovers(&paths.out)?;
-    remove_leftovers(&work)?;
-    if paths.resume && !work.exists() && paths.out.join("saved_model.pb").is_file() {
-        remove_checkpoints(&paths.out, options.checkpoints_in_output)?;
-        return Ok(FitOutcome::AlreadyComplete { out: paths.out.clone() });
-    }
-    prepare_work_dir(paths)?;
-    let result = run_in(&work, paths, data, options, callback, stop);
-    let Err(error) = result else {
-        return result;
-    };
-    match Checkpoints::in_dir(&work).complete().pop() {
-        // NonFiniteLoss names its checkpoint already.
-        Some(kept) if !matches!(error, Error::NonFiniteLoss { .. }) => {
-            Err(Error::RunStopped { error: Box::new(error), kept })
+    prepare(model, paths, options)?.fit(data, callback, stop)
+}
+
+/// A run whose output paths and initial weights have been checked, ready to be given its data.
+pub struct PreparedRun<'m> {
+    model: &'m TrainableModel,
+    paths: RunPaths,
+    options: FitOptions,
+    initial_weights: Option<ImportPlan>,
+}
+
+/// Checks, before any data is read, that a run of `model` with `paths` and `options` can start:
+/// the output is free (or `overwrite`), not the input, not locked by a live run, resumable when
+/// `resume` is asked for; the initial weights (fresh runs) read and matched to the model.
+pub fn prepare<'m>(model: &'m TrainableModel, paths: &RunPaths, options: &FitOptions) -> Result<PreparedRun<'m>> {
+    check_paths(model.dir(), paths)?;
+    let initial_weights = match &options.initial_weights {
+        Some(weights) if !paths.resume => {
+            let import = ImportOptions { skip_mismatch: weights.skip_mismatch, ..ImportOptions::default() };
+            let plan = crate::import_weights::plan_for(model.meta_graph(), &weights.file, &import)?;
+            plan.check()?;
+            Some(plan)
         }
-        Some(_) => Err(error),
-        None => {
-            // A run that failed before its first checkpoint leaves nothing behind.
-            let _ = std::fs::remove_dir_all(&work);
-            Err(error)
+        _ => None,
+    };
+    Ok(PreparedRun { model, paths: paths.clone(), options: options.clone(), initial_weights })
+}
+
+impl PreparedRun<'_> {
+    /// The matched initial weights, for a fresh run given [`FitOptions::initial_weights`].
+    pub fn initial_weights(&self) -> Option<&ImportPlan> {
+        self.initial_weights.as_ref()
+    }
+
+    /// Runs training on `data`; `stop` is polled after every step.
+    pub fn fit(self, data: &RunData<'_>, callback: &mut dyn TrainCallback, stop: &AtomicBool) -> Result<FitOutcome> {
+        let paths = &self.paths;
+        let _lock = RunLock::acquire(&paths.out)?;
+        let work = partial_dir(&paths.out);
+        remove_leftovers(&paths.out)?;
+        remove_leftovers(&work)?;
+        if paths.resume && !work.exists() && paths.out.join("saved_model.pb").is_file() {
+            remove_checkpoints(&paths.out, self.options.checkpoints.in_output)?;
+            return Ok(FitOutcome::AlreadyComplete { out: paths.out.clone() });
+        }
+        prepare_work_dir(self.model.dir(), paths)?;
+        let result = run_in(&work, &self, data, callback, stop);
+        let Err(error) = result else {
+            return result;
+        };
+        match Checkpoints::in_dir(&work).complete().pop() {
+            // NonFiniteLoss names its checkpoint already.
+            Some(kept) if !matches!(error, Error::NonFiniteLoss { .. }) => {
+                Err(Error::RunStopped { error: Box::new(error), kept })
+            }
+            Some(_) => Err(error),
+            None => {
+                // A run that failed before its first checkpoint leaves nothing behind.
+                let _ = std::fs::remove_dir_all(&work);
+                Err(error)
+            }
         }
     }
 }
@@ -260,11 +340,16 @@ pub fn fit(
 pub const INPUT_COPY: &str = "input";
 
 /// Copies the input model into the working directory (once, at the start of a fresh run), so
-/// that everything the run reads of the model comes from that copy.
-fn copy_input(input: &Path, work: &Path) -> Result<PathBuf> {
+/// that everything the run reads of the model comes from that copy; with initial weights, the
+/// copy holds them. Returns the model as read from the copy, which must hold the graph and record
+/// that were read from the input.
+fn copy_input(model: &TrainableModel, weights: Option<&ImportPlan>, work: &Path) -> Result<TrainableModel> {
     let copy = work.join(INPUT_COPY);
-    build_then_place(&copy, |dir| copy_saved_model(input, dir))?;
-    Ok(copy)
+    match weights {
+        Some(plan) => plan.apply(&copy, false)?,
+        None => build_then_place(&copy, |dir| copy_saved_model(model.dir(), dir))?,
+    }
+    model.same_files_in(&copy)?.ok_or_else(|| Error::InputChanged { dir: model.dir().to_path_buf() })
 }
 
 /// The working directory's copy of the model's graph and assets for a resumed run: the one the
@@ -287,27 +372,23 @@ fn input_copy_for_resume(work: &Path, checkpoint: &Path) -> Result<PathBuf> {
 
 fn run_in(
     work: &Path,
-    paths: &RunPaths,
+    run: &PreparedRun<'_>,
     data: &RunData<'_>,
-    options: &FitOptions,
     callback: &mut dyn TrainCallback,
     stop: &AtomicBool,
 ) -> Result<FitOutcome> {
+    let (paths, options) = (&run.paths, &run.options);
     let work = work.to_path_buf();
     let checkpoints = Checkpoints::in_dir(&work);
     let order = data_order(data.train);
-    let (trainer, state, graph_source) = match checkpoints.latest()? {
+    let (model, state, graph_source) = match checkpoints.latest()? {
         Some((checkpoint, state)) if paths.resume => {
             check_same_order(&state.order, &order, &checkpoint)?;
             let graph_source = input_copy_for_resume(&work, &checkpoint)?;
-            let meta_graph = crate::SavedModel::open(&checkpoint)?.meta_graph(&["serve"])?;
-            let contract = TrainContract::read(&checkpoint, &meta_graph)?;
-            let mask = Mask::build(&contract, &state.mask)?;
-            (Trainer::from_parts(&checkpoint, contract, mask, options.session)?, state, graph_source)
+            (run.model.reopen_in(&checkpoint)?, state, graph_source)
         }
         _ => {
-            let graph_source = copy_input(&paths.input, &work)?;
-            let trainer = Trainer::open(&graph_source, &options.mask, options.session)?;
+            let copy = copy_input(run.model, run.initial_weights.as_ref(), &work)?;
             let state = TrainState {
                 format: 1,
                 epochs_done: 0,
@@ -319,11 +400,14 @@ fn run_in(
                 epochs_since_best: 0,
                 epoch_so_far: WeightedMean::default(),
             };
-            (trainer, state, graph_source)
+            let graph_source = copy.dir().to_path_buf();
+            (copy, state, graph_source)
         }
     };
+    let trainer = Trainer::from_model(&model, model.mask(&state.mask)?, options.session)?;
     check_data(&trainer, data)?;
-    let mut run = Run { trainer, graph_source, state, work, checkpoints, options, log: None };
+    let schedule = options.schedule.unwrap_or_else(|| LrSchedule::constant(model.default_learning_rate()));
+    let mut run = Run { trainer, model, graph_source, state, work, checkpoints, options, schedule, log: None };
     run.log = Some(MetricsLog::open(&run.work, run.state.global_step)?);
     let outcome = run.train(data, callback, stop)?;
     match outcome {
@@ -341,12 +425,15 @@ enum RunEnd {
 
 struct Run<'o> {
     trainer: Trainer,
+    /// The model as the run read it (from the input copy or its checkpoint).
+    model: TrainableModel,
     /// Where every written model's graph and assets come from: the working copy of the input.
     graph_source: PathBuf,
     state: TrainState,
     work: PathBuf,
     checkpoints: Checkpoints,
     options: &'o FitOptions,
+    schedule: LrSchedule,
     log: Option<MetricsLog>,
 }
 
@@ -377,7 +464,7 @@ impl Run<'_> {
             let preparer = self.trainer.preparer();
             for (i, batch) in data.train.epoch_map(epoch - 1, skip, move |b| preparer.prepare(b)).enumerate() {
                 let batch = batch?;
-                lr = self.options.schedule.at(self.state.global_step, steps_per_epoch, total_steps);
+                lr = self.schedule.at(self.state.global_step, steps_per_epoch, total_steps);
                 let metrics = self.trainer.train_prepared(&batch, lr)?;
                 self.check_finite(&metrics, epoch)?;
                 running.add(&metrics, batch.len);
@@ -400,7 +487,7 @@ impl Run<'_> {
                     self.state.epoch_so_far = running.clone();
                     return Ok(RunEnd::Interrupted(self.checkpoint()?));
                 }
-                if self.options.checkpoint_every_steps.is_some_and(|n| n > 0 && step % n == 0) {
+                if self.options.checkpoints.every_steps.is_some_and(|n| n > 0 && step % n == 0) {
                     self.state.epoch_so_far = running.clone();
                     self.checkpoint()?;
                 }
@@ -462,7 +549,7 @@ impl Run<'_> {
         }
         std::fs::create_dir_all(path.parent().expect("has a parent")).map_err(io(&path))?;
         self.save_model_with_state(&path)?;
-        self.checkpoints.prune(self.options.keep_checkpoints)?;
+        self.checkpoints.prune(self.options.checkpoints.keep)?;
         Ok(path)
     }
 
@@ -520,7 +607,7 @@ impl Run<'_> {
         crate::fault::point("input-copy-removed");
         publish(&self.work, &paths.out, paths.overwrite)?;
         // Only now: until the output is in place, the checkpoints are what a resume needs.
-        remove_checkpoints(&paths.out, self.options.checkpoints_in_output)?;
+        remove_checkpoints(&paths.out, self.options.checkpoints.in_output)?;
         Ok(FitOutcome::Completed {
             out: paths.out.clone(),
             epochs: self.state.epochs_done,
@@ -542,8 +629,17 @@ impl Run<'_> {
         }
         copy_model_files(weights, &self.work)?;
         copy_tree(&weights.join("variables"), &self.work.join("variables"))?;
-        let model = crate::SavedModel::open(&self.work)?;
-        model.meta_graph(&["serve"])?.signature(crate::train::contract::TRAIN_STEP)?;
+        // The graph and record the run decoded and checked when it started, byte for byte.
+        if self.model.same_files_in(&self.work)?.is_none() {
+            return Err(Error::Output {
+                path: self.work.clone(),
+                problem: format!(
+                    "the assembled model's saved_model.pb or record differs from the one the run trained ({}); the checkpoint {} may have been changed. Resume from an earlier checkpoint or start again",
+                    self.model.dir().display(),
+                    weights.display()
+                ),
+            });
+        }
         let index = crate::formats::checkpoint_index::CheckpointIndex::path_in(&self.work);
         crate::formats::checkpoint_index::CheckpointIndex::read(&index)?;
         crate::fault::point("model-assembled");
@@ -593,18 +689,18 @@ fn output_exists(out: &Path) -> Error {
 /// is not the input, is free (or `overwrite`), is not locked by a live run, and has an
 /// unfinished run to continue when `resume` is asked for. `fit` checks the same; callers call
 /// this first to fail before scanning data.
-pub fn check_paths(paths: &RunPaths) -> Result<()> {
+pub fn check_paths(input: &Path, paths: &RunPaths) -> Result<()> {
     drop(RunLock::acquire(&paths.out)?);
     let work = partial_dir(&paths.out);
     if paths.resume && !work.exists() && paths.out.join("saved_model.pb").is_file() {
         return Ok(()); // already complete
     }
-    check_fresh_or_resumable(paths, &work)
+    check_fresh_or_resumable(input, paths, &work)
 }
 
-fn check_fresh_or_resumable(paths: &RunPaths, work: &Path) -> Result<()> {
-    check_not_input(&paths.input, &paths.out)?;
-    check_not_input(&paths.input, work)?;
+fn check_fresh_or_resumable(input: &Path, paths: &RunPaths, work: &Path) -> Result<()> {
+    check_not_input(input, &paths.out)?;
+    check_not_input(input, work)?;
     if paths.out.exists() && !paths.overwrite {
         return Err(output_exists(&paths.out));
     }
@@ -626,9 +722,9 @@ fn check_fresh_or_resumable(paths: &RunPaths, work: &Path) -> Result<()> {
 
 /// Checks the output and creates the working directory of a fresh run (a resume with a
 /// checkpoint keeps it).
-fn prepare_work_dir(paths: &RunPaths) -> Result<PathBuf> {
+fn prepare_work_dir(input: &Path, paths: &RunPaths) -> Result<PathBuf> {
     let work = partial_dir(&paths.out);
-    check_fresh_or_resumable(paths, &work)?;
+    check_fresh_or_resumable(input, paths, &work)?;
     if paths.resume {
         let checkpoints = Checkpoints::in_dir(&work);
         if checkpoints.latest()?.is_some() {

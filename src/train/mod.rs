@@ -10,13 +10,15 @@ pub mod savedmodel_writer;
 pub mod schedule;
 pub mod state;
 pub mod tensorboard;
+pub mod trainable_model;
 pub mod trainer;
 
 pub use contract::TrainContract;
 pub use fit::{
-    check_paths, fit, CheckpointsInOutput, Control, EarlyStopping, EpochReport, FitOptions, FitOutcome, RunData,
-    RunPaths, RunPlan, StepReport, TrainCallback,
+    check_paths, fit, prepare, CheckpointPolicy, CheckpointsInOutput, Control, EarlyStopping, EpochReport, FitOptions,
+    FitOutcome, InitialWeights, PreparedRun, RunData, RunPaths, RunPlan, StepReport, TrainCallback,
 };
 pub use mask::{Mask, MaskSpec, MaskStart};
 pub use schedule::{Decay, LrSchedule};
+pub use trainable_model::TrainableModel;
 pub use trainer::{Metrics, Trainer};

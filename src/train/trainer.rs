@@ -15,6 +15,7 @@ use crate::session::loaded_model::{LoadedModel, SessionConfig};
 use crate::tensor::TensorData;
 use crate::train::contract::{TrainContract, EVAL_STEP, TRAIN_STEP};
 use crate::train::mask::{Mask, MaskSpec};
+use crate::train::trainable_model::TrainableModel;
 
 /// Named scalar results of a step or a pass (`loss`, `accuracy`), sorted by name.
 pub type Metrics = BTreeMap<String, f64>;
@@ -38,15 +39,17 @@ impl Trainer {
     /// Loads the SavedModel in `dir` (tag set `serve`), checks it against the train-step
     /// contract and builds the mask from `mask`.
     pub fn open(dir: &Path, mask: &MaskSpec, session: SessionConfig) -> Result<Trainer> {
-        let meta_graph = crate::SavedModel::open(dir)?.meta_graph(&["serve"])?;
-        let contract = TrainContract::read(dir, &meta_graph)?;
-        let mask = Mask::build(&contract, mask)?;
-        Trainer::from_parts(dir, contract, mask, session)
+        let model = TrainableModel::open(dir)?;
+        let mask = model.mask(mask)?;
+        Trainer::from_model(&model, mask, session)
     }
 
-    /// Loads `dir` with an already built mask (a resumed run keeps the mask it started with).
-    pub fn from_parts(dir: &Path, contract: TrainContract, mask: Mask, session: SessionConfig) -> Result<Trainer> {
-        let model = LoadedModel::load(dir, &["serve"], session)?;
+    /// Loads an opened model with an already built mask (a resumed run keeps the mask it
+    /// started with), without decoding its graph again.
+    pub fn from_model(opened: &TrainableModel, mask: Mask, session: SessionConfig) -> Result<Trainer> {
+        let dir = opened.dir();
+        let contract = opened.contract().clone();
+        let model = LoadedModel::load_meta_graph(dir.to_path_buf(), opened.meta_graph().clone(), session)?;
         let train_step = BoundSignature::bind(&model, TRAIN_STEP)?;
         let eval_step = model
             .meta_graph()
