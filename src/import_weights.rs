@@ -50,7 +50,7 @@ pub struct ImportOptions {
 
 impl Default for ImportOptions {
     fn default() -> ImportOptions {
-        ImportOptions { tags: vec!["serve".to_string()], skip_mismatch: false }
+        ImportOptions { tags: vec![crate::model::record::SERVE_TAG.to_string()], skip_mismatch: false }
     }
 }
 

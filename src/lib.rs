@@ -16,6 +16,8 @@
 //! # }
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod data;
 pub mod error;
 mod fault;

@@ -138,6 +138,16 @@ fn error_chain_text(error: &anyhow::Error) -> String {
     text
 }
 
+/// Whether an error is stdout closing early (`tfload ... | head`), which is not a failure.
+pub fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    use std::io::ErrorKind::BrokenPipe;
+    error.chain().any(|cause| {
+        let io = cause.downcast_ref::<std::io::Error>().map(|io| io.kind());
+        let json = cause.downcast_ref::<serde_json::Error>().and_then(|e| e.io_error_kind());
+        io == Some(BrokenPipe) || json == Some(BrokenPipe)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,14 +161,4 @@ mod tests {
         assert_eq!(text.matches("os error 28").count(), 1, "{text}");
         assert!(text.starts_with("writing the model: out/x: "), "{text}");
     }
-}
-
-/// Whether an error is stdout closing early (`tfload ... | head`), which is not a failure.
-pub fn is_broken_pipe(error: &anyhow::Error) -> bool {
-    use std::io::ErrorKind::BrokenPipe;
-    error.chain().any(|cause| {
-        let io = cause.downcast_ref::<std::io::Error>().map(|io| io.kind());
-        let json = cause.downcast_ref::<serde_json::Error>().and_then(|e| e.io_error_kind());
-        io == Some(BrokenPipe) || json == Some(BrokenPipe)
-    })
 }

@@ -12,10 +12,10 @@ use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use tfload::data::{split, BatchLoader, DataSource, Dataset, LoaderOptions, Purpose};
 use tfload::import_weights::ImportPlan;
-use tfload::train::tensorboard::{Callbacks, TensorBoard};
+use tfload::train::tensorboard::TensorBoard;
 use tfload::train::{
-    prepare, CheckpointPolicy, CheckpointsInOutput, Control, Decay, EarlyStopping, EpochReport, FitOptions, FitOutcome,
-    InitialWeights, LrSchedule, Mask, MaskSpec, MaskStart, Metrics, RunData, RunPaths, RunPlan, StepReport,
+    prepare, Callbacks, CheckpointPolicy, CheckpointsInOutput, Control, Decay, EarlyStopping, EpochReport, FitOptions,
+    FitOutcome, InitialWeights, LrSchedule, Mask, MaskSpec, MaskStart, Metrics, RunData, RunPaths, RunPlan, StepReport,
     TrainCallback, TrainableModel,
 };
 use tfload::SessionConfig;

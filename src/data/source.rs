@@ -10,7 +10,7 @@
 //!
 //! let model = TrainableModel::open("saved_models/cnn_digits")?;
 //! let source = DataSource::detect("data/digits_train.npz", &SourceOptions::default())?;
-//! let train = source.open(model.input_spec()?, || model.image_spec(), Purpose::Training)?;
+//! let train = source.open(&model.input_spec()?, || model.image_spec(), Purpose::Training)?;
 //! println!("{}", train.describe());
 //! # Ok(())
 //! # }

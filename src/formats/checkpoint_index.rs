@@ -5,8 +5,6 @@
 
 mod table;
 
-pub(crate) use table::mask as mask_crc;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 

@@ -27,12 +27,13 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use crc::{Crc, CRC_32_ISCSI};
 use prost::Message;
 use sstable::{Options, TableBuilder};
 
 use crate::error::{Error, Result};
-use crate::formats::checkpoint_index::{mask_crc, read_records, CheckpointIndex};
+use crate::formats::checkpoint_index::{read_records, CheckpointIndex};
+use crate::formats::crc::mask as mask_crc;
+pub use crate::formats::crc::masked_crc32c;
 use crate::output_dir::{build_then_place, check_not_input, copy_model_files, io_error};
 use crate::proto;
 use crate::tensor::dtype::DType;
@@ -44,7 +45,6 @@ pub const DATA_FILE: &str = "variables.data-00000-of-00001";
 /// File name of the index the writer produces.
 pub const INDEX_FILE: &str = "variables.index";
 
-const CASTAGNOLI: Crc<u32> = Crc::<u32>::new(&CRC_32_ISCSI);
 /// `BundleHeaderProto.endianness` of a big-endian bundle.
 const BIG_ENDIAN: i32 = 1;
 
@@ -166,11 +166,6 @@ fn check_output(source: &Path, out: &Path, overwrite: bool) -> Result<()> {
         return Err(output_error("exists and is not a SavedModel, so --force does not replace it; remove it yourself"));
     }
     Ok(())
-}
-
-/// The masked CRC32C TensorFlow stores in `BundleEntryProto.crc32c` (LevelDB's masking).
-pub fn masked_crc32c(bytes: &[u8]) -> u32 {
-    mask_crc(CASTAGNOLI.checksum(bytes))
 }
 
 /// The header and the entry records of an index file, in key order; partitioned variables refused.
@@ -332,14 +327,6 @@ mod tests {
     fn bias_key(writer: &CheckpointWriter) -> String {
         let shape_10 = |k: &&str| writer.entry(k).map(|(_, s)| s.to_string()) == Some("[10]".to_string());
         writer.keys().find(|k| !k.starts_with("optimizer") && shape_10(k)).expect("a [10] entry").to_string()
-    }
-
-    #[test]
-    fn masked_crc_matches_leveldb_test_vectors() {
-        // crc32c("123456789") = 0xe3069283 (RFC 3720); masking as LevelDB's crc32c::Mask.
-        let crc: u32 = 0xe306_9283;
-        assert_eq!(masked_crc32c(b"123456789"), ((crc >> 15) | (crc << 17)).wrapping_add(0xa282_ead8));
-        assert_eq!(CASTAGNOLI.checksum(b"123456789"), crc);
     }
 
     #[test]

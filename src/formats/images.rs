@@ -550,7 +550,7 @@ mod tests {
         std::fs::write(&path, &png).unwrap();
         for (height, width) in [(1 << 20, 1 << 20), (usize::MAX, 3)] {
             let spec = ImageSpec { height, width, color_mode: ColorMode::Rgb };
-            let message = spec.load_batch(&[path.clone()]).unwrap_err().to_string();
+            let message = spec.load_batch(std::slice::from_ref(&path)).unwrap_err().to_string();
             assert!(message.contains("over the limit") && message.contains("a.png"), "{message}");
             assert!(spec.load_bytes(&png, &path).is_err());
         }

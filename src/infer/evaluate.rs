@@ -15,8 +15,7 @@ use crate::infer::predict::{top_k, Predictor};
 use crate::session::call::{BoundSignature, Tensors};
 use crate::tensor::TensorData;
 
-/// The signature computing loss and metrics from inputs and `labels`.
-pub const EVAL_STEP: &str = "eval_step";
+pub use crate::model::record::EVAL_STEP;
 
 /// What an evaluation found.
 #[derive(Debug, Clone, Serialize)]

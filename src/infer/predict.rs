@@ -5,10 +5,11 @@
 use std::path::{Path, PathBuf};
 
 use ndarray::{ArrayD, ArrayView1, Axis, Ix2};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::formats::images::{ImageSpec, UnfitImageInput};
+use crate::model::record::RecordView;
 use crate::model::signature::{Signature, TensorSpec};
 use crate::session::call::{BoundSignature, Tensors};
 use crate::session::loaded_model::{LoadedModel, SessionConfig};
@@ -70,7 +71,7 @@ impl Predictor {
 
     /// The class names in the model's `assets/tfload_contract.json`, where it has them.
     pub fn record_class_names(&self) -> Option<Vec<String>> {
-        ModelRecord::read(self.model.dir()).class_names
+        RecordView::read(self.model.dir()).class_names
     }
 
     fn unsuitable(&self, problem: String) -> Error {
@@ -118,7 +119,7 @@ impl ImageClassifier {
     pub fn new(predictor: Predictor, options: ClassifierOptions) -> Result<ImageClassifier> {
         let (input, image) = predictor.image_input(options.image_size)?;
         let output = predictor.score_output(options.output.as_deref())?;
-        let record = ModelRecord::read(predictor.model.dir());
+        let record = RecordView::read(predictor.model.dir());
         let class_names = options.class_names.or_else(|| record.class_names.clone());
         let classes = output.shape.dims().and_then(|dims| dims[1]);
         if let (Some(names), Some(classes)) = (&class_names, classes) {
@@ -306,40 +307,6 @@ pub fn read_class_names(path: &Path) -> Result<Vec<String>> {
         });
     }
     Ok(names)
-}
-
-/// The parts of the model's `assets/tfload_contract.json` that inference uses, read leniently:
-/// a model without the record (any SavedModel not exported by tfload) simply has none.
-#[derive(Debug, Default, Deserialize)]
-struct ModelRecord {
-    #[serde(default)]
-    class_names: Option<Vec<String>>,
-    #[serde(default)]
-    outputs: Vec<OutputRecord>,
-}
-
-#[derive(Debug, Deserialize)]
-struct OutputRecord {
-    key: String,
-    #[serde(default)]
-    kind: Option<String>,
-}
-
-impl ModelRecord {
-    fn read(dir: &Path) -> ModelRecord {
-        let path = dir.join(crate::train::contract::RECORD_PATH);
-        let text = std::fs::read_to_string(&path).unwrap_or_default();
-        serde_json::from_str(&text).unwrap_or_else(|error| {
-            if !text.is_empty() {
-                log::warn!("{}: ignored, it does not parse ({error})", path.display());
-            }
-            ModelRecord::default()
-        })
-    }
-
-    fn output_kind(&self, key: &str) -> Option<&str> {
-        self.outputs.iter().find(|o| o.key == key).and_then(|o| o.kind.as_deref())
-    }
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 
 pub mod handles;
 pub mod meta_graph;
+pub mod record;
 pub mod saved_model;
 pub mod signature;
 pub mod variables;

@@ -8,8 +8,9 @@ use tensorflow::{Operation, SessionRunArgs};
 
 use crate::error::{Error, Result};
 use crate::model::signature::{Signature, TensorSpec};
+use crate::session::feed::FeedTensor;
 use crate::session::loaded_model::LoadedModel;
-use crate::tensor::{FeedTensor, TensorData};
+use crate::tensor::TensorData;
 
 /// Inputs or outputs by key.
 pub type Tensors = BTreeMap<String, TensorData>;
@@ -116,10 +117,10 @@ impl BoundSignature {
         }
         let tokens: Vec<_> =
             outputs.iter().map(|endpoint| args.request_fetch(&endpoint.operation, endpoint.index)).collect();
-        model.session().run(&mut args).map_err(|status| Error::TensorFlow {
-            during: format!("running signature `{}`", self.signature.key),
-            message: status.to_string(),
-        })?;
+        model
+            .session()
+            .run(&mut args)
+            .map_err(|status| Error::from_tensorflow(format!("running signature `{}`", self.signature.key), &status))?;
         outputs
             .iter()
             .zip(tokens)

@@ -25,10 +25,9 @@ impl SessionConfig {
         let mut options = SessionOptions::new();
         let config = config_proto(self.intra_op_threads, self.inter_op_threads);
         if !config.is_empty() {
-            options.set_config(&config).map_err(|status| Error::TensorFlow {
-                during: "setting session options".to_string(),
-                message: status.to_string(),
-            })?;
+            options
+                .set_config(&config)
+                .map_err(|status| Error::from_tensorflow("setting session options".to_string(), &status))?;
         }
         Ok(options)
     }

@@ -2,4 +2,6 @@
 //! for calls with their input checks and the feed/fetch conversions.
 
 pub mod call;
+pub mod feed;
 pub mod loaded_model;
+pub mod saver;

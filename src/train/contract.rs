@@ -18,12 +18,7 @@ use crate::tensor::shape::Shape;
 
 /// The contract version this tfload understands.
 pub const CONTRACT_VERSION: u32 = 1;
-/// Where the record lives inside a SavedModel.
-pub const RECORD_PATH: &str = "assets/tfload_contract.json";
-/// The signature that trains.
-pub const TRAIN_STEP: &str = "train_step";
-/// The signature that evaluates.
-pub const EVAL_STEP: &str = "eval_step";
+pub use crate::model::record::{EVAL_STEP, RECORD_PATH, SERVE_TAG, TRAIN_STEP};
 
 /// The record of a trainable SavedModel. Every field the contract marks as required is read
 /// here and checked against the model by [`TrainContract::read`]; informational fields
@@ -356,7 +351,7 @@ mod tests {
     }
 
     fn read(dir: &Path) -> Result<TrainContract> {
-        TrainContract::read(dir, &crate::SavedModel::open(dir)?.meta_graph(&["serve"])?)
+        TrainContract::read(dir, &crate::SavedModel::open(dir)?.meta_graph(&[SERVE_TAG])?)
     }
 
     fn field_of(error: Error) -> String {

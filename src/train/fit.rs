@@ -24,6 +24,7 @@ use crate::output_dir::{
     remove_leftovers,
 };
 use crate::session::loaded_model::SessionConfig;
+use crate::train::callbacks::{Control, EpochReport, RunPlan, StepReport, TrainCallback};
 use crate::train::mask::MaskSpec;
 use crate::train::run_lock::RunLock;
 use crate::train::savedmodel_writer::write_model_files;
@@ -141,86 +142,6 @@ pub struct CheckpointsInOutput {
     /// The best epoch's checkpoint under early stopping (`checkpoints/best`).
     pub best: bool,
 }
-
-/// Whether the run goes on after a callback.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Control {
-    /// Go on.
-    Continue,
-    /// Finish now and write the output, as if the last epoch had ended.
-    Stop,
-}
-
-/// The plan of a run, given to callbacks before the first step.
-#[derive(Debug, Clone, Serialize)]
-pub struct RunPlan {
-    /// First epoch to run (1-based).
-    pub first_epoch: u64,
-    /// Last epoch.
-    pub epochs: u64,
-    /// Batches per epoch.
-    pub steps_per_epoch: u64,
-    /// Steps already done (a resumed run).
-    pub global_step: u64,
-    /// Variables trained / in the mask.
-    pub trainable: usize,
-    /// Mask size.
-    pub mask_size: usize,
-    /// Where the run works.
-    pub work_dir: PathBuf,
-}
-
-/// Sent after each step.
-#[derive(Debug, Clone, Serialize)]
-pub struct StepReport {
-    /// 1-based epoch.
-    pub epoch: u64,
-    /// 1-based step within the epoch.
-    pub step_in_epoch: u64,
-    /// 1-based global step.
-    pub global_step: u64,
-    /// This batch's loss and metrics.
-    pub batch: Metrics,
-    /// Running batch-weighted means over the epoch so far.
-    pub running: Metrics,
-    /// Learning rate used.
-    pub lr: f32,
-    /// Examples per second in this epoch so far.
-    pub samples_per_sec: f64,
-}
-
-/// Sent after each epoch.
-#[derive(Debug, Clone, Serialize)]
-pub struct EpochReport {
-    /// 1-based epoch.
-    pub epoch: u64,
-    /// Training means.
-    pub train: Metrics,
-    /// Validation results.
-    pub validation: Option<Metrics>,
-    /// Examples per second.
-    pub samples_per_sec: f64,
-    /// Whether this epoch is the best so far (early stopping).
-    pub best: bool,
-}
-
-/// Receives progress; may stop the run.
-pub trait TrainCallback {
-    /// Before the first step.
-    fn on_begin(&mut self, _plan: &RunPlan) {}
-    /// After every step.
-    fn on_step(&mut self, _report: &StepReport) -> Control {
-        Control::Continue
-    }
-    /// After every epoch (validation done).
-    fn on_epoch(&mut self, _report: &EpochReport) -> Control {
-        Control::Continue
-    }
-}
-
-/// A callback that does nothing.
-pub struct Silent;
-impl TrainCallback for Silent {}
 
 /// How a run ended.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -487,7 +408,7 @@ impl Run<'_> {
                     self.state.epoch_so_far = running.clone();
                     return Ok(RunEnd::Interrupted(self.checkpoint()?));
                 }
-                if self.options.checkpoints.every_steps.is_some_and(|n| n > 0 && step % n == 0) {
+                if self.options.checkpoints.every_steps.is_some_and(|n| n > 0 && step.is_multiple_of(n)) {
                     self.state.epoch_so_far = running.clone();
                     self.checkpoint()?;
                 }

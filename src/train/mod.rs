@@ -2,6 +2,7 @@
 //! record, masks, learning-rate schedules, the trainer, and the training run with checkpoints and
 //! exact resume.
 
+pub mod callbacks;
 pub mod contract;
 pub mod fit;
 pub mod mask;
@@ -13,10 +14,11 @@ pub mod tensorboard;
 pub mod trainable_model;
 pub mod trainer;
 
+pub use callbacks::{Callbacks, Control, EpochReport, RunPlan, Silent, StepReport, TrainCallback};
 pub use contract::TrainContract;
 pub use fit::{
-    check_paths, fit, prepare, CheckpointPolicy, CheckpointsInOutput, Control, EarlyStopping, EpochReport, FitOptions,
-    FitOutcome, InitialWeights, PreparedRun, RunData, RunPaths, RunPlan, StepReport, TrainCallback,
+    check_paths, fit, prepare, CheckpointPolicy, CheckpointsInOutput, EarlyStopping, FitOptions, FitOutcome,
+    InitialWeights, PreparedRun, RunData, RunPaths,
 };
 pub use mask::{Mask, MaskSpec, MaskStart};
 pub use schedule::{Decay, LrSchedule};

@@ -1,10 +1,7 @@
 //! TensorBoard event files: scalars of a training run written as Keras 3's `TensorBoard`
 //! callback writes them, so tfload runs sit beside Keras runs in the same TensorBoard.
 //!
-//! An event file is a TFRecord file of `tensorflow.Event` protos: a `file_version` event
-//! (`brain.Event:2`) first, then one event per scalar, a `Summary` with a `simple_value`
-//! (TensorBoard's scalars plugin and `tf.compat.v1.train.summary_iterator` read these). Files are
-//! named `events.out.tfevents.<seconds>.<host>.<pid>.<n>.v2`, as TensorFlow names them.
+//! The event files are written by [`EventWriter`](crate::formats::events::EventWriter).
 //!
 //! [`TensorBoard`] is a [`TrainCallback`] writing, under its log folder:
 //!
@@ -22,110 +19,11 @@
 //! step it resumes from, which makes TensorBoard drop the steps an interrupted run logged after
 //! its last checkpoint.
 
-use std::fs::File;
-use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-
-use prost::Message;
 
 use crate::error::{Error, Result};
-use crate::proto::{event, session_log, summary, Event, SessionLog, Summary};
-use crate::train::{Control, EpochReport, RunPlan, StepReport, TrainCallback};
-
-/// The first event of every file, which TensorBoard checks.
-const FILE_VERSION: &str = "brain.Event:2";
-/// Longest time written events wait in memory before being flushed.
-const FLUSH_EVERY: Duration = Duration::from_secs(2);
-
-/// One event file being written.
-pub struct EventWriter {
-    path: PathBuf,
-    file: BufWriter<File>,
-    flushed: Instant,
-}
-
-impl EventWriter {
-    /// Creates a new event file in `dir` (made if missing) and writes its version event.
-    pub fn create(dir: &Path) -> Result<EventWriter> {
-        static FILES: AtomicU64 = AtomicU64::new(0);
-        std::fs::create_dir_all(dir).map_err(io(dir))?;
-        let name = format!(
-            "events.out.tfevents.{:010}.{}.{}.{}.v2",
-            now().as_secs(),
-            hostname(),
-            std::process::id(),
-            FILES.fetch_add(1, Ordering::Relaxed)
-        );
-        let path = dir.join(name);
-        let file = BufWriter::new(File::create(&path).map_err(io(&path))?);
-        let mut writer = EventWriter { path, file, flushed: Instant::now() };
-        writer.write(0, event::What::FileVersion(FILE_VERSION.to_string()))?;
-        writer.flush()?;
-        Ok(writer)
-    }
-
-    /// The file.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Writes one scalar summary.
-    pub fn scalar(&mut self, tag: &str, step: u64, value: f64) -> Result<()> {
-        let value =
-            summary::Value { tag: tag.to_string(), value: Some(summary::value::Value::SimpleValue(value as f32)) };
-        self.write(step, event::What::Summary(Summary { value: vec![value] }))
-    }
-
-    /// Marks a restart at `step`: TensorBoard drops events of this run logged at `step` or later.
-    pub fn restart_at(&mut self, step: u64) -> Result<()> {
-        let log = SessionLog { status: session_log::SessionStatus::Start as i32, ..SessionLog::default() };
-        self.write(step, event::What::SessionLog(log))
-    }
-
-    /// Writes buffered events to disk.
-    pub fn flush(&mut self) -> Result<()> {
-        self.flushed = Instant::now();
-        self.file.flush().map_err(io(&self.path))
-    }
-
-    fn write(&mut self, step: u64, what: event::What) -> Result<()> {
-        let event = Event { wall_time: now().as_secs_f64(), step: step as i64, what: Some(what) };
-        tensorflow::io::RecordWriter::new(&mut self.file)
-            .write_record(&event.encode_to_vec())
-            .map_err(io(&self.path))?;
-        if self.flushed.elapsed() >= FLUSH_EVERY {
-            self.flush()?;
-        }
-        Ok(())
-    }
-}
-
-impl Drop for EventWriter {
-    fn drop(&mut self) {
-        let _ = self.file.flush();
-    }
-}
-
-fn now() -> Duration {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default()
-}
-
-fn hostname() -> String {
-    let mut buffer = [0u8; 256];
-    // SAFETY: the buffer is valid for its length; gethostname writes at most that many bytes.
-    let status = unsafe { libc::gethostname(buffer.as_mut_ptr().cast(), buffer.len()) };
-    let end = buffer.iter().position(|&b| b == 0).unwrap_or(buffer.len());
-    match std::str::from_utf8(&buffer[..end]) {
-        Ok(name) if status == 0 && !name.is_empty() => name.to_string(),
-        _ => "localhost".to_string(),
-    }
-}
-
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
-    move |source| Error::Io { path: path.to_path_buf(), source }
-}
+use crate::formats::events::EventWriter;
+use crate::train::callbacks::{Control, EpochReport, RunPlan, StepReport, TrainCallback};
 
 /// A training callback writing Keras-style scalars to `LOGDIR/train` and `LOGDIR/validation`.
 ///
@@ -235,36 +133,15 @@ impl TrainCallback for TensorBoard {
     }
 }
 
-/// Several callbacks as one: each sees every event in order; the run stops if any asks to.
-pub struct Callbacks<'a>(pub Vec<&'a mut dyn TrainCallback>);
-
-impl TrainCallback for Callbacks<'_> {
-    fn on_begin(&mut self, plan: &RunPlan) {
-        self.0.iter_mut().for_each(|callback| callback.on_begin(plan));
-    }
-
-    fn on_step(&mut self, report: &StepReport) -> Control {
-        self.0.iter_mut().fold(Control::Continue, |control, callback| stop_if_any(control, callback.on_step(report)))
-    }
-
-    fn on_epoch(&mut self, report: &EpochReport) -> Control {
-        self.0.iter_mut().fold(Control::Continue, |control, callback| stop_if_any(control, callback.on_epoch(report)))
-    }
-}
-
-fn stop_if_any(a: Control, b: Control) -> Control {
-    if a == Control::Stop || b == Control::Stop {
-        Control::Stop
-    } else {
-        Control::Continue
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::formats::events::FILE_VERSION;
     use crate::formats::tfrecord::{Compression, OnCorrupt, Shard};
+    use crate::proto::{event, session_log, summary, Event};
+    use crate::train::callbacks::Callbacks;
     use crate::train::Metrics;
+    use prost::Message;
 
     fn read_events(path: &Path) -> Vec<Event> {
         let mut events = Vec::new();
@@ -384,7 +261,7 @@ mod tests {
 
     #[test]
     fn callbacks_fan_out_and_any_can_stop() {
-        let (mut a, mut b) = (crate::train::fit::Silent, Stopper);
+        let (mut a, mut b) = (crate::train::callbacks::Silent, Stopper);
         let mut both = Callbacks(vec![&mut a, &mut b]);
         let report =
             EpochReport { epoch: 1, train: Metrics::new(), validation: None, samples_per_sec: 1.0, best: false };

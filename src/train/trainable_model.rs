@@ -9,16 +9,14 @@ use std::sync::Arc;
 use crate::error::{Error, Result};
 use crate::formats::images::{ImageSpec, UnfitImageInput};
 use crate::model::meta_graph::MetaGraph;
+use crate::model::record::{RECORD_PATH, SERVE_TAG, TRAIN_STEP};
 use crate::model::saved_model::SavedModel;
 use crate::model::signature::TensorSpec;
 use crate::session::loaded_model::SessionConfig;
 use crate::tensor::shape::Shape;
-use crate::train::contract::{TrainContract, RECORD_PATH, TRAIN_STEP};
+use crate::train::contract::TrainContract;
 use crate::train::mask::{Mask, MaskSpec};
 use crate::train::trainer::Trainer;
-
-/// The tag set a trainable SavedModel is exported and loaded with.
-pub const SERVE_TAG: &str = "serve";
 
 /// A trainable SavedModel, read and checked, not yet loaded into a session.
 #[derive(Debug, Clone)]

@@ -18,8 +18,6 @@ const FOOTER_MAGIC_AT: usize = 40;
 const TRAILER_BYTES: usize = 5;
 /// The only compression type TensorFlow writes into a checkpoint index.
 const NO_COMPRESSION: u8 = 0;
-/// LevelDB's CRC mask delta (`crc32c::Mask`).
-const CRC_MASK_DELTA: u32 = 0xa282_ead8;
 
 /// One key and its value, borrowed from the file's bytes.
 pub(super) type Record<'a> = (Vec<u8>, &'a [u8]);
@@ -207,10 +205,7 @@ fn varint(bytes: &mut &[u8], max_bytes: usize) -> Option<u64> {
     None
 }
 
-/// LevelDB's masking of a stored CRC (`crc32c::Mask`), used by every checksum of a bundle.
-pub(crate) fn mask(crc: u32) -> u32 {
-    crc.rotate_right(15).wrapping_add(CRC_MASK_DELTA)
-}
+pub(crate) use crate::formats::crc::mask;
 
 #[cfg(test)]
 mod tests {
@@ -239,7 +234,7 @@ mod tests {
     fn mask_matches_leveldb() {
         // LevelDB's crc32c_test: masking changes the value, twice too, and unmasking undoes it.
         let crc: u32 = 0xe306_9283;
-        let unmask = |masked: u32| masked.wrapping_sub(CRC_MASK_DELTA).rotate_left(15);
+        let unmask = |masked: u32| masked.wrapping_sub(0xa282_ead8).rotate_left(15);
         assert_ne!(mask(crc), crc);
         assert_ne!(mask(mask(crc)), crc);
         assert_eq!(unmask(mask(crc)), crc);

@@ -283,7 +283,9 @@ mod tests {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("saved_models/h5").join(name)
     }
 
-    fn summary(weights: &KerasWeights) -> Vec<(String, Vec<(String, Vec<usize>)>)> {
+    type LayerSummary = (String, Vec<(String, Vec<usize>)>);
+
+    fn summary(weights: &KerasWeights) -> Vec<LayerSummary> {
         let with_weights = weights.layers().iter().filter(|l| !l.weights.is_empty());
         with_weights
             .map(|l| (l.name.clone(), l.weights.iter().map(|w| (w.name.clone(), w.shape.clone())).collect()))
