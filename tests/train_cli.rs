@@ -391,3 +391,49 @@ fn a_model_with_two_handles_per_variable_is_refused() {
     assert!(err.contains("variable handles for 2 variables"), "{err}");
     assert!(err.contains("scripts/tfload_export.py"), "{err}");
 }
+
+/// The highest "saved_model.pb decodes in this process: N" of a `-vv` run's debug log.
+fn decodes_logged(stderr: &str) -> usize {
+    stderr
+        .lines()
+        .filter_map(|line| line.split("saved_model.pb decodes in this process: ").nth(1))
+        .map(|rest| rest.trim_end_matches(')').parse::<usize>().unwrap())
+        .max()
+        .unwrap_or(0)
+}
+
+#[test]
+fn one_train_decodes_saved_model_pb_once_fresh_with_weights_and_resumed() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let weights = root().join("saved_models/h5/mlp_keras3.weights.h5");
+    let args = |extra: &[&str]| -> Vec<String> {
+        let mut args: Vec<String> = ["-vv", "train", s(&model("mlp_digits")), "--data", s(&train_data())]
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+        args.extend(["--val-data", s(&val_data()), "--out", s(&out), "--epochs", "2"].map(String::from));
+        args.extend(extra.iter().map(|a| a.to_string()));
+        args
+    };
+    // Killed at its second checkpoint (the end of epoch 2 is not reached), then resumed.
+    let fresh = Command::new(env!("CARGO_BIN_EXE_tfload"))
+        .args(args(&["--init-weights", s(&weights), "--checkpoint-every-steps", "3"]))
+        .env("TFLOAD_FAULT_AT", "checkpoint-built:2")
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&fresh.stderr);
+    assert!(!fresh.status.success(), "the fault point should have killed the run: {stderr}");
+    assert!(stderr.contains("imported"), "{stderr}");
+    assert_eq!(decodes_logged(&stderr), 1, "{stderr}");
+    let resumed = Command::new(env!("CARGO_BIN_EXE_tfload"))
+        .args(args(&["--checkpoint-every-steps", "3", "--resume"]))
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&resumed.stderr);
+    assert!(resumed.status.success(), "{stderr}");
+    assert_eq!(decodes_logged(&stderr), 1, "{stderr}");
+    assert!(out.join("saved_model.pb").is_file());
+}
