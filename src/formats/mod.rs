@@ -3,7 +3,7 @@
 
 pub mod checkpoint_index;
 pub mod checkpoint_writer;
-pub mod crc;
+pub(crate) mod crc;
 pub mod events;
 pub mod images;
 pub mod keras_h5;

@@ -5,15 +5,9 @@
 use std::path::Path;
 
 use crate::error::Result;
-use crate::output_dir::{build_then_place, copy_model_files};
+use crate::output_dir::copy_model_files;
 use crate::session::loaded_model::LoadedModel;
 use crate::session::saver::save_variables;
-
-/// Writes `model`'s variables and `source`'s graph and assets as a SavedModel at `dest`, which
-/// appears whole or not at all.
-pub fn write_saved_model(model: &LoadedModel, source: &Path, dest: &Path) -> Result<()> {
-    build_then_place(dest, |dir| write_model_files(model, source, dir))
-}
 
 /// Fills the (new) directory `dir` with `model`'s variables and `source`'s graph and assets.
 pub fn write_model_files(model: &LoadedModel, source: &Path, dir: &Path) -> Result<()> {
