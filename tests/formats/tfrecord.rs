@@ -2,11 +2,9 @@
 //! gives; training from TFRecords matches training from the same images in a folder; corrupt and
 //! mismatched data fail with messages that name the file, the record and what to do.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
-use common::{model, python_json, root, s, tfload_err, tfload_ok};
+use crate::common::{model, python_json, root, s, tfload_err, tfload_ok};
 use serde_json::Value;
 use tfload::data::{Dataset, FeatureMapping, InputSpec, TfRecordDataset, TfRecordOptions};
 use tfload::{DType, TensorData};
@@ -160,7 +158,7 @@ fn corrupt_records_name_the_file_and_offset_or_are_skipped() {
     let cnn = model("cnn_digits");
     let mut args = vec!["train", s(&cnn), "--data", s(&flipped), "--out", s(&out), "--epochs", "1", "--skip-corrupt"];
     args.extend(MAPPING);
-    let output = common::tfload(&args);
+    let output = crate::common::tfload(&args);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
     assert!(stderr.contains("149 records in 1 file(s); 1 corrupt record(s) skipped"), "{stderr}");

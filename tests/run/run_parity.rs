@@ -2,13 +2,10 @@
 //! SavedModel exported by Keras itself, called on the same inputs on both sides; outputs equal
 //! (floats within 1e-6 relative, integers and strings exactly).
 
-mod common;
-mod run_common;
-
 use std::path::Path;
 
+use crate::common::parity::{assert_same, foreign_model, pseudo_random, python, read_all};
 use ndarray::{ArrayD, IxDyn};
-use run_common::{assert_same, foreign_model, pseudo_random, python, read_all};
 use tfload::formats::npy::{read_npy, read_npz, write_npy};
 use tfload::TensorData;
 
@@ -16,8 +13,8 @@ use tfload::TensorData;
 /// and compares every output.
 fn parity(model: &Path, key: &str, inputs: &[(&str, TensorData)]) {
     let dir = tempfile::tempdir().unwrap();
-    let mut ours = vec!["run".to_string(), common::s(model).to_string(), "-s".into(), key.into()];
-    let mut theirs = vec!["run".to_string(), common::s(model).to_string(), key.into()];
+    let mut ours = vec!["run".to_string(), crate::common::s(model).to_string(), "-s".into(), key.into()];
+    let mut theirs = vec!["run".to_string(), crate::common::s(model).to_string(), key.into()];
     let python_out = dir.path().join("python.npz");
     theirs.push(python_out.display().to_string());
     for (name, data) in inputs {
@@ -28,7 +25,7 @@ fn parity(model: &Path, key: &str, inputs: &[(&str, TensorData)]) {
     }
     let out = dir.path().join("out");
     ours.extend(["--out".to_string(), out.display().to_string()]);
-    common::tfload_ok(&ours.iter().map(String::as_str).collect::<Vec<_>>());
+    crate::common::tfload_ok(&ours.iter().map(String::as_str).collect::<Vec<_>>());
     python(&theirs.iter().map(String::as_str).collect::<Vec<_>>());
     let expected = read_all(&python_out);
     assert!(!expected.is_empty(), "{model:?} {key}: Python gave no outputs");
@@ -46,7 +43,7 @@ fn float32(shape: &[usize], seed: u64, low: f32, high: f32) -> TensorData {
 }
 
 fn digits_val(rows: usize) -> (TensorData, TensorData) {
-    let path = common::root().join("saved_models/data/digits_5_9_val.npz");
+    let path = crate::common::root().join("saved_models/data/digits_5_9_val.npz");
     let indices: Vec<usize> = (0..rows).collect();
     let x = read_npz(&path, Some("x")).unwrap().select_rows(&indices);
     let y = read_npz(&path, Some("y")).unwrap().select_rows(&indices);
@@ -55,7 +52,7 @@ fn digits_val(rows: usize) -> (TensorData, TensorData) {
 
 #[test]
 fn multi_io_signatures_match_python() {
-    let model = common::model("multi_io");
+    let model = crate::common::model("multi_io");
     parity(&model, "serving_default", &[("features", float32(&[5, 4], 1, -3.0, 3.0))]);
     let ids = TensorData::Int64(ArrayD::from_shape_vec(IxDyn(&[3]), vec![-7, 0, 41]).unwrap());
     let names: Vec<String> = ["ada", "été", "x y"].iter().map(|s| s.to_string()).collect();
@@ -70,7 +67,7 @@ fn multi_io_signatures_match_python() {
 fn digits_models_serving_and_eval_step_match_python() {
     let (x, y) = digits_val(64);
     for name in ["mlp_digits", "cnn_digits"] {
-        let model = common::model(name);
+        let model = crate::common::model(name);
         parity(&model, "serving_default", &[("inputs", x.clone())]);
         parity(&model, "eval_step", &[("inputs", x.clone()), ("labels", y.clone())]);
     }

@@ -4,12 +4,10 @@
 //! (`make_h5_fixtures.py compare`: every variable through `tf.train.load_checkpoint`, serving
 //! outputs through `tf.saved_model.load`).
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use common::{model, python_json, root, s, tfload_err, tfload_ok};
+use crate::common::{model, python_json, root, s, tfload_err, tfload_ok};
 use serde_json::Value;
 
 fn fixture(name: &str) -> PathBuf {

@@ -2,12 +2,10 @@
 //! one is refused with a clear error that names the file, never a panic or a signal. Where it
 //! is cheap, TensorFlow's own verdict on the same file is checked too.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{copy_dir, model, root, s, tfload};
+use crate::common::{copy_dir, model, root, s, tfload};
 
 /// Runs `tfload args` and checks that it failed cleanly: an exit code (no signal), not 0, no
 /// panic, and a message that names `file`. Returns stderr.

@@ -2,13 +2,10 @@
 //! `tf.image.resize(bilinear)` on real photos and `image_dataset_from_directory` on the digits
 //! image folder.
 
-mod common;
-mod run_common;
-
 use std::path::{Path, PathBuf};
 
-use common::s;
-use run_common::{python, read_all, root, sample_photo};
+use crate::common::parity::{python, read_all, root, sample_photo};
+use crate::common::s;
 use tfload::data::{Dataset, ImageFolderDataset};
 use tfload::formats::images::{ColorMode, ImageSpec};
 use tfload::TensorData;

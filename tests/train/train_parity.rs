@@ -2,9 +2,7 @@
 //! per-step losses, the weights it writes (frozen ones byte-identical, trained ones equal to
 //! Python's), and the written SavedModel's outputs as Python computes them.
 
-mod common;
-
-use common::{model, python_json, root, s, tfload_ok};
+use crate::common::{model, python_json, root, s, tfload_ok};
 use serde_json::Value;
 use tfload::{LoadedModel, SessionConfig, Tensors};
 

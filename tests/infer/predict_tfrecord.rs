@@ -1,9 +1,7 @@
 //! `tfload predict` on TFRecord data: the same classes and scores, in the same order, as on the
 //! image folder the records were written from (plain and GZIP), with no label feature needed.
 
-mod common;
-
-use common::{model, root, s, tfload_err, tfload_ok};
+use crate::common::{model, root, s, tfload_err, tfload_ok};
 use serde_json::Value;
 
 fn predictions(args: &[&str]) -> Vec<Value> {

@@ -3,13 +3,11 @@
 //! memory they declare, where numpy refuses them too. The files are made in a temp folder by
 //! the project's Python (numpy), which also says what numpy makes of them.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use common::{model, root, s};
+use crate::common::{model, root, s};
 
 /// Makes hostile files: `python -c MAKE KIND OUT` writes OUT and prints numpy's verdict.
 const MAKE: &str = r#"

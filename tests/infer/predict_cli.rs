@@ -1,14 +1,11 @@
 //! `tfload predict` on the digits images: the three output formats, class names from the model
 //! or a labels file, top-k order, and a model exported by Keras itself.
 
-mod common;
-mod run_common;
-
-use common::{model, s, tfload_ok};
+use crate::common::{model, s, tfload_ok};
 use serde_json::Value;
 
 fn images() -> std::path::PathBuf {
-    common::root().join("saved_models/data/digits_5_9_images")
+    crate::common::root().join("saved_models/data/digits_5_9_images")
 }
 
 #[test]
@@ -53,7 +50,7 @@ fn text_csv_and_labels_file() {
 
 #[test]
 fn a_keras_exported_model_without_a_record_gets_index_names() {
-    let foreign = run_common::foreign_model();
+    let foreign = crate::common::parity::foreign_model();
     let image = images().join("9/0009.png");
     let doc: Value =
         serde_json::from_str(&tfload_ok(&["predict", s(&foreign), s(&image), "--json", "-k", "10"])).unwrap();

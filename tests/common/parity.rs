@@ -17,7 +17,7 @@ pub fn root() -> PathBuf {
 
 /// Runs `scripts/py_parity.py ARGS` with the project's Python; returns the JSON it prints.
 pub fn python(args: &[&str]) -> serde_json::Value {
-    crate::common::python_json("py_parity.py", args)
+    super::python_json("py_parity.py", args)
 }
 
 /// Every array of a `.npz` file by name.

@@ -1,11 +1,9 @@
 //! Bad input to `tfload run`, `predict` and `eval`: a clear message naming the key or path and
 //! what was expected, a non-zero exit, and nothing half-written in `--out`.
 
-mod common;
-
 use std::path::Path;
 
-use common::{model, s, tfload_err, tfload_ok};
+use crate::common::{model, s, tfload_err, tfload_ok};
 use ndarray::{ArrayD, IxDyn};
 use tfload::formats::npy::write_npy;
 use tfload::TensorData;
@@ -55,7 +53,7 @@ fn missing_unknown_wrong_dtype_and_wrong_rank_inputs_are_named() {
 
 #[test]
 fn unreadable_arrays_name_their_file() {
-    let data = common::root().join("saved_models/data/digits_5_9_val.npz");
+    let data = crate::common::root().join("saved_models/data/digits_5_9_val.npz");
     let err = run_fails(&[format!("features={}[nope]", data.display())]);
     assert!(err.contains("has no array `nope`; it has: x, y"), "{err}");
     assert!(err.contains("digits_5_9_val.npz"), "{err}");
@@ -92,7 +90,7 @@ fn an_image_that_does_not_decode_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let class = dir.path().join("5");
     std::fs::create_dir(&class).unwrap();
-    std::fs::copy(common::root().join("saved_models/data/digits_5_9_images/5/0005.png"), class.join("good.png"))
+    std::fs::copy(crate::common::root().join("saved_models/data/digits_5_9_images/5/0005.png"), class.join("good.png"))
         .unwrap();
     std::fs::write(class.join("broken.png"), b"\x89PNG\r\n\x1a\n truncated").unwrap();
     let err = tfload_err(&["predict", s(&model("cnn_digits")), s(dir.path())]);
@@ -103,7 +101,7 @@ fn an_image_that_does_not_decode_is_named() {
 
 #[test]
 fn predict_refuses_models_that_are_not_image_classifiers() {
-    let image = common::root().join("saved_models/data/digits_5_9_images/5/0005.png");
+    let image = crate::common::root().join("saved_models/data/digits_5_9_images/5/0005.png");
     let err = tfload_err(&["predict", s(&model("multi_io")), s(&image)]);
     assert!(err.contains("input `features` is float32 [?, 4], not a float32 batch of images"), "{err}");
     let err = tfload_err(&["predict", s(&model("cnn_digits")), "/no/such/image.png"]);
@@ -115,7 +113,7 @@ fn a_labels_file_of_the_wrong_length_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let labels = dir.path().join("labels.txt");
     std::fs::write(&labels, "a\nb\n").unwrap();
-    let image = common::root().join("saved_models/data/digits_5_9_images/5/0005.png");
+    let image = crate::common::root().join("saved_models/data/digits_5_9_images/5/0005.png");
     let err = tfload_err(&["predict", s(&model("cnn_digits")), s(&image), "--labels", s(&labels)]);
     assert!(err.contains("2 class names given for the 5 classes of output `outputs`"), "{err}");
 }

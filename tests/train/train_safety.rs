@@ -5,15 +5,13 @@
 //! Crashes are injected with `TFLOAD_FAULT_AT=<point>[:N]`, which makes tfload SIGKILL itself at
 //! that point (src/fault.rs): the same state on disk as `kill -9` at that moment.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{model, root, s, tfload_err, tfload_ok};
+use crate::common::{model, root, s, tfload_err, tfload_ok};
 
 fn train_data() -> PathBuf {
     root().join("saved_models/data/digits_5_9_train.npz")
@@ -246,7 +244,7 @@ fn the_input_is_read_once_removing_it_mid_run_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let straight = straight_run(dir.path());
     let input = dir.path().join("input-model");
-    common::copy_dir(&model("mlp_digits"), &input);
+    crate::common::copy_dir(&model("mlp_digits"), &input);
     let out = dir.path().join("out");
     let mut args = run_args(&input, &out);
     args[7] = "10".into(); // --epochs 10: long enough to remove the input while it trains

@@ -3,9 +3,7 @@
 //! Keras `model.fit` on the same images in the same order. Their validation accuracy must agree
 //! within a point.
 
-mod common;
-
-use common::{model, python_json, root, s, tfload_ok};
+use crate::common::{model, python_json, root, s, tfload_ok};
 use serde_json::Value;
 
 #[test]

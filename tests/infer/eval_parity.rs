@@ -2,27 +2,24 @@
 //! averaged weighted by batch size as Keras's `evaluate` does; and the confusion matrix
 //! against the predictions themselves.
 
-mod common;
-mod run_common;
-
 use serde_json::Value;
 
 #[test]
 fn eval_loss_and_accuracy_match_python() {
-    let data = common::root().join("saved_models/data/digits_5_9_val.npz");
+    let data = crate::common::root().join("saved_models/data/digits_5_9_val.npz");
     for (name, batch) in [("cnn_digits", "32"), ("mlp_digits", "50")] {
-        let model = common::model(name);
-        let ours: Value = serde_json::from_str(&common::tfload_ok(&[
+        let model = crate::common::model(name);
+        let ours: Value = serde_json::from_str(&crate::common::tfload_ok(&[
             "eval",
-            common::s(&model),
+            crate::common::s(&model),
             "--data",
-            common::s(&data),
+            crate::common::s(&data),
             "--batch-size",
             batch,
             "--json",
         ]))
         .unwrap();
-        let theirs = run_common::python(&["eval", common::s(&model), common::s(&data), batch]);
+        let theirs = crate::common::parity::python(&["eval", crate::common::s(&model), crate::common::s(&data), batch]);
         assert_eq!(ours["examples"], theirs["examples"], "{name}");
         for (key, value) in [("loss", &ours["loss"]), ("accuracy", &ours["metrics"]["accuracy"])] {
             let (a, b) = (value.as_f64().unwrap(), theirs[key].as_f64().unwrap());
@@ -42,16 +39,21 @@ fn eval_loss_and_accuracy_match_python() {
 
 #[test]
 fn eval_on_an_image_folder_names_the_classes_and_prints_tables() {
-    let folder = common::root().join("saved_models/data/digits_5_9_images");
-    let out = common::tfload_ok(&["eval", common::s(&common::model("cnn_digits")), "--data", common::s(&folder)]);
+    let folder = crate::common::root().join("saved_models/data/digits_5_9_images");
+    let out = crate::common::tfload_ok(&[
+        "eval",
+        crate::common::s(&crate::common::model("cnn_digits")),
+        "--data",
+        crate::common::s(&folder),
+    ]);
     for expected in ["150 images in 5 classes", "loss", "precision", "macro avg", "confusion matrix"] {
         assert!(out.contains(expected), "{expected} missing from:\n{out}");
     }
-    let doc: Value = serde_json::from_str(&common::tfload_ok(&[
+    let doc: Value = serde_json::from_str(&crate::common::tfload_ok(&[
         "eval",
-        common::s(&common::model("cnn_digits")),
+        crate::common::s(&crate::common::model("cnn_digits")),
         "--data",
-        common::s(&folder),
+        crate::common::s(&folder),
         "--json",
     ]))
     .unwrap();

@@ -1,9 +1,7 @@
 //! The text and JSON output of `tfload signatures` / `tfload variables`, and every bad input they
 //! must refuse with a clear message.
 
-mod common;
-
-use common::{copy_dir, model, s, tfload_err, tfload_ok};
+use crate::common::{copy_dir, model, s, tfload_err, tfload_ok};
 
 #[test]
 fn text_lists_serving_default_first_and_hides_internal_signatures() {
@@ -28,7 +26,7 @@ fn json_document_is_stable() {
     let out = tfload_ok(&["signatures", s(&model("multi_io")), "--json"]);
     let mut ours: serde_json::Value = serde_json::from_str(&out).unwrap();
     ours["path"] = "saved_models/multi_io".into();
-    let snapshot_path = common::root().join("tests/snapshots/multi_io_signatures.json");
+    let snapshot_path = crate::common::root().join("tests/snapshots/multi_io_signatures.json");
     let snapshot: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&snapshot_path).unwrap()).unwrap();
     assert_eq!(ours, snapshot, "the JSON schema changed; if on purpose, bump `schema` and update {snapshot_path:?}");
 }
@@ -136,10 +134,10 @@ fn signatures_and_variables_are_listed_without_loading_tensorflow() {
     // `variables` must not load it.
     let model = model("mlp_digits");
     let dir = s(&model);
-    let loaded = common::tfload(&["-v", "--version"]);
+    let loaded = crate::common::tfload(&["-v", "--version"]);
     assert!(String::from_utf8_lossy(&loaded.stderr).contains("port.cc"), "the probe sees TensorFlow load");
     for (command, expected) in [("signatures", "serving_default"), ("variables", "hidden/kernel")] {
-        let listed = common::tfload(&["-v", command, dir]);
+        let listed = crate::common::tfload(&["-v", command, dir]);
         assert!(listed.status.success(), "{command}");
         let stderr = String::from_utf8_lossy(&listed.stderr);
         assert!(!stderr.contains("port.cc") && !stderr.contains("absl"), "{command} loaded libtensorflow:\n{stderr}");
@@ -155,7 +153,7 @@ fn tensorflow_stays_silent_whatever_tf_cpp_min_log_level_says() {
     let x = tempfile::tempdir().unwrap();
     let input = x.path().join("x.npy");
     let script = format!("import numpy as np; np.save('{}', np.zeros((1, 8, 8, 1), np.float32))", s(&input));
-    assert!(std::process::Command::new(common::root().join(".venv/bin/python"))
+    assert!(std::process::Command::new(crate::common::root().join(".venv/bin/python"))
         .args(["-c", &script])
         .status()
         .unwrap()

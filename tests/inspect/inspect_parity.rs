@@ -1,11 +1,9 @@
 //! `tfload signatures` and `tfload variables` on every committed model, compared field by field
 //! with what Python TensorFlow reads from the same model (scripts/tf_inspect.py).
 
-mod common;
-
 use std::collections::BTreeMap;
 
-use common::{committed_models, python_json, s, tfload_ok};
+use crate::common::{committed_models, python_json, s, tfload_ok};
 use serde_json::Value;
 
 /// key -> (dtype, shape, tensor name) of a signature side, from tfload's JSON.

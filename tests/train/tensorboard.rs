@@ -1,11 +1,9 @@
 //! `tfload train --logdir`: event files that TensorFlow's own reader (`summary_iterator`) reads,
 //! with Keras's tags and steps, and values equal to those of `metrics.jsonl`.
 
-mod common;
-
 use std::path::Path;
 
-use common::{model, python_json, root, s, tfload_err, tfload_ok};
+use crate::common::{model, python_json, root, s, tfload_err, tfload_ok};
 use serde_json::Value;
 
 /// `(tag, step, value)` of a run's scalars with this tag.

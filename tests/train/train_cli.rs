@@ -1,13 +1,11 @@
 //! `tfload train` end to end: masks, output safety, every bad input the issue names, exact resume
 //! after kill -9 and after Ctrl-C, early stopping.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{model, root, s, tfload_err, tfload_ok};
+use crate::common::{model, root, s, tfload_err, tfload_ok};
 use serde_json::Value;
 
 fn train_data() -> PathBuf {
@@ -351,7 +349,7 @@ fn init_weights_imports_keras_weights_before_training() {
 fn a_record_that_disagrees_with_the_signatures_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let tampered = dir.path().join("tampered");
-    common::copy_dir(&model("cnn_digits"), &tampered);
+    crate::common::copy_dir(&model("cnn_digits"), &tampered);
     let record_path = tampered.join("assets/tfload_contract.json");
     let mut record: Value = serde_json::from_str(&std::fs::read_to_string(&record_path).unwrap()).unwrap();
     record["mask_variables"].as_array_mut().unwrap().pop();

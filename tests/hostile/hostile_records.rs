@@ -2,11 +2,9 @@
 //! `mlp_digits` with one field of its record edited must be refused by `tfload train` before any
 //! step, with an error naming the field, and nothing may be written at `--out`.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
-use common::{model, root, s, tfload_err, tfload_ok};
+use crate::common::{model, root, s, tfload_err, tfload_ok};
 use serde_json::{json, Value};
 
 const RECORD: &str = "assets/tfload_contract.json";
@@ -18,7 +16,7 @@ fn train_data() -> PathBuf {
 /// A temp copy of mlp_digits whose record `edit` has changed.
 fn edited(dir: &Path, edit: impl FnOnce(&mut Value)) -> PathBuf {
     let copy = dir.join("model");
-    common::copy_dir(&model("mlp_digits"), &copy);
+    crate::common::copy_dir(&model("mlp_digits"), &copy);
     let path = copy.join(RECORD);
     let mut record: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     edit(&mut record);
@@ -292,7 +290,7 @@ fn train_init_weights_names_a_layer_the_file_lacks() {
         "64",
         "-q",
     ];
-    let output = common::tfload(&args);
+    let output = crate::common::tfload(&args);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     assert!(String::from_utf8_lossy(&output.stderr).contains("left as they were: output"));
 }

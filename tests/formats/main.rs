@@ -1,0 +1,9 @@
+//! Data formats end to end: TFRecord data sets and Keras HDF5 weight import.
+//!
+//! One test binary per area (fewer links, one support module: `tests/common`).
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod import_weights;
+mod tfrecord;

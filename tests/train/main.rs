@@ -1,0 +1,12 @@
+//! Training end to end: the CLI, parity with Python's train_step and Keras fit, safety under kills and full disks, TensorBoard logs.
+//!
+//! One test binary per area (fewer links, one support module: `tests/common`).
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod tensorboard;
+mod train_cli;
+mod train_parity;
+mod train_safety;
+mod transfer_learning;
