@@ -6,6 +6,9 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 bash scripts/setup.sh
 export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
+# Habits first, they fail in seconds: formatting (rustfmt.toml), lints, docs on public items.
+cargo fmt --check
+cargo clippy --locked --all-targets -- -D warnings
 # The fuzz test in scripts/tests runs the built binaries.
 cargo build --locked --bins
 if [[ -d scripts/tests ]]; then
