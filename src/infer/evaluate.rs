@@ -11,6 +11,7 @@ use serde::Serialize;
 use crate::data::{BatchLoader, Dataset, LoaderOptions};
 use crate::error::{Error, Result};
 use crate::infer::metrics::ConfusionMatrix;
+use crate::infer::metrics::{Metrics, WeightedMean};
 use crate::infer::predict::{top_k, Predictor};
 use crate::session::call::{BoundSignature, Tensors};
 use crate::tensor::TensorData;
@@ -137,26 +138,23 @@ fn count_classes(
 
 /// Sums of `eval_step` outputs weighted by batch size.
 #[derive(Default)]
-struct MetricTotals {
-    sums: BTreeMap<String, f64>,
-    examples: usize,
-}
+struct MetricTotals(WeightedMean);
 
 impl MetricTotals {
     fn add(&mut self, outputs: &Tensors, batch: usize) {
-        for (key, value) in outputs {
-            if let Some(value) = value.to_f32().filter(|v| v.len() == 1) {
-                *self.sums.entry(key.clone()).or_default() +=
-                    f64::from(value.iter().next().copied().unwrap_or(f32::NAN)) * batch as f64;
-            }
-        }
-        self.examples += batch;
+        let scalars: Metrics = outputs
+            .iter()
+            .filter_map(|(key, value)| {
+                let value = value.to_f32().filter(|v| v.len() == 1)?;
+                Some((key.clone(), f64::from(value.iter().next().copied().unwrap_or(f32::NAN))))
+            })
+            .collect();
+        self.0.add(&scalars, batch);
     }
 
     /// (loss, other metrics), each a weighted mean.
-    fn means(self) -> (Option<f64>, BTreeMap<String, f64>) {
-        let examples = self.examples.max(1) as f64;
-        let mut means: BTreeMap<String, f64> = self.sums.into_iter().map(|(k, sum)| (k, sum / examples)).collect();
+    fn means(self) -> (Option<f64>, Metrics) {
+        let mut means = self.0.mean();
         (means.remove("loss"), means)
     }
 }

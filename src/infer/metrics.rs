@@ -4,6 +4,37 @@
 
 use serde::Serialize;
 
+/// Named scalar results of a step or a pass (`loss`, `accuracy`), sorted by name.
+pub type Metrics = std::collections::BTreeMap<String, f64>;
+
+/// Running means of metrics weighted by batch size.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct WeightedMean {
+    sums: Metrics,
+    count: usize,
+}
+
+impl WeightedMean {
+    /// Adds one batch's metrics, computed over `examples` examples.
+    pub fn add(&mut self, metrics: &Metrics, examples: usize) {
+        for (key, value) in metrics {
+            *self.sums.entry(key.clone()).or_default() += value * examples as f64;
+        }
+        self.count += examples;
+    }
+
+    /// The means so far.
+    pub fn mean(&self) -> Metrics {
+        let count = self.count.max(1) as f64;
+        self.sums.iter().map(|(k, v)| (k.clone(), v / count)).collect()
+    }
+
+    /// Examples seen.
+    pub fn count(&self) -> usize {
+        self.count
+    }
+}
+
 /// Counts of (true class, predicted class) pairs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ConfusionMatrix {

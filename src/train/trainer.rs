@@ -2,7 +2,6 @@
 //! `eval_step`, doing one step or one evaluation pass at a time. The epoch loop, checkpoints and
 //! resume live in `fit`; this type is what a service drives directly for custom loops.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -17,10 +16,20 @@ use crate::train::contract::{TrainContract, EVAL_STEP, TRAIN_STEP};
 use crate::train::mask::{Mask, MaskSpec};
 use crate::train::trainable_model::TrainableModel;
 
-/// Named scalar results of a step or a pass (`loss`, `accuracy`), sorted by name.
-pub type Metrics = BTreeMap<String, f64>;
+pub use crate::infer::metrics::{Metrics, WeightedMean};
 
 /// A trainable SavedModel loaded for training.
+///
+/// # Threads
+///
+/// `Trainer` is `Send + Sync` (its session is, as [`Predictor`](crate::infer::predict::Predictor)'s
+/// is), so it can be moved to a worker thread or shared in an `Arc`. But a step changes the
+/// model's variables: drive [`Trainer::train_batch`] and [`Trainer::evaluate`] from one thread at
+/// a time, in order. TensorFlow would run two concurrent steps on the same variables without
+/// ordering their updates (racy, not reproducible, and not what `fit` or Keras do). What may run
+/// on other threads meanwhile is the preparation of the next batches
+/// ([`Trainer::preparer`] hands out a `Send` [`BatchPreparer`] that converts batches to
+/// TensorFlow tensors), which is how `fit` overlaps data and compute.
 pub struct Trainer {
     source: PathBuf,
     model: LoadedModel,
@@ -235,32 +244,4 @@ fn scalars(outputs: &Tensors) -> Metrics {
             value.to_f32().and_then(|a| a.iter().next().copied()).map(|v| (key.clone(), f64::from(v)))
         })
         .collect()
-}
-
-/// Running means of metrics weighted by batch size.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct WeightedMean {
-    sums: Metrics,
-    count: usize,
-}
-
-impl WeightedMean {
-    /// Adds one batch's metrics, computed over `examples` examples.
-    pub fn add(&mut self, metrics: &Metrics, examples: usize) {
-        for (key, value) in metrics {
-            *self.sums.entry(key.clone()).or_default() += value * examples as f64;
-        }
-        self.count += examples;
-    }
-
-    /// The means so far.
-    pub fn mean(&self) -> Metrics {
-        let count = self.count.max(1) as f64;
-        self.sums.iter().map(|(k, v)| (k.clone(), v / count)).collect()
-    }
-
-    /// Examples seen.
-    pub fn count(&self) -> usize {
-        self.count
-    }
 }
