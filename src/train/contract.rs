@@ -351,7 +351,7 @@ mod tests {
     }
 
     fn read(dir: &Path) -> Result<TrainContract> {
-        TrainContract::read(dir, &crate::SavedModel::open(dir)?.meta_graph(&[SERVE_TAG])?)
+        TrainContract::read(dir, &crate::model::saved_model::SavedModel::open(dir)?.meta_graph(&[SERVE_TAG])?)
     }
 
     fn field_of(error: Error) -> String {
