@@ -59,13 +59,21 @@ impl TfRecordArgs {
             feature_key: feature_key.map(str::to_string),
             label_key: label_key.map(str::to_string),
             tfrecord: self.settings(),
+            class_names: None,
         }
     }
 }
 
-/// Says on stderr (unless `quiet`) that corrupt records were left out of `data`.
+/// Says on stderr (unless `quiet`) that corrupt records were left out of `data`, and what else
+/// the user should know about how it was read.
 pub fn warn_skipped(data: &dyn tfload::data::Dataset, quiet: bool) {
-    if data.skipped_records() > 0 && !quiet {
+    if quiet {
+        return;
+    }
+    if data.skipped_records() > 0 {
         eprintln!("warning: {}", data.describe());
+    }
+    for note in data.notes() {
+        eprintln!("note: {note}");
     }
 }

@@ -62,7 +62,9 @@ struct NamedMetrics<'a> {
 pub fn run(args: &EvalArgs, global: &GlobalArgs) -> Result<()> {
     let serving = Predictor::load(&args.model.dir, &args.model.tag, "serving_default", SessionConfig::default())?;
     let input = serving.signature().inputs.first().context("evaluation feeds the signature's one input")?;
-    let source = DataSource::detect(&args.data, &args.tfrecord.source_options(None, None))?;
+    let mut options = args.tfrecord.source_options(None, None);
+    options.class_names = serving.record_class_names();
+    let source = DataSource::detect(&args.data, &options)?;
     let data = source.open(input, || Ok(serving.image_input(None)?.1), Purpose::Evaluation)?;
     warn_skipped(data.as_ref(), global.quiet);
     let bar = progress(data.len(), "examples", global.quiet);

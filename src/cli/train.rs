@@ -279,7 +279,8 @@ fn load_data(args: &TrainArgs, model: &TrainableModel, data: &Path) -> Result<Da
 }
 
 fn open_dataset(args: &TrainArgs, model: &TrainableModel, path: &Path) -> Result<Arc<dyn Dataset>> {
-    let options = args.tfrecord.source_options(args.feature_key.as_deref(), args.label_key.as_deref());
+    let mut options = args.tfrecord.source_options(args.feature_key.as_deref(), args.label_key.as_deref());
+    options.class_names = model.contract().class_names.clone();
     let source = DataSource::detect(path, &options)?;
     let dataset = source.open(&model.input_spec()?, || model.image_spec(), Purpose::Training)?;
     warn_skipped(dataset.as_ref(), args.json);

@@ -20,6 +20,8 @@ pub struct ImageFolderDataset {
     class_names: Vec<String>,
     files: Vec<PathBuf>,
     labels: Vec<i64>,
+    /// How the folder's classes were matched to a model's by name, when the orders differ.
+    mapping: Option<String>,
 }
 
 impl ImageFolderDataset {
@@ -44,7 +46,7 @@ impl ImageFolderDataset {
                 ),
             ));
         }
-        Ok(ImageFolderDataset { root, spec, class_names, files, labels })
+        Ok(ImageFolderDataset { root, spec, class_names, files, labels, mapping: None })
     }
 
     /// The image files, in example order.
@@ -60,6 +62,45 @@ impl ImageFolderDataset {
     /// The size and channels images are read at.
     pub fn spec(&self) -> ImageSpec {
         self.spec
+    }
+
+    /// Labels the folder's classes by the model's class names (`model_classes`, in the model's
+    /// output order) instead of by the folders' sorted order: a folder `trucks` gets the index
+    /// of `trucks` in the model's head, wherever it sorts. Fails, naming both lists, when a
+    /// folder is not one of the model's classes. Folders the model has but the data lacks are
+    /// allowed (those classes get no examples).
+    pub fn matched_to(mut self, model_classes: &[String]) -> Result<ImageFolderDataset> {
+        if self.class_names == model_classes {
+            return Ok(self);
+        }
+        let unknown: Vec<&str> =
+            self.class_names.iter().filter(|c| !model_classes.contains(c)).map(String::as_str).collect();
+        if !unknown.is_empty() {
+            return Err(folder_error(
+                &self.root,
+                format!(
+                    "has class folder(s) {} that are not among the model's classes ({}). Rename the folders to the model's class names, or export the model with --class-names naming these classes",
+                    unknown.join(", "),
+                    model_classes.join(", ")
+                ),
+            ));
+        }
+        let index_of = |class: &String| model_classes.iter().position(|m| m == class).expect("checked above") as i64;
+        let new_labels: Vec<i64> = self.class_names.iter().map(index_of).collect();
+        for label in &mut self.labels {
+            *label = new_labels[*label as usize];
+        }
+        let pairs: Vec<String> =
+            self.class_names.iter().zip(&new_labels).map(|(class, index)| format!("{class} -> {index}")).collect();
+        self.mapping = Some(format!(
+            "{}: class folders matched to the model's classes by name ({}); the folders sort as {}, the model's order is {}",
+            self.root.display(),
+            pairs.join(", "),
+            self.class_names.join(", "),
+            model_classes.join(", ")
+        ));
+        self.class_names = model_classes.to_vec();
+        Ok(self)
     }
 }
 
@@ -99,6 +140,10 @@ impl Dataset for ImageFolderDataset {
 
     fn label_classes(&self) -> Option<usize> {
         Some(self.class_names.len())
+    }
+
+    fn notes(&self) -> Vec<String> {
+        self.mapping.iter().cloned().collect()
     }
 
     fn describe(&self) -> String {
@@ -146,5 +191,40 @@ mod tests {
         std::fs::create_dir(dir.path().join("cats")).unwrap();
         let error = ImageFolderDataset::open(dir.path(), spec).unwrap_err().to_string();
         assert!(error.contains("no image files"), "{error}");
+    }
+
+    #[test]
+    fn classes_matched_to_the_model_by_name_take_the_model_s_indices() {
+        let spec = ImageSpec { height: 8, width: 8, color_mode: ColorMode::Grayscale };
+        let sorted = ImageFolderDataset::open(digits(), spec).unwrap();
+        let model: Vec<String> = ["9", "8", "7", "6", "5"].map(String::from).to_vec();
+        let matched = sorted.clone().matched_to(&model).unwrap();
+        assert_eq!(matched.class_names().unwrap(), model);
+        for (file, (&before, &after)) in sorted.files().iter().zip(sorted.labels().iter().zip(matched.labels())) {
+            assert_eq!(after, 4 - before, "{}", file.display());
+        }
+        let note = matched.notes().join("");
+        assert!(note.contains("5 -> 4, 6 -> 3, 7 -> 2, 8 -> 1, 9 -> 0"), "{note}");
+        // The same order: nothing changes and nothing is said.
+        let same = sorted.clone().matched_to(&sorted.class_names().unwrap()).unwrap();
+        assert_eq!(same.labels(), sorted.labels());
+        assert!(same.notes().is_empty());
+        // A model with more classes than the folder: allowed, by name.
+        let more: Vec<String> = ["4", "5", "6", "7", "8", "9"].map(String::from).to_vec();
+        let matched = sorted.clone().matched_to(&more).unwrap();
+        assert_eq!(matched.labels()[0], 1);
+    }
+
+    #[test]
+    fn a_class_folder_the_model_lacks_is_refused_with_both_lists() {
+        let spec = ImageSpec { height: 8, width: 8, color_mode: ColorMode::Grayscale };
+        let model: Vec<String> = ["cars", "trucks", "motorcycles"].map(String::from).to_vec();
+        let error = ImageFolderDataset::open(digits(), spec).unwrap().matched_to(&model).unwrap_err().to_string();
+        assert!(
+            error.contains(
+                "class folder(s) 5, 6, 7, 8, 9 that are not among the model's classes (cars, trucks, motorcycles)"
+            ),
+            "{error}"
+        );
     }
 }

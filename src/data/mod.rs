@@ -100,6 +100,12 @@ pub trait Dataset: Send + Sync {
     fn skipped_records(&self) -> usize {
         0
     }
+
+    /// What the user should know about how the data was read (classes matched to the model's
+    /// by name, for example); empty for most data.
+    fn notes(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// A view of some examples of another data set: a training or validation split.
@@ -136,6 +142,10 @@ impl Dataset for Subset {
 
     fn label_classes(&self) -> Option<usize> {
         self.inner.label_classes()
+    }
+
+    fn notes(&self) -> Vec<String> {
+        self.inner.notes()
     }
 
     fn describe(&self) -> String {

@@ -58,6 +58,9 @@ pub struct SourceOptions {
     pub label_key: Option<String>,
     /// TFRecord data: which features are the input and the label, and how files are read.
     pub tfrecord: TfRecordSettings,
+    /// The model's class names in output order: image folders are labelled by these names,
+    /// not by the folders' sorted order (see [`ImageFolderDataset::matched_to`]).
+    pub class_names: Option<Vec<String>>,
 }
 
 /// How TFRecord data is read.
@@ -118,7 +121,10 @@ impl DataSource {
         match self.kind {
             SourceKind::TfRecord => Ok(Arc::new(self.open_tfrecord(input, purpose)?)),
             SourceKind::ImageFolder => {
-                let folder = ImageFolderDataset::open(&self.path, image()?)?;
+                let mut folder = ImageFolderDataset::open(&self.path, image()?)?;
+                if let Some(model_classes) = &self.options.class_names {
+                    folder = folder.matched_to(model_classes)?;
+                }
                 if purpose == Purpose::Training {
                     refuse_empty_classes(&folder)?;
                 }

@@ -435,3 +435,45 @@ fn one_train_decodes_saved_model_pb_once_fresh_with_weights_and_resumed() {
     assert_eq!(decodes_logged(&stderr), 1, "{stderr}");
     assert!(out.join("saved_model.pb").is_file());
 }
+
+/// A copy of cnn_digits whose record names its classes `names` (in output order).
+fn cnn_with_class_names(dir: &Path, names: &[&str]) -> PathBuf {
+    let copy = dir.join("cnn_renamed");
+    crate::common::copy_dir(&model("cnn_digits"), &copy);
+    let record = copy.join("assets/tfload_contract.json");
+    let mut json: Value = serde_json::from_str(&std::fs::read_to_string(&record).unwrap()).unwrap();
+    json["class_names"] = Value::from(names.to_vec());
+    std::fs::write(&record, serde_json::to_string_pretty(&json).unwrap()).unwrap();
+    copy
+}
+
+#[test]
+fn image_folder_classes_are_matched_to_the_model_by_name_never_by_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = root().join("saved_models/data/digits_5_9_images");
+    // The model's head orders the classes 9..5; the folders sort 5..9.
+    let reversed = cnn_with_class_names(dir.path(), &["9", "8", "7", "6", "5"]);
+    let out = dir.path().join("out");
+    let output =
+        crate::common::tfload(&["train", s(&reversed), "--data", s(&folder), "--out", s(&out), "--epochs", "1"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("matched to the model's classes by name (5 -> 4, 6 -> 3, 7 -> 2, 8 -> 1, 9 -> 0)"),
+        "{stderr}"
+    );
+    // eval names each class by the model's order, and its counts follow the folders.
+    let doc: Value = serde_json::from_str(&tfload_ok(&["eval", s(&out), "--data", s(&folder), "--json"])).unwrap();
+    let classes: Vec<&str> =
+        doc["per_class"].as_array().unwrap().iter().map(|c| c["class"].as_str().unwrap()).collect();
+    assert_eq!(classes, ["9", "8", "7", "6", "5"]);
+    let support: Vec<u64> =
+        doc["per_class"].as_array().unwrap().iter().map(|c| c["support"].as_u64().unwrap()).collect();
+    let per_folder: Vec<u64> =
+        ["9", "8", "7", "6", "5"].iter().map(|c| std::fs::read_dir(folder.join(c)).unwrap().count() as u64).collect();
+    assert_eq!(support, per_folder);
+    // A folder the model has no class for is refused, naming both lists.
+    let named = cnn_with_class_names(&dir.path().join("named"), &["cars", "trucks", "motorcycles", "vans", "bikes"]);
+    let err = tfload_err(&["train", s(&named), "--data", s(&folder), "--out", s(&dir.path().join("o2"))]);
+    assert!(err.contains("that are not among the model's classes (cars, trucks, motorcycles, vans, bikes)"), "{err}");
+}
