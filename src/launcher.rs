@@ -32,7 +32,7 @@ const CORE: &str = "tfload-core";
 /// Where `tfload-core` finds the real stderr (see src/cli/stderr.rs).
 const SAVED_STDERR_FD: i32 = 9;
 /// The directory the build linked libtensorflow from (its rpath).
-const TFLIB_DIR: &str = env!("TFLOAD_TFLIB_DIR");
+const TFLIB_DIR: &str = env!("TFLOAD_LINKED_TFLIB_DIR");
 
 fn main() -> ExitCode {
     if let Ok(parsed) = cli::Cli::try_parse() {

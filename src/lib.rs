@@ -29,6 +29,7 @@ pub mod handles;
 pub mod images;
 pub mod import_weights;
 pub mod keras_h5;
+pub mod libtensorflow;
 pub mod meta_graph;
 pub mod metrics;
 pub mod npy;
