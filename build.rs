@@ -24,6 +24,8 @@ fn main() {
     // The launcher checks the library is still there before starting the real program.
     println!("cargo:rustc-env=TFLOAD_LINKED_TFLIB_DIR={}", found.dir.display());
     println!("cargo:rustc-env=TFLOAD_TFLIB_HOW={}", found.how);
+    // For crates that depend on tfload: DEP_TFLOAD_TFLIB_DIR in their build scripts.
+    println!("cargo:tflib_dir={}", found.dir.display());
     println!("cargo:rerun-if-env-changed={}", tflib::DIR_VAR);
     println!("cargo:rerun-if-env-changed=PKG_CONFIG_PATH");
     println!("cargo:rerun-if-changed=.tflib/tensorflow.pc");

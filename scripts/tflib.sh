@@ -10,7 +10,8 @@
 # is (no download); otherwise the wheel is fetched with `pip download` (274 MB, no dependencies)
 # or taken from --wheel, and only its two libraries are unpacked (about 850 MB).
 # --crate writes CRATE_DIR/.cargo/config.toml so that `cargo build` there finds FOLDER:
-#   [env] PKG_CONFIG_PATH (for tensorflow-sys) and TFLOAD_TFLIB_DIR (for tfload's build.rs).
+#   [env] PKG_CONFIG_PATH = FOLDER, which tensorflow-sys links through and tfload's build.rs then
+#   finds too (set TFLOAD_TFLIB_DIR yourself only to run from another folder than you link).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=scripts/lib/tflib.sh
@@ -64,15 +65,14 @@ if [[ ! -e "$folder/libtensorflow_cc.so.2" || ! -e "$folder/libtensorflow_framew
     unpack_wheel
 fi
 tflib_write "$folder" "$folder" "$version"
-folder="$(cd "$folder" && pwd)"
+folder="$(cd "$folder" && pwd -P)"
 
 if [[ -n "$crate" ]]; then
     [[ -f "$crate/Cargo.toml" ]] || { echo "tfload tflib: $crate has no Cargo.toml" >&2; exit 1; }
     config="$crate/.cargo/config.toml"
     if [[ -f "$config" ]] && ! grep -q '^# written by tfload scripts/tflib.sh' "$config"; then
-        echo "tfload tflib: $config exists; add these lines to its [env] table yourself:" >&2
+        echo "tfload tflib: $config exists; add this line to its [env] table yourself:" >&2
         echo "PKG_CONFIG_PATH = { value = \"$folder\", force = true }" >&2
-        echo "TFLOAD_TFLIB_DIR = \"$folder\"" >&2
         exit 1
     fi
     mkdir -p "$crate/.cargo"
@@ -82,7 +82,6 @@ if [[ -n "$crate" ]]; then
 # tfload's build.rs checks the folder and the pinned version ($version).
 [env]
 PKG_CONFIG_PATH = { value = "$folder", force = true }
-TFLOAD_TFLIB_DIR = "$folder"
 TOML
     echo "tfload tflib: wrote $config" >&2
 fi

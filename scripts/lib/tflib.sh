@@ -13,13 +13,15 @@ tflib_pinned_version() {
 
 # tflib_write FOLDER SOURCE VERSION: makes FOLDER a libtensorflow folder for the libraries in
 # SOURCE (the same folder, or the wheel's tensorflow/ folder, which FOLDER then links to).
+# Nothing changes in a folder that is already set up for VERSION.
 # tensorflow.pc is rewritten only when its text changes: build.rs reruns (and tfload recompiles)
 # when it is touched.
 tflib_write() {
     local out="$1" src="$2" version="$3" lib
     mkdir -p "$out"
-    out="$(cd "$out" && pwd)"
-    src="$(cd "$src" && pwd)"
+    # Physical paths: a symlinked folder (a worktree's .tflib) gives the same tensorflow.pc text.
+    out="$(cd "$out" && pwd -P)"
+    src="$(cd "$src" && pwd -P)"
     for lib in libtensorflow_cc.so.2 libtensorflow_framework.so.2; do
         if [[ ! -e "$src/$lib" ]]; then
             echo "tfload: $src/$lib is missing; a libtensorflow folder needs libtensorflow_cc.so.2 and libtensorflow_framework.so.2" >&2
@@ -29,8 +31,9 @@ tflib_write() {
             ln -sfn "$src/$lib" "$out/$lib"
         fi
     done
-    ln -sfn libtensorflow_cc.so.2 "$out/libtensorflow.so"
-    ln -sfn libtensorflow_framework.so.2 "$out/libtensorflow_framework.so"
+    # Links that already resolve are left alone, so adopting a set-up folder changes nothing.
+    [[ -e "$out/libtensorflow.so" ]] || ln -sfn libtensorflow_cc.so.2 "$out/libtensorflow.so"
+    [[ -e "$out/libtensorflow_framework.so" ]] || ln -sfn libtensorflow_framework.so.2 "$out/libtensorflow_framework.so"
     local pc
     pc="$(cat <<PC
 prefix=$out
