@@ -22,3 +22,9 @@ cp -r examples/service "$service_tmp/service"
 sed -i "s|^tfload = { path = \"../..\" }|tfload = { path = \"$root\" }|" "$service_tmp/service/Cargo.toml"
 bash scripts/tflib.sh .tflib --crate "$service_tmp/service"
 (cd "$service_tmp/service" && CARGO_TARGET_DIR="$root/target" cargo run --locked --quiet -- "$root")
+# The release archive from a fresh folder (scripts/package.sh): opt-in, its release build takes
+# several minutes on 2 cores.
+if [[ "${TFLOAD_TEST_PACKAGE:-0}" == 1 ]]; then
+    archive="$(bash scripts/package.sh)"
+    TFLOAD_PACKAGE_ARCHIVE="$archive" .venv/bin/python -m pytest scripts/tests/test_package.py -q -p no:cacheprovider
+fi
