@@ -1,36 +1,67 @@
-//! Build script: checks that libtensorflow was set up, gives every binary an rpath to it, and
-//! compiles the TensorFlow protobuf schemas that tfload reads without a session.
+//! Build script: finds libtensorflow (build/tflib.rs has the rules), gives every binary an rpath
+//! to it, records where it came from for `tfload --version` and the launcher, and compiles the
+//! TensorFlow protobuf schemas that tfload reads without a session.
+
+#[path = "build/tflib.rs"]
+mod tflib;
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 fn main() {
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets this"));
-    let tflib = root.join(".tflib");
-    require_libtensorflow(&tflib);
+    let found = match tflib::find(&inputs(&root)) {
+        Ok(found) => found,
+        Err(message) => {
+            // One message, without a panic's backtrace noise around it.
+            eprintln!("\n{message}\n");
+            std::process::exit(1);
+        }
+    };
     // pkg-config's rpath is dropped by tensorflow-sys; without ours the binary would need
-    // LD_LIBRARY_PATH to find libtensorflow_cc.so.2.
-    println!("cargo:rustc-link-arg=-Wl,-rpath,{}", tflib.display());
+    // LD_LIBRARY_PATH to find libtensorflow_cc.so.2. scripts/package.sh rewrites it to $ORIGIN.
+    println!("cargo:rustc-link-arg=-Wl,-rpath,{}", found.dir.display());
     // The launcher checks the library is still there before starting the real program.
-    println!("cargo:rustc-env=TFLOAD_TFLIB_DIR={}", tflib.display());
+    println!("cargo:rustc-env=TFLOAD_LINKED_TFLIB_DIR={}", found.dir.display());
+    println!("cargo:rustc-env=TFLOAD_TFLIB_HOW={}", found.how);
+    // For crates that depend on tfload: DEP_TFLOAD_TFLIB_DIR in their build scripts.
+    println!("cargo:tflib_dir={}", found.dir.display());
+    println!("cargo:rerun-if-env-changed={}", tflib::DIR_VAR);
+    println!("cargo:rerun-if-env-changed=PKG_CONFIG_PATH");
     println!("cargo:rerun-if-changed=.tflib/tensorflow.pc");
+    println!("cargo:rerun-if-changed={}", found.dir.join("tensorflow.pc").display());
     compile_protos(&root.join("proto"));
 }
 
-/// Stops the build with the command to run, instead of letting tensorflow-sys try a download.
-fn require_libtensorflow(tflib: &Path) {
-    if tflib.join("tensorflow.pc").is_file() && tflib.join("libtensorflow_cc.so.2").exists() {
-        return;
+/// The environment as build/tflib.rs sees it; also sets TFLOAD_TF_VERSION, the pinned version.
+fn inputs(root: &Path) -> tflib::Inputs {
+    let requirements = root.join("scripts/requirements.txt");
+    println!("cargo:rerun-if-changed={}", requirements.display());
+    let pinned = std::fs::read_to_string(&requirements)
+        .ok()
+        .and_then(|text| tflib::pinned_version(&text))
+        .expect("scripts/requirements.txt pins tensorflow-cpu==VERSION");
+    println!("cargo:rustc-env=TFLOAD_TF_VERSION={pinned}");
+    tflib::Inputs {
+        env_dir: std::env::var_os(tflib::DIR_VAR).filter(|v| !v.is_empty()).map(PathBuf::from),
+        pkg_config: pkg_config(),
+        project_tflib: root.join(".tflib"),
+        pinned,
     }
-    println!(
-        "cargo:warning=libtensorflow is not set up in {}. Run `scripts/setup.sh` once \
-         (it installs the pinned tensorflow-cpu wheel into .venv), then build again.",
-        tflib.display()
-    );
-    panic!(
-        "\n\nlibtensorflow is not set up: {} is missing.\n\
-         Run `scripts/setup.sh` from the project folder (one time, about 300 MB), then build again.\n",
-        tflib.join("tensorflow.pc").display()
-    );
+}
+
+/// What the `pkg-config` command says about `tensorflow`, exactly as tensorflow-sys saw it.
+fn pkg_config() -> Option<tflib::PkgConfig> {
+    let query = |args: &[&str]| -> Option<String> {
+        let output = Command::new("pkg-config").args(args).arg("tensorflow").output().ok()?;
+        output.status.success().then(|| String::from_utf8_lossy(&output.stdout).trim().to_string())
+    };
+    let version = query(&["--modversion"])?;
+    let libdir = query(&["--variable=libdir"]).filter(|d| !d.is_empty()).or_else(|| {
+        let flags = query(&["--libs-only-L"])?;
+        flags.split_whitespace().find_map(|f| f.strip_prefix("-L")).map(str::to_string)
+    })?;
+    Some(tflib::PkgConfig { libdir: PathBuf::from(libdir), version })
 }
 
 fn compile_protos(proto_dir: &Path) {

@@ -13,8 +13,10 @@ tflib="$root/.tflib"
 requirements="$root/scripts/requirements.txt"
 stamp="$venv/.tfload-setup-stamp"
 python="${PYTHON:-python3}"
+# shellcheck source=scripts/lib/tflib.sh
+source "$root/scripts/lib/tflib.sh"
 
-want_stamp() { sha256sum "$requirements" "$0" | sha256sum | cut -d' ' -f1; }
+want_stamp() { sha256sum "$requirements" "$0" "$root/scripts/lib/tflib.sh" | sha256sum | cut -d' ' -f1; }
 
 # -e follows the links: a moved or copied project folder leaves them dangling, and is set up again.
 if [[ -f "$stamp" && "$(cat "$stamp")" == "$(want_stamp)" && -f "$tflib/tensorflow.pc" && -e "$tflib/libtensorflow_cc.so.2" ]]; then
@@ -34,29 +36,8 @@ spec = importlib.util.find_spec("tensorflow")
 print(os.path.realpath(os.path.dirname(spec.origin)))
 PY
 )"
-for lib in libtensorflow_cc.so.2 libtensorflow_framework.so.2; do
-    if [[ ! -f "$tfdir/$lib" ]]; then
-        echo "tfload setup: $tfdir/$lib is missing; the tensorflow-cpu wheel layout changed" >&2
-        exit 1
-    fi
-done
-
-mkdir -p "$tflib"
-ln -sfn "$tfdir/libtensorflow_cc.so.2" "$tflib/libtensorflow.so"
-ln -sfn "$tfdir/libtensorflow_framework.so.2" "$tflib/libtensorflow_framework.so"
-ln -sfn "$tfdir/libtensorflow_cc.so.2" "$tflib/libtensorflow_cc.so.2"
-ln -sfn "$tfdir/libtensorflow_framework.so.2" "$tflib/libtensorflow_framework.so.2"
 version="$("$venv/bin/python" -c 'import importlib.metadata as m; print(m.version("tensorflow-cpu"))')"
-cat > "$tflib/tensorflow.pc" <<PC
-prefix=$tflib
-libdir=\${prefix}
-
-Name: tensorflow
-Description: TensorFlow C API from the tensorflow-cpu $version wheel
-Version: $version
-Libs: -L\${libdir} -ltensorflow -ltensorflow_framework
-Cflags:
-PC
+tflib_write "$tflib" "$tfdir" "$version"
 
 want_stamp > "$stamp"
 echo "tfload setup: done (TensorFlow $version; C library in $tflib)" >&2

@@ -15,3 +15,19 @@ if [[ -d scripts/tests ]]; then
     .venv/bin/python -m pytest scripts/tests -q -p no:cacheprovider
 fi
 cargo test --locked -- --test-threads="${TFLOAD_TEST_THREADS:-2}"
+# A crate outside this workspace that depends on tfload (examples/service): copied to a temp
+# folder so that nothing of this repository's .cargo/config.toml reaches it, set up the way a
+# user's crate is (scripts/tflib.sh --crate), built into the shared target/ (the dependencies are
+# the ones just built: only the example itself compiles), then run on the committed models.
+service_tmp="$(mktemp -d)"
+trap 'rm -rf "$service_tmp"' EXIT
+cp -r examples/service "$service_tmp/service"
+sed -i "s|^tfload = { path = \"../..\" }|tfload = { path = \"$root\" }|" "$service_tmp/service/Cargo.toml"
+bash scripts/tflib.sh .tflib --crate "$service_tmp/service"
+(cd "$service_tmp/service" && CARGO_TARGET_DIR="$root/target" cargo run --locked --quiet -- "$root")
+# The release archive from a fresh folder (scripts/package.sh): opt-in, its release build takes
+# several minutes on 2 cores.
+if [[ "${TFLOAD_TEST_PACKAGE:-0}" == 1 ]]; then
+    archive="$(bash scripts/package.sh)"
+    TFLOAD_PACKAGE_ARCHIVE="$archive" .venv/bin/python -m pytest scripts/tests/test_package.py -q -p no:cacheprovider
+fi

@@ -473,6 +473,22 @@ pub enum Error {
         /// The input model.
         dir: PathBuf,
     },
+
+    // --- libtensorflow at start-up (issue 19, dist19) ---
+    /// The libtensorflow this process loaded is another TensorFlow version than tfload is pinned to.
+    #[error(
+        "libtensorflow is TensorFlow {found}, but this tfload is pinned to {pinned} (its protos and Python exporter \
+         match that version){loaded}. Rebuild tfload against the pinned library (`bash scripts/tflib.sh FOLDER`, \
+         then TFLOAD_TFLIB_DIR and PKG_CONFIG_PATH = FOLDER), or remove the other library from LD_LIBRARY_PATH."
+    )]
+    LibtensorflowVersion {
+        /// What `TF_Version()` says.
+        found: String,
+        /// What scripts/requirements.txt pinned at build time.
+        pinned: String,
+        /// ", loaded from PATH" when /proc/self/maps names the library file, else empty.
+        loaded: String,
+    },
 }
 
 /// "The disk is full. " when `error` is about a full disk, else nothing.

@@ -17,9 +17,22 @@ mod variables;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+/// `tfload --version`: this crate's version, then the libtensorflow the build linked and how it
+/// found it (build.rs: TFLOAD_TFLIB_DIR, pkg-config or the repository's .tflib).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    "\nlibtensorflow: TensorFlow ",
+    env!("TFLOAD_TF_VERSION"),
+    ", built against ",
+    env!("TFLOAD_LINKED_TFLIB_DIR"),
+    " (found through ",
+    env!("TFLOAD_TFLIB_HOW"),
+    ")"
+);
+
 /// Inspect, run and fine-tune TensorFlow SavedModels, with no Python at run time.
 #[derive(Debug, Parser)]
-#[command(name = "tfload", bin_name = "tfload", version, about, long_about = None)]
+#[command(name = "tfload", bin_name = "tfload", version = VERSION, about, long_about = None)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,

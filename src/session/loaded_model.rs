@@ -66,6 +66,7 @@ impl LoadedModel {
         // TensorFlow's own table reader trusts the index's block sizes (a corrupt footer made it
         // allocate 2 GiB and abort): the strict reader checks the index before TensorFlow sees it.
         crate::formats::checkpoint_index::CheckpointIndex::read(&index)?;
+        crate::session::libtensorflow::check_version()?;
         let tag_list: Vec<&str> = meta_graph.tags().iter().map(String::as_str).collect();
         let mut graph = Graph::new();
         let bundle = SavedModelBundle::load(&config.to_options()?, &tag_list, &mut graph, &dir).map_err(|status| {

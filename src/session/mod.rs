@@ -3,5 +3,6 @@
 
 pub mod call;
 pub mod feed;
+pub mod libtensorflow;
 pub mod loaded_model;
 pub mod saver;
