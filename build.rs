@@ -34,7 +34,7 @@ fn require_libtensorflow(tflib: &Path) {
 }
 
 fn compile_protos(proto_dir: &Path) {
-    let files = ["tfload/saved_model.proto"];
+    let files = ["tfload/saved_model.proto", "tfload/serving.proto"];
     for file in files {
         println!("cargo:rerun-if-changed={}", proto_dir.join(file).display());
     }

@@ -36,6 +36,7 @@ pub mod output_dir;
 pub mod predict;
 mod proto;
 pub mod saved_model;
+pub mod serving_export;
 pub mod shape;
 pub mod signature;
 pub mod tensor;
