@@ -68,7 +68,7 @@ pub struct ServingExport {
     pub assets: Vec<String>,
     /// Number of warm-up requests written to `assets.extra/tf_serving_warmup_requests`.
     pub warmup_requests: usize,
-    /// Bytes of the source model's files.
+    /// Bytes of the source model's files (graph, variables, assets).
     pub source_bytes: u64,
     /// Bytes of the files written.
     pub written_bytes: u64,
@@ -109,7 +109,7 @@ pub fn export_serving(dir: impl AsRef<Path>, options: &ServingExportOptions) -> 
         dropped_variables: plan.dropped_variables.clone(),
         assets: plan.assets.clone(),
         warmup_requests: usize::from(warmup.is_some()),
-        source_bytes: tree_size(dir)?,
+        source_bytes: model_size(dir)?,
         written_bytes: tree_size(&out)?,
     })
 }
@@ -165,6 +165,13 @@ pub fn next_free_version(base: &Path) -> Result<u64> {
         }
     }
     Ok(highest + 1)
+}
+
+/// Bytes of a SavedModel's own files (graph, variables, assets), leaving out what else its folder
+/// holds (a training run's metrics and checkpoints).
+pub fn model_size(dir: &Path) -> Result<u64> {
+    let parts = ["saved_model.pb", "fingerprint.pb", "variables", "assets", "assets.extra"];
+    parts.iter().map(|part| dir.join(part)).filter(|path| path.exists()).map(|path| tree_size(&path)).sum()
 }
 
 /// Bytes of every file under `path`.
