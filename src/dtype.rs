@@ -142,6 +142,13 @@ mod tests {
     use super::*;
 
     #[test]
+    fn proto_numbers_round_trip() {
+        for number in 0..=25 {
+            assert_eq!(DType::from_proto(number).to_proto(), number);
+        }
+    }
+
+    #[test]
     fn names_follow_numpy() {
         assert_eq!(DType::from_proto(1).name(), "float32");
         assert_eq!(DType::from_proto(9).name(), "int64");

@@ -87,7 +87,7 @@ fn collect_functions(value: &pb::AttrValue, names: &mut Vec<String>) {
 
 /// The functions a node calls: its op when that is a library function, and those its
 /// attributes name.
-fn functions_called_by<'a>(node: &'a pb::NodeDef, library: &HashSet<&str>) -> Vec<String> {
+fn functions_called_by(node: &pb::NodeDef, library: &HashSet<&str>) -> Vec<String> {
     let mut names: Vec<String> = node.attr.values().flat_map(|bytes| functions_in_attr(bytes)).collect();
     if library.contains(node.op.as_str()) {
         names.push(node.op.clone());
