@@ -4,9 +4,3 @@
 #![allow(clippy::all, missing_docs)]
 
 include!(concat!(env!("OUT_DIR"), "/tensorflow.rs"));
-
-/// The lossless messages `export-serving` edits and re-encodes (proto/tfload/serving.proto).
-pub mod serving {
-    #![allow(clippy::all, missing_docs)]
-    include!(concat!(env!("OUT_DIR"), "/tfload.serving.rs"));
-}

@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 
 use prost::Message;
 
-use crate::proto::serving::{self as pb, attr_value};
+use crate::proto::{self as pb, attr_value};
 
 /// `DataType` numbers of the dtypes the saver nodes use.
 const DT_STRING: i32 = 7;

@@ -5,7 +5,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
-use crate::proto::serving::{self as pb, saved_object::Kind};
+use crate::proto::{self as pb, editable_object::Kind};
 
 /// Which objects of a `SavedObjectGraph` survive, and their new numbers.
 #[derive(Debug)]
@@ -20,7 +20,7 @@ impl ObjectPlan {
     /// Keeps the root, the function objects whose concrete functions are in `library`, what
     /// those functions capture (with everything under a captured non-user object, such as a
     /// resource's own functions), and every object on a path from the root to a kept one.
-    pub fn new(graph: &pb::SavedObjectGraph, library: &HashSet<String>) -> ObjectPlan {
+    pub fn new(graph: &pb::EditableObjectGraph, library: &HashSet<String>) -> ObjectPlan {
         let functions: HashSet<String> =
             graph.concrete_functions.keys().filter(|name| library.contains(*name)).cloned().collect();
         let count = graph.nodes.len();
@@ -62,7 +62,7 @@ impl ObjectPlan {
 
     /// The pruned graph. `asset_index` maps old `asset_file_def` indices to new ones; an asset
     /// object whose file is dropped is dropped with it.
-    pub fn apply(&self, graph: &pb::SavedObjectGraph, asset_index: &HashMap<i32, i32>) -> pb::SavedObjectGraph {
+    pub fn apply(&self, graph: &pb::EditableObjectGraph, asset_index: &HashMap<i32, i32>) -> pb::EditableObjectGraph {
         let nodes = self.kept().map(|old| self.prune_object(&graph.nodes[old], asset_index)).collect();
         let concrete_functions = graph
             .concrete_functions
@@ -74,10 +74,10 @@ impl ObjectPlan {
                 (name.clone(), function)
             })
             .collect();
-        pb::SavedObjectGraph { nodes, concrete_functions }
+        pb::EditableObjectGraph { nodes, concrete_functions }
     }
 
-    fn prune_object(&self, node: &pb::SavedObject, asset_index: &HashMap<i32, i32>) -> pb::SavedObject {
+    fn prune_object(&self, node: &pb::EditableObject, asset_index: &HashMap<i32, i32>) -> pb::EditableObject {
         let mut node = node.clone();
         node.children = self.references(&node.children);
         node.dependencies = self.references(&node.dependencies);
@@ -115,7 +115,7 @@ impl ObjectPlan {
 /// For each SavedModel object, the checkpoint object at the same path of child names from the
 /// root (Python's restore matches objects that way).
 pub(super) fn checkpoint_counterparts(
-    saved: &pb::SavedObjectGraph,
+    saved: &pb::EditableObjectGraph,
     checkpoint: &pb::TrackableObjectGraph,
 ) -> HashMap<usize, usize> {
     let mut pairs = HashMap::new();
@@ -171,7 +171,7 @@ pub(super) fn prune_checkpoint_graph(
     (pb::TrackableObjectGraph { nodes }, keys)
 }
 
-fn children_ids(node: &pb::SavedObject) -> impl Iterator<Item = usize> + '_ {
+fn children_ids(node: &pb::EditableObject) -> impl Iterator<Item = usize> + '_ {
     node.children.iter().filter_map(|c| usize::try_from(c.node_id).ok())
 }
 
@@ -221,8 +221,8 @@ fn slot_references(
 mod tests {
     use super::*;
 
-    fn object(children: &[(i32, &str)], kind: Option<Kind>) -> pb::SavedObject {
-        pb::SavedObject {
+    fn object(children: &[(i32, &str)], kind: Option<Kind>) -> pb::EditableObject {
+        pb::EditableObject {
             children: children
                 .iter()
                 .map(|&(id, name)| pb::ObjectReference { node_id: id, local_name: name.into() })
@@ -240,7 +240,7 @@ mod tests {
     }
 
     /// root: vars [0,1], optimizer [slot], signatures {serve, train}; serve reads var 0 only.
-    fn graph() -> pb::SavedObjectGraph {
+    fn graph() -> pb::EditableObjectGraph {
         let user = || Some(Kind::UserObject(Vec::new()));
         let var = || Some(Kind::Variable(Vec::new()));
         let mut root = object(&[(1, "vars"), (2, "optimizer"), (3, "signatures")], user());
@@ -265,7 +265,7 @@ mod tests {
             [("serve_fn".to_string(), function(&[4])), ("train_fn".to_string(), function(&[4, 5, 6]))]
                 .into_iter()
                 .collect();
-        pb::SavedObjectGraph { nodes, concrete_functions }
+        pb::EditableObjectGraph { nodes, concrete_functions }
     }
 
     #[test]

@@ -12,7 +12,7 @@ use crate::checkpoint_writer::CheckpointWriter;
 use crate::error::{Error, Result};
 use crate::meta_graph::MetaGraph;
 use crate::output_dir::{copy_tree, io_error};
-use crate::proto::serving::{self as pb, saved_object::Kind};
+use crate::proto::{self as pb, editable_object::Kind};
 use crate::proto::{self, tensor_info::Encoding};
 
 /// TensorFlow's init-op signature, kept with every export.
@@ -22,7 +22,7 @@ const VARIABLE_VALUE: &str = "VARIABLE_VALUE";
 
 /// A serving export worked out in memory.
 pub(super) struct ServingPlan {
-    saved_model: pb::SavedModel,
+    saved_model: pb::EditableSavedModel,
     checkpoint: CheckpointWriter,
     variables: Vec<(String, SavedVariable)>,
     /// Names of the variables left out.
@@ -34,8 +34,8 @@ pub(super) struct ServingPlan {
 /// The decoded graph pieces a plan is worked out from.
 struct Source<'a> {
     dir: &'a Path,
-    meta_graph: pb::MetaGraphDef,
-    objects: pb::SavedObjectGraph,
+    meta_graph: pb::EditableMetaGraphDef,
+    objects: pb::EditableObjectGraph,
 }
 
 impl ServingPlan {
@@ -97,7 +97,8 @@ impl ServingPlan {
         let (asset_index, assets) = source.keep_assets(&reached);
         let dropped_variables = source.dropped_variables(&objects);
         source.meta_graph.object_graph_def = Some(objects.apply(&source.objects, &asset_index));
-        let saved_model = pb::SavedModel { saved_model_schema_version: 1, meta_graphs: vec![source.meta_graph] };
+        let saved_model =
+            pb::EditableSavedModel { saved_model_schema_version: 1, meta_graphs: vec![source.meta_graph] };
         Ok(ServingPlan { saved_model, checkpoint, variables, dropped_variables, assets })
     }
 
@@ -127,9 +128,9 @@ impl<'a> Source<'a> {
     fn read(dir: &'a Path, tags: &[String]) -> Result<Source<'a>> {
         let pb_path = dir.join("saved_model.pb");
         let bytes = std::fs::read(&pb_path).map_err(io_error(&pb_path))?;
-        let model = pb::SavedModel::decode(bytes.as_slice())
+        let model = pb::EditableSavedModel::decode(bytes.as_slice())
             .map_err(|source| Error::CorruptSavedModel { path: pb_path.clone(), source })?;
-        let tags_of = |meta_graph: &pb::MetaGraphDef| {
+        let tags_of = |meta_graph: &pb::EditableMetaGraphDef| {
             let info =
                 proto::meta_graph_def::MetaInfoDef::decode(meta_graph.meta_info_def.as_slice()).unwrap_or_default();
             let mut found = info.tags;

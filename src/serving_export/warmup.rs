@@ -9,7 +9,7 @@ use prost::Message;
 use crate::call::{check_inputs, Tensors};
 use crate::checkpoint_writer::little_endian_bytes;
 use crate::error::{Error, Result};
-use crate::proto::serving as pb;
+use crate::proto as pb;
 use crate::signature::Signature;
 use crate::tensor::TensorData;
 use crate::tfrecord::masked_crc32c;
