@@ -25,11 +25,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::error::{Error, Result};
-use crate::meta_graph::MetaGraph;
 use crate::output_dir::{build_then_place, check_not_input, io_error};
-use crate::saved_model::SavedModel;
 use crate::train::contract::{EVAL_STEP, TRAIN_STEP};
+use crate::{Error, MetaGraph, Result, SavedModel};
 
 pub use warmup::{WarmupInput, WARMUP_FILE};
 

@@ -9,11 +9,10 @@ use prost::Message;
 use super::graph::{self, SavedVariable, OBJECT_GRAPH_KEY, SAVER_SCOPE};
 use super::objects::{checkpoint_counterparts, prune_checkpoint_graph, ObjectPlan};
 use crate::checkpoint_writer::CheckpointWriter;
-use crate::error::{Error, Result};
-use crate::meta_graph::MetaGraph;
 use crate::output_dir::{copy_tree, io_error};
 use crate::proto::{self as pb, editable_object::Kind};
 use crate::proto::{self, tensor_info::Encoding};
+use crate::{Error, MetaGraph, Result};
 
 /// TensorFlow's init-op signature, kept with every export.
 const INIT_OP_KEY: &str = "__saved_model_init_op";

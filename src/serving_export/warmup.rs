@@ -6,13 +6,11 @@ use std::path::{Path, PathBuf};
 
 use prost::Message;
 
-use crate::call::{check_inputs, Tensors};
+use crate::call::check_inputs;
 use crate::checkpoint_writer::little_endian_bytes;
-use crate::error::{Error, Result};
 use crate::proto as pb;
-use crate::signature::Signature;
-use crate::tensor::TensorData;
 use crate::tfrecord::masked_crc32c;
+use crate::{Error, Result, Signature, TensorData, Tensors};
 
 /// Where TF Serving looks for warm-up requests, under a version directory.
 pub const WARMUP_FILE: &str = "assets.extra/tf_serving_warmup_requests";
