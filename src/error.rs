@@ -489,6 +489,53 @@ pub enum Error {
         /// ", loaded from PATH" when /proc/self/maps names the library file, else empty.
         loaded: String,
     },
+
+    // --- export-serving (issue 19): refusals that write nothing ---
+    /// The model has no `serving_default` signature, which a serving export is built around.
+    #[error("{dir} has no `serving_default` signature, which TF Serving calls when a request names none; this model has: {available}. Export it with a serving signature (scripts/tfload_export.py writes one), then run export-serving again.")]
+    NoServingDefault {
+        /// The SavedModel directory.
+        dir: PathBuf,
+        /// The signature keys the model has.
+        available: String,
+    },
+
+    /// A training signature was named for a serving export, which drops the optimizer state it
+    /// needs.
+    #[error("--signature {key}: `{key}` is one of tfload's training signatures; it needs the optimizer state and step counters that a serving export leaves out. Name only signatures that serve (this model has: {available}).")]
+    TrainingSignatureNotServable {
+        /// The signature named.
+        key: String,
+        /// The signature keys the model has.
+        available: String,
+    },
+
+    /// The TF Serving version directory exists already.
+    #[error("{path} already exists: a TF Serving version is never overwritten, because a server may be serving it. Leave out --version to write the next free one ({next}), or give another number.")]
+    ServingVersionExists {
+        /// The version directory.
+        path: PathBuf,
+        /// The next free version number under the same base.
+        next: u64,
+    },
+
+    /// The SavedModel's graphs do not fit together the way a serving export needs.
+    #[error("{dir}: {problem}. tfload cannot write a serving form of this model; export it again with scripts/tfload_export.py.")]
+    ServingExport {
+        /// The SavedModel directory.
+        dir: PathBuf,
+        /// What does not fit.
+        problem: String,
+    },
+
+    /// A `--warmup-input KEY=FILE` cannot be turned into a warm-up request.
+    #[error("--warmup-input {spec}: {problem}")]
+    WarmupInput {
+        /// The argument as given.
+        spec: String,
+        /// What is wrong, and the signature's inputs where that helps.
+        problem: String,
+    },
 }
 
 /// "The disk is full. " when `error` is about a full disk, else nothing.

@@ -27,6 +27,7 @@ pub mod infer;
 pub mod model;
 pub mod output_dir;
 mod proto;
+pub mod serving_export;
 pub mod session;
 pub mod tensor;
 pub mod train;

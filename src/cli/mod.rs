@@ -3,6 +3,7 @@
 
 mod data_args;
 mod eval;
+mod export_serving;
 mod import_weights;
 mod inspect_h5;
 pub mod logging;
@@ -71,6 +72,10 @@ pub enum Command {
     Predict(predict::PredictArgs),
     /// Loss, metrics, per-class precision/recall/F1 and confusion matrix on labelled data.
     Eval(eval::EvalArgs),
+    /// Write the serving form of a trained model for TF Serving: BASE/N/ with serving_default
+    /// only, no optimizer state.
+    #[command(name = "export-serving")]
+    ExportServing(export_serving::ExportServingArgs),
 }
 
 /// How results are printed on stdout.
@@ -100,7 +105,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Err(cli) => *cli,
     };
     match cli.command {
-        Command::Signatures(_) | Command::Variables(_) => unreachable!("run by run_without_tensorflow"),
+        Command::Signatures(_) | Command::Variables(_) | Command::ExportServing(_) => {
+            unreachable!("run by run_without_tensorflow")
+        }
         Command::ImportWeights(args) => import_weights::run(&args),
         Command::InspectH5(args) => inspect_h5::run(&args),
         Command::Train(args) => train::run(&args, &cli.global),
@@ -110,14 +117,15 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// Runs the parsed command if it needs no TensorFlow session (`signatures` and `variables` read
-/// only the SavedModel's protobuf and checkpoint index), else gives the arguments back. The launcher calls this so that such
+/// Runs the parsed command if it needs no TensorFlow session (`signatures`, `variables` and
+/// `export-serving` read only the SavedModel's protobuf and checkpoint), else gives the arguments back. The launcher calls this so that such
 /// commands never load libtensorflow, whose start-up is nearly all of their time; only the code
 /// reachable from here ends up in the launcher, which therefore does not link TensorFlow.
 pub fn run_without_tensorflow(cli: Cli) -> Result<anyhow::Result<()>, Box<Cli>> {
     match &cli.command {
         Command::Signatures(args) => Ok(signatures::run(args)),
         Command::Variables(args) => Ok(variables::run(args)),
+        Command::ExportServing(args) => Ok(export_serving::run(args)),
         _ => Err(Box::new(cli)),
     }
 }

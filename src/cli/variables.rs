@@ -81,7 +81,7 @@ fn optional(value: Option<u64>) -> String {
 }
 
 /// `1.5 KiB`-style sizes; exact bytes below 1 KiB.
-fn human_bytes(bytes: u64) -> String {
+pub(super) fn human_bytes(bytes: u64) -> String {
     const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
     if bytes < 1024 {
         return format!("{bytes} B");

@@ -143,6 +143,47 @@ impl CheckpointWriter {
 }
 
 impl CheckpointWriter {
+    /// Keeps only the entries whose key `keep` accepts.
+    pub fn retain(&mut self, keep: impl Fn(&str) -> bool) {
+        self.entries.retain(|key, _| keep(key));
+    }
+
+    /// The bytes of the scalar string saved under `key` (the checkpoint's object graph under
+    /// `_CHECKPOINTABLE_OBJECT_GRAPH`), or `None` when there is no such scalar.
+    pub fn string_scalar(&self, key: &str) -> Option<Vec<u8>> {
+        let entry = self.entries.get(key)?;
+        let scalar = entry.proto.shape.as_ref().is_none_or(|shape| shape.dim.is_empty());
+        if DType::from_proto(entry.proto.dtype) != DType::String || !scalar {
+            return None;
+        }
+        let mut rest = entry.bytes.as_slice();
+        let len = usize::try_from(prost::encoding::decode_varint(&mut rest).ok()?).ok()?;
+        rest.get(4..4 + len).map(<[u8]>::to_vec)
+    }
+
+    /// Replaces the scalar string saved under `key`, in TensorFlow's layout for string tensors
+    /// (varint length, masked CRC32C of the lengths, bytes).
+    pub fn replace_string_scalar(&mut self, key: &str, value: &[u8]) -> Result<()> {
+        let is_scalar = self.string_scalar(key).is_some();
+        let entry = self.entries.get_mut(key).filter(|_| is_scalar);
+        let Some(entry) = entry else {
+            return Err(Error::CheckpointReplace {
+                key: key.to_string(),
+                problem: format!("the checkpoint read from {} has no such string scalar", self.source.display()),
+            });
+        };
+        let mut bytes = Vec::with_capacity(value.len() + 14);
+        prost::encoding::encode_varint(value.len() as u64, &mut bytes);
+        let length_crc = mask_crc(crc32c::crc32c(&(value.len() as u32).to_le_bytes()));
+        bytes.extend_from_slice(&length_crc.to_le_bytes());
+        bytes.extend_from_slice(value);
+        entry.proto.crc32c = string_tensor_crc32c(&bytes, Some(1)).expect("a string scalar just encoded");
+        entry.bytes = bytes;
+        Ok(())
+    }
+}
+
+impl CheckpointWriter {
     /// Writes a new SavedModel at `out`: the graph and assets of the SavedModel at `source` with
     /// this checkpoint as its `variables/` (`fingerprint.pb` is left out, as it would describe
     /// the old checkpoint). `out` appears whole or not at all. An existing `out` is refused
@@ -285,7 +326,7 @@ fn write_index(
 }
 
 /// The tensor's elements in row-major order, each little-endian, as a bundle stores them.
-fn little_endian_bytes(value: &TensorData) -> Result<Vec<u8>> {
+pub(crate) fn little_endian_bytes(value: &TensorData) -> Result<Vec<u8>> {
     macro_rules! collect {
         ($array:expr) => {
             $array.iter().flat_map(|v| v.to_le_bytes()).collect()
@@ -397,6 +438,21 @@ mod tests {
         let expected: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
         assert_eq!(entry.bytes, expected);
         assert_eq!(entry.proto.crc32c, masked_crc32c(&expected));
+        Ok(())
+    }
+
+    #[test]
+    fn a_string_scalar_reencoded_keeps_its_bytes_and_checksum() -> Result<()> {
+        let mut writer = CheckpointWriter::from_existing(MLP)?;
+        let key = "_CHECKPOINTABLE_OBJECT_GRAPH";
+        let before = writer.entries[key].clone();
+        let value = writer.string_scalar(key).expect("the object graph is a string scalar");
+        writer.replace_string_scalar(key, &value)?;
+        assert_eq!(writer.entries[key].bytes, before.bytes);
+        assert_eq!(writer.entries[key].proto.crc32c, before.proto.crc32c);
+        writer.replace_string_scalar(key, b"other")?;
+        assert_eq!(writer.string_scalar(key).as_deref(), Some(&b"other"[..]));
+        assert!(writer.replace_string_scalar(&bias_key(&writer), b"x").is_err());
         Ok(())
     }
 

@@ -77,6 +77,14 @@ impl DType {
         }
     }
 
+    /// TensorFlow's `DataType` enum number, the inverse of [`DType::from_proto`].
+    pub fn to_proto(&self) -> i32 {
+        if let DType::Other(number) = self {
+            return *number;
+        }
+        (0..=23).find(|&n| DType::from_proto(n) == *self).unwrap_or(0)
+    }
+
     /// The name numpy and Python TensorFlow use (`float32`, `int64`, `string`, ...).
     pub fn name(&self) -> String {
         let name = match self {
@@ -132,6 +140,13 @@ impl Serialize for DType {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn proto_numbers_round_trip() {
+        for number in 0..=25 {
+            assert_eq!(DType::from_proto(number).to_proto(), number);
+        }
+    }
 
     #[test]
     fn names_follow_numpy() {
