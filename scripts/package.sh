@@ -7,18 +7,21 @@
 # tfload-core's rpath is rewritten to $ORIGIN/../lib (patchelf), so the archive may be unpacked
 # anywhere. The release build takes minutes on 2 cores the first time.
 #
-#   bash scripts/package.sh [--out DIR] [--no-build]     (default DIR: dist/)
+#   bash scripts/package.sh [--out DIR] [--no-build] [--debug]     (default DIR: dist/)
+# --debug packages the debug binaries already built (as the test command does, to check the
+# archive's mechanics without a release build); its archive name ends in -debug.
 # Prints the archive's path on stdout. scripts/tests/test_package.py checks the archive
 # (`TFLOAD_TEST_PACKAGE=1 bash scripts/test.sh` builds and checks it).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
-out="$root/dist" build=1
+out="$root/dist" build=1 profile=release
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --out) out="${2:?--out needs a folder}"; shift 2 ;;
         --no-build) build=0; shift ;;
-        *) echo "usage: bash scripts/package.sh [--out DIR] [--no-build]" >&2; exit 2 ;;
+        --debug) profile=debug; shift ;;
+        *) echo "usage: bash scripts/package.sh [--out DIR] [--no-build] [--debug]" >&2; exit 2 ;;
     esac
 done
 if ! command -v patchelf >/dev/null; then
@@ -27,8 +30,11 @@ if ! command -v patchelf >/dev/null; then
 fi
 version="$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)"
 name="tfload-$version-linux-x86_64"
-release="${CARGO_TARGET_DIR:-$root/target}/release"
-if [[ "$build" == 1 ]]; then
+release="${CARGO_TARGET_DIR:-$root/target}/$profile"
+if [[ "$profile" == debug ]]; then
+    name="$name-debug"
+    [[ "$build" == 1 ]] && cargo build --locked --bins
+elif [[ "$build" == 1 ]]; then
     cargo build --release --locked --bins
 fi
 for binary in tfload tfload-core; do

@@ -25,9 +25,18 @@ cp -r examples/service "$service_tmp/service"
 sed -i "s|^tfload = { path = \"../..\" }|tfload = { path = \"$root\" }|" "$service_tmp/service/Cargo.toml"
 bash scripts/tflib.sh .tflib --crate "$service_tmp/service"
 (cd "$service_tmp/service" && CARGO_TARGET_DIR="$root/target" cargo run --locked --quiet -- "$root")
-# The release archive from a fresh folder (scripts/package.sh): opt-in, its release build takes
-# several minutes on 2 cores.
-if [[ "${TFLOAD_TEST_PACKAGE:-0}" == 1 ]]; then
-    archive="$(bash scripts/package.sh)"
-    TFLOAD_PACKAGE_ARCHIVE="$archive" .venv/bin/python -m pytest scripts/tests/test_package.py -q -p no:cacheprovider
+# The archive from a fresh folder (scripts/package.sh): of the debug binaries just built (the same
+# layout, rpath and launcher as a release; TFLOAD_TEST_PACKAGE=1 checks a release build instead,
+# which takes several minutes on 2 cores). patchelf comes from Debian's packages.
+if ! command -v patchelf >/dev/null; then
+    if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then
+        apt-get update -qq >/dev/null && apt-get install -y -qq patchelf >/dev/null
+    else
+        echo "test: patchelf is missing (apt-get install patchelf); the package test needs it" >&2
+        exit 1
+    fi
 fi
+package_flags=(--out "$service_tmp/dist" --debug --no-build)
+[[ "${TFLOAD_TEST_PACKAGE:-0}" == 1 ]] && package_flags=(--out "$service_tmp/dist")
+archive="$(bash scripts/package.sh "${package_flags[@]}")"
+TFLOAD_PACKAGE_ARCHIVE="$archive" .venv/bin/python -m pytest scripts/tests/test_package.py -q -p no:cacheprovider
