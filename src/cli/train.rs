@@ -15,8 +15,8 @@ use tfload::import_weights::ImportPlan;
 use tfload::train::tensorboard::TensorBoard;
 use tfload::train::{
     prepare, Callbacks, CheckpointPolicy, CheckpointsInOutput, Control, Decay, EarlyStopping, EpochReport, FitOptions,
-    FitOutcome, InitialWeights, LrSchedule, Mask, MaskSpec, MaskStart, Metrics, RunData, RunPaths, RunPlan, StepReport,
-    TrainCallback, TrainableModel,
+    FitOutcome, InitialWeights, LrSchedule, Mask, MaskSpec, MaskStart, Metrics, ReduceOnPlateau, RunData, RunPaths,
+    RunPlan, StepReport, TrainCallback, TrainableModel,
 };
 use tfload::SessionConfig;
 
@@ -58,9 +58,21 @@ pub struct TrainArgs {
     /// ...every this many epochs.
     #[arg(long, default_value_t = 10)]
     pub lr_decay_epochs: u64,
-    /// Cosine schedule: the rate at the last step.
+    /// Cosine schedule: the rate at the last step; plateau: the lowest rate.
     #[arg(long, default_value_t = 0.0)]
     pub min_lr: f32,
+    /// Plateau schedule (Keras's ReduceLROnPlateau, watching --monitor): multiply the rate by this...
+    #[arg(long, default_value_t = 0.1)]
+    pub plateau_factor: f32,
+    /// ...after this many epochs without an improvement of more than --plateau-min-delta...
+    #[arg(long, default_value_t = 10)]
+    pub plateau_patience: u64,
+    /// ...(the smallest change that counts)...
+    #[arg(long, default_value_t = 1e-4)]
+    pub plateau_min_delta: f64,
+    /// ...then wait this many epochs before counting again.
+    #[arg(long, default_value_t = 0)]
+    pub plateau_cooldown: u64,
     /// Steps of linear warm-up.
     #[arg(long, default_value_t = 0)]
     pub warmup_steps: u64,
@@ -104,7 +116,7 @@ pub struct TrainArgs {
     /// Stop when the monitored validation value has not improved for N epochs; the output gets the best epoch's weights.
     #[arg(long, value_name = "N")]
     pub early_stopping_patience: Option<u64>,
-    /// The value early stopping watches: val_loss or val_<metric>.
+    /// The value early stopping and the plateau schedule watch: val_loss or val_<metric> (or loss, <metric> for the plateau schedule).
     #[arg(long, default_value = "val_loss")]
     pub monitor: String,
     /// Smallest change of the monitored value that counts as an improvement.
@@ -154,6 +166,8 @@ pub enum ScheduleKind {
     Step,
     /// Cosine from --lr down to --min-lr.
     Cosine,
+    /// Reduced when --monitor stops improving (Keras's ReduceLROnPlateau; --plateau-* flags).
+    Plateau,
 }
 
 pub fn run(args: &TrainArgs, global: &GlobalArgs) -> Result<()> {
@@ -216,6 +230,14 @@ fn fit_options(args: &TrainArgs, model: &TrainableModel, mask: MaskSpec) -> Resu
             .init_weights
             .clone()
             .map(|file| InitialWeights { file, skip_mismatch: args.skip_mismatch }),
+        reduce_on_plateau: (args.lr_schedule == ScheduleKind::Plateau).then(|| ReduceOnPlateau {
+            monitor: args.monitor.clone(),
+            factor: args.plateau_factor,
+            patience: args.plateau_patience,
+            min_delta: args.plateau_min_delta,
+            cooldown: args.plateau_cooldown,
+            min_lr: args.min_lr,
+        }),
     })
 }
 
@@ -255,10 +277,10 @@ fn schedule(args: &TrainArgs, default_lr: f32) -> Result<LrSchedule> {
     match args.lr_schedule {
         ScheduleKind::Constant => {}
         ScheduleKind::Step => check_learning_rate("--lr-decay-factor", args.lr_decay_factor, false)?,
-        ScheduleKind::Cosine => check_learning_rate("--min-lr", args.min_lr, true)?,
+        ScheduleKind::Cosine | ScheduleKind::Plateau => check_learning_rate("--min-lr", args.min_lr, true)?,
     }
     let decay = match args.lr_schedule {
-        ScheduleKind::Constant => Decay::Constant,
+        ScheduleKind::Constant | ScheduleKind::Plateau => Decay::Constant,
         ScheduleKind::Step => Decay::Step { factor: args.lr_decay_factor, every_epochs: args.lr_decay_epochs },
         ScheduleKind::Cosine => Decay::Cosine { min_lr: args.min_lr },
     };

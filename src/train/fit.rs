@@ -26,6 +26,7 @@ use crate::output_dir::{
 use crate::session::loaded_model::SessionConfig;
 use crate::train::callbacks::{Control, EpochReport, RunPlan, StepReport, TrainCallback};
 use crate::train::mask::MaskSpec;
+use crate::train::plateau::{PlateauState, ReduceOnPlateau};
 use crate::train::run_lock::RunLock;
 use crate::train::savedmodel_writer::write_model_files;
 use crate::train::schedule::LrSchedule;
@@ -90,6 +91,9 @@ pub struct FitOptions {
     /// Keras HDF5 weights loaded into the model before the first step of a fresh run (a resumed
     /// run takes its weights from its checkpoint).
     pub initial_weights: Option<InitialWeights>,
+    /// Reduce the rate when a monitored value stops improving (Keras's `ReduceLROnPlateau`);
+    /// once it has reduced the rate, the reduced rate replaces the schedule's.
+    pub reduce_on_plateau: Option<ReduceOnPlateau>,
 }
 
 impl Default for FitOptions {
@@ -102,6 +106,7 @@ impl Default for FitOptions {
             checkpoints: CheckpointPolicy::default(),
             early_stopping: None,
             initial_weights: None,
+            reduce_on_plateau: None,
         }
     }
 }
@@ -208,6 +213,9 @@ pub struct PreparedRun<'m> {
 /// `resume` is asked for; the initial weights (fresh runs) read and matched to the model.
 pub fn prepare<'m>(model: &'m TrainableModel, paths: &RunPaths, options: &FitOptions) -> Result<PreparedRun<'m>> {
     check_paths(model.dir(), paths)?;
+    if let Some(rule) = &options.reduce_on_plateau {
+        rule.check()?;
+    }
     let initial_weights = match &options.initial_weights {
         Some(weights) if !paths.resume => {
             let import = ImportOptions { skip_mismatch: weights.skip_mismatch, ..ImportOptions::default() };
@@ -320,6 +328,7 @@ fn run_in(
                 best: None,
                 epochs_since_best: 0,
                 epoch_so_far: WeightedMean::default(),
+                plateau: PlateauState::default(),
             };
             let graph_source = copy.dir().to_path_buf();
             (copy, state, graph_source)
@@ -385,7 +394,11 @@ impl Run<'_> {
             let preparer = self.trainer.preparer();
             for (i, batch) in data.train.epoch_map(epoch - 1, skip, move |b| preparer.prepare(b)).enumerate() {
                 let batch = batch?;
-                lr = self.schedule.at(self.state.global_step, steps_per_epoch, total_steps);
+                lr = self
+                    .state
+                    .plateau
+                    .lr
+                    .unwrap_or_else(|| self.schedule.at(self.state.global_step, steps_per_epoch, total_steps));
                 let metrics = self.trainer.train_prepared(&batch, lr)?;
                 self.check_finite(&metrics, epoch)?;
                 running.add(&metrics, batch.len);
@@ -425,6 +438,16 @@ impl Run<'_> {
             let best = self.track_best(epoch, validation.as_ref())?;
             let step = self.state.global_step;
             let train = running.mean();
+            if let Some(rule) = &self.options.reduce_on_plateau {
+                let value = rule.value(&train, validation.as_ref())?;
+                if let Some(reduced) = rule.on_epoch_end(&mut self.state.plateau, value, lr) {
+                    log::info!(
+                        "epoch {epoch}: {} has not improved for {} epochs; learning rate {lr:e} -> {reduced:e}",
+                        rule.monitor,
+                        rule.patience
+                    );
+                }
+            }
             self.log().write(&LogLine::Epoch {
                 epoch,
                 step,

@@ -6,6 +6,7 @@ pub mod callbacks;
 pub mod contract;
 pub mod fit;
 pub mod mask;
+pub mod plateau;
 pub(crate) mod run_lock;
 pub(crate) mod savedmodel_writer;
 pub mod schedule;
@@ -21,6 +22,7 @@ pub use fit::{
     InitialWeights, PreparedRun, RunData, RunPaths,
 };
 pub use mask::{Mask, MaskSpec, MaskStart};
+pub use plateau::ReduceOnPlateau;
 pub use schedule::{Decay, LrSchedule};
 pub use trainable_model::TrainableModel;
 pub use trainer::{Metrics, Trainer};

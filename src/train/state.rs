@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::output_dir::io_error as io;
 use crate::train::mask::MaskSpec;
+use crate::train::plateau::PlateauState;
 use crate::train::trainer::{Metrics, WeightedMean};
 
 /// File name of a checkpoint's resume state.
@@ -77,6 +78,9 @@ pub struct TrainState {
     /// mid-epoch checkpoint reports the same epoch means as an uninterrupted one.
     #[serde(default)]
     pub epoch_so_far: WeightedMean,
+    /// Where `--lr-schedule plateau` is (runs without it, and older states, have the default).
+    #[serde(default)]
+    pub plateau: PlateauState,
 }
 
 /// The checkpoints of a working directory.

@@ -5,6 +5,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod plateau_parity;
 mod tensorboard;
 mod train_cli;
 mod train_parity;
