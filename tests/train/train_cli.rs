@@ -477,3 +477,54 @@ fn image_folder_classes_are_matched_to_the_model_by_name_never_by_position() {
     let err = tfload_err(&["train", s(&named), "--data", s(&folder), "--out", s(&dir.path().join("o2"))]);
     assert!(err.contains("that are not among the model's classes (cars, trucks, motorcycles, vans, bikes)"), "{err}");
 }
+
+/// Every variable of the SavedModel in `dir`, by checkpoint key, as Python reads it.
+fn checkpoint_values(dir: &Path) -> serde_json::Map<String, Value> {
+    let script = "import json, sys, numpy as np, tensorflow as tf\n\
+        r = tf.train.load_checkpoint(sys.argv[1] + '/variables/variables')\n\
+        print(json.dumps({k: np.asarray(r.get_tensor(k)).astype(float).ravel().tolist() for k, _ in tf.train.list_variables(sys.argv[1] + '/variables/variables') if k.endswith('VARIABLE_VALUE') and 'optimizer' not in k and np.asarray(r.get_tensor(k)).dtype.kind == 'f'}))";
+    let output = Command::new(root().join(".venv/bin/python"))
+        .args(["-c", script, s(dir)])
+        .env("TF_CPP_MIN_LOG_LEVEL", "3")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+#[test]
+fn the_two_phase_recipe_trains_the_head_then_unfreezes_the_top_at_a_lower_rate() {
+    // Keras's transfer-learning guide: train the new head on a frozen base, then unfreeze the top
+    // layers and train again at a low rate. With tfload: two `train` calls, the second on the
+    // first's output.
+    let dir = tempfile::tempdir().unwrap();
+    let cnn = model("cnn_digits");
+    let (head, tuned) = (dir.path().join("head"), dir.path().join("tuned"));
+    let (train, val) = (train_data(), val_data());
+    let data = ["--data", s(&train), "--val-data", s(&val), "--epochs", "1"];
+    let mut phase1 = vec!["train", s(&cnn), "--out", s(&head)];
+    phase1.extend(data);
+    tfload_ok(&phase1);
+    let mut phase2 = vec!["train", s(&head), "--out", s(&tuned), "--train-last-layers", "2", "--lr", "1e-4"];
+    phase2.extend(data);
+    tfload_ok(&phase2);
+    // Which mask variables each phase trains, from --show-mask (index in the first column).
+    let trainable = |dir: &Path, extra: &[&str]| -> Vec<bool> {
+        let mut args = vec!["train", s(dir), "--show-mask"];
+        args.extend(extra);
+        let table = tfload_ok(&args);
+        table
+            .lines()
+            .filter(|line| line.split_whitespace().next().is_some_and(|i| i.parse::<usize>().is_ok()))
+            .map(|line| line.trim_end().ends_with("yes"))
+            .collect()
+    };
+    let (phase1_mask, phase2_mask) = (trainable(&cnn, &[]), trainable(&head, &["--train-last-layers", "2"]));
+    assert!(phase2_mask.iter().filter(|&&t| t).count() > phase1_mask.iter().filter(|&&t| t).count());
+    let (start, after_head, after_top) = (checkpoint_values(&cnn), checkpoint_values(&head), checkpoint_values(&tuned));
+    for (index, (&in_phase1, &in_phase2)) in phase1_mask.iter().zip(&phase2_mask).enumerate() {
+        let key = format!("mask_variables/{index}/.ATTRIBUTES/VARIABLE_VALUE");
+        assert_eq!(after_head[&key] != start[&key], in_phase1, "{key}: phase 1 changes exactly its mask");
+        assert_eq!(after_top[&key] != after_head[&key], in_phase2, "{key}: phase 2 changes exactly its mask");
+    }
+}
