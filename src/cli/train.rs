@@ -63,7 +63,7 @@ pub struct TrainArgs {
     pub min_lr: f32,
     /// Plateau schedule (Keras's ReduceLROnPlateau, watching --monitor): multiply the rate by this...
     #[arg(long, default_value_t = 0.1)]
-    pub plateau_factor: f32,
+    pub plateau_factor: f64,
     /// ...after this many epochs without an improvement of more than --plateau-min-delta...
     #[arg(long, default_value_t = 10)]
     pub plateau_patience: u64,
@@ -236,7 +236,7 @@ fn fit_options(args: &TrainArgs, model: &TrainableModel, mask: MaskSpec) -> Resu
             patience: args.plateau_patience,
             min_delta: args.plateau_min_delta,
             cooldown: args.plateau_cooldown,
-            min_lr: args.min_lr,
+            min_lr: f64::from(args.min_lr),
         }),
     })
 }

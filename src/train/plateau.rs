@@ -15,7 +15,7 @@ pub struct ReduceOnPlateau {
     /// The value watched: `val_loss`, `val_<metric>` (validation) or `loss`, `<metric>` (training).
     pub monitor: String,
     /// Multiplier of the rate at each reduction (Keras: 0.1).
-    pub factor: f32,
+    pub factor: f64,
     /// Epochs without improvement before a reduction (Keras: 10).
     pub patience: u64,
     /// Smallest change that counts as an improvement (Keras: 1e-4).
@@ -23,7 +23,7 @@ pub struct ReduceOnPlateau {
     /// Epochs after a reduction during which no reduction happens (Keras: 0).
     pub cooldown: u64,
     /// The rate is never reduced below this (Keras: 0).
-    pub min_lr: f32,
+    pub min_lr: f64,
 }
 
 impl Default for ReduceOnPlateau {
@@ -114,11 +114,12 @@ impl ReduceOnPlateau {
             return None;
         }
         state.wait += 1;
-        if state.wait < self.patience || lr <= self.min_lr {
+        if state.wait < self.patience || lr <= self.min_lr as f32 {
             return None;
         }
-        // As Keras: the float32 rate read as a double, multiplied, floored, stored as float32.
-        let reduced = (f64::from(lr) * f64::from(self.factor)).max(f64::from(self.min_lr)) as f32;
+        // As Keras: the float32 rate read as a double, times the (double) factor, floored at the
+        // (double) minimum, stored as float32.
+        let reduced = (f64::from(lr) * self.factor).max(self.min_lr) as f32;
         state.lr = Some(reduced);
         state.cooldown_left = self.cooldown;
         state.wait = 0;

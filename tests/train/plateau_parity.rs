@@ -6,7 +6,9 @@ use tfload::train::plateau::{PlateauState, ReduceOnPlateau};
 
 use crate::common::{model, root, s, tfload_ok};
 
-/// The rates Keras's callback sets, epoch after epoch, for `values` of `rule.monitor`.
+/// The rates Keras's callback sets, epoch after epoch, for `values` of `rule.monitor` (its mode
+/// given as tfload decides it: Keras 3 infers it from the compiled metrics, which a bare
+/// callback test has not built).
 fn keras_rates(rule: &ReduceOnPlateau, values: &[f64], lr: f32) -> Vec<f32> {
     let script = format!(
         r#"
@@ -14,9 +16,10 @@ import json, os, sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import keras
 model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
-model.compile(optimizer=keras.optimizers.SGD(learning_rate={lr}), loss="mse")
+model.compile(optimizer=keras.optimizers.SGD(learning_rate={lr}), loss="mse", metrics=["accuracy"])
 cb = keras.callbacks.ReduceLROnPlateau(monitor="{monitor}", factor={factor}, patience={patience},
-                                       min_delta={min_delta}, cooldown={cooldown}, min_lr={min_lr})
+                                       min_delta={min_delta}, cooldown={cooldown}, min_lr={min_lr},
+                                       mode="max" if "acc" in "{monitor}" else "min")
 cb.set_model(model)
 cb.on_train_begin()
 rates = []

@@ -516,6 +516,7 @@ fn the_two_phase_recipe_trains_the_head_then_unfreezes_the_top_at_a_lower_rate()
         table
             .lines()
             .filter(|line| line.split_whitespace().next().is_some_and(|i| i.parse::<usize>().is_ok()))
+            .filter(|line| line.trim_end().ends_with("yes") || line.trim_end().ends_with("no"))
             .map(|line| line.trim_end().ends_with("yes"))
             .collect()
     };
