@@ -174,8 +174,12 @@ pub fn plan_for(meta_graph: &MetaGraph, h5: impl AsRef<Path>, options: &ImportOp
         problems.push(format!(
             "the file holds no weights for {} layer(s) of the model ({}): it may be truncated, or saved from another model",
             missing_layers.len(),
-            missing_layers.join(", ")
+            summarize(&missing_layers, SHOWN_NAMES)
         ));
+    }
+    // The likely cause first, when the layers do not fit.
+    if let Some(problem) = duplicated_variables(&variables).filter(|_| !problems.is_empty()) {
+        problems.insert(0, problem);
     }
     if problems.is_empty() && !rows.iter().any(|r| r.action == Action::Import) {
         problems.push(format!(
@@ -227,11 +231,12 @@ impl ImportPlan {
         if self.problems.is_empty() {
             return Ok(());
         }
-        Err(Error::WeightMismatch {
-            h5: self.weights.path().to_path_buf(),
-            model: self.model_dir.clone(),
-            problem: self.problems.join("; "),
-        })
+        let mut problem = self.problems.iter().take(SHOWN_PROBLEMS).cloned().collect::<Vec<_>>().join("; ");
+        if self.problems.len() > SHOWN_PROBLEMS {
+            let more = self.problems.len() - SHOWN_PROBLEMS;
+            problem.push_str(&format!("; and {more} more problem(s) (--dry-run shows the whole mapping)"));
+        }
+        Err(Error::WeightMismatch { h5: self.weights.path().to_path_buf(), model: self.model_dir.clone(), problem })
     }
 
     /// Writes the model with the imported weights as a new SavedModel at `out`, atomically (built
@@ -336,13 +341,47 @@ fn no_matching_layers(weights: &KerasWeights, model_dir: &Path, model_layers: &[
     Error::NoMatchingLayers {
         h5: weights.path().to_path_buf(),
         model: model_dir.to_path_buf(),
-        h5_layers: list(with_weights.map(|l| l.name.clone())),
-        model_layers: list(model_layers.iter().map(|(name, _)| name.to_string())),
+        h5_layers: summarize(&with_weights.map(|l| l.name.as_str()).collect::<Vec<_>>(), SHOWN_NAMES),
+        model_layers: summarize(&model_layers.iter().map(|(name, _)| *name).collect::<Vec<_>>(), SHOWN_NAMES),
     }
 }
 
 fn list(items: impl Iterator<Item = String>) -> String {
     items.collect::<Vec<_>>().join(", ")
+}
+
+/// Names shown before "and N more" in messages and summaries.
+pub const SHOWN_NAMES: usize = 8;
+/// Problems an import error shows before "and N more".
+const SHOWN_PROBLEMS: usize = 2;
+
+/// The first `shown` names joined by ", ", then "and N more" when there are more: a message that
+/// stays readable for a model of hundreds of layers.
+pub fn summarize<S: AsRef<str>>(names: &[S], shown: usize) -> String {
+    let head = names.iter().take(shown).map(AsRef::as_ref).collect::<Vec<_>>().join(", ");
+    match names.len().saturating_sub(shown) {
+        0 => head,
+        more => format!("{head} and {more} more"),
+    }
+}
+
+/// Why weights cannot be matched when the model holds variables under the same name twice, as
+/// Keras 3's `model.export()` writes them (two resource handles per variable).
+fn duplicated_variables(variables: &[VariableInfo]) -> Option<String> {
+    let mut names: Vec<&str> = variables.iter().map(|v| v.name.as_str()).collect();
+    names.sort_unstable();
+    let mut twice: Vec<&str> = names.windows(2).filter(|w| w[0] == w[1]).map(|w| w[0]).collect();
+    twice.dedup();
+    if twice.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "the model holds {} variable name(s) twice ({}), as Keras 3's `model.export()` writes them, so its \
+         layers cannot be matched one to one; export the Keras model with scripts/tfload_export.py and \
+         import into that",
+        twice.len(),
+        summarize(&twice, SHOWN_NAMES)
+    ))
 }
 
 fn same_shape(h5: &[usize], variable: &Shape) -> bool {
@@ -380,6 +419,13 @@ fn cast_float(value: TensorData, dtype: DType) -> TensorData {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn long_name_lists_are_summarized() {
+        assert_eq!(summarize(&["a", "b"], 3), "a, b");
+        assert_eq!(summarize(&["a", "b", "c", "d", "e"], 2), "a, b and 3 more");
+        assert_eq!(summarize::<&str>(&[], 2), "");
+    }
+
     use super::*;
 
     fn variable(name: &str, trainable: bool) -> VariableInfo {

@@ -8,7 +8,7 @@ use anyhow::Result;
 use clap::Args;
 use serde::Serialize;
 use tfload::formats::keras_h5::Layout;
-use tfload::import_weights::{plan, Action, ImportOptions, ImportPlan, MappingRow};
+use tfload::import_weights::{plan, summarize, Action, ImportOptions, ImportPlan, MappingRow, SHOWN_NAMES};
 
 use super::{table, ModelArgs};
 
@@ -52,7 +52,9 @@ struct ImportDocument<'a> {
     mapping: &'a [MappingRow],
 }
 
-pub fn run(args: &ImportWeightsArgs) -> Result<()> {
+/// Runs the import; `quiet` (-q) leaves out the summary (the JSON document and a dry run's
+/// mapping, asked for by their flags, are still printed; errors always are).
+pub fn run(args: &ImportWeightsArgs, quiet: bool) -> Result<()> {
     let options = ImportOptions { tags: args.model.tag.clone(), skip_mismatch: args.skip_mismatch };
     let plan = plan(&args.model.dir, &args.weights, &options)?;
     let out = if args.dry_run { None } else { args.out.as_deref() };
@@ -67,7 +69,7 @@ pub fn run(args: &ImportWeightsArgs) -> Result<()> {
     }
     // After the mapping, so that a dry run shows what does not fit before failing on it.
     plan.check()?;
-    if !args.json {
+    if !args.json && !quiet {
         print_summary(&mut stdout, &plan, out)?;
     }
     Ok(())
@@ -114,16 +116,23 @@ fn print_summary(out: &mut impl Write, plan: &ImportPlan, written: Option<&Path>
     imported_layers.dedup();
     let verb = if written.is_some() { "imported" } else { "would import" };
     let weights = plan.weights();
-    writeln!(out, "{verb} {} weights (layers {})", plan.imported(), imported_layers.join(", "))?;
+    let layers = summarize(&imported_layers, SHOWN_NAMES);
+    writeln!(out, "{verb} {} weights of {} layer(s) ({layers})", plan.imported(), imported_layers.len())?;
     writeln!(out, "  from {} ({})", weights.path().display(), weights.layout())?;
     writeln!(out, "  into a copy of {}", plan.model_dir().display())?;
     let skipped = plan.skipped_layers();
     if !skipped.is_empty() {
-        writeln!(out, "kept {} layer(s) whose weights do not fit: {}", skipped.len(), skipped.join(", "))?;
+        writeln!(
+            out,
+            "kept {} layer(s) whose weights do not fit: {}",
+            skipped.len(),
+            summarize(&skipped, SHOWN_NAMES)
+        )?;
     }
     let missing = plan.missing_layers();
     if !missing.is_empty() {
-        writeln!(out, "kept {} layer(s) the file has no weights for: {}", missing.len(), missing.join(", "))?;
+        let missing_names = summarize(missing, SHOWN_NAMES);
+        writeln!(out, "kept {} layer(s) the file has no weights for: {missing_names}", missing.len())?;
     }
     match written {
         Some(path) => writeln!(out, "wrote {}", path.display()),

@@ -108,7 +108,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Signatures(_) | Command::Variables(_) | Command::ExportServing(_) => {
             unreachable!("run by run_without_tensorflow")
         }
-        Command::ImportWeights(args) => import_weights::run(&args),
+        Command::ImportWeights(args) => import_weights::run(&args, cli.global.quiet),
         Command::InspectH5(args) => inspect_h5::run(&args),
         Command::Train(args) => train::run(&args, &cli.global),
         Command::Run(args) => run::run(&args),

@@ -1,6 +1,6 @@
 //! Printing tensors and progress for the inference commands: numpy-like text (long arrays
-//! summarized as numpy does), nested JSON values, and a progress bar on stderr that hides itself
-//! when stderr is not a terminal or the user asked for quiet.
+//! summarized as numpy does), nested JSON values, a progress bar on stderr that hides itself
+//! when stderr is not a terminal or the user asked for quiet, and rates for progress lines.
 
 use std::io::IsTerminal;
 
@@ -122,10 +122,37 @@ pub fn progress(len: usize, what: &str, quiet: bool) -> ProgressBar {
     bar
 }
 
+/// A rate in samples per second for progress lines, with the digits it needs to be true: whole
+/// numbers from 100 up, three significant digits below (a short or slow run is not "0"), and "-"
+/// when there is nothing to measure (no samples, or no measurable time).
+pub fn format_rate(samples_per_sec: f64) -> String {
+    match samples_per_sec {
+        rate if !rate.is_finite() || rate <= 0.0 => "-".to_string(),
+        rate if rate >= 100.0 => format!("{rate:.0}"),
+        rate => {
+            let decimals = (2 - rate.log10().floor() as i32).clamp(0, 6) as usize;
+            format!("{rate:.decimals$}")
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use ndarray::IxDyn;
+
+    #[test]
+    fn rates_keep_three_significant_digits_and_nothing_measured_is_a_dash() {
+        assert_eq!(format_rate(12345.6), "12346");
+        assert_eq!(format_rate(123.4), "123");
+        assert_eq!(format_rate(42.25), "42.2");
+        assert_eq!(format_rate(3.14159), "3.14");
+        assert_eq!(format_rate(0.3125), "0.312");
+        assert_eq!(format_rate(0.00042), "0.000420");
+        assert_eq!(format_rate(0.0), "-");
+        assert_eq!(format_rate(f64::INFINITY), "-");
+        assert_eq!(format_rate(f64::NAN), "-");
+    }
 
     #[test]
     fn small_arrays_print_in_full() {

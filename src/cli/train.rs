@@ -21,6 +21,7 @@ use tfload::train::{
 use tfload::SessionConfig;
 
 use super::data_args::{warn_skipped, TfRecordArgs};
+use super::output::format_rate;
 use super::{table, GlobalArgs};
 
 /// Arguments of `tfload train`.
@@ -427,9 +428,9 @@ impl TrainCallback for Progress {
         bar.set_prefix(report.epoch.to_string());
         bar.set_position(report.step_in_epoch);
         bar.set_message(format!(
-            "{} | {:.0} samples/s | lr {:.2e}",
+            "{} | {} samples/s | lr {:.2e}",
             format_metrics(&report.running),
-            report.samples_per_sec,
+            format_rate(report.samples_per_sec),
             report.lr
         ));
         Control::Continue
@@ -442,10 +443,10 @@ impl TrainCallback for Progress {
                 report.validation.as_ref().map(|v| format!(" | validation {}", format_metrics(v))).unwrap_or_default();
             let best = if report.best { " (best)" } else { "" };
             eprintln!(
-                "epoch {}: {}{validation} | {:.0} samples/s{best}",
+                "epoch {}: {}{validation} | {} samples/s{best}",
                 report.epoch,
                 format_metrics(&report.train),
-                report.samples_per_sec
+                format_rate(report.samples_per_sec)
             );
         }
         Control::Continue

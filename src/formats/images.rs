@@ -1,4 +1,5 @@
-//! Image files as model input: decoding (PNG, JPEG, GIF, BMP through the `image` crate), the
+//! Image files as model input: decoding (JPEG as TensorFlow does it, through libjpeg-turbo's
+//! decoder in [`super::jpeg`]; PNG, GIF, BMP through the `image` crate), the
 //! channel conversion a model wants (grayscale, RGB, RGBA) and the bilinear resize of Keras's
 //! `image_dataset_from_directory`, giving float32 pixels in 0..255 laid out height × width ×
 //! channels, the values Keras feeds a model.
@@ -14,6 +15,7 @@ use ndarray::{Array3, ArrayD, ArrayView3, IxDyn};
 use rayon::prelude::*;
 use serde::Serialize;
 
+use super::jpeg;
 use crate::error::{Error, Result};
 use crate::tensor::shape::Shape;
 
@@ -192,6 +194,9 @@ const MAX_DECODE_BYTES: u64 = 1 << 30;
 /// before any pixel is decoded, and the decoder runs under `image::Limits`.
 pub fn decode_bytes(bytes: &[u8], color_mode: ColorMode, origin: &Path) -> Result<Array3<u8>> {
     let image_error = |problem: String| Error::Image { path: origin.to_path_buf(), problem };
+    if jpeg::is_jpeg(bytes) {
+        return decode_jpeg(bytes, color_mode).map_err(image_error);
+    }
     let mut reader = ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|source| Error::Io { path: origin.to_path_buf(), source })?;
@@ -209,13 +214,26 @@ pub fn decode_bytes(bytes: &[u8], color_mode: ColorMode, origin: &Path) -> Resul
     check_dimensions(image.width(), image.height()).map_err(image_error)?;
     let (width, height) = (image.width() as usize, image.height() as usize);
     let bytes = match color_mode {
-        ColorMode::Grayscale => to_gray(image, format),
+        ColorMode::Grayscale => to_gray(image),
         // `into_*` keeps the decoder's buffer when it already has these channels (no copy).
         ColorMode::Rgb => image.into_rgb8().into_raw(),
         ColorMode::Rgba => image.into_rgba8().into_raw(),
     };
     Array3::from_shape_vec((height, width, color_mode.channels()), bytes)
         .map_err(|_| image_error(format!("decoded to fewer pixels than its {width}x{height} size")))
+}
+
+/// A JPEG decoded as `tf.io.decode_jpeg` does (see [`jpeg`]), with an opaque alpha channel added
+/// for RGBA (TensorFlow's `decode_image(channels=4)`).
+fn decode_jpeg(bytes: &[u8], color_mode: ColorMode) -> std::result::Result<Array3<u8>, String> {
+    let channels = if color_mode == ColorMode::Grayscale { 1 } else { 3 };
+    let decoded = jpeg::decode_jpeg(bytes, channels, check_dimensions)?;
+    let pixels = match color_mode {
+        ColorMode::Rgba => decoded.pixels.chunks_exact(3).flat_map(|p| [p[0], p[1], p[2], 255]).collect(),
+        _ => decoded.pixels,
+    };
+    Array3::from_shape_vec((decoded.height, decoded.width, color_mode.channels()), pixels)
+        .map_err(|_| format!("decoded to fewer pixels than its {}x{} size", decoded.width, decoded.height))
 }
 
 /// Walks a PNG's chunks up to `IEND` and checks each one's length and CRC-32, the trailing
@@ -276,22 +294,16 @@ fn check_dimensions(width: u32, height: u32) -> std::result::Result<(), String> 
     Ok(())
 }
 
-/// Grayscale as TensorFlow's decoders give it: for PNG (and the others) exactly libpng's
+/// Grayscale as TensorFlow's PNG (and GIF, BMP) decoders give it: exactly libpng's
 /// `png_set_rgb_to_gray(.., 0.299, 0.587)` as TensorFlow calls it (weights in 1/32768,
-/// truncated); for JPEG the BT.601 luma rounded, which is within a few levels of the Y channel
-/// libjpeg returns.
-fn to_gray(image: DynamicImage, format: Option<ImageFormat>) -> Vec<u8> {
+/// truncated). JPEG never comes here: libjpeg gives its own grayscale.
+fn to_gray(image: DynamicImage) -> Vec<u8> {
     if !image.color().has_color() {
         return image.into_luma8().into_raw();
     }
-    let jpeg = format == Some(ImageFormat::Jpeg);
     let luma = |[r, g, b]: [u8; 3]| -> u8 {
         let (r, g, b) = (u32::from(r), u32::from(g), u32::from(b));
-        if jpeg {
-            ((19595 * r + 38470 * g + 7471 * b + 32768) >> 16) as u8
-        } else {
-            ((9797 * r + 19234 * g + 3737 * b) >> 15) as u8
-        }
+        ((9797 * r + 19234 * g + 3737 * b) >> 15) as u8
     };
     image.to_rgb8().pixels().map(|p| luma(p.0)).collect()
 }

@@ -6,4 +6,5 @@
 mod common;
 
 mod import_weights;
+mod import_weights_messages;
 mod tfrecord;

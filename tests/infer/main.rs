@@ -6,6 +6,7 @@
 mod common;
 
 mod eval_parity;
+mod jpeg_parity;
 mod predict_cli;
 mod predict_concurrency;
 mod predict_image_parity;
