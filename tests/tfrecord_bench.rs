@@ -1,4 +1,4 @@
-//! The tfload side of `scripts/bench.py --only tfrecord` (scripts/bench_tfrecord.py): reads the
+//! The tfload side of `scripts/bench/bench.py --only tfrecord` (scripts/bench/bench_tfrecord.py): reads the
 //! TFRecord files of `TFLOAD_BENCH_PATTERN` as a data set (index and checksums on open), then
 //! one epoch of batches of 32 through the batch loader, and prints the timings as JSON. Ignored
 //! in normal test runs; the benchmark runs it with `--ignored` in a release build.
@@ -11,7 +11,7 @@ use tfload::data::{BatchLoader, Dataset, FeatureMapping, InputSpec, LoaderOption
 use tfload::DType;
 
 #[test]
-#[ignore = "a benchmark: run by scripts/bench_tfrecord.py"]
+#[ignore = "a benchmark: run by scripts/bench/bench_tfrecord.py"]
 fn tfrecord_read_throughput() {
     let pattern = std::env::var("TFLOAD_BENCH_PATTERN").expect("TFLOAD_BENCH_PATTERN names the files");
     let feature = std::env::var("TFLOAD_BENCH_FEATURE").unwrap_or_else(|_| "image/encoded".to_string());

@@ -1,7 +1,7 @@
-"""The TFRecord benchmark of scripts/bench.py (`--only tfrecord`): records per second read,
+"""The TFRecord benchmark of scripts/bench/bench.py (`--only tfrecord`): records per second read,
 checked, parsed, decoded and batched by tfload beside tf.data on the same files.
 
-The files: the bundled digits (scripts/make_tfrecords.py) repeated to 30,000 records in 8 shards,
+The files: the bundled digits (scripts/fixtures/make_tfrecords.py) repeated to 30,000 records in 8 shards,
 plain and GZIP. Per case, one epoch in batches of 32, in file order:
 - tfload: TfRecordDataset::open (reads every record once: index and CRC checks, labels) plus one
   epoch through the batch loader, which decodes on a background thread with rayon (the
@@ -16,7 +16,8 @@ import os
 import subprocess
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from common import ROOT
+
 RECORDS = 30_000
 SHARDS = 8
 RUNS = 3
@@ -81,7 +82,7 @@ def tfload_seconds(pattern, feature):
 
 
 def bench_tfrecord():
-    """Registered in scripts/bench.py as `tfrecord`."""
+    """Registered in scripts/bench/bench.py as `tfrecord`."""
     out = os.path.join(ROOT, "bench-out", "tfrecord")
     os.makedirs(out, exist_ok=True)
     patterns = make_files(out)
