@@ -11,7 +11,7 @@ from .contract import ContractError
 from .export import export_trainable
 from .head import head_layers, replace_head
 from .losses import LOSS_ALIASES
-from .optimizers import OPTIMIZERS, optimizer_config, setting_names
+from .optimizers import CLIPPING, OPTIMIZERS, optimizer_config, setting_names
 from .preprocessing import application_preprocess_mode
 from .sources import load_source_model
 
@@ -37,6 +37,8 @@ def _add_optimizer_settings(group):
             group.add_argument(_flag(setting), action="store_true", default=None, help=text)
         else:
             group.add_argument(_flag(setting), type=type(default), help=text)
+    for setting, text in CLIPPING.items():
+        group.add_argument(_flag(setting), type=float, help=text + "; at most one of the three")
 
 
 def build_arg_parser():
@@ -136,7 +138,7 @@ def export_from_args(args):
     frozen = _frozen_layers(model, head_names) if args.default_freeze_base else []
     preprocess = _preprocess_mode(args)
     opt = optimizer_config(args.optimizer, learning_rate=args.learning_rate,
-                           **{s: getattr(args, s) for s in setting_names()})
+                           **{s: getattr(args, s) for s in [*setting_names(), *CLIPPING]})
     class_names = args.class_names.split(",") if args.class_names else None
     rec = export_trainable(model, args.out, optimizer=opt, loss=loss, outputs=outputs,
                            class_names=class_names, preprocess=preprocess, frozen_layers=frozen,

@@ -8,6 +8,11 @@ entry is 0 keeps its value bit for bit and so do its slots.
 Adding an optimizer is one class: subclass ``Optimizer``, set ``name`` and ``defaults`` (the
 Keras defaults; every key but ``learning_rate`` becomes a ``tfload-export`` flag), list its
 per-variable slots and write ``update``; decorate it with ``@register``.
+
+Gradient clipping (``clipnorm``, ``clipvalue``, ``global_clipnorm``, as Keras 3's optimizers take
+them) applies to every optimizer. A setting is recorded only when given, so the record of an
+export without clipping is what it always was. The global norm is taken over the variables the
+mask trains, as Keras takes it over a model's trainable variables.
 """
 from __future__ import annotations
 
@@ -16,6 +21,13 @@ from .contract import ContractError
 
 OPTIMIZERS = {}
 """Registered optimizer classes by name, in registration order."""
+
+CLIPPING = {
+    "clipnorm": "clip each gradient to this L2 norm (Keras clipnorm)",
+    "clipvalue": "clip each gradient element to [-v, v] (Keras clipvalue)",
+    "global_clipnorm": "clip the gradients of the trained variables to this global L2 norm (Keras global_clipnorm)",
+}
+"""Gradient clipping settings every optimizer takes (at most one), with their help text."""
 
 
 def register(cls):
@@ -42,6 +54,10 @@ class Optimizer:
     def slot_names(self):
         """Names of the per-variable state, in the order the slots are created and recorded."""
         return []
+
+    def slot_initial_value(self, slot):
+        """The value every element of a (non-counter) slot starts at."""
+        return 0.0
 
     def update(self, tf, old, g, lr, slots):
         """``(new value, {slot: new slot value})`` of one variable for gradient ``g``.
@@ -112,6 +128,55 @@ class AdamW(Adam):
         return old - old * tf.constant(self.cfg["weight_decay"], old.dtype) * lr
 
 
+@register
+class RMSprop(Optimizer):
+    """Keras 3 ``RMSprop``: plain, with momentum, and/or centered."""
+
+    name = "rmsprop"
+    defaults = {"learning_rate": 0.001, "rho": 0.9, "momentum": 0.0, "epsilon": 1e-7, "centered": False}
+    help = {"rho": "rmsprop: discount of the squared-gradient average (default 0.9)",
+            "centered": "rmsprop: normalise by the gradient's estimated variance"}
+
+    def slot_names(self):
+        return (["velocity"] + (["momentum"] if self.cfg["momentum"] > 0 else [])
+                + (["average_gradient"] if self.cfg["centered"] else []))
+
+    def update(self, tf, old, g, lr, slots):
+        rho = tf.constant(self.cfg["rho"], old.dtype)
+        eps = tf.constant(self.cfg["epsilon"], old.dtype)
+        new_slots = {"velocity": rho * slots["velocity"] + (1.0 - rho) * tf.square(g)}
+        if self.cfg["centered"]:
+            new_slots["average_gradient"] = rho * slots["average_gradient"] + (1.0 - rho) * g
+            denominator = new_slots["velocity"] - tf.square(new_slots["average_gradient"]) + eps
+        else:
+            denominator = new_slots["velocity"] + eps
+        increment = (lr * g) / tf.sqrt(denominator)
+        if "momentum" not in slots:
+            return old - increment, new_slots
+        new_slots["momentum"] = tf.constant(self.cfg["momentum"], old.dtype) * slots["momentum"] + increment
+        return old - new_slots["momentum"], new_slots
+
+
+@register
+class Adagrad(Optimizer):
+    """Keras 3 ``Adagrad``: an accumulator of squared gradients per variable."""
+
+    name = "adagrad"
+    defaults = {"learning_rate": 0.001, "initial_accumulator_value": 0.1, "epsilon": 1e-7}
+    help = {"initial_accumulator_value": "adagrad: starting value of the accumulators (default 0.1)"}
+
+    def slot_names(self):
+        return ["accumulator"]
+
+    def slot_initial_value(self, slot):
+        return self.cfg["initial_accumulator_value"]
+
+    def update(self, tf, old, g, lr, slots):
+        accumulator = slots["accumulator"] + tf.square(g)
+        eps = tf.constant(self.cfg["epsilon"], old.dtype)
+        return old - (lr * g) / tf.sqrt(accumulator + eps), {"accumulator": accumulator}
+
+
 def setting_names():
     """Every optimizer setting but the learning rate, over all registered optimizers, in order."""
     names = []
@@ -129,10 +194,47 @@ def optimizer_config(name, **overrides):
     for k, v in overrides.items():
         if v is None:
             continue
+        if k in CLIPPING:
+            cfg[k] = float(v)
+            if not cfg[k] > 0.0:
+                raise ContractError(f"{k} must be > 0, not {v!r}")
+            continue
         if k not in cfg:
             raise ContractError(f"optimizer {name} has no setting {k!r}")
         cfg[k] = type(cfg[k])(v)
+    clips = [k for k in CLIPPING if k in cfg]
+    if len(clips) > 1:
+        raise ContractError(f"give at most one of clipnorm, clipvalue, global_clipnorm, not {' and '.join(clips)}")
     return cfg
+
+
+def _clip_by_norm(tf, g, clipnorm):
+    """Keras 3's ``_clip_by_norm``: ``g * clipnorm / max(||g||, clipnorm)``, NaN-safe at 0."""
+    l2sum = tf.reduce_sum(tf.square(g), keepdims=True)
+    pred = l2sum > 0
+    l2norm = tf.where(pred, tf.sqrt(tf.where(pred, l2sum, tf.ones_like(l2sum))), l2sum)
+    return (g * clipnorm) / tf.maximum(l2norm, clipnorm)
+
+
+def clip_gradients(cfg, grads, mask):
+    """The gradients after the clipping ``cfg`` asks for (Keras 3's ``_clip_gradients``).
+
+    ``global_clipnorm`` counts only the gradients of variables whose ``mask`` entry is on.
+    """
+    tf, _ = import_tf()
+    if "clipnorm" in cfg:
+        return [None if g is None else _clip_by_norm(tf, tf.convert_to_tensor(g), cfg["clipnorm"]) for g in grads]
+    if "global_clipnorm" in cfg:
+        squares = [tf.where(mask[i] > 0.0, tf.reduce_sum(tf.square(tf.cast(g, tf.float32))), 0.0)
+                   for i, g in enumerate(grads) if g is not None]
+        use_norm = tf.sqrt(tf.add_n(squares))
+        clip = cfg["global_clipnorm"]
+        scale = clip * tf.minimum(1.0 / use_norm, 1.0 / clip) + (use_norm - use_norm)
+        return [None if g is None else g * tf.cast(scale, g.dtype) for g in grads]
+    if "clipvalue" in cfg:
+        v = cfg["clipvalue"]
+        return [None if g is None else tf.clip_by_value(g, -v, v) for g in grads]
+    return grads
 
 
 class MaskedOptimizer:
@@ -158,8 +260,11 @@ class MaskedOptimizer:
         for s in self.rule.slot_names():
             if s in self.rule.COUNTER_SLOTS:
                 var = tf.Variable(0, dtype=tf.int64, trainable=False, name=f"optimizer/{s}/{vname}")
-            else:
+            elif self.rule.slot_initial_value(s) == 0.0:
                 var = tf.Variable(tf.zeros(v.shape, v.dtype), trainable=False, name=f"optimizer/{s}/{vname}")
+            else:
+                var = tf.Variable(tf.fill(v.shape, tf.constant(self.rule.slot_initial_value(s), v.dtype)),
+                                  trainable=False, name=f"optimizer/{s}/{vname}")
             slots[s] = var
             self.variables.append(var)
             self.records.append({"index": len(self.records), "name": f"{s}/{vname}", "slot": s,
@@ -169,6 +274,7 @@ class MaskedOptimizer:
     def apply(self, grads, tf_vars, mask, lr):
         """One masked update of every variable with a gradient; counts the call in ``iterations``."""
         tf, _ = import_tf()
+        grads = clip_gradients(self.cfg, grads, mask)
         for i, (g, var) in enumerate(zip(grads, tf_vars)):
             if g is None:  # not connected to the loss: nothing moves
                 continue
