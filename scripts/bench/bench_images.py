@@ -48,14 +48,6 @@ BATCH = 32                    # image_dataset_from_directory's default
 MOBILENET_SIZE = (96, 96)
 
 
-def tfload_bin():
-    return release_bin()
-
-
-def pipeline_bin():
-    return release_example("bench_pipeline")
-
-
 # --------------------------------------------------------------------------------------------
 # Data and models
 # --------------------------------------------------------------------------------------------
@@ -210,7 +202,7 @@ def train_way(way, kind, folder):
         out = os.path.join(OUT, "run")
         for path in (out, out + ".partial"):
             shutil.rmtree(path, ignore_errors=True)
-        run([tfload_bin(), "train", MODELS[kind][2](), "--data", data, "--out", out, "--epochs", str(TRAIN_EPOCHS),
+        run([release_bin(), "train", MODELS[kind][2](), "--data", data, "--out", out, "--epochs", str(TRAIN_EPOCHS),
              "--batch-size", str(BATCH), "--train-all", "-q"])
         with open(os.path.join(out, "metrics.jsonl")) as f:
             lines = json_lines(f.read(), "epoch")
@@ -227,7 +219,7 @@ def pipeline_way(way, folder, size):
     """(best images/s over the timed epochs, open seconds) of one process."""
     args = [folder, str(size[0]), str(size[1])]
     if way == "tfload":
-        stdout, _ = run([pipeline_bin(), *args, "3", str(BATCH), str(PIPELINE_EPOCHS)])
+        stdout, _ = run([release_example("bench_pipeline"), *args, "3", str(BATCH), str(PIPELINE_EPOCHS)])
     else:
         stdout, _ = run([PYTHON, os.path.abspath(__file__), "pipeline", *args, str(BATCH), str(PIPELINE_EPOCHS)])
     epochs = json_lines(stdout, "epoch")

@@ -42,14 +42,6 @@ MOBILENET_ARGS = ["--application", "MobileNetV2", "--input-shape", "96,96,3", "-
 LEARNING_RATES = {"mlp": 0.05, "cnn": 0.01, "mobilenet": 0.001}   # the exported records' defaults
 
 
-def tfload_bin():
-    return release_bin()
-
-
-def floor_bin():
-    return release_example("train_floor")
-
-
 # --------------------------------------------------------------------------------------------
 # Data and models
 # --------------------------------------------------------------------------------------------
@@ -197,13 +189,13 @@ def run_way(way, kind, model_dir, data, batch, epochs):
         out = os.path.join(OUT, "run")
         shutil.rmtree(out, ignore_errors=True)
         shutil.rmtree(out + ".partial", ignore_errors=True)
-        _, wall, rss = run_measured([tfload_bin(), "train", model_dir, "--data", data, "--out", out,
+        _, wall, rss = run_measured([release_bin(), "train", model_dir, "--data", data, "--out", out,
                                      "--epochs", str(epochs), "--batch-size", str(batch), "--train-all", "-q"])
         with open(os.path.join(out, "metrics.jsonl")) as f:
             lines = epoch_lines(f.read())
         shutil.rmtree(out, ignore_errors=True)
     elif way == "layers":
-        stdout, wall, rss = run_measured([floor_bin(), model_dir, data, "--batch-size", str(batch),
+        stdout, wall, rss = run_measured([release_example("train_floor"), model_dir, data, "--batch-size", str(batch),
                                           "--epochs", str(epochs), "--train-all", "--mode", "layers"])
         cycles = {}
         for line in epoch_lines(stdout):
@@ -211,7 +203,7 @@ def run_way(way, kind, model_dir, data, batch, epochs):
                 cycles.setdefault(line["epoch"], {})[line["layer"]] = line["seconds"]
         return {"cycles": list(cycles.values())}
     elif way == "floor":
-        stdout, wall, rss = run_measured([floor_bin(), model_dir, data, "--batch-size", str(batch),
+        stdout, wall, rss = run_measured([release_example("train_floor"), model_dir, data, "--batch-size", str(batch),
                                           "--epochs", str(epochs), "--train-all", "--mode", way])
         lines = epoch_lines(stdout)
     else:
