@@ -30,34 +30,26 @@ def sig_shape(info):
     return [None if d.size < 0 else int(d.size) for d in info.tensor_shape.dim]
 
 
-def check_export(export_dir):
-    """Check that the record and the SavedModel agree; raises ContractError with all problems.
-
-    Reads only files (saved_model.pb, the asset, the checkpoint index): no session.
-    """
-    tf, _ = import_tf()
-    problems = []
-    mg = read_saved_model(export_dir)
-    if not any(a.filename == CONTRACT_ASSET for a in mg.asset_file_def):
-        problems.append(f"{CONTRACT_ASSET} is not in asset_file_def")
-    rec = read_contract(export_dir)
-    missing = [k for k in REQUIRED_RECORD_KEYS if k not in rec]
-    if missing:
-        raise ContractError(f"{export_dir}: record lacks {missing}")
-    if rec.get("contract_version") != CONTRACT_VERSION:
-        problems.append(f"contract_version is {rec.get('contract_version')!r}, not {CONTRACT_VERSION}")
-    specs = {s["key"]: s for s in rec["inputs"]}
-    specs[rec["labels"]["key"]] = rec["labels"]
-    specs[rec["mask"]["key"]] = rec["mask"]
-    specs[rec["learning_rate"]["key"]] = rec["learning_rate"]
-    out_specs = {s["key"]: s for s in rec["outputs"]}
+def _mask_problems(rec):
     n_mask = len(rec["mask_variables"])
+    problems = []
     if rec["mask"]["shape"] != [n_mask]:
         problems.append(f"mask shape {rec['mask']['shape']} but {n_mask} mask variables")
     if [r["index"] for r in rec["mask_variables"]] != list(range(n_mask)):
         problems.append("mask_variables indices are not 0..n-1 in order")
     if len(rec.get("default_mask", [])) != n_mask:
         problems.append("default_mask length differs from mask_variables")
+    return problems
+
+
+def _signature_problems(tf, mg, rec):
+    """Each recorded signature against the MetaGraphDef's: keys, dtypes and shapes."""
+    specs = {s["key"]: s for s in rec["inputs"]}
+    specs[rec["labels"]["key"]] = rec["labels"]
+    specs[rec["mask"]["key"]] = rec["mask"]
+    specs[rec["learning_rate"]["key"]] = rec["learning_rate"]
+    out_specs = {s["key"]: s for s in rec["outputs"]}
+    problems = []
     for sig_key, sig in rec["signatures"].items():
         if sig_key not in mg.signature_def:
             problems.append(f"signature {sig_key} is missing")
@@ -86,7 +78,12 @@ def check_export(export_dir):
     for required in (SIG_SERVE, SIG_TRAIN, SIG_EVAL):
         if required not in rec["signatures"]:
             problems.append(f"record has no signature {required}")
-    # checkpoint keys and one VarHandleOp per variable
+    return problems
+
+
+def _variable_problems(tf, export_dir, mg, rec):
+    """Checkpoint keys and shapes of every recorded variable, and one VarHandleOp per variable."""
+    problems = []
     all_vars = rec["mask_variables"] + rec["non_trainable_variables"] + rec["optimizer_variables"]
     ckpt = dict(tf.train.list_variables(os.path.join(export_dir, "variables", "variables")))
     for r in all_vars:
@@ -106,6 +103,29 @@ def check_export(export_dir):
                         f"for {len(all_vars)} variables: TF1-style loading needs exactly one per variable")
     if len(string_handles) > len(mg.asset_file_def):
         problems.append(f"{len(string_handles)} string VarHandleOps for {len(mg.asset_file_def)} assets")
+    return problems
+
+
+def check_export(export_dir):
+    """Check that the record and the SavedModel agree; raises ContractError with all problems.
+
+    Reads only files (saved_model.pb, the asset, the checkpoint index): no session.
+    """
+    tf, _ = import_tf()
+    problems = []
+    mg = read_saved_model(export_dir)
+    if not any(a.filename == CONTRACT_ASSET for a in mg.asset_file_def):
+        problems.append(f"{CONTRACT_ASSET} is not in asset_file_def")
+    if not os.path.isfile(os.path.join(export_dir, "assets", CONTRACT_ASSET)):
+        raise ContractError(f"{export_dir}: no assets/{CONTRACT_ASSET}, so not a trainable SavedModel; "
+                            "export the Keras model with tfload-export")
+    rec = read_contract(export_dir)
+    missing = [k for k in REQUIRED_RECORD_KEYS if k not in rec]
+    if missing:
+        raise ContractError(f"{export_dir}: record lacks {missing}")
+    if rec.get("contract_version") != CONTRACT_VERSION:
+        problems.append(f"contract_version is {rec.get('contract_version')!r}, not {CONTRACT_VERSION}")
+    problems += _mask_problems(rec) + _signature_problems(tf, mg, rec) + _variable_problems(tf, export_dir, mg, rec)
     if problems:
         raise ContractError(f"{export_dir}: " + "; ".join(problems))
     return rec

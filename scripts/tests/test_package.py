@@ -85,3 +85,11 @@ def test_tensorflow_pin_is_the_same_as_requirements():
     pin = [d for d in deps if re.match(r"tensorflow-cpu\b", d)]
     assert pin and pin == [r for r in reqs if re.match(r"tensorflow-cpu\b", r)], (pin, reqs)
     assert pin[0] == f"tensorflow-cpu=={importlib.metadata.version('tensorflow-cpu')}"
+
+
+def test_check_of_a_model_without_a_record_is_one_error_line():
+    res = subprocess.run([EXPORTER, "--check", os.path.join(ROOT, "saved_models", "multi_io")],
+                         capture_output=True, text=True, timeout=120, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert res.returncode == 1
+    assert "Traceback" not in res.stderr, res.stderr
+    assert "no assets/tfload_contract.json, so not a trainable SavedModel" in res.stderr
