@@ -1,5 +1,5 @@
-//! Times tfload's image-folder input pipeline alone, for `scripts/bench.py` (`--only images`,
-//! scripts/bench_images.py): `ImageFolderDataset::open` (listing the class folders), then
+//! Times tfload's image-folder input pipeline alone, for `scripts/bench/bench.py` (`--only images`,
+//! scripts/bench/bench_images.py): `ImageFolderDataset::open` (listing the class folders), then
 //! EPOCHS epochs of shuffled batches from a `BatchLoader`, as `tfload train` gets them (each
 //! batch read, decoded, converted, resized and stacked on the loader's background thread, the
 //! images of a batch in parallel with rayon). Prints one JSON line per epoch and one for open.

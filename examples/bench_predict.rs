@@ -1,4 +1,4 @@
-//! Times one signature call through `tfload::infer::predict::Predictor`, for `scripts/bench.py`
+//! Times one signature call through `tfload::infer::predict::Predictor`, for `scripts/bench/bench.py`
 //! (`bench_inference`): loads the model once, feeds a fixed float32 batch of the signature's
 //! one input, and prints the median seconds per call as JSON.
 //!

@@ -1,5 +1,5 @@
 //! The floor of a training benchmark: how fast TensorFlow itself runs a model's `train_step`
-//! when nothing but `Session::run` sits in the loop. `scripts/bench_train.py` runs it beside
+//! when nothing but `Session::run` sits in the loop. `scripts/bench/bench_train.py` runs it beside
 //! `tfload train`, Keras `fit` and Python calling the signature.
 //!
 //!     cargo run --release --example train_floor -- DIR DATA.npz --batch-size 64 --epochs 4 [--train-all]
@@ -45,7 +45,7 @@ use tfload::{LoadedModel, SavedModel, SessionConfig, TensorData};
 /// Loop over `train_step` with as little as possible around `Session::run`.
 #[derive(Debug, Parser)]
 struct Args {
-    /// A trainable SavedModel (scripts/tfload_export.py).
+    /// A trainable SavedModel (tfload-export).
     dir: PathBuf,
     /// A .npz with float32 `x` and int64 `y`.
     data: PathBuf,

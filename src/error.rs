@@ -151,7 +151,7 @@ pub enum Error {
     },
 
     /// The model cannot be trained by tfload: no `train_step`, or no contract record.
-    #[error("{dir} is not a trainable SavedModel: {problem}. tfload trains models exported to its train-step contract; make one with `.venv/bin/python scripts/tfload_export.py --help` (docs/train-step-contract.md).")]
+    #[error("{dir} is not a trainable SavedModel: {problem}. tfload trains models exported to its train-step contract; make one with `.venv/bin/tfload-export --help` (docs/train-step-contract.md).")]
     NotTrainable {
         /// The SavedModel directory.
         dir: PathBuf,
@@ -160,7 +160,7 @@ pub enum Error {
     },
 
     /// The contract record and the model's signatures disagree, or the record is unreadable.
-    #[error("{path} {problem}. Export the model again with scripts/tfload_export.py.")]
+    #[error("{path} {problem}. Export the model again with `.venv/bin/tfload-export`.")]
     ContractMismatch {
         /// The record file.
         path: PathBuf,
@@ -321,7 +321,7 @@ pub enum Error {
     },
 
     /// The graph holds more variable handles than the model has variables (the two-handle trap).
-    #[error("{path} has {handles} variable handles for {variables} variables ({examples}, ...): some variables have two resource handles, so training would update one copy while saving writes the other and the trained model would keep its old weights. This happens when a Keras model is kept as a tf.Module attribute or exported with keras.export.ExportArchive; export it with scripts/tfload_export.py, which tracks one handle per variable.")]
+    #[error("{path} has {handles} variable handles for {variables} variables ({examples}, ...): some variables have two resource handles, so training would update one copy while saving writes the other and the trained model would keep its old weights. This happens when a Keras model is kept as a tf.Module attribute or exported with keras.export.ExportArchive; export it with `.venv/bin/tfload-export`, which tracks one handle per variable.")]
     DuplicateVariableHandles {
         /// The `saved_model.pb`.
         path: PathBuf,
@@ -354,7 +354,7 @@ pub enum Error {
     // --- Contract record and learning-rate checks, HDF5 integrity (helper `contract`, issue 14) ---
     /// A field of the contract record disagrees with the model's signatures or checkpoint index,
     /// or holds a value the contract does not allow.
-    #[error("{path}: record field `{field}` is {found}, expected {expected}. The record does not describe this model; export it again with scripts/tfload_export.py, or correct the record (docs/train-step-contract.md).")]
+    #[error("{path}: record field `{field}` is {found}, expected {expected}. The record does not describe this model; export it again with `.venv/bin/tfload-export`, or correct the record (docs/train-step-contract.md).")]
     ContractField {
         /// The record file.
         path: PathBuf,
@@ -492,7 +492,7 @@ pub enum Error {
 
     // --- export-serving (issue 19): refusals that write nothing ---
     /// The model has no `serving_default` signature, which a serving export is built around.
-    #[error("{dir} has no `serving_default` signature, which TF Serving calls when a request names none; this model has: {available}. Export it with a serving signature (scripts/tfload_export.py writes one), then run export-serving again.")]
+    #[error("{dir} has no `serving_default` signature, which TF Serving calls when a request names none; this model has: {available}. Export it with a serving signature (tfload-export writes one), then run export-serving again.")]
     NoServingDefault {
         /// The SavedModel directory.
         dir: PathBuf,
@@ -520,7 +520,7 @@ pub enum Error {
     },
 
     /// The SavedModel's graphs do not fit together the way a serving export needs.
-    #[error("{dir}: {problem}. tfload cannot write a serving form of this model; export it again with scripts/tfload_export.py.")]
+    #[error("{dir}: {problem}. tfload cannot write a serving form of this model; export it again with tfload-export.")]
     ServingExport {
         /// The SavedModel directory.
         dir: PathBuf,

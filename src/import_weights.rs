@@ -377,7 +377,7 @@ fn duplicated_variables(variables: &[VariableInfo]) -> Option<String> {
     }
     Some(format!(
         "the model holds {} variable name(s) twice ({}), as Keras 3's `model.export()` writes them, so its \
-         layers cannot be matched one to one; export the Keras model with scripts/tfload_export.py and \
+         layers cannot be matched one to one; export the Keras model with tfload-export and \
          import into that",
         twice.len(),
         summarize(&twice, SHOWN_NAMES)

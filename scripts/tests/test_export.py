@@ -1,4 +1,4 @@
-"""Tests of scripts/tfload_export.py, the committed digits models and the contract document.
+"""Tests of the exporter (python/tfload_export, the `tfload-export` command), the committed digits models and the contract document.
 
 Run: .venv/bin/python -m pytest scripts/tests -q
 
@@ -21,13 +21,13 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-SCRIPTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ROOT = os.path.dirname(SCRIPTS)
+import tfload_export as te  # noqa: E402  (installed by scripts/setup.sh: pip install -e python/)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SAVED = os.path.join(ROOT, "saved_models")
 DOC = os.path.join(ROOT, "docs", "train-step-contract.md")
-sys.path.insert(0, SCRIPTS)
-
-import tfload_export as te  # noqa: E402
+# The console script pip put beside this interpreter (the venv need not be activated).
+EXPORTER = os.path.join(os.path.dirname(sys.executable), "tfload-export")
 
 tf, keras = te._import_tf()
 
@@ -548,7 +548,7 @@ def test_cli_application_source(tmp_path):
     """MobileNetV2 alpha 0.35 at 32x32 (weights=None) through the command line; not trained."""
     out = str(tmp_path / "mnv2")
     res = subprocess.run(
-        [sys.executable, os.path.join(SCRIPTS, "tfload_export.py"), "--application", "MobileNetV2",
+        [EXPORTER, "--application", "MobileNetV2",
          "--input-shape", "32,32,3", "--alpha", "0.35", "--num-classes", "3", "--dropout", "0.2",
          "--default-freeze-base", "--optimizer", "adamw", "--class-names", "a,b,c", "-o", out],
         capture_output=True, text=True, timeout=300)
@@ -570,15 +570,14 @@ def test_cli_application_source(tmp_path):
 
 
 def test_cli_help_overwrite_and_head_options(tmp_path):
-    script = os.path.join(SCRIPTS, "tfload_export.py")
-    res = subprocess.run([sys.executable, script, "--help"], capture_output=True, text=True, timeout=60)
+    res = subprocess.run([EXPORTER, "--help"], capture_output=True, text=True, timeout=60)
     assert res.returncode == 0 and "train_step" in res.stdout and "--default-freeze-base" in res.stdout
     model_path = str(tmp_path / "m.keras")
     tiny_cnn(seed=11).save(model_path)
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("x")
-    args = [sys.executable, script, "--model", model_path, "--num-classes", "2", "--hidden-units", "4",
+    args = [EXPORTER, "--model", model_path, "--num-classes", "2", "--hidden-units", "4",
             "--dropout", "0.5", "--default-freeze-base", "--optimizer", "sgd", "--momentum", "0.5",
             "--preprocess", "unit", "--class-names", "no,yes", "-o", str(out)]
     res = subprocess.run(args, capture_output=True, text=True, timeout=300)
@@ -608,7 +607,7 @@ def test_cli_help_overwrite_and_head_options(tmp_path):
             assert_changed(v0["mask_variables"][r["index"]], v1["mask_variables"][r["index"]], r["name"])
         else:
             assert_same(v0["mask_variables"][r["index"]], v1["mask_variables"][r["index"]], r["name"])
-    res = subprocess.run([sys.executable, script, "--check", d], capture_output=True, text=True, timeout=60)
+    res = subprocess.run([EXPORTER, "--check", d], capture_output=True, text=True, timeout=60)
     assert res.returncode == 0 and "OK" in res.stdout
 
 

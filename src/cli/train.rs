@@ -27,7 +27,7 @@ use super::{table, GlobalArgs};
 /// Arguments of `tfload train`.
 #[derive(Debug, Args)]
 pub struct TrainArgs {
-    /// The trainable SavedModel to start from (exported by scripts/tfload_export.py); never modified.
+    /// The trainable SavedModel to start from (exported by tfload-export); never modified.
     pub dir: PathBuf,
     /// Training data: an image folder (one sub-folder per class) or a .npz with x and y arrays.
     #[arg(long, required_unless_present = "show_mask")]

@@ -112,7 +112,7 @@ fn check_is_saved_model_dir(dir: &Path) -> Result<()> {
 
 fn hint_for_file(path: &Path) -> String {
     let name = path.file_name().map(|n| n.to_string_lossy().to_lowercase()).unwrap_or_default();
-    let export = "Turn it into a trainable SavedModel with `.venv/bin/python scripts/tfload_export.py`.";
+    let export = "Turn it into a trainable SavedModel with `.venv/bin/tfload-export`.";
     if name.ends_with(".keras") {
         format!("It looks like a Keras 3 model file. {export}")
     } else if name.ends_with(".h5") || name.ends_with(".hdf5") {

@@ -725,7 +725,7 @@ fn check_data(trainer: &Trainer, data: &RunData<'_>) -> Result<()> {
         if let (Some(classes), Some(head)) = (dataset.label_classes(), trainer.contract().num_classes) {
             if classes as u64 > head {
                 return Err(Error::DataMismatch(format!(
-                    "{what} ({}) has {classes} classes, but the model's head gives scores for {head} classes{}. Export the model again with a head for {classes} classes (`scripts/tfload_export.py --num-classes {classes}`)",
+                    "{what} ({}) has {classes} classes, but the model's head gives scores for {head} classes{}. Export the model again with a head for {classes} classes (`.venv/bin/tfload-export --num-classes {classes}`)",
                     dataset.describe(),
                     trainer.contract().class_names.as_ref().map(|n| format!(" (the model's classes: {})", n.join(", "))).unwrap_or_default()
                 )));

@@ -1,4 +1,4 @@
-//! Helpers of the run / predict / eval tests: the Python reference (scripts/py_parity.py),
+//! Helpers of the run / predict / eval tests: the Python reference (scripts/parity/py_parity.py),
 //! reading its `.npz` answers, and comparing tensors with a tolerance.
 
 #![allow(dead_code)]
@@ -15,9 +15,9 @@ pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Runs `scripts/py_parity.py ARGS` with the project's Python; returns the JSON it prints.
+/// Runs `scripts/parity/py_parity.py ARGS` with the project's Python; returns the JSON it prints.
 pub fn python(args: &[&str]) -> serde_json::Value {
-    super::python_json("py_parity.py", args)
+    super::python_json("parity/py_parity.py", args)
 }
 
 /// Every array of a `.npz` file by name.
@@ -75,13 +75,13 @@ pub fn assert_same(what: &str, ours: &TensorData, theirs: &TensorData, rtol: f64
     }
 }
 
-/// The foreign model (scripts/make_foreign_model.py: Keras 3's own export of a MobileNetV2),
+/// The foreign model (scripts/fixtures/make_foreign_model.py: Keras 3's own export of a MobileNetV2),
 /// made once per build directory.
 pub fn foreign_model() -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("foreign_mobilenet_v2");
     if !dir.join("saved_model.pb").is_file() {
         let status = Command::new(root().join(".venv/bin/python"))
-            .arg(root().join("scripts/make_foreign_model.py"))
+            .arg(root().join("scripts/fixtures/make_foreign_model.py"))
             .arg(&dir)
             .env("TF_CPP_MIN_LOG_LEVEL", "3")
             .status()

@@ -1,5 +1,5 @@
 //! `tfload import-weights` and `tfload inspect-h5` end to end: Keras HDF5 files of both layouts
-//! (saved_models/h5/, made by scripts/make_h5_fixtures.py) imported into the committed digits
+//! (saved_models/h5/, made by scripts/fixtures/make_h5_fixtures.py) imported into the committed digits
 //! models, and the result compared with what Keras's own `load_weights` makes of the same files
 //! (`make_h5_fixtures.py compare`: every variable through `tf.train.load_checkpoint`, serving
 //! outputs through `tf.saved_model.load`).
@@ -42,7 +42,7 @@ fn import_and_compare(model_name: &str, weights: &str, arch: &str, extra: &[&str
     assert_eq!(before, snapshot(&source), "the input model was modified");
     tfload_ok(&["variables", s(&out)]); // tfload reads its own output back
     let kept = format!("--kept-layers={kept}");
-    python_json("make_h5_fixtures.py", &["compare", s(&source), s(&out), s(&weights), arch, &kept])
+    python_json("fixtures/make_h5_fixtures.py", &["compare", s(&source), s(&out), s(&weights), arch, &kept])
 }
 
 /// Runs an import expected to fail; returns stderr.

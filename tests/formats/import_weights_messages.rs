@@ -38,5 +38,5 @@ fn importing_into_a_keras_export_is_a_short_error_that_says_what_to_do() {
     let stderr = tfload_err(&["import-weights", s(&foreign), s(&weights), "--out", s(&tmp.path().join("out"))]);
     assert!(stderr.len() < 2500, "{} bytes: {stderr}", stderr.len());
     assert!(stderr.contains("twice") && stderr.contains("model.export()"), "{stderr}");
-    assert!(stderr.contains("scripts/tfload_export.py") && stderr.contains("more"), "{stderr}");
+    assert!(stderr.contains("tfload-export") && stderr.contains("more"), "{stderr}");
 }

@@ -37,7 +37,7 @@ fn python_shards(dir: &Path, compression: &str) -> Vec<String> {
 /// Runs make_tfrecords.py and returns its stdout lines.
 fn python_json_lines(args: &[&str]) -> Vec<String> {
     let output = std::process::Command::new(root().join(".venv/bin/python"))
-        .arg(root().join("scripts/make_tfrecords.py"))
+        .arg(root().join("scripts/fixtures/make_tfrecords.py"))
         .args(args)
         .env("TF_CPP_MIN_LOG_LEVEL", "3")
         .output()
@@ -77,7 +77,7 @@ fn python_written_shards_read_as_tf_data_parses_them() {
         let mut args = vec!["parse", "--compression", python_name, "--label", "image/class/label"];
         args.extend(["--image", "image/encoded:8x8x1", "--image", "image/rgb:8x8x3", "--floats", "image/pixels:8x8x1"]);
         args.extend(files.iter().map(String::as_str));
-        let expected = python_json("make_tfrecords.py", &args);
+        let expected = python_json("fixtures/make_tfrecords.py", &args);
         let pattern = dir.path().join("digits_5_9-*");
         let (gray, labels) = read(&pattern, "image/encoded", &[8, 8, 1]);
         let want_labels: Vec<i64> =

@@ -3,7 +3,7 @@
 //! and tests/, and on JPEGs written by TensorFlow's and Pillow's encoders at several qualities and
 //! subsamplings, progressive, gray, CMYK, with restart markers and an EXIF orientation (both
 //! ignore it). Truncated files are refused by both. Then `tfload predict` on JPEGs gives the scores
-//! of Python's TensorFlow-decoded pipeline. The Python side is scripts/jpeg_parity.py.
+//! of Python's TensorFlow-decoded pipeline. The Python side is scripts/parity/jpeg_parity.py.
 
 use std::path::{Path, PathBuf};
 
@@ -12,9 +12,9 @@ use crate::common::{model, s, tfload_ok};
 use tfload::formats::images::{decode, ColorMode};
 use tfload::TensorData;
 
-/// Runs `scripts/jpeg_parity.py ARGS`; returns the JSON it prints.
+/// Runs `scripts/parity/jpeg_parity.py ARGS`; returns the JSON it prints.
 fn python(args: &[&str]) -> serde_json::Value {
-    crate::common::python_json("jpeg_parity.py", args)
+    crate::common::python_json("parity/jpeg_parity.py", args)
 }
 
 /// `.jpg` / `.jpeg` files under `dir`, recursively.

@@ -1,5 +1,5 @@
 //! `tfload signatures` and `tfload variables` on every committed model, compared field by field
-//! with what Python TensorFlow reads from the same model (scripts/tf_inspect.py).
+//! with what Python TensorFlow reads from the same model (scripts/parity/tf_inspect.py).
 
 use std::collections::BTreeMap;
 
@@ -33,7 +33,7 @@ fn python_side(specs: &Value) -> BTreeMap<String, (Value, Value, Value)> {
 fn signatures_match_python_tensorflow() {
     for model in committed_models() {
         let ours: Value = serde_json::from_str(&tfload_ok(&["signatures", s(&model), "--all", "--json"])).unwrap();
-        let theirs = python_json("tf_inspect.py", &[s(&model)]);
+        let theirs = python_json("parity/tf_inspect.py", &[s(&model)]);
         assert_eq!(ours["tag_sets"], theirs["tag_sets"], "{model:?}: tag sets");
         let python_signatures = theirs["signatures"].as_object().unwrap();
         let our_signatures = ours["signatures"].as_array().unwrap();
@@ -53,7 +53,7 @@ fn signatures_match_python_tensorflow() {
 fn variables_match_python_tensorflow() {
     for model in committed_models() {
         let ours: Value = serde_json::from_str(&tfload_ok(&["variables", s(&model), "--json"])).unwrap();
-        let theirs = python_json("tf_inspect.py", &[s(&model)]);
+        let theirs = python_json("parity/tf_inspect.py", &[s(&model)]);
         let checkpoint = theirs["checkpoint"].as_object().unwrap();
         let variables = ours["variables"].as_array().unwrap();
         assert_eq!(variables.len(), checkpoint.len(), "{model:?}: one listed variable per saved value");

@@ -65,7 +65,7 @@ fn event_files_hold_keras_tags_with_the_logged_values() {
         "cosine",
         "-q",
     ]);
-    let runs = python_json("read_events.py", &[s(&logdir)]);
+    let runs = python_json("parity/read_events.py", &[s(&logdir)]);
     let (train, validation) = (&runs["train"], &runs["validation"]);
     assert_eq!(train["file_version"], "brain.Event:2");
     assert_eq!(validation["file_version"], "brain.Event:2");

@@ -56,7 +56,7 @@ fn a_model_without_train_step_says_how_to_make_one() {
     let err =
         tfload_err(&["train", s(&model("multi_io")), "--data", s(&train_data()), "--out", s(&dir.path().join("o"))]);
     assert!(err.contains("is not a trainable SavedModel"), "{err}");
-    assert!(err.contains("scripts/tfload_export.py"), "{err}");
+    assert!(err.contains(".venv/bin/tfload-export"), "{err}");
     assert!(!dir.path().join("o").exists() && !dir.path().join("o.partial").exists());
 }
 
@@ -387,7 +387,7 @@ fn a_model_with_two_handles_per_variable_is_refused() {
     assert!(status.success());
     let err = tfload_err(&["train", s(&trap), "--show-mask"]);
     assert!(err.contains("variable handles for 2 variables"), "{err}");
-    assert!(err.contains("scripts/tfload_export.py"), "{err}");
+    assert!(err.contains(".venv/bin/tfload-export"), "{err}");
 }
 
 /// The highest "saved_model.pb decodes in this process: N" of a `-vv` run's debug log.

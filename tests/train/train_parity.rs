@@ -25,13 +25,13 @@ fn training_matches_python_calling_the_same_train_step() {
     assert_training_matches_python(&model("cnn_digits"));
 }
 
-/// The same with `train_step` compiled by XLA (`tfload_export.py --jit-compile`): the C API
+/// The same with `train_step` compiled by XLA (`tfload-export --jit-compile`): the C API
 /// session compiles and runs it, and the result is still Python's.
 #[test]
 fn xla_compiled_training_matches_python() {
     let dir = tempfile::tempdir().unwrap();
     let cnn = dir.path().join("cnn_xla");
-    let made = python_json("make_digits_models.py", &["--twin", "cnn", "--jit-compile", "--out", s(&cnn)]);
+    let made = python_json("fixtures/make_digits_models.py", &["--twin", "cnn", "--jit-compile", "--out", s(&cnn)]);
     assert_eq!(made["default_mask"].as_array().unwrap().len(), 7, "conv1, bn1 (2), conv2 (2), head (2)");
     let record: Value =
         serde_json::from_str(&std::fs::read_to_string(cnn.join("assets/tfload_contract.json")).unwrap()).unwrap();
@@ -63,7 +63,7 @@ fn assert_training_matches_python(cnn: &std::path::Path) {
         "-q",
     ]);
     let python = python_json(
-        "train_reference.py",
+        "parity/train_reference.py",
         &[s(cnn), s(&data), s(&val), s(&out), "--batch-size", "64", "--epochs", "2", "--lr", "0.01"],
     );
 

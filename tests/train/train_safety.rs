@@ -134,7 +134,7 @@ fn assert_loads_everywhere(dir: &Path, scratch: &Path) {
     tfload_ok(&["run", s(dir), "-i", &format!("inputs={}", s(&x)), "--out", s(&ours), "-q"]);
     let python = scratch.join("python.npz");
     let status = Command::new(root().join(".venv/bin/python"))
-        .arg(root().join("scripts/py_parity.py"))
+        .arg(root().join("scripts/parity/py_parity.py"))
         .args(["run", s(dir), "serving_default", s(&python), &format!("inputs={}", s(&x))])
         .env("TF_CPP_MIN_LOG_LEVEL", "3")
         .status()

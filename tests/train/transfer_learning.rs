@@ -34,7 +34,7 @@ fn fine_tuning_from_an_image_folder_matches_keras_fit() {
     let outcome: Value = serde_json::from_str(&json).unwrap();
     let ours = outcome["Completed"]["validation"]["accuracy"].as_f64().unwrap();
     let keras = python_json(
-        "keras_finetune_reference.py",
+        "parity/keras_finetune_reference.py",
         &[s(&cnn), s(&images), s(&val), "--epochs", "10", "--batch-size", "16", "--lr", "0.01"],
     );
     let theirs = keras["val_accuracy"].as_f64().unwrap();

@@ -1,7 +1,7 @@
 """Reads TensorBoard event files with TensorFlow's own reader and prints their scalars as JSON:
 the Python side of tfload's TensorBoard tests (tests/tensorboard.rs).
 
-  .venv/bin/python scripts/read_events.py LOGDIR
+  .venv/bin/python scripts/parity/read_events.py LOGDIR
 
 Prints {"RUN": {"file_version": "...", "files": N, "scalars": [[tag, step, value], ...]}} for each
 run folder under LOGDIR (train, validation), events in file order, reading every event file

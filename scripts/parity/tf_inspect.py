@@ -3,7 +3,7 @@ signatures of one MetaGraph (through TensorFlow's own saved_model_utils, as save
 and its variables (from the checkpoint through tf.train, names and trainable flags from the object
 graph). The Rust tests compare `tfload signatures --json` and `tfload variables --json` with this.
 
-Run: .venv/bin/python scripts/tf_inspect.py DIR [TAG,...]
+Run: .venv/bin/python scripts/parity/tf_inspect.py DIR [TAG,...]
 """
 
 import json

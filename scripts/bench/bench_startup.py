@@ -1,4 +1,4 @@
-"""Start-up and memory benchmarks for scripts/bench.py: a whole `tfload run` process (start,
+"""Start-up and memory benchmarks for scripts/bench/bench.py: a whole `tfload run` process (start,
 load the SavedModel, first prediction, exit) beside a Python process doing the same with
 `tf.saved_model.load` and one call, and the peak memory (RSS) of each, on the same models and
 inputs in one run.
@@ -15,8 +15,7 @@ import numpy as np
 
 import peak_rss
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PYTHON = os.path.join(ROOT, ".venv", "bin", "python")
+from common import PYTHON, ROOT, export_once
 
 PY_FIRST_PREDICTION = """
 import os, sys
@@ -47,11 +46,9 @@ def median_run(command, runs):
 
 def models(out_dir):
     """(name, SavedModel dir, input shape) of the benchmarked models."""
-    mobilenet = os.path.join(out_dir, "startup_mobilenetv2")
-    if not os.path.exists(os.path.join(mobilenet, "saved_model.pb")):
-        subprocess.run([PYTHON, os.path.join(ROOT, "scripts", "tfload_export.py"), "--application", "MobileNetV2",
-                        "--input-shape", "96,96,3", "--alpha", "0.35", "--num-classes", "5", "-o", mobilenet,
-                        "--force"], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    mobilenet = export_once(os.path.join(out_dir, "startup_mobilenetv2"),
+                            ["--application", "MobileNetV2", "--input-shape", "96,96,3", "--alpha", "0.35",
+                             "--num-classes", "5"])
     return [("cnn_digits", os.path.join(ROOT, "saved_models", "cnn_digits"), (8, 8, 1)),
             ("MobileNetV2 0.35 96x96", mobilenet, (96, 96, 3))]
 
@@ -71,7 +68,7 @@ def bench_startup(tfload, out_dir):
         "title": "Start-up to first prediction, and its peak memory",
         "what": "A whole process that loads the SavedModel and makes one prediction: `tfload run DIR -i inputs=x.npy` "
                 "(median of 7) beside `python -c 'tf.saved_model.load(DIR).signatures[\"serving_default\"](...)'` "
-                "(median of 3), with the peak RSS of each process (GNU time's `%M`, see scripts/peak_rss.py).",
+                "(median of 3), with the peak RSS of each process (GNU time's `%M`, see scripts/bench/peak_rss.py).",
         "header": ["model", "batch", "tfload", "Python", "ratio (faster)", "tfload RSS", "Python RSS",
                    "ratio (less memory)"],
         "rows": rows,

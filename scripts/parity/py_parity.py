@@ -1,7 +1,7 @@
 """What Python TensorFlow / Keras compute for the inputs tfload's parity tests give tfload, so the
 Rust tests can compare `tfload run`, `tfload eval` and the image reader with them.
 
-Run: .venv/bin/python scripts/py_parity.py COMMAND ...
+Run: .venv/bin/python scripts/parity/py_parity.py COMMAND ...
   run DIR KEY OUT.npz [NAME=FILE.npy ...] tf.saved_model.load(DIR).signatures[KEY](**inputs)
   eval DIR DATA.npz BATCH                 eval_step over the batches in order, as JSON
   images OUT.npz HxWxC,... IMAGE...       tf.io.decode_image + tf.image.resize: `i/HxWxC` each

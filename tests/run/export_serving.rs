@@ -3,12 +3,10 @@
 //! with `saved_model_cli show --all` and `run`, and through tfload itself; refusals that must
 //! leave the base directory as it was.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{model, python_json, root, s, tfload_err, tfload_ok};
+use crate::common::{model, python_json, root, s, tfload_err, tfload_ok};
 use tfload::TensorData;
 
 /// A batch of three random digit-shaped inputs, as .npy.
@@ -20,9 +18,9 @@ fn digits_input(dir: &Path) -> PathBuf {
     path
 }
 
-/// Runs `scripts/check_serving_export.py` on an export and asserts what every export must show.
+/// Runs `scripts/parity/check_serving_export.py` on an export and asserts what every export must show.
 fn assert_served_like_the_source(source: &Path, export: &Path, input: &Path) -> serde_json::Value {
-    let report = python_json("check_serving_export.py", &[s(source), s(export), s(input)]);
+    let report = python_json("parity/check_serving_export.py", &[s(source), s(export), s(input)]);
     assert_eq!(report["signatures"], serde_json::json!(["serving_default"]), "{report}");
     assert!(report["max_abs_diff"].as_f64().unwrap() <= 1e-6, "{report}");
     let keys: Vec<&str> = report["checkpoint_keys"].as_array().unwrap().iter().map(|k| k.as_str().unwrap()).collect();
@@ -161,7 +159,7 @@ fn refusals_leave_the_base_as_it_was() {
     export(&model("mlp_digits"), &base, &[]);
     let before = listing(&base);
     let no_default = dir.path().join("no_default");
-    python_json("check_serving_export.py", &["--make-no-default", s(&no_default)]);
+    python_json("parity/check_serving_export.py", &["--make-no-default", s(&no_default)]);
     let mlp = model("mlp_digits");
     let not_a_model = model("data");
     let cases: Vec<(Vec<&str>, &str)> = vec![

@@ -1,4 +1,4 @@
-"""The image-folder benchmark of scripts/bench.py (`--only images`, issue 7's benchmark 2):
+"""The image-folder benchmark of scripts/bench/bench.py (`--only images`, issue 7's benchmark 2):
 training from a folder of JPEG files (read, decode, resize, batch, train) and the input pipeline
 alone, tfload beside Keras / tf.data on the same files, image size, batch size and epochs.
 
@@ -9,8 +9,8 @@ The data: IMAGES JPEG files of 160x120 RGB (noise, a colour gradient and random 
    metrics.jsonl epoch lines) beside `keras.utils.image_dataset_from_directory(FOLDER, image_size,
    batch_size, shuffle=True)` + the model's preprocessing (`map`) + `model.fit` on the equivalent
    Keras model with the same optimizer. Two models: a small CNN on 64x64x3 (decoding is most of the
-   work) exported here with scripts/tfload_export.py, and the MobileNetV2 alpha 0.35 96x96x3 of
-   scripts/bench_train.py (the step is most of the work).
+   work) exported here with tfload-export, and the MobileNetV2 alpha 0.35 96x96x3 of
+   scripts/bench/bench_train.py (the step is most of the work).
 2. The pipeline alone: examples/bench_pipeline.rs (ImageFolderDataset + BatchLoader, shuffled,
    a batch decoded in parallel with rayon on the loader thread) beside iterating
    `image_dataset_from_directory(...)` in Python (tf.data's map with AUTOTUNE, batch, prefetch).
@@ -21,8 +21,8 @@ median epoch (best epoch for the pipeline, whose epochs are short), a ratio the 
 of same-round ratios. Training also runs tfload on the same images decoded into a .npz (in memory).
 
 Also runnable alone, as the worker of the Python ways:
-    .venv/bin/python scripts/bench_images.py keras KIND FOLDER BATCH EPOCHS
-    .venv/bin/python scripts/bench_images.py pipeline FOLDER HEIGHT WIDTH BATCH EPOCHS
+    .venv/bin/python scripts/bench/bench_images.py keras KIND FOLDER BATCH EPOCHS
+    .venv/bin/python scripts/bench/bench_images.py pipeline FOLDER HEIGHT WIDTH BATCH EPOCHS
 """
 
 import json
@@ -33,33 +33,19 @@ import subprocess
 import sys
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
+from common import PYTHON, ROOT, export_once, release_bin, release_example, run_logged
+from small_cnn import CLASSES, SMALL_SIZE, small_cnn
+
 OUT = os.path.join(ROOT, "bench-out", "images")
-PYTHON = os.path.join(ROOT, ".venv", "bin", "python")
 
 IMAGES = 1500                 # JPEG files, 300 per class
-CLASSES = 5
 FILE_SIZE = (120, 160)        # height, width of the files
 ROUNDS = 3                    # training
 PIPELINE_ROUNDS = 5
 TRAIN_EPOCHS = 3              # 1 warm-up + 2 timed
 PIPELINE_EPOCHS = 8           # 1 warm-up + 7 timed (an epoch is a fraction of a second)
 BATCH = 32                    # image_dataset_from_directory's default
-SMALL_SIZE = (64, 64)
 MOBILENET_SIZE = (96, 96)
-
-
-def target_dir():
-    return os.path.join(ROOT, os.environ.get("CARGO_TARGET_DIR") or "target")
-
-
-def tfload_bin():
-    return os.path.join(target_dir(), "release", "tfload")
-
-
-def pipeline_bin():
-    return os.path.join(target_dir(), "release", "examples", "bench_pipeline")
 
 
 # --------------------------------------------------------------------------------------------
@@ -117,32 +103,14 @@ def folder_npz(folder, size):
     return path
 
 
-def small_cnn():
-    """A small CNN on 64x64x3 (also called by tfload_export.py --architecture)."""
-    import keras
-
-    keras.utils.set_random_seed(0)
-    inputs = keras.Input((*SMALL_SIZE, 3))
-    x = keras.layers.Conv2D(16, 3, strides=2, activation="relu", name="conv1")(inputs)
-    x = keras.layers.Conv2D(32, 3, strides=2, activation="relu", name="conv2")(x)
-    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
-    outputs = keras.layers.Dense(CLASSES, activation="softmax", name="head")(x)
-    return keras.Model(inputs, outputs, name="small_cnn")
-
-
 def small_cnn_export():
     """small_cnn exported to the train-step contract, x/255 baked in, Adam 0.001."""
-    path = os.path.join(OUT, "small_cnn_64")
-    if not os.path.exists(os.path.join(path, "saved_model.pb")):
-        subprocess.run([PYTHON, os.path.join(HERE, "tfload_export.py"),
-                        "--architecture", os.path.abspath(__file__) + ":small_cnn", "--preprocess", "unit",
-                        "--optimizer", "adam", "--learning-rate", "0.001", "--out", path, "--force"],
-                       check=True, stdout=subprocess.DEVNULL)
-    return path
+    return export_once(os.path.join(OUT, "small_cnn_64"),
+                       ["--architecture", os.path.join(os.path.dirname(os.path.abspath(__file__)), "small_cnn.py") + ":small_cnn", "--preprocess", "unit",
+                        "--optimizer", "adam", "--learning-rate", "0.001"])
 
 
 def mobilenet_export():
-    sys.path.insert(0, HERE)
     import bench_train
     return bench_train.mobilenet_model()
 
@@ -162,7 +130,6 @@ def keras_twin(kind):
         model.compile(optimizer=keras.optimizers.Adam(learning_rate=0.001), loss="sparse_categorical_crossentropy",
                       metrics=["accuracy"])
         return model, lambda x: x / 255.0
-    sys.path.insert(0, HERE)
     import bench_train
     return bench_train.keras_model("mobilenet"), lambda x: x / 127.5 - 1.0
 
@@ -219,13 +186,7 @@ def worker_pipeline(folder, height, width, batch, epochs):
 # --------------------------------------------------------------------------------------------
 
 def run(command):
-    started = time.perf_counter()
-    with open(os.path.join(OUT, "last_stderr.txt"), "w") as err:
-        result = subprocess.run(command, stdout=subprocess.PIPE, stderr=err, text=True, cwd=ROOT)
-    if result.returncode != 0:
-        with open(os.path.join(OUT, "last_stderr.txt")) as f:
-            raise RuntimeError(f"{' '.join(command)} failed ({result.returncode}):\n{f.read()[-3000:]}")
-    return result.stdout, time.perf_counter() - started
+    return run_logged(command, OUT)
 
 
 def json_lines(text, event):
@@ -241,7 +202,7 @@ def train_way(way, kind, folder):
         out = os.path.join(OUT, "run")
         for path in (out, out + ".partial"):
             shutil.rmtree(path, ignore_errors=True)
-        run([tfload_bin(), "train", MODELS[kind][2](), "--data", data, "--out", out, "--epochs", str(TRAIN_EPOCHS),
+        run([release_bin(), "train", MODELS[kind][2](), "--data", data, "--out", out, "--epochs", str(TRAIN_EPOCHS),
              "--batch-size", str(BATCH), "--train-all", "-q"])
         with open(os.path.join(out, "metrics.jsonl")) as f:
             lines = json_lines(f.read(), "epoch")
@@ -258,7 +219,7 @@ def pipeline_way(way, folder, size):
     """(best images/s over the timed epochs, open seconds) of one process."""
     args = [folder, str(size[0]), str(size[1])]
     if way == "tfload":
-        stdout, _ = run([pipeline_bin(), *args, "3", str(BATCH), str(PIPELINE_EPOCHS)])
+        stdout, _ = run([release_example("bench_pipeline"), *args, "3", str(BATCH), str(PIPELINE_EPOCHS)])
     else:
         stdout, _ = run([PYTHON, os.path.abspath(__file__), "pipeline", *args, str(BATCH), str(PIPELINE_EPOCHS)])
     epochs = json_lines(stdout, "epoch")
@@ -277,7 +238,7 @@ def rounds_of(measure, ways=("tfload", "python"), rounds=ROUNDS):
 
 
 def bench_images():
-    """Registered in scripts/bench.py as `images`: one table, pipeline rows then training rows."""
+    """Registered in scripts/bench/bench.py as `images`: one table, pipeline rows then training rows."""
     os.makedirs(OUT, exist_ok=True)
     subprocess.run(["cargo", "build", "--release", "--locked", "--quiet", "--example", "bench_pipeline"],
                    cwd=ROOT, check=True)
@@ -336,7 +297,7 @@ def bench_images():
                 "FOLDER --train-all` (its metrics.jsonl epoch lines) beside `image_dataset_from_directory(FOLDER, "
                 "image_size, batch_size, shuffle=True)` mapped through the model's preprocessing, then `model.fit` "
                 f"on the equivalent Keras model, same optimizer (Adam 0.001); {TRAIN_EPOCHS} epochs per process, 1 "
-                "warm-up left out. The small CNN is exported here with `scripts/tfload_export.py --preprocess unit`"
+                "warm-up left out. The small CNN is exported here with `tfload-export --preprocess unit`"
                 " (its step is cheap, so decoding is most of the work); MobileNetV2 is the model of the training "
                 f"benchmark (the step is most of the work); {ROUNDS} rounds, a process's figure its median timed "
                 "epoch. \"tfload from .npz\" is `tfload train` on the same images already decoded and resized "

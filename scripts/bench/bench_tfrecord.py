@@ -1,11 +1,11 @@
-"""The TFRecord benchmark of scripts/bench.py (`--only tfrecord`): records per second read,
+"""The TFRecord benchmark of scripts/bench/bench.py (`--only tfrecord`): records per second read,
 checked, parsed, decoded and batched by tfload beside tf.data on the same files.
 
-The files: the bundled digits (scripts/make_tfrecords.py) repeated to 30,000 records in 8 shards,
+The files: the bundled digits (scripts/fixtures/make_tfrecords.py) repeated to 30,000 records in 8 shards,
 plain and GZIP. Per case, one epoch in batches of 32, in file order:
 - tfload: TfRecordDataset::open (reads every record once: index and CRC checks, labels) plus one
   epoch through the batch loader, which decodes on a background thread with rayon (the
-  ignored test tests/tfrecord_bench.rs, release build);
+  the example examples/bench_tfrecord.rs, release build);
 - tf.data: TFRecordDataset(files, num_parallel_reads=AUTOTUNE) -> map(parse_single_example +
   decode_png + resize, num_parallel_calls=AUTOTUNE) -> batch(32) -> prefetch, iterated in Python.
 Each figure is the best of 3 runs, whole passes from opening the files.
@@ -16,7 +16,8 @@ import os
 import subprocess
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from common import ROOT
+
 RECORDS = 30_000
 SHARDS = 8
 RUNS = 3
@@ -70,7 +71,7 @@ def tf_data_seconds(pattern, compression, feature):
 
 def tfload_seconds(pattern, feature):
     env = dict(os.environ, TFLOAD_BENCH_PATTERN=pattern, TFLOAD_BENCH_FEATURE=feature)
-    command = ["cargo", "test", "--release", "--quiet", "--test", "tfrecord_bench", "--", "--ignored", "--nocapture"]
+    command = ["cargo", "run", "--release", "--quiet", "--locked", "--example", "bench_tfrecord"]
     best = None
     for _ in range(RUNS):
         out = subprocess.run(command, cwd=ROOT, env=env, check=True, capture_output=True, text=True).stdout
@@ -81,7 +82,7 @@ def tfload_seconds(pattern, feature):
 
 
 def bench_tfrecord():
-    """Registered in scripts/bench.py as `tfrecord`."""
+    """Registered in scripts/bench/bench.py as `tfrecord`."""
     out = os.path.join(ROOT, "bench-out", "tfrecord")
     os.makedirs(out, exist_ok=True)
     patterns = make_files(out)

@@ -1,7 +1,7 @@
-//! The tfload side of `scripts/bench.py --only tfrecord` (scripts/bench_tfrecord.py): reads the
-//! TFRecord files of `TFLOAD_BENCH_PATTERN` as a data set (index and checksums on open), then
-//! one epoch of batches of 32 through the batch loader, and prints the timings as JSON. Ignored
-//! in normal test runs; the benchmark runs it with `--ignored` in a release build.
+//! The tfload side of `scripts/bench/bench.py --only tfrecord` (scripts/bench/bench_tfrecord.py):
+//! reads the TFRecord files of `TFLOAD_BENCH_PATTERN` as a data set (index and checksums on open),
+//! then one epoch of batches of 32 through the batch loader, and prints the timings as JSON. The
+//! benchmark runs it as `cargo run --release --example bench_tfrecord`.
 
 use std::time::Instant;
 
@@ -10,9 +10,7 @@ use std::sync::Arc;
 use tfload::data::{BatchLoader, Dataset, FeatureMapping, InputSpec, LoaderOptions, TfRecordDataset, TfRecordOptions};
 use tfload::DType;
 
-#[test]
-#[ignore = "a benchmark: run by scripts/bench_tfrecord.py"]
-fn tfrecord_read_throughput() {
+fn main() {
     let pattern = std::env::var("TFLOAD_BENCH_PATTERN").expect("TFLOAD_BENCH_PATTERN names the files");
     let feature = std::env::var("TFLOAD_BENCH_FEATURE").unwrap_or_else(|_| "image/encoded".to_string());
     let started = Instant::now();

@@ -5,21 +5,30 @@ runs in inference mode), fitted with `model.fit` on the image folder of digits 5
 `keras.utils.image_dataset_from_directory`, then evaluated on the validation arrays.
 
 Prints JSON: {"val_accuracy": ..., "val_loss": ...}.
-Run: .venv/bin/python scripts/keras_finetune_reference.py MODEL IMAGES VAL.npz --epochs 10 --batch-size 16 --lr 0.01 [--shuffle --seed 0]
+Run: .venv/bin/python scripts/parity/keras_finetune_reference.py MODEL IMAGES VAL.npz --epochs 10 --batch-size 16 --lr 0.01 [--shuffle --seed 0]
 """
 
 import argparse
+import importlib.util
 import json
 import os
-import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np  # noqa: E402
-
-import make_digits_models as digits  # noqa: E402
 import tfload_export as te  # noqa: E402
+
+
+def _fixture_script(name):
+    """scripts/fixtures/NAME.py as a module (it defines the committed models' architectures)."""
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fixtures", f"{name}.py")
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+digits = _fixture_script("make_digits_models")
 
 
 def keras_model_with_saved_weights(keras, tf, model_dir):

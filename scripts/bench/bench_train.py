@@ -1,4 +1,4 @@
-"""Training benchmarks for scripts/bench.py: tfload train beside Keras fit, Python calling the
+"""Training benchmarks for scripts/bench/bench.py: tfload train beside Keras fit, Python calling the
 exported train_step, and the bare Rust Session::run loop (examples/train_floor.rs), on the same
 model, data, batch size, thread settings and number of steps, interleaved in one run.
 
@@ -6,10 +6,10 @@ Every way runs in its own process, one after the other in rotating order, round 
 each process runs a warm-up epoch (left out) and then timed epochs. A figure is the median over
 rounds of the per-process median epoch; a ratio is the median over rounds of the ratio between
 processes of the same round (neighbours in time, so drift of the shared machine's load cancels).
-Peak RSS comes from GNU time around each process (scripts/peak_rss.py).
+Peak RSS comes from GNU time around each process (scripts/bench/peak_rss.py).
 
 Also runnable alone, as the worker of the Python ways:
-    .venv/bin/python scripts/bench_train.py keras|signature MODEL_KIND DIR DATA.npz BATCH EPOCHS
+    .venv/bin/python scripts/bench/bench_train.py keras|signature MODEL_KIND DIR DATA.npz BATCH EPOCHS
 """
 
 import json
@@ -22,10 +22,9 @@ import time
 
 import peak_rss
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
+from common import PYTHON, ROOT, export_once, fixture_script, release_bin, release_example, run_logged
+
 OUT = os.path.join(ROOT, "bench-out", "train")
-PYTHON = os.path.join(ROOT, ".venv", "bin", "python")
 
 # (name, model kind, batch sizes); MODEL_DIRS and data below.
 ROUNDS = 2
@@ -41,18 +40,6 @@ RUST_EXTRA_ROUNDS = 4        # tiny models: more rounds of only tfload and the f
 MOBILENET_ARGS = ["--application", "MobileNetV2", "--input-shape", "96,96,3", "--alpha", "0.35",
                   "--num-classes", "5", "--optimizer", "adam", "--learning-rate", "0.001"]
 LEARNING_RATES = {"mlp": 0.05, "cnn": 0.01, "mobilenet": 0.001}   # the exported records' defaults
-
-
-def target_dir():
-    return os.path.join(ROOT, os.environ.get("CARGO_TARGET_DIR") or "target")
-
-
-def tfload_bin():
-    return os.path.join(target_dir(), "release", "tfload")
-
-
-def floor_bin():
-    return os.path.join(target_dir(), "release", "examples", "train_floor")
 
 
 # --------------------------------------------------------------------------------------------
@@ -86,20 +73,16 @@ def image_data():
 
 def mobilenet_model():
     """MobileNetV2 alpha 0.35, 96x96x3, new 5-class head, Adam, exported at bench time."""
-    path = os.path.join(OUT, "mobilenetv2_035_96")
-    if not os.path.exists(os.path.join(path, "saved_model.pb")):
-        subprocess.run([PYTHON, os.path.join(HERE, "tfload_export.py"), *MOBILENET_ARGS, "--out", path, "--force"],
-                       check=True, stdout=subprocess.DEVNULL)
-    return path
+    return export_once(os.path.join(OUT, "mobilenetv2_035_96"), MOBILENET_ARGS)
 
 
 def keras_model(kind, jit_compile=False):
     """The Keras model that the exported `kind` was made from, compiled with the same optimizer
     (and with XLA when `jit_compile`; Keras leaves it off on CPU-only machines by default)."""
-    sys.path.insert(0, HERE)
     import keras
-    import make_digits_models as mdm
     import tfload_export as te
+
+    mdm = fixture_script("make_digits_models")
 
     keras.utils.set_random_seed(0)
     if kind == "mlp":
@@ -122,7 +105,7 @@ def xla_model(kind):
     train_step): same architecture, optimizer and preprocessing (make_digits_models.export_twin)."""
     path = os.path.join(OUT, f"{kind}_xla")
     if not os.path.exists(os.path.join(path, "saved_model.pb")):
-        subprocess.run([PYTHON, os.path.join(HERE, "make_digits_models.py"), "--twin", kind, "--jit-compile",
+        subprocess.run([PYTHON, os.path.join(ROOT, "scripts", "fixtures", "make_digits_models.py"), "--twin", kind, "--jit-compile",
                         "--out", path], check=True, stdout=subprocess.DEVNULL)
     return path
 
@@ -186,15 +169,8 @@ def worker_signature(model_dir, data, batch, epochs):
 def run_measured(command):
     """Runs a command; returns (stdout, wall seconds, peak RSS in MiB) of that process."""
     report = os.path.join(OUT, "last_peak_rss.txt")
-    started = time.perf_counter()
-    with open(os.path.join(OUT, "last_stderr.txt"), "w") as err:
-        process = subprocess.run(peak_rss.under_time(command, report), stdout=subprocess.PIPE, stderr=err,
-                                 text=True, cwd=ROOT)
-    wall = time.perf_counter() - started
-    if process.returncode != 0:
-        with open(os.path.join(OUT, "last_stderr.txt")) as f:
-            raise RuntimeError(f"{' '.join(command)} failed ({process.returncode}):\n{f.read()[-3000:]}")
-    return process.stdout, wall, peak_rss.peak_mib(report)
+    stdout, wall = run_logged(peak_rss.under_time(command, report), OUT)
+    return stdout, wall, peak_rss.peak_mib(report)
 
 
 def epoch_lines(text):
@@ -213,13 +189,13 @@ def run_way(way, kind, model_dir, data, batch, epochs):
         out = os.path.join(OUT, "run")
         shutil.rmtree(out, ignore_errors=True)
         shutil.rmtree(out + ".partial", ignore_errors=True)
-        _, wall, rss = run_measured([tfload_bin(), "train", model_dir, "--data", data, "--out", out,
+        _, wall, rss = run_measured([release_bin(), "train", model_dir, "--data", data, "--out", out,
                                      "--epochs", str(epochs), "--batch-size", str(batch), "--train-all", "-q"])
         with open(os.path.join(out, "metrics.jsonl")) as f:
             lines = epoch_lines(f.read())
         shutil.rmtree(out, ignore_errors=True)
     elif way == "layers":
-        stdout, wall, rss = run_measured([floor_bin(), model_dir, data, "--batch-size", str(batch),
+        stdout, wall, rss = run_measured([release_example("train_floor"), model_dir, data, "--batch-size", str(batch),
                                           "--epochs", str(epochs), "--train-all", "--mode", "layers"])
         cycles = {}
         for line in epoch_lines(stdout):
@@ -227,7 +203,7 @@ def run_way(way, kind, model_dir, data, batch, epochs):
                 cycles.setdefault(line["epoch"], {})[line["layer"]] = line["seconds"]
         return {"cycles": list(cycles.values())}
     elif way == "floor":
-        stdout, wall, rss = run_measured([floor_bin(), model_dir, data, "--batch-size", str(batch),
+        stdout, wall, rss = run_measured([release_example("train_floor"), model_dir, data, "--batch-size", str(batch),
                                           "--epochs", str(epochs), "--train-all", "--mode", way])
         lines = epoch_lines(stdout)
     else:
@@ -318,7 +294,7 @@ def spread(config, a, b, field="sps"):
 
 
 # --------------------------------------------------------------------------------------------
-# Result tables for scripts/bench.py
+# Result tables for scripts/bench/bench.py
 # --------------------------------------------------------------------------------------------
 
 def _steps_note():
@@ -363,7 +339,7 @@ def bench_train_throughput():
                 "**signature** = Python calling `tf.saved_model.load(DIR).signatures[\"train_step\"]` in a loop on "
                 "tensors built once; **Keras fit** = `model.fit` on the equivalent Keras model with the same optimizer "
                 "(arrays in memory, the tutorial's way; Keras 3 leaves XLA off on a CPU-only machine). The rows "
-                "\"exported --jit-compile\" are the same architectures exported with `tfload_export.py "
+                "\"exported --jit-compile\" are the same architectures exported with `tfload-export "
                 "--jit-compile` (XLA compiles train_step's body); beside them **Keras fit (XLA)** = the same `fit` "
                 f"compiled with `jit_compile=True`, for a like-for-like comparison. {_steps_note()}. Ratios > 1 mean tfload is faster; "
                 "the tfload / floor column gives the median and the range over rounds: on this shared machine "
@@ -424,7 +400,7 @@ def bench_train_memory():
                      f"{ratio(c, 'tfload', 'signature', 'rss'):.2f}", f"{ratio(c, 'tfload', 'keras', 'rss'):.2f}"])
     return {
         "title": "Training: peak memory",
-        "what": "Peak resident set size of each process (GNU time's `%M`, see scripts/peak_rss.py) of the same runs as the "
+        "what": "Peak resident set size of each process (GNU time's `%M`, see scripts/bench/peak_rss.py) of the same runs as the "
                 "throughput table: the whole process, data set in memory included. Ratios < 1 mean tfload "
                 "uses less.",
         "header": ["model", "batch", "tfload train", "floor (Rust)", "signature (Python)", "Keras fit",
@@ -481,7 +457,7 @@ running the exported step with nothing around it, was only 1.8x Keras fit: no lo
 there. What would: a leaner exported step (see below), for example a fused `ResourceApplyAdam` per variable with
 the mask folded into the learning rate, instead of three `tf.where` per variable and slot.
 
-**XLA (`tfload_export.py --jit-compile`).** These tiny models are bound by TensorFlow's per-op overhead, not FLOPs,
+**XLA (`tfload-export --jit-compile`).** These tiny models are bound by TensorFlow's per-op overhead, not FLOPs,
 and the exported `train_step` has more ops than Keras's own step (292 nodes against 188 for the MLP, 811 against
 528 for the CNN: the masked optimizer writes every variable and slot through `tf.where`, keeps a step count per
 variable, and runs a `tf.cond` per BN layer). With the plain export even the floor is only about 1.5x Keras fit on

@@ -1,7 +1,7 @@
 """Benchmarks tfload beside the Python way of doing the same work, in one run, and writes the
 ratios to BENCHMARKS.md (absolute times on a shared 2-core machine are noise; ratios are not).
 
-Run: .venv/bin/python scripts/bench.py [--only NAME ...]   (builds target/release/tfload first)
+Run: .venv/bin/python scripts/bench/bench.py [--only NAME ...]   (builds target/release/tfload first)
 
 Each benchmark is a function registered in BENCHMARKS below; each returns rows for its table.
 """
@@ -18,11 +18,11 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from common import PYTHON, ROOT, VENV_BIN, release_bin  # noqa: E402
+
 OUT = os.path.join(ROOT, "bench-out")
-# The binary `cargo build --release` below makes (it honours CARGO_TARGET_DIR, relative to ROOT).
-TFLOAD = os.path.join(ROOT, os.environ.get("CARGO_TARGET_DIR") or "target", "release", "tfload")
-VENV_BIN = os.path.join(ROOT, ".venv", "bin")
+# The binary `cargo build --release` below makes.
+TFLOAD = release_bin()
 
 
 def timed_runs(command, runs):
@@ -126,7 +126,7 @@ def bench_inference():
                    cwd=ROOT, check=True)
     foreign = os.path.join(OUT, "foreign_mobilenet_v2")
     if not os.path.exists(os.path.join(foreign, "saved_model.pb")):
-        subprocess.run([os.path.join(VENV_BIN, "python"), os.path.join(ROOT, "scripts", "make_foreign_model.py"),
+        subprocess.run([PYTHON, os.path.join(ROOT, "scripts", "fixtures", "make_foreign_model.py"),
                         foreign], check=True)
     ours_bin = os.path.join(os.path.dirname(TFLOAD), "examples", "bench_predict")
 
@@ -139,7 +139,7 @@ def bench_inference():
                         ("MobileNetV2 0.35, 64x64 (Keras export)", foreign)]:
         for batch, calls in [(1, 500), (64, 50)]:
             ours_command = [ours_bin, model, str(batch), str(calls)]
-            theirs_command = [os.path.join(VENV_BIN, "python"), "-c", PYTHON_SIGNATURE_TIMER, model, str(batch),
+            theirs_command = [PYTHON, "-c", PYTHON_SIGNATURE_TIMER, model, str(batch),
                               str(calls)]
             ours, theirs = [], []
             for round_ in range(INFERENCE_ROUNDS):
@@ -198,7 +198,6 @@ import bench_tfrecord  # noqa: E402  (TFRecord reading beside tf.data; its own m
 
 BENCHMARKS["tfrecord"] = bench_tfrecord.bench_tfrecord
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_train  # noqa: E402  (training beside Keras fit and Python; its own module)
 
 BENCHMARKS.update(bench_train.BENCHMARKS)
@@ -227,7 +226,7 @@ def machine_description():
 
 def render(results, command):
     lines = ["# Benchmarks", "",
-             "Written by `scripts/bench.py`; every figure compares tfload with the Python way of doing",
+             "Written by `scripts/bench/bench.py`; every figure compares tfload with the Python way of doing",
              "the same work in the same run. Re-run with:", "", f"    {command}", "",
              f"Machine: {machine_description()}.", ""]
     for result in results:
@@ -276,13 +275,13 @@ def main():
     for name in args.only or list(BENCHMARKS):
         print(f"bench: {name} ...", file=sys.stderr, flush=True)
         results.append(BENCHMARKS[name]())
-    command = ".venv/bin/python scripts/bench.py" + (" --only " + " ".join(args.only) if args.only else "")
+    command = ".venv/bin/python scripts/bench/bench.py" + (" --only " + " ".join(args.only) if args.only else "")
     text = render(results, command)
     lock = open(os.path.join(OUT, os.path.basename(args.output) + ".lock"), "w")
     fcntl.flock(lock, fcntl.LOCK_EX)  # others may be merging their sections right now
     if args.only and os.path.exists(args.output):
         with open(args.output) as f:
-            text = merge_sections(f.read(), render(results, ".venv/bin/python scripts/bench.py   "
+            text = merge_sections(f.read(), render(results, ".venv/bin/python scripts/bench/bench.py   "
                                                              "# or --only NAME... to update some sections"))
     with open(args.output + ".tmp", "w") as f:
         f.write(text)

@@ -6,7 +6,7 @@ Prints JSON: the per-step losses; for each mask variable whether tfload's output
 byte for byte and how far it is from Python's own result; and the serving outputs of tfload's
 output model, computed by Python, on the validation features.
 
-Run: .venv/bin/python scripts/train_reference.py MODEL DATA.npz VAL.npz TFLOAD_OUT --batch-size N --epochs N --lr F
+Run: .venv/bin/python scripts/parity/train_reference.py MODEL DATA.npz VAL.npz TFLOAD_OUT --batch-size N --epochs N --lr F
 """
 
 import argparse

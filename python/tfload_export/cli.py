@@ -1,0 +1,176 @@
+"""The ``tfload-export`` command: argparse options, then the library's functions."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from ._tf import import_tf
+from .check import check_export
+from .contract import ContractError
+from .export import export_trainable
+from .head import head_layers, replace_head
+from .losses import LOSS_ALIASES
+from .optimizers import CLIPPING, OPTIMIZERS, optimizer_config, setting_names
+from .preprocessing import application_preprocess_mode
+from .sources import load_source_model
+
+PROG = "tfload-export"
+
+
+def _ints(text):
+    return [int(t) for t in text.split(",") if t.strip()]
+
+
+def _flag(setting):
+    return "--" + setting.replace("_", "-")
+
+
+def _add_optimizer_settings(group):
+    """One flag per optimizer setting of the registry (``beta_1`` -> ``--beta-1``)."""
+    for setting in setting_names():
+        owners = [cls for cls in OPTIMIZERS.values() if setting in cls.defaults]
+        default = owners[0].defaults[setting]
+        text = next((cls.help[setting] for cls in owners if setting in cls.help), None) or \
+            f"{', '.join(cls.name for cls in owners)} setting (default {default!r})"
+        if isinstance(default, bool):
+            group.add_argument(_flag(setting), action="store_true", default=None, help=text)
+        else:
+            group.add_argument(_flag(setting), type=type(default), help=text)
+    for setting, text in CLIPPING.items():
+        group.add_argument(_flag(setting), type=float, help=text + "; at most one of the three")
+
+
+def build_arg_parser():
+    """The command line's parser."""
+    p = argparse.ArgumentParser(
+        prog=PROG,
+        description="Export a Keras model as a trainable SavedModel (tfload train-step contract v1: "
+                    "signatures serving_default, train_step, eval_step; record in "
+                    "assets/tfload_contract.json).",
+        epilog="Examples:\n"
+               f"  {PROG} --model m.keras --num-classes 5 --default-freeze-base "
+               "--optimizer adam -o out/\n"
+               f"  {PROG} --weights w.weights.h5 --architecture arch.json -o out/\n"
+               f"  {PROG} --application MobileNetV2 --input-shape 96,96,3 --alpha 0.35 "
+               "--num-classes 3 --default-freeze-base -o out/\n"
+               f"  {PROG} --check out/",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = p.add_argument_group("model source (one of --model, --architecture, --application)")
+    src.add_argument("--model", help="a .keras file or a legacy full-model .h5 file")
+    src.add_argument("--weights", help="a .weights.h5 (Keras 3) or legacy .h5 weights file, loaded into "
+                                       "the model from --architecture / --application / --model")
+    src.add_argument("--architecture",
+                     help="model JSON (model.to_json()), a .keras/.h5 model file, or module:function "
+                          "/ file.py:function returning a keras.Model")
+    src.add_argument("--application", help="a keras.applications name, built with weights=None")
+    src.add_argument("--input-shape", type=_ints, help="application input shape, e.g. 96,96,3")
+    src.add_argument("--alpha", type=float, help="application width multiplier (MobileNet*)")
+    src.add_argument("--app-classes", type=int, default=1000,
+                     help="application classes when its own head is kept (no --num-classes)")
+    head = p.add_argument_group("head")
+    head.add_argument("--num-classes", type=int, help="replace the head by a new Dense(N) layer, keeping the base")
+    head.add_argument("--hidden-units", type=_ints, default=[], help="hidden Dense(relu) layers of the new head, e.g. 64 or 128,64")
+    head.add_argument("--dropout", type=float, default=0.0, help="dropout rate before each new head Dense layer")
+    head.add_argument("--default-freeze-base", action="store_true",
+                      help="default mask: base variables 0 (frozen), head variables 1")
+    head.add_argument("--class-names", help="comma-separated class names, in output order")
+    tr = p.add_argument_group("training")
+    tr.add_argument("--loss", default="sparse_categorical_crossentropy", choices=sorted(LOSS_ALIASES))
+    tr.add_argument("--outputs", default="auto", choices=["auto", "probabilities", "logits"],
+                    help="what the model outputs (sets from_logits); auto: probabilities if it ends in "
+                         "softmax/sigmoid. A new head outputs probabilities unless 'logits'")
+    tr.add_argument("--optimizer", default="sgd", choices=sorted(OPTIMIZERS))
+    tr.add_argument("--learning-rate", type=float, help="default learning rate recorded (train_step takes it as input)")
+    _add_optimizer_settings(tr)
+    p.add_argument("--preprocess", default="auto",
+                   help="none | unit (x/255) | tf (x/127.5-1) | torch | caffe | affine:SCALE,OFFSET; "
+                        "auto = the application's own preprocessing, else none")
+    tr.add_argument("--jit-compile", action="store_true",
+                    help="compile train_step with XLA (faster on small models; tfload runs it through the C API)")
+    p.add_argument("--name", help="model name recorded (default: the Keras model's name)")
+    p.add_argument("--seed", type=int, default=0, help="seed for new layers (default 0)")
+    p.add_argument("-o", "--out", help="output SavedModel directory")
+    p.add_argument("--force", action="store_true", help="replace --out if it exists")
+    p.add_argument("--check", metavar="DIR", help="only check an exported SavedModel against its record")
+    return p
+
+
+def _preprocess_mode(args):
+    if args.preprocess != "auto":
+        return args.preprocess
+    if not args.application:
+        return "none"
+    mode = application_preprocess_mode(args.application)
+    if mode is None:
+        raise ContractError(f"no known preprocessing for {args.application}; pass --preprocess")
+    return mode
+
+
+def _frozen_layers(model, head_names):
+    """Every top-level layer but the head's (and the input), for --default-freeze-base."""
+    _, keras = import_tf()
+    if head_names is None:
+        head_names = [l.name for l in head_layers(model)]
+    return [l.name for l in model.layers if l.name not in head_names
+            and not isinstance(l, keras.layers.InputLayer)]
+
+
+def export_from_args(args):
+    """Build the model the options describe, export it, and print a one-line summary."""
+    _, keras = import_tf()
+    keras.utils.set_random_seed(args.seed)
+    replace = args.num_classes is not None
+    model = load_source_model(model_path=args.model, weights=args.weights, architecture=args.architecture,
+                              application=args.application, input_shape=args.input_shape,
+                              alpha=args.alpha, include_top=not replace, classes=args.app_classes)
+    loss = LOSS_ALIASES[args.loss]
+    head_names = None
+    outputs = args.outputs
+    if replace:
+        activation = {"sparse_categorical_crossentropy": "softmax", "binary_crossentropy": "sigmoid",
+                      "mean_squared_error": "linear"}[loss]
+        if outputs == "logits":
+            activation = "linear"
+        model, head_names = replace_head(model, args.num_classes, hidden_units=args.hidden_units,
+                                         dropout=args.dropout, activation=activation,
+                                         whole_model_is_base=bool(args.application), seed=args.seed)
+    frozen = _frozen_layers(model, head_names) if args.default_freeze_base else []
+    preprocess = _preprocess_mode(args)
+    opt = optimizer_config(args.optimizer, learning_rate=args.learning_rate,
+                           **{s: getattr(args, s) for s in [*setting_names(), *CLIPPING]})
+    class_names = args.class_names.split(",") if args.class_names else None
+    rec = export_trainable(model, args.out, optimizer=opt, loss=loss, outputs=outputs,
+                           class_names=class_names, preprocess=preprocess, frozen_layers=frozen,
+                           force=args.force, model_name=args.name, jit_compile=args.jit_compile)
+    n_on = int(sum(rec["default_mask"]))
+    print(f"wrote {args.out}: {len(rec['mask_variables'])} mask variables ({n_on} trainable by default), "
+          f"{len(rec['non_trainable_variables'])} non-trainable, optimizer {opt['name']}, "
+          f"signatures {', '.join(rec['signatures'])}")
+
+
+def run(argv=None):
+    """Parse ``argv`` and do the work; returns the exit code, raises ContractError/FileExistsError."""
+    args = build_arg_parser().parse_args(argv)
+    if args.check:
+        rec = check_export(args.check)
+        print(f"{args.check}: OK (contract v{rec['contract_version']}, {len(rec['mask_variables'])} mask "
+              f"variables, signatures {', '.join(rec['signatures'])})")
+        return 0
+    if not args.out:
+        print(f"{PROG}: error: --out is required", file=sys.stderr)
+        return 2
+    if os.path.exists(args.out) and not args.force:
+        print(f"{PROG}: error: {args.out} exists (use --force to replace it)", file=sys.stderr)
+        return 1
+    export_from_args(args)
+    return 0
+
+
+def main(argv=None):
+    """The console script: ``run`` with export errors printed as one line and exit code 1."""
+    try:
+        return run(argv)
+    except (ContractError, FileExistsError) as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 1

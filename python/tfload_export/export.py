@@ -1,0 +1,379 @@
+"""Writing a Keras model as a trainable SavedModel (``serving_default``, ``train_step``,
+``eval_step`` and the record), the way tfload's C API loading needs it.
+
+tfload loads SavedModels the TF1 way (``SavedModelBundle::load``, tag ``serve``, restore through
+the ``SaverDef``), which needs exactly ONE resource handle per variable in the saved graph.
+Saving a ``keras.Model`` that is an attribute of a ``tf.Module`` (or using
+``keras.export.ExportArchive``) yields two. So the saved ``tf.Module`` tracks only the raw
+``tf.Variable``s (``[v.value for v in model.variables]`` and the optimizer's variables); the Keras
+model is reached through a closure inside the traced functions.
+
+A BatchNormalization layer whose trainable variables (gamma/beta) are all masked 0 runs in
+inference mode during ``train_step`` and leaves its moving statistics alone (the semantics of the
+Keras transfer-learning guide); this is a ``tf.cond`` per BN layer on its mask entries.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+
+from ._tf import import_tf
+from .check import check_export
+from .contract import (CONTRACT_ASSET, KEY_LABELS, KEY_LOSS, KEY_LR, KEY_MASK, RESERVED_KEYS,
+                       SIG_EVAL, SIG_SERVE, SIG_TRAIN, ContractError, build_record, checkpoint_key,
+                       write_contract)
+from .losses import LOSS_ALIASES, METRICS_FOR_LOSS, compute_metrics, loss_and_labels
+from .optimizers import MaskedOptimizer, optimizer_config
+from .preprocessing import apply_preprocessing, preprocessing_spec
+
+
+def _module_class():
+    tf, _ = import_tf()
+
+    class TfloadTrainable(tf.Module):
+        """Tracks ONLY raw tf.Variables (one resource handle each) and the contract asset."""
+
+        def __init__(self, mask_variables, state_variables, optimizer_variables, asset_path):
+            super().__init__(name="tfload_trainable")
+            self.mask_variables = list(mask_variables)
+            self.state_variables = list(state_variables)
+            self.optimizer_variables = list(optimizer_variables)
+            self.contract = tf.saved_model.Asset(asset_path)
+
+    return TfloadTrainable
+
+
+def _sanitize_key(name):
+    key = re.sub(r"[^A-Za-z0-9_]", "_", name)
+    if not key or key[0].isdigit():
+        key = "_" + key
+    return key
+
+
+def _is_auto_input_name(name):
+    return re.fullmatch(r"(input(_layer)?|keras_tensor)(_\d+)?", name) is not None
+
+
+def _input_name(tensor):
+    hist = getattr(tensor, "_keras_history", None)
+    if hist is not None and getattr(hist, "operation", None) is not None:
+        return hist.operation.name
+    return tensor.name
+
+
+def _output_kind(model):
+    """'probabilities' if the model ends with softmax/sigmoid, else 'logits'."""
+    _, keras = import_tf()
+    last = model.layers[-1]
+    if isinstance(last, keras.layers.Softmax):
+        return "probabilities"
+    act = getattr(last, "activation", None)
+    act_name = getattr(act, "__name__", str(act)) if act is not None else ""
+    return "probabilities" if act_name in ("softmax", "sigmoid") else "logits"
+
+
+def _layer_of_variables(model):
+    owner = {}
+    for layer in model._flatten_layers(include_self=True, recursive=True):
+        for v in list(layer._trainable_variables) + list(layer._non_trainable_variables):
+            owner[id(v)] = layer
+        for sg in getattr(layer, "_seed_generators", []) or []:
+            owner[id(sg.state)] = layer
+    return owner
+
+
+def _dims(shape):
+    return [None if d is None else int(d) for d in shape]
+
+
+def _input_specs(model, preprocess):
+    """The record's ``inputs``: one key per model input, with its preprocessing."""
+    tf, _ = import_tf()
+    input_specs = []
+    for t in model.inputs:
+        name = _input_name(t)
+        if len(model.inputs) == 1 and _is_auto_input_name(name):
+            key = "inputs"
+        else:
+            key = _sanitize_key(name)
+        if key in RESERVED_KEYS:
+            raise ContractError(f"model input {name!r} collides with the reserved key {key!r}")
+        dtype = tf.as_dtype(t.dtype)
+        pspec = preprocess if isinstance(preprocess, dict) else preprocessing_spec(
+            preprocess if dtype.is_floating else "none", t.shape[-1] if len(t.shape) else None)
+        input_specs.append({"key": key, "keras_name": name, "dtype": dtype.name,
+                            "shape": _dims(t.shape), "preprocessing": pspec})
+    if len({s["key"] for s in input_specs}) != len(input_specs):
+        raise ContractError(f"input keys collide: {[s['key'] for s in input_specs]}")
+    return input_specs
+
+
+def _variable_names(variables):
+    """Each variable's ``path``, with ``#N`` appended to repeats (in the order given)."""
+    seen, names = {}, []
+    for v in variables:
+        n = v.path
+        if n in seen:
+            seen[n] += 1
+            n = f"{n}#{seen[n]}"
+        else:
+            seen[n] = 0
+        names.append(n)
+    return names
+
+
+def _variable_records(model, mask_vars, state_vars, default_on, bn_layers):
+    """The record's ``mask_variables`` and ``non_trainable_variables``."""
+    tf, _ = import_tf()
+    owner = _layer_of_variables(model)
+    names = _variable_names(mask_vars + state_vars)
+
+    def layer_name(v):
+        l = owner.get(id(v))
+        return l.name if l is not None else v.path.rsplit("/", 1)[0]
+
+    mask_records = []
+    for i, v in enumerate(mask_vars):
+        mask_records.append({"index": i, "name": names[i], "layer": layer_name(v),
+                             "shape": list(v.shape), "dtype": tf.as_dtype(v.dtype).name,
+                             "trainable_by_default": id(v) in default_on,
+                             "checkpoint_key": checkpoint_key("mask_variables", i)})
+    bn_kind = {}
+    for l in bn_layers:
+        bn_kind[id(l.moving_mean)] = "batch_norm_moving_mean"
+        bn_kind[id(l.moving_variance)] = "batch_norm_moving_variance"
+    state_records = []
+    for j, v in enumerate(state_vars):
+        kind = bn_kind.get(id(v), "seed_generator_state" if v.name == "seed_generator_state" else "other")
+        state_records.append({"index": j, "name": names[len(mask_vars) + j], "layer": layer_name(v),
+                              "shape": list(v.shape), "dtype": tf.as_dtype(v.dtype).name,
+                              "kind": kind,
+                              "checkpoint_key": checkpoint_key("state_variables", j)})
+    return mask_records, state_records
+
+
+def _patch_batch_norm(bn_layers, mask_vars, state_vars, default_on, was_trainable, switch, patched):
+    """Make each BN layer train in ``train_step`` only if one of gamma/beta is masked 1.
+
+    Replaces each layer's ``call`` (undone by the caller through ``patched``); the traced
+    ``train_step`` puts its per-layer flags in ``switch["flags"]``. Returns the record's
+    ``batch_norm_layers``.
+    """
+    tf, _ = import_tf()
+    mask_index = {id(v): i for i, v in enumerate(mask_vars)}
+    state_index = {id(v): j for j, v in enumerate(state_vars)}
+    bn_records = []
+    for l in bn_layers:
+        idx = [mask_index[id(v)] for v in l._trainable_variables]
+        stats = [state_index[id(l.moving_mean)], state_index[id(l.moving_variance)]]
+        default_training = any(id(v) in default_on for v in l._trainable_variables) if idx \
+            else was_trainable[id(l)]
+        bn_records.append({"layer": l.name, "mask_indices": idx,
+                           "state_indices": stats, "training_by_default": bool(default_training)})
+        orig = l.call
+
+        def bn_call(inputs, training=None, mask=None, _orig=orig, _layer=l,
+                    _static=bool(was_trainable[id(l)])):
+            flags = switch["flags"]
+            if not training or flags is None:
+                return _orig(inputs, training=training, mask=mask)
+            flag = flags.get(id(_layer))
+            if flag is None:  # BN without gamma/beta: follows its Keras trainable flag
+                return _orig(inputs, training=_static, mask=mask)
+            return tf.cond(flag,
+                           lambda: _orig(inputs, training=True, mask=mask),
+                           lambda: _orig(inputs, training=False, mask=mask))
+
+        object.__setattr__(l, "call", bn_call)
+        patched.append(l)
+    return bn_records
+
+
+def _save_atomically(out_dir, force, record, module_args, signatures):
+    """Save the module to a temporary sibling of ``out_dir``, check it, then rename it into place."""
+    tf, _ = import_tf()
+    parent = os.path.dirname(out_dir)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.tmp-", dir=parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)
+    try:
+        with tempfile.TemporaryDirectory() as asset_dir:
+            asset_path = os.path.join(asset_dir, CONTRACT_ASSET)
+            write_contract(record, asset_path)
+            module = _module_class()(*module_args, asset_path)
+            tf.saved_model.save(module, tmp, signatures=signatures)
+        check_export(tmp)
+        if os.path.exists(out_dir):
+            if not force:
+                raise FileExistsError(f"{out_dir} appeared while exporting")
+            trash = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.old-", dir=parent)
+            os.rename(out_dir, os.path.join(trash, "old"))
+            os.rename(tmp, out_dir)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.rename(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def export_trainable(model, out_dir, *, optimizer=None, loss="sparse_categorical_crossentropy",
+                     outputs="auto", class_names=None, preprocess="none", frozen_layers=(),
+                     force=False, model_name=None, extra_info=None, jit_compile=False):
+    """Export ``model`` to ``out_dir`` as a trainable SavedModel; returns the contract record.
+
+    optimizer:      a dict from ``optimizer_config`` (default: SGD, Keras defaults)
+    loss:           sparse_categorical_crossentropy | binary_crossentropy | mse (or aliases)
+    outputs:        auto | probabilities | logits (what the model produces; picks from_logits)
+    class_names:    list of str or None
+    preprocess:     a mode for ``preprocessing_spec`` or a spec dict; applied to float inputs
+    frozen_layers:  names of layers whose variables are masked 0 by default, on top of the
+                    layers that are already ``trainable=False`` in the Keras model
+    force:          replace an existing ``out_dir``
+    jit_compile:    compile ``train_step``'s body with XLA (fuses the per-variable update ops;
+                    the mask-size check stays outside, since XLA drops Assert)
+    The output directory appears atomically (written to a temporary sibling, then renamed).
+    """
+    tf, keras = import_tf()
+    out_dir = os.path.abspath(out_dir)
+    if os.path.exists(out_dir) and not force:
+        raise FileExistsError(f"{out_dir} exists (pass force=True / --force to replace it)")
+    optimizer = optimizer or optimizer_config("sgd")
+    loss_name = LOSS_ALIASES.get(loss)
+    if loss_name is None:
+        raise ContractError(f"unknown loss {loss!r}; one of {sorted(LOSS_ALIASES)}")
+    if len(model.outputs) != 1:
+        raise ContractError("train_step needs a single-output model")
+    output_kind = _output_kind(model) if outputs == "auto" else outputs
+    if output_kind not in ("probabilities", "logits"):
+        raise ContractError(f"outputs must be auto, probabilities or logits, not {outputs!r}")
+    from_logits = output_kind == "logits"
+    if loss_name == "mean_squared_error":
+        output_kind, from_logits = "values", False
+    out_shape = _dims(model.outputs[0].shape)
+    num_classes = out_shape[-1] if loss_name == "sparse_categorical_crossentropy" else None
+    if class_names is not None:
+        class_names = [str(c) for c in class_names]
+        expected = out_shape[-1]
+        if len(class_names) != expected:
+            raise ContractError(f"{len(class_names)} class names for {expected} outputs")
+    input_specs = _input_specs(model, preprocess)
+
+    # ---- variables ------------------------------------------------------------------------
+    layers = list(model._flatten_layers(include_self=True, recursive=True))
+    saved_trainable = [(l, l._trainable) for l in layers]
+    was_trainable = {id(l): bool(t) for l, t in saved_trainable}
+    saved_var_trainable = [(v, v.trainable) for v in model.variables]
+    default_on = {id(v) for v in model.trainable_variables}
+    frozen_layers = set(frozen_layers)
+    unknown = frozen_layers - {l.name for l in layers}
+    if unknown:
+        raise ContractError(f"unknown frozen layers: {sorted(unknown)}")
+    for l in layers:
+        if l.name in frozen_layers:
+            for v in l.trainable_variables:
+                default_on.discard(id(v))
+    patched = []
+    try:
+        model.trainable = True  # the mask decides at run time
+        mask_vars = list(model.trainable_variables)
+        state_vars = list(model.non_trainable_variables)
+        if len(mask_vars) + len(state_vars) != len(model.variables) or \
+                {id(v) for v in mask_vars + state_vars} != {id(v) for v in model.variables}:
+            raise ContractError("model.variables is not trainable + non-trainable variables")
+        if not mask_vars:
+            raise ContractError("the model has no trainable variables")
+        bn_layers = [l for l in layers if isinstance(l, keras.layers.BatchNormalization)]
+        mask_records, state_records = _variable_records(model, mask_vars, state_vars, default_on, bn_layers)
+        switch = {"flags": None}
+        bn_records = _patch_batch_norm(bn_layers, mask_vars, state_vars, default_on, was_trainable,
+                                       switch, patched)
+
+        tf_mask_vars = [v.value for v in mask_vars]
+        tf_state_vars = [v.value for v in state_vars]
+        opt = MaskedOptimizer(optimizer, tf_mask_vars, [r["name"] for r in mask_records])
+        for r in opt.records:
+            r["checkpoint_key"] = checkpoint_key("optimizer_variables", r["index"])
+
+        # ---- losses and metrics -------------------------------------------------------------
+        loss_obj, labels_spec = loss_and_labels(loss_name, from_logits, out_shape)
+        metrics = METRICS_FOR_LOSS[loss_name]
+
+        def forward(inputs, training):
+            xs = [apply_preprocessing(inputs[s["key"]], s["preprocessing"]) for s in input_specs]
+            return model(xs[0] if len(xs) == 1 else xs, training=training)
+
+        def compute_loss(labels, out):
+            total = tf.cast(loss_obj(labels, out), tf.float32)
+            reg = model.losses
+            if reg:
+                total = total + tf.add_n([tf.cast(r, tf.float32) for r in reg])
+            return total
+
+        in_sig = {s["key"]: tf.TensorSpec(s["shape"], s["dtype"], name=s["key"]) for s in input_specs}
+        labels_sig = tf.TensorSpec(labels_spec["shape"], labels_spec["dtype"], name=KEY_LABELS)
+        n_mask = len(mask_vars)
+        mask_sig = tf.TensorSpec([n_mask], tf.float32, name=KEY_MASK)
+        lr_sig = tf.TensorSpec([], tf.float32, name=KEY_LR)
+
+        def serve(inputs):
+            return {"outputs": forward(inputs, False)}
+
+        def eval_step(inputs, labels):
+            out = forward(inputs, False)
+            return {KEY_LOSS: compute_loss(labels, out), **compute_metrics(loss_name, from_logits, labels, out)}
+
+        def train_step(inputs, labels, mask, learning_rate):
+            # A real runtime check: the C API does not compare a fed tensor's shape with the
+            # signature's, and tf.size() of a statically shaped tensor would fold to a constant.
+            check = tf.debugging.Assert(
+                tf.equal(tf.raw_ops.Size(input=mask, out_type=tf.int32), n_mask),
+                [f"mask must have {n_mask} entries (one per mask variable), got",
+                 tf.raw_ops.Size(input=mask, out_type=tf.int32)])
+            with tf.control_dependencies([check]):
+                mask = tf.identity(mask)
+            return train_body(inputs, labels, mask, learning_rate)
+
+        def train_body_py(inputs, labels, mask, learning_rate):
+            switch["flags"] = {id(l): tf.reduce_max(tf.gather(mask, r["mask_indices"])) > 0.0
+                               for l, r in zip(bn_layers, bn_records) if r["mask_indices"]}
+            try:
+                with tf.GradientTape() as tape:
+                    tape.watch(tf_mask_vars)
+                    out = forward(inputs, True)
+                    loss_value = compute_loss(labels, out)
+            finally:
+                switch["flags"] = None
+            grads = tape.gradient(loss_value, tf_mask_vars)
+            metric_values = compute_metrics(loss_name, from_logits, labels, out)
+            opt.apply(grads, tf_mask_vars, mask, learning_rate)
+            return {KEY_LOSS: loss_value, **metric_values}
+
+        serve_cf = tf.function(serve).get_concrete_function(in_sig)
+        eval_cf = tf.function(eval_step).get_concrete_function(in_sig, labels_sig)
+        train_body = tf.function(train_body_py, jit_compile=True) if jit_compile else train_body_py
+        train_cf = tf.function(train_step).get_concrete_function(in_sig, labels_sig, mask_sig, lr_sig)
+    finally:
+        for l in patched:
+            object.__delattr__(l, "call")
+        for l, t in saved_trainable:
+            l._trainable = t
+        for v, t in saved_var_trainable:
+            v.trainable = t
+
+    record = build_record(
+        versions=(tf.__version__, keras.__version__), model_name=model_name or model.name,
+        loss_name=loss_name, from_logits=from_logits, input_specs=input_specs,
+        output={"key": "outputs", "dtype": tf.as_dtype(model.outputs[0].dtype).name,
+                "shape": out_shape, "kind": output_kind},
+        labels_spec=labels_spec, num_classes=num_classes, class_names=class_names, metrics=metrics,
+        optimizer=optimizer, mask_records=mask_records, state_records=state_records,
+        optimizer_records=opt.records, bn_records=bn_records, jit_compile=jit_compile,
+        extra_info=extra_info)
+    _save_atomically(out_dir, force, record, (tf_mask_vars, tf_state_vars, opt.variables),
+                     {SIG_SERVE: serve_cf, SIG_TRAIN: train_cf, SIG_EVAL: eval_cf})
+    return record
