@@ -91,6 +91,11 @@ impl MetaGraph {
         variables::from_object_graph(&self.dir, graph)
     }
 
+    /// The object graph (TF2 SavedModels only).
+    pub(crate) fn object_graph(&self) -> Option<&proto::SavedObjectGraph> {
+        self.proto.object_graph_def.as_ref()
+    }
+
     /// The saver's tensor names, used to write the variables back to a checkpoint.
     pub fn saver(&self) -> Option<SaverSpec> {
         let saver = self.proto.saver_def.as_ref()?;

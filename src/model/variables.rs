@@ -86,6 +86,22 @@ pub(crate) fn from_object_graph(dir: &Path, graph: &proto::SavedObjectGraph) -> 
     Ok(variables)
 }
 
+/// The checkpoint key of each variable node of `graph`, by node id: the value key under the
+/// node's shortest path from the root, as TensorFlow's saver names it.
+pub(crate) fn value_keys(graph: &proto::SavedObjectGraph) -> std::collections::BTreeMap<usize, String> {
+    paths_from_root(graph)
+        .into_iter()
+        .filter(|(node_id, _)| matches!(graph.nodes[*node_id].kind, Some(proto::saved_object::Kind::Variable(_))))
+        .map(|(node_id, path)| (node_id, value_key(&path)))
+        .collect()
+}
+
+/// `a/b/.ATTRIBUTES/VARIABLE_VALUE` for the object path `[a, b]`, each part escaped.
+fn value_key(path: &[String]) -> String {
+    let escaped: Vec<String> = path.iter().map(|p| escape_local_name(p)).collect();
+    format!("{}{VALUE_SUFFIX}", escaped.join("/"))
+}
+
 /// (node id, escaped path) of every node reachable from the root, each once, breadth first.
 fn paths_from_root(graph: &proto::SavedObjectGraph) -> Vec<(usize, Vec<String>)> {
     let mut seen = vec![false; graph.nodes.len()];
@@ -116,8 +132,7 @@ fn describe(
     dir: &Path,
 ) -> Result<VariableInfo> {
     let object_path = path.join("/");
-    let escaped: Vec<String> = path.iter().map(|p| escape_local_name(p)).collect();
-    let checkpoint_key = format!("{}{VALUE_SUFFIX}", escaped.join("/"));
+    let checkpoint_key = value_key(&path);
     let entry = index.get(&checkpoint_key).ok_or_else(|| Error::MalformedSavedModel {
         path: index.path().to_path_buf(),
         problem: format!(
