@@ -48,6 +48,8 @@ pub struct LoadedModel {
     meta_graph: MetaGraph,
     graph: Graph,
     bundle: SavedModelBundle,
+    /// The corrected copy TensorFlow loaded instead of `dir`, kept while the session lives.
+    _corrected: Option<tempfile::TempDir>,
 }
 
 impl LoadedModel {
@@ -63,10 +65,13 @@ impl LoadedModel {
         // allocate 2 GiB and abort): the strict reader checks the index before TensorFlow sees it.
         crate::formats::checkpoint_index::CheckpointIndex::read(&index)?;
         let tag_list: Vec<&str> = meta_graph.tags().iter().map(String::as_str).collect();
+        let corrected = corrected_copy(&dir)?;
+        let load_dir = corrected.as_ref().map_or(dir.as_path(), |copy| copy.path());
         let mut graph = Graph::new();
-        let bundle = SavedModelBundle::load(&config.to_options()?, &tag_list, &mut graph, &dir).map_err(|status| {
-            Error::Load { dir: dir.clone(), tags: tag_list.join(","), message: status.to_string() }
-        })?;
+        let bundle =
+            SavedModelBundle::load(&config.to_options()?, &tag_list, &mut graph, load_dir).map_err(|status| {
+                Error::Load { dir: dir.clone(), tags: tag_list.join(","), message: status.to_string() }
+            })?;
         let fills = handles_to_fill(&meta_graph)?;
         if !fills.is_empty() {
             log::info!(
@@ -75,7 +80,7 @@ impl LoadedModel {
             );
             fill_handles(&mut graph, &bundle.session, &dir, &fills)?;
         }
-        Ok(LoadedModel { dir, meta_graph, graph, bundle })
+        Ok(LoadedModel { dir, meta_graph, graph, bundle, _corrected: corrected })
     }
 
     /// The SavedModel directory.
@@ -97,6 +102,38 @@ impl LoadedModel {
     pub fn session(&self) -> &tensorflow::Session {
         &self.bundle.session
     }
+}
+
+/// A temporary SavedModel directory whose `saved_model.pb` lists each asset once, with
+/// `variables/` and `assets/` linked to those of `dir`, when `dir`'s lists one twice (TensorFlow's
+/// C++ loader refuses that); `None` when `dir` loads as it is. The input is never modified.
+fn corrected_copy(dir: &Path) -> Result<Option<tempfile::TempDir>> {
+    let pb = dir.join("saved_model.pb");
+    let bytes = std::fs::read(&pb).map_err(|source| Error::Io { path: pb.clone(), source })?;
+    // Bytes that do not parse are left to TensorFlow, whose message is the one to show.
+    let Ok(Some((fixed, notes))) = crate::model::duplicate_assets::without_duplicate_assets(&bytes) else {
+        return Ok(None);
+    };
+    let copy = tempfile::Builder::new()
+        .prefix("tfload-corrected-")
+        .tempdir()
+        .map_err(|source| Error::Io { path: std::env::temp_dir(), source })?;
+    let io = |path: PathBuf| move |source| Error::Io { path, source };
+    std::fs::write(copy.path().join("saved_model.pb"), fixed).map_err(io(copy.path().join("saved_model.pb")))?;
+    for name in ["variables", "assets", "assets.extra"] {
+        let original = dir.join(name);
+        if original.exists() {
+            let original = original.canonicalize().map_err(io(original.clone()))?;
+            std::os::unix::fs::symlink(&original, copy.path().join(name)).map_err(io(copy.path().join(name)))?;
+        }
+    }
+    for note in notes {
+        log::info!(
+            "{}: loading a corrected copy of saved_model.pb, which TensorFlow's C++ loader refuses as it is: {note}",
+            dir.display()
+        );
+    }
+    Ok(Some(copy))
 }
 
 /// Restores the checkpoint values of `fills` into their handles: one `RestoreV2` of all their keys
