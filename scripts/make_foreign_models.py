@@ -5,16 +5,24 @@ tests/foreign_models.rs: each kind of SavedModel that `tfload run` and `tfload v
   k3_export_mnv3  the same model through Keras 3 `model.export()`
   k3_save_mn1     Keras 3 `tf.saved_model.save(model)` of keras.applications.MobileNet (alpha 0.25, 32x32)
   k3_export_mn1   the same model through `model.export()`
-  module          a tf.Module with float64/int32/int64/bool/string variables, three signatures and a
-                  tf.compat.v1 Adam optimizer whose slot variables are saved
+  module          a tf.Module with float64/int32/int64/bool/string variables and three signatures
+  module_slots    the same with a tf.compat.v1 Adam optimizer, whose slot variables are saved (as a
+                  Keras 2 optimizer's are); tf.saved_model.load cannot revive those, so no run parity
   tf1_two_tags    a TF1 `Builder` model saved under two tag sets with `assets_collection` each time
                   (TF 2.21 then lists its one asset twice in the MetaGraph)
   strings         string input, a vocabulary asset (StaticHashTable) and a MutableHashTable
 
 Weights are random and seeded (weights=None, no download). Every model is written to OUT/NAME.
 
-Run: .venv/bin/python scripts/make_foreign_models.py OUT [NAME ...]
+With --parity, also writes what Python TensorFlow says of each model, for the tests to compare:
+OUT/parity.json lists, per model, the checkpoint keys (`tf.train.list_variables`) and per tag set
+and signature the input files (seeded random values) and the `.npz` of the outputs of
+`tf.saved_model.load(DIR, tags).signatures[KEY](**inputs)` (strings decoded as UTF-8).
+
+Run: .venv/bin/python scripts/make_foreign_models.py [--parity] OUT [NAME ...]
 """
+
+import json
 
 import os
 import sys
@@ -53,7 +61,7 @@ def k3_export(out, arch):
 
 
 class Module(tf.Module):
-    def __init__(self):
+    def __init__(self, with_slots):
         super().__init__()
         self.w = tf.Variable(np.linspace(-1, 1, 12).reshape(4, 3), dtype=tf.float64, name="w")
         self.b = tf.Variable([0.5, -0.25, 2.0], dtype=tf.float32, name="b")
@@ -62,8 +70,9 @@ class Module(tf.Module):
         self.flag = tf.Variable(True, name="flag")
         self.word = tf.Variable("hello", name="word")
         self.frozen = tf.Variable([1.0, 2.0], trainable=False, name="frozen")
-        self.opt = tf.compat.v1.train.AdamOptimizer(0.01)
-        self.opt.minimize(lambda: tf.reduce_sum(self.b * self.b) + tf.reduce_sum(self.frozen), var_list=[self.b])
+        if with_slots:
+            self.opt = tf.compat.v1.train.AdamOptimizer(0.01)
+            self.opt.minimize(lambda: tf.reduce_sum(self.b * self.b), var_list=[self.b])
 
     @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float64)])
     def affine(self, x):
@@ -79,8 +88,8 @@ class Module(tf.Module):
         return {"joined": joined, "keep": tf.logical_and(keep, self.flag)}
 
 
-def module(out):
-    m = Module()
+def module(out, with_slots=False):
+    m = Module(with_slots)
     tf.saved_model.save(m, out, signatures={"serving_default": m.affine, "ints": m.ints, "strings": m.strings})
 
 
@@ -147,16 +156,69 @@ BUILDERS = {
     "k3_save_mn1": lambda out: k3_save(out, "mn1"),
     "k3_export_mn1": lambda out: k3_export(out, "mn1"),
     "module": module,
+    "module_slots": lambda out: module(out, with_slots=True),
     "strings": strings,
     "tf1_two_tags": tf1_two_tags,
 }
 
 
+TAG_SETS = {"tf1_two_tags": [["serve"], ["serve", "gpu"]]}
+WORDS = np.array(["cat", "yak", "zzz", "red", "blue", "dog"])
+
+
+def example_input(spec, rng):
+    shape = [2 if d is None else d for d in spec.shape.as_list()]
+    if spec.dtype == tf.string:
+        return WORDS[rng.integers(0, len(WORDS), shape)]
+    if spec.dtype == tf.bool:
+        return rng.integers(0, 2, shape).astype(bool)
+    if spec.dtype.is_integer:
+        return rng.integers(-5, 6, shape).astype(spec.dtype.as_numpy_dtype)
+    return rng.uniform(-1, 1, shape).astype(spec.dtype.as_numpy_dtype)
+
+
+def to_numpy(value):
+    value = value.numpy()
+    if value.dtype == object:
+        return np.vectorize(lambda b: b.decode("utf-8"), otypes=[str])(value) if value.size else value.astype(str)
+    return value
+
+
+def parity(out_root, name):
+    model_dir = os.path.join(out_root, name)
+    record = {"model": model_dir, "checkpoint_keys": [k for k, _ in tf.train.list_variables(
+        os.path.join(model_dir, "variables", "variables"))], "calls": []}
+    rng = np.random.default_rng(11)
+    if name == "module_slots":
+        return record
+    for tags in TAG_SETS.get(name, [["serve"]]):
+        loaded = tf.saved_model.load(model_dir, tags=tags)
+        for key in sorted(loaded.signatures):
+            function = loaded.signatures[key]
+            where = os.path.join(out_root, "parity", name, ",".join(tags), key)
+            os.makedirs(where, exist_ok=True)
+            inputs = {}
+            for input_name, spec in sorted(function.structured_input_signature[1].items()):
+                inputs[input_name] = os.path.join(where, f"in_{input_name}.npy")
+                np.save(inputs[input_name], example_input(spec, rng))
+            outputs = function(**{k: tf.constant(np.load(path)) for k, path in inputs.items()})
+            expected = os.path.join(where, "expected.npz")
+            np.savez(expected, **{k: to_numpy(v) for k, v in outputs.items()})
+            record["calls"].append({"tags": ",".join(tags), "signature": key, "inputs": inputs, "expected": expected})
+    return record
+
+
 def main(argv):
+    with_parity = argv[:1] == ["--parity"]
+    argv = argv[1:] if with_parity else argv
     out_root, names = argv[0], argv[1:] or list(BUILDERS)
     os.makedirs(out_root, exist_ok=True)
     for name in names:
         BUILDERS[name](os.path.join(out_root, name))
+    if with_parity:
+        records = {name: parity(out_root, name) for name in names}
+        with open(os.path.join(out_root, "parity.json"), "w") as f:
+            json.dump(records, f, indent=1)
 
 
 if __name__ == "__main__":
