@@ -75,10 +75,13 @@ fn put(out: &mut Vec<u8>, number: u32, payload: &[u8]) {
     out.extend_from_slice(payload);
 }
 
+/// The corrected bytes of `saved_model.pb` and one line per correction.
+pub type Corrected = (Vec<u8>, Vec<String>);
+
 /// `saved_model.pb` with each asset listed once per MetaGraph, and one line per correction
 /// made (`[serve]: asset tensor vocab_path:0 was listed 2 times in collection saved_model_assets`);
 /// `None` when nothing needs correcting.
-pub fn without_duplicate_assets(bytes: &[u8]) -> Result<Option<(Vec<u8>, Vec<String>)>, String> {
+pub fn without_duplicate_assets(bytes: &[u8]) -> Result<Option<Corrected>, String> {
     let mut out = Vec::with_capacity(bytes.len());
     let mut notes = Vec::new();
     for field in fields(bytes)? {
