@@ -88,14 +88,19 @@ impl MetaGraph {
         }
     }
 
-    /// Every variable the model's object graph records, in object-graph order, checked against
-    /// the checkpoint index under `variables/`.
+    /// Every variable of the model: those its object graph records, in object-graph order, checked
+    /// against the checkpoint index under `variables/`; for a TF1 model (no object graph), the
+    /// graph's variable nodes that the checkpoint holds.
     pub fn variables(&self) -> Result<Vec<VariableInfo>> {
-        let graph = self.proto.object_graph_def.as_ref().ok_or_else(|| Error::MalformedSavedModel {
-            path: self.dir.join("saved_model.pb"),
-            problem: "it has no object graph (a TF1 SavedModel?), so tfload cannot list its variables".to_string(),
-        })?;
-        variables::from_object_graph(&self.dir, graph)
+        match self.proto.object_graph_def.as_ref() {
+            Some(graph) => variables::from_object_graph(&self.dir, graph),
+            None => Ok(variables::list(self)?.variables),
+        }
+    }
+
+    /// The object graph (TF2 SavedModels only).
+    pub(crate) fn object_graph(&self) -> Option<&proto::SavedObjectGraph> {
+        self.proto.object_graph_def.as_ref()
     }
 
     /// The saver's tensor names, used to write the variables back to a checkpoint.

@@ -2,6 +2,7 @@
 //! signatures, the variables (from the object graph and the checkpoint index) and the variable handles
 //! of the graph.
 
+pub mod duplicate_assets;
 pub mod handles;
 pub mod meta_graph;
 pub mod record;

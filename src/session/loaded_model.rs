@@ -4,9 +4,10 @@
 use std::path::{Path, PathBuf};
 
 use prost::Message;
-use tensorflow::{Graph, SavedModelBundle, SessionOptions};
+use tensorflow::{DataType, Graph, Operation, Output, SavedModelBundle, SessionOptions, SessionRunArgs, Tensor};
 
 use crate::error::{Error, Result};
+use crate::model::handles::{handles_to_fill, HandleToFill};
 use crate::model::meta_graph::MetaGraph;
 use crate::model::saved_model::SavedModel;
 use crate::proto;
@@ -46,6 +47,8 @@ pub struct LoadedModel {
     meta_graph: MetaGraph,
     graph: Graph,
     bundle: SavedModelBundle,
+    /// The corrected copy TensorFlow loaded instead of `dir`, kept while the session lives.
+    _corrected: Option<tempfile::TempDir>,
 }
 
 impl LoadedModel {
@@ -68,11 +71,22 @@ impl LoadedModel {
         crate::formats::checkpoint_index::CheckpointIndex::read(&index)?;
         crate::session::libtensorflow::check_version()?;
         let tag_list: Vec<&str> = meta_graph.tags().iter().map(String::as_str).collect();
+        let corrected = corrected_copy(&dir)?;
+        let load_dir = corrected.as_ref().map_or(dir.as_path(), |copy| copy.path());
         let mut graph = Graph::new();
-        let bundle = SavedModelBundle::load(&config.to_options()?, &tag_list, &mut graph, &dir).map_err(|status| {
-            Error::Load { dir: dir.clone(), tags: tag_list.join(","), message: status.to_string() }
-        })?;
-        Ok(LoadedModel { dir, meta_graph, graph, bundle })
+        let bundle =
+            SavedModelBundle::load(&config.to_options()?, &tag_list, &mut graph, load_dir).map_err(|status| {
+                Error::Load { dir: dir.clone(), tags: tag_list.join(","), message: status.to_string() }
+            })?;
+        let fills = handles_to_fill(&meta_graph)?;
+        if !fills.is_empty() {
+            log::info!(
+                "{} variable handles that the functions read are not filled by the restore op (two handles per variable, as Keras 3's tf.saved_model.save writes); restoring them from the checkpoint",
+                fills.len()
+            );
+            fill_handles(&mut graph, &bundle.session, &dir, &fills)?;
+        }
+        Ok(LoadedModel { dir, meta_graph, graph, bundle, _corrected: corrected })
     }
 
     /// The SavedModel directory.
@@ -94,6 +108,97 @@ impl LoadedModel {
     pub fn session(&self) -> &tensorflow::Session {
         &self.bundle.session
     }
+}
+
+/// A temporary SavedModel directory whose `saved_model.pb` lists each asset once, with
+/// `variables/` and `assets/` linked to those of `dir`, when `dir`'s lists one twice (TensorFlow's
+/// C++ loader refuses that); `None` when `dir` loads as it is. The input is never modified.
+fn corrected_copy(dir: &Path) -> Result<Option<tempfile::TempDir>> {
+    let pb = dir.join("saved_model.pb");
+    let bytes = std::fs::read(&pb).map_err(|source| Error::Io { path: pb.clone(), source })?;
+    // Bytes that do not parse are left to TensorFlow, whose message is the one to show.
+    let Ok(Some((fixed, notes))) = crate::model::duplicate_assets::without_duplicate_assets(&bytes) else {
+        return Ok(None);
+    };
+    let copy = tempfile::Builder::new()
+        .prefix("tfload-corrected-")
+        .tempdir()
+        .map_err(|source| Error::Io { path: std::env::temp_dir(), source })?;
+    let io = |path: PathBuf| move |source| Error::Io { path, source };
+    std::fs::write(copy.path().join("saved_model.pb"), fixed).map_err(io(copy.path().join("saved_model.pb")))?;
+    for name in ["variables", "assets", "assets.extra"] {
+        let original = dir.join(name);
+        if original.exists() {
+            let original = original.canonicalize().map_err(io(original.clone()))?;
+            std::os::unix::fs::symlink(&original, copy.path().join(name)).map_err(io(copy.path().join(name)))?;
+        }
+    }
+    for note in notes {
+        log::info!(
+            "{}: loading a corrected copy of saved_model.pb, which TensorFlow's C++ loader refuses as it is: {note}",
+            dir.display()
+        );
+    }
+    Ok(Some(copy))
+}
+
+/// Restores the checkpoint values of `fills` into their handles: one `RestoreV2` of all their keys
+/// and an `AssignVariableOp` per handle, added to the graph under `tfload_fill/` and run once. The
+/// functions then read the restored values, and training updates those same handles.
+fn fill_handles(graph: &mut Graph, session: &tensorflow::Session, dir: &Path, fills: &[HandleToFill]) -> Result<()> {
+    let prefix = crate::formats::checkpoint_index::CheckpointIndex::path_in(dir).with_extension("");
+    let keys: Vec<String> = fills.iter().map(|fill| fill.checkpoint_key.clone()).collect();
+    let slices = vec![String::new(); fills.len()];
+    let prefix =
+        string_const(graph, "tfload_fill/prefix", &[prefix.display().to_string()], &[]).map_err(tf_error("prefix"))?;
+    let names = string_const(graph, "tfload_fill/names", &keys, &[keys.len() as u64]).map_err(tf_error("names"))?;
+    let slices =
+        string_const(graph, "tfload_fill/slices", &slices, &[keys.len() as u64]).map_err(tf_error("slices"))?;
+    // The crate names only the types it knows; the C API takes any number through this variant.
+    let dtypes: Vec<DataType> = fills.iter().map(|fill| DataType::UnrecognizedEnumValue(fill.dtype as u32)).collect();
+    let restore = {
+        let mut op = graph.new_operation("RestoreV2", "tfload_fill/restore").map_err(tf_error("RestoreV2"))?;
+        for input in [&prefix, &names, &slices] {
+            op.add_input(Output { operation: input.clone(), index: 0 });
+        }
+        op.set_attr_type_list("dtypes", &dtypes).map_err(tf_error("RestoreV2"))?;
+        op.finish().map_err(tf_error("RestoreV2"))?
+    };
+    let mut assigns = Vec::with_capacity(fills.len());
+    for (i, fill) in fills.iter().enumerate() {
+        let handle = graph.operation_by_name_required(&fill.handle).map_err(tf_error(&fill.handle))?;
+        let mut op = graph
+            .new_operation("AssignVariableOp", &format!("tfload_fill/assign_{i}"))
+            .map_err(tf_error(&fill.handle))?;
+        op.add_input(Output { operation: handle, index: 0 });
+        op.add_input(Output { operation: restore.clone(), index: i as i32 });
+        op.set_attr_type("dtype", dtypes[i]).map_err(tf_error(&fill.handle))?;
+        assigns.push(op.finish().map_err(tf_error(&fill.handle))?);
+    }
+    let mut run = SessionRunArgs::new();
+    for assign in &assigns {
+        run.add_target(assign);
+    }
+    session.run(&mut run).map_err(tf_error("running the restore"))
+}
+
+/// Turns a failed graph edit or run of [`fill_handles`] into an error naming `what` failed.
+fn tf_error<E: Into<tensorflow::Status>>(what: &str) -> impl FnOnce(E) -> Error + '_ {
+    move |status| Error::from_tensorflow(format!("restoring the handles the functions read ({what})"), &status.into())
+}
+
+/// A string `Const` node holding `values` with `dims`.
+fn string_const(
+    graph: &mut Graph,
+    name: &str,
+    values: &[String],
+    dims: &[u64],
+) -> std::result::Result<Operation, tensorflow::Status> {
+    let tensor = Tensor::<String>::new(dims).with_values(values)?;
+    let mut op = graph.new_operation("Const", name)?;
+    op.set_attr_type("dtype", DataType::String)?;
+    op.set_attr_tensor("value", tensor)?;
+    op.finish()
 }
 
 #[cfg(test)]
