@@ -146,7 +146,7 @@ mod tests {
         assert_eq!(format_rate(12345.6), "12346");
         assert_eq!(format_rate(123.4), "123");
         assert_eq!(format_rate(42.25), "42.2");
-        assert_eq!(format_rate(3.14159), "3.14");
+        assert_eq!(format_rate(4.56789), "4.57");
         assert_eq!(format_rate(0.3125), "0.312");
         assert_eq!(format_rate(0.00042), "0.000420");
         assert_eq!(format_rate(0.0), "-");

@@ -1,4 +1,5 @@
-//! `tfload run` (parity with Python on every committed model, and its errors) and `tfload export-serving`.
+//! `tfload run` (parity with Python on every committed model and on SavedModels made the ordinary
+//! ways, and its errors) and `tfload export-serving`.
 //!
 //! One test binary per area (fewer links, one support module: `tests/common`).
 
@@ -6,5 +7,6 @@
 mod common;
 
 mod export_serving;
+mod foreign_models;
 mod run_errors;
 mod run_parity;

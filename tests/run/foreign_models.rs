@@ -1,11 +1,9 @@
 //! SavedModels made the ordinary ways by people other than tfload's exporter (Keras 3
 //! `tf.saved_model.save` and `export()` of keras.applications models, a `tf.Module` with many
 //! dtypes, a TF1 `Builder` model with two tag sets and a repeated asset, string lookups and a
-//! `MutableHashTable`), built inside the test by scripts/make_foreign_models.py: `tfload run` must
+//! `MutableHashTable`), built inside the test by scripts/fixtures/make_foreign_models.py: `tfload run` must
 //! equal Python's `tf.saved_model.load(...).signatures[...]` on every signature, and
 //! `tfload variables` must account for every entry `tf.train.list_variables` shows.
-
-mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -16,7 +14,7 @@ use serde::Deserialize;
 use tfload::formats::npy::{npz_names, read_npy, read_npz};
 use tfload::TensorData;
 
-/// What Python said of one model (scripts/make_foreign_models.py --parity).
+/// What Python said of one model (scripts/fixtures/make_foreign_models.py --parity).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Reference {
@@ -74,8 +72,8 @@ fn references() -> &'static (tempfile::TempDir, BTreeMap<String, Reference>) {
     static MODELS: OnceLock<(tempfile::TempDir, BTreeMap<String, Reference>)> = OnceLock::new();
     MODELS.get_or_init(|| {
         let dir = tempfile::tempdir().expect("a temp dir");
-        let status = Command::new(common::root().join(".venv/bin/python"))
-            .arg(common::root().join("scripts/make_foreign_models.py"))
+        let status = Command::new(crate::common::root().join(".venv/bin/python"))
+            .arg(crate::common::root().join("scripts/fixtures/make_foreign_models.py"))
             .arg("--parity")
             .arg(dir.path())
             .env("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -93,7 +91,7 @@ fn reference(name: &str) -> &'static Reference {
 }
 
 fn listing(model: &Path, tags: &str) -> Listing {
-    let json = common::tfload_ok(&["variables", common::s(model), "--tag", tags, "--json"]);
+    let json = crate::common::tfload_ok(&["variables", crate::common::s(model), "--tag", tags, "--json"]);
     serde_json::from_str(&json).expect("variables --json parses")
 }
 
@@ -128,12 +126,12 @@ fn every_signature_runs_as_python_runs_it() {
             let out = out_root.path().join(format!("{name}_{n}"));
             let inputs: Vec<String> =
                 call.inputs.iter().map(|(key, path)| format!("{key}={}", path.display())).collect();
-            let mut args = vec!["run", common::s(&reference.model), "--tag", &call.tags, "-s", &call.signature];
+            let mut args = vec!["run", crate::common::s(&reference.model), "--tag", &call.tags, "-s", &call.signature];
             for input in &inputs {
                 args.extend(["-i", input.as_str()]);
             }
-            args.extend(["--out", common::s(&out)]);
-            common::tfload_ok(&args);
+            args.extend(["--out", crate::common::s(&out)]);
+            crate::common::tfload_ok(&args);
             let expected = npz_names(&call.expected).unwrap();
             assert!(!expected.is_empty(), "{name} {}: no outputs", call.signature);
             for key in &expected {
@@ -210,13 +208,13 @@ fn a_repeated_asset_is_loaded_from_a_corrected_copy_and_said_at_v() {
     let before = std::fs::read(model.join("saved_model.pb")).unwrap();
     let x = &reference("tf1_two_tags").calls[0].inputs["x"];
     let input = format!("x={}", x.display());
-    let output = common::tfload(&["run", common::s(model), "-v", "-i", &input]);
+    let output = crate::common::tfload(&["run", crate::common::s(model), "-v", "-i", &input]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
     assert!(stderr.contains("corrected copy of saved_model.pb"), "{stderr}");
     assert!(stderr.contains("vocab_path:0 was listed more than once"), "{stderr}");
     assert_eq!(std::fs::read(model.join("saved_model.pb")).unwrap(), before, "the input is never modified");
-    let quiet = common::tfload(&["run", common::s(model), "-i", &input]);
+    let quiet = crate::common::tfload(&["run", crate::common::s(model), "-i", &input]);
     assert!(quiet.stderr.is_empty(), "silent without -v: {}", String::from_utf8_lossy(&quiet.stderr));
 }
 
@@ -224,7 +222,8 @@ fn a_repeated_asset_is_loaded_from_a_corrected_copy_and_said_at_v() {
 fn a_keras_saved_model_with_two_handles_per_variable_says_at_v_what_it_restored() {
     let call = &reference("k3_save_mnv3").calls[0];
     let input = format!("inputs={}", call.inputs["inputs"].display());
-    let output = common::tfload(&["run", common::s(&reference("k3_save_mnv3").model), "-v", "-i", &input]);
+    let output =
+        crate::common::tfload(&["run", crate::common::s(&reference("k3_save_mnv3").model), "-v", "-i", &input]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
     assert!(
@@ -240,6 +239,6 @@ fn a_model_with_optimizer_slots_runs() {
     let x = out.path().join("x.npy");
     tfload::formats::npy::write_npy(&x, &tfload::TensorData::Float64(ndarray::ArrayD::zeros(vec![1, 4]))).unwrap();
     let input = format!("x={}", x.display());
-    let printed = common::tfload_ok(&["run", common::s(model), "-i", &input]);
+    let printed = crate::common::tfload_ok(&["run", crate::common::s(model), "-i", &input]);
     assert!(printed.contains("y32"), "{printed}");
 }
