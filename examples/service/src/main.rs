@@ -14,9 +14,8 @@ use std::sync::Arc;
 
 use anyhow::{bail, ensure, Context, Result};
 use tfload::data::{ArrayDataset, BatchLoader, LoaderOptions};
-use tfload::predict::{ClassifierOptions, ImageClassifier, Predictor};
-use tfload::train::fit::Silent;
-use tfload::train::{fit, FitOptions, FitOutcome, LrSchedule, MaskSpec, RunData, RunPaths};
+use tfload::infer::predict::{ClassifierOptions, ImageClassifier, Predictor};
+use tfload::train::{fit, FitOptions, FitOutcome, LrSchedule, RunData, RunPaths, Silent, TrainableModel};
 use tfload::SessionConfig;
 
 fn main() -> Result<()> {
@@ -79,19 +78,11 @@ fn fine_tune(model: &Path, data: &Path, out: &Path) -> Result<f64> {
         Ok(BatchLoader::new(Arc::new(dataset), LoaderOptions { batch_size: 64, shuffle, ..LoaderOptions::default() }))
     };
     let (train, validation) = (loader("digits_5_9_train.npz", true)?, loader("digits_5_9_val.npz", false)?);
-    let paths = RunPaths { input: model.to_path_buf(), out: out.to_path_buf(), overwrite: true, resume: false };
-    let options = FitOptions {
-        epochs: EPOCHS,
-        schedule: LrSchedule::constant(0.05),
-        mask: MaskSpec::default(),
-        session: SessionConfig::default(),
-        checkpoint_every_steps: None,
-        keep_checkpoints: 1,
-        checkpoints_in_output: Default::default(),
-        early_stopping: None,
-    };
+    let model = TrainableModel::open(model)?;
+    let paths = RunPaths { out: out.to_path_buf(), overwrite: true, resume: false };
+    let options = FitOptions { epochs: EPOCHS, schedule: Some(LrSchedule::constant(0.05)), ..FitOptions::default() };
     let data = RunData { train: &train, validation: Some(&validation) };
-    match fit(&paths, &data, &options, &mut Silent, &AtomicBool::new(false))? {
+    match fit(&model, &paths, &data, &options, &mut Silent, &AtomicBool::new(false))? {
         FitOutcome::Completed { validation: Some(metrics), .. } => {
             metrics.get("accuracy").copied().context("eval_step gave no accuracy")
         }
