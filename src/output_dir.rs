@@ -26,6 +26,36 @@ pub fn build_then_place(out: &Path, build: impl FnOnce(&Path) -> Result<()>) -> 
     placed
 }
 
+/// Adds files to the directory `out` (made if missing) all or none: `write` fills a temporary
+/// directory beside `out`, then its files are moved in, replacing files of the same names. A
+/// failure while writing leaves `out` as it was. For outputs that are a few files in a folder
+/// the user names (`tfload run --out`), where [`build_then_place`] would replace the folder.
+pub fn write_files_into(out: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let parent = match out.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    std::fs::create_dir_all(parent).map_err(io_error(parent))?;
+    if !out.exists() {
+        return build_then_place(out, write);
+    }
+    let staging = sibling(out, "tmp");
+    if staging.exists() {
+        std::fs::remove_dir_all(&staging).map_err(io_error(&staging))?;
+    }
+    std::fs::create_dir_all(&staging).map_err(io_error(&staging))?;
+    let moved = write(&staging).and_then(|()| {
+        for entry in std::fs::read_dir(&staging).map_err(io_error(&staging))? {
+            let entry = entry.map_err(io_error(&staging))?;
+            let target = out.join(entry.file_name());
+            std::fs::rename(entry.path(), &target).map_err(io_error(&target))?;
+        }
+        Ok(())
+    });
+    let _ = std::fs::remove_dir_all(&staging);
+    moved
+}
+
 /// Renames the finished directory `tmp` to `out`; an existing `out` is moved aside first and
 /// removed once the new one is in place.
 pub fn move_into_place(tmp: &Path, out: &Path) -> Result<()> {

@@ -5,7 +5,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::Args;
 use serde::Serialize;
 use serde_json::Value;
@@ -127,29 +127,10 @@ fn check_out_dir(out: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Writes every output into a temporary directory beside `out`, then moves the files in: a
-/// failure while writing leaves `out` as it was.
+/// Writes every output as `KEY.npy` into `out`, all or none (a failure leaves `out` as it was).
 fn write_all(out: &Path, outputs: &Tensors) -> Result<()> {
-    let parent = match out.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => parent,
-        _ => Path::new("."),
-    };
-    std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
-    let staging = tempfile::Builder::new()
-        .prefix(".tfload-run-")
-        .tempdir_in(parent)
-        .with_context(|| format!("creating a temporary directory in {}", parent.display()))?;
-    for (key, data) in outputs {
-        write_npy(&staging.path().join(format!("{key}.npy")), data)?;
-    }
-    if !out.exists() {
-        let staged = staging.keep();
-        return std::fs::rename(&staged, out).with_context(|| format!("moving the outputs into {}", out.display()));
-    }
-    for key in outputs.keys() {
-        let name = format!("{key}.npy");
-        std::fs::rename(staging.path().join(&name), out.join(&name))
-            .with_context(|| format!("moving {name} into {}", out.display()))?;
-    }
+    tfload::output_dir::write_files_into(out, |staging| {
+        outputs.iter().try_for_each(|(key, data)| write_npy(&staging.join(format!("{key}.npy")), data))
+    })?;
     Ok(())
 }
