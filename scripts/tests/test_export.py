@@ -570,7 +570,7 @@ def test_cli_application_source(tmp_path):
 
 
 def test_cli_help_overwrite_and_head_options(tmp_path):
-    res = subprocess.run([EXPORTER, "--help"], capture_output=True, text=True, timeout=60)
+    res = subprocess.run([EXPORTER, "--help"], capture_output=True, text=True, timeout=600)
     assert res.returncode == 0 and "train_step" in res.stdout and "--default-freeze-base" in res.stdout
     model_path = str(tmp_path / "m.keras")
     tiny_cnn(seed=11).save(model_path)
@@ -607,7 +607,7 @@ def test_cli_help_overwrite_and_head_options(tmp_path):
             assert_changed(v0["mask_variables"][r["index"]], v1["mask_variables"][r["index"]], r["name"])
         else:
             assert_same(v0["mask_variables"][r["index"]], v1["mask_variables"][r["index"]], r["name"])
-    res = subprocess.run([EXPORTER, "--check", d], capture_output=True, text=True, timeout=60)
+    res = subprocess.run([EXPORTER, "--check", d], capture_output=True, text=True, timeout=600)
     assert res.returncode == 0 and "OK" in res.stdout
 
 

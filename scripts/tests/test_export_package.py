@@ -28,20 +28,20 @@ def test_console_script_is_installed_and_help_works():
     assert os.access(EXPORTER, os.X_OK), f"{EXPORTER} missing: run scripts/setup.sh (pip install -e python/)"
     eps = [e for e in importlib.metadata.entry_points(group="console_scripts") if e.name == "tfload-export"]
     assert [e.value for e in eps] == ["tfload_export.cli:main"]
-    res = subprocess.run([EXPORTER, "--help"], capture_output=True, text=True, timeout=60)
+    res = subprocess.run([EXPORTER, "--help"], capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr
     assert res.stdout.startswith("usage: tfload-export ")
     assert "train_step" in res.stdout and "--default-freeze-base" in res.stdout
     # --help does not import TensorFlow (it is imported on first use).
     res = subprocess.run([sys.executable, "-c", "import sys, tfload_export.cli as c\n"
                           "try:\n    c.main(['--help'])\nexcept SystemExit:\n    pass\n"
-                          "assert 'tensorflow' not in sys.modules"], capture_output=True, text=True, timeout=60)
+                          "assert 'tensorflow' not in sys.modules"], capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr
 
 
 def test_python_dash_m_runs_the_same_command():
     res = subprocess.run([sys.executable, "-m", "tfload_export", "--check"], capture_output=True, text=True,
-                         timeout=60)
+                         timeout=600)
     assert res.returncode == 2 and "usage: tfload-export" in res.stderr
 
 
