@@ -149,7 +149,8 @@ mod tests {
     fn reduces_after_patience_epochs_without_improvement_then_cools_down() {
         let rule = ReduceOnPlateau { patience: 2, factor: 0.5, cooldown: 1, ..ReduceOnPlateau::default() };
         let rates = run(&rule, &[1.0, 0.9, 0.95, 0.92, 0.93, 0.94, 0.99, 0.98], 0.1);
-        assert_eq!(rates, vec![0.1, 0.1, 0.1, 0.05, 0.05, 0.05, 0.025, 0.025]);
+        // As Keras: the epoch that ends a cooldown already counts towards the next patience.
+        assert_eq!(rates, vec![0.1, 0.1, 0.1, 0.05, 0.05, 0.025, 0.025, 0.0125]);
     }
 
     #[test]
