@@ -5,6 +5,7 @@ pub mod checkpoint_index;
 pub mod checkpoint_writer;
 pub(crate) mod crc;
 pub mod events;
+pub mod example;
 pub mod images;
 pub mod keras_h5;
 pub mod npy;

@@ -135,6 +135,9 @@ pub fn shape_text(shape: &[u64]) -> String {
     }
 }
 
+/// Why an object array (`dtype=object`, stored as a pickle) is refused, and what to write instead.
+const OBJECT_ARRAY: &str = "holds a numpy object array (dtype=object, stored as a Python pickle), which tfload does not unpickle; save byte strings as a fixed-width bytes array instead: np.save(path, np.array(values, dtype='S')) (text: dtype=str)";
+
 fn parse_header_text(bytes: &[u8]) -> Result<ParsedHeader, String> {
     let text = std::str::from_utf8(bytes)
         .map_err(|e| format!("its header is not text (byte {} is not UTF-8)", e.valid_up_to()))?;
@@ -163,6 +166,9 @@ fn parse_header_text(bytes: &[u8]) -> Result<ParsedHeader, String> {
     };
     let type_str: TypeStr =
         descr.parse().map_err(|_| format!("its header's dtype `{descr}` is not a numpy type string"))?;
+    if type_str.uses_pickled_array() {
+        return Err(OBJECT_ARRAY.to_string());
+    }
     let item_size =
         type_str.num_bytes().ok_or_else(|| format!("its header's dtype `{descr}` has no fixed size"))? as u64;
     let shape = get("shape")?
@@ -272,6 +278,13 @@ mod tests {
         let header = check(&bytes).unwrap();
         assert_eq!((header.data_len, header.shape.clone()), (24, vec![2, 3]));
         assert_eq!(header.preamble_len as usize, bytes.len() - 24);
+    }
+
+    #[test]
+    fn refuses_an_object_array_naming_the_fixed_width_dtype_to_use() {
+        let bytes = npy("{'descr': '|O', 'fortran_order': False, 'shape': (2,), }\n", b"\x80\x02");
+        let error = check(&bytes).err().unwrap();
+        assert!(error.contains("object array") && error.contains("dtype='S'"), "{error}");
     }
 
     #[test]

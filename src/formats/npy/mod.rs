@@ -196,16 +196,7 @@ fn from_npy<R: Read>(npy: NpyFile<R>, fail: &dyn Fn(String) -> Error) -> Result<
         (TypeChar::Uint, 8) => TensorData::UInt64(array(npy, fail)?),
         (TypeChar::Bool, _) => TensorData::Bool(array(npy, fail)?),
         (TypeChar::UnicodeStr, _) => TensorData::String(array(npy, fail)?),
-        (TypeChar::ByteStr, _) => {
-            let bytes: ArrayD<Vec<u8>> = array(npy, fail)?;
-            let mut strings = Vec::with_capacity(bytes.len());
-            for value in bytes.iter() {
-                strings.push(String::from_utf8(value.clone()).map_err(|_| {
-                    fail("holds byte strings that are not UTF-8, which tfload cannot feed yet".to_string())
-                })?);
-            }
-            TensorData::String(ArrayD::from_shape_vec(bytes.raw_dim(), strings).expect("same length"))
-        }
+        (TypeChar::ByteStr, _) => TensorData::from_byte_strings(array(npy, fail)?),
         _ => {
             return Err(fail(format!(
                 "has numpy dtype `{type_str}`, which no TensorFlow input takes; convert it (e.g. .astype('float32'))"
@@ -223,12 +214,23 @@ fn array<T: Deserialize, R: Read>(npy: NpyFile<R>, fail: &dyn Fn(String) -> Erro
     array.map_err(|e| fail(format!("data does not fill its shape ({e})")))
 }
 
-/// Writes a tensor as a `.npy` file (strings as numpy unicode `<U`).
+/// Writes a tensor as a `.npy` file: text as numpy unicode `<U`, byte strings that are not UTF-8
+/// as fixed-width bytes `|S` (numpy reads back an element's trailing NUL bytes as gone).
 pub fn write_npy(path: &Path, data: &TensorData) -> Result<()> {
     let io = |source| Error::Io { path: path.to_path_buf(), source };
     let file = BufWriter::new(File::create(path).map_err(io)?);
     let shape: Vec<u64> = data.shape().iter().map(|&d| d as u64).collect();
     match data {
+        TensorData::Bytes(a) => {
+            let width = a.iter().map(Vec::len).max().unwrap_or(1).max(1);
+            let dtype = npyz::DType::Plain(format!("|S{width}").parse().expect("valid type string"));
+            let mut writer =
+                npyz::WriteOptions::<[u8]>::new().dtype(dtype).shape(&shape).writer(file).begin_nd().map_err(io)?;
+            for value in a.as_standard_layout().iter() {
+                writer.push(value.as_slice()).map_err(io)?;
+            }
+            writer.finish().map_err(io)
+        }
         TensorData::String(a) => {
             let width = a.iter().map(|s| s.chars().count()).max().unwrap_or(1).max(1);
             let dtype = npyz::DType::Plain(format!("<U{width}").parse().expect("valid type string"));
@@ -284,6 +286,10 @@ mod tests {
             TensorData::Bool(ArrayD::from_shape_vec(IxDyn(&[2]), vec![true, false]).unwrap()),
             TensorData::String(ArrayD::from_shape_vec(IxDyn(&[2]), vec!["ab".to_string(), "été".to_string()]).unwrap()),
             TensorData::UInt8(ArrayD::from_shape_vec(IxDyn(&[]), vec![9]).unwrap()),
+            TensorData::Bytes(
+                ArrayD::from_shape_vec(IxDyn(&[3]), vec![vec![0xff, 0, 0x80], vec![], b"ok".to_vec()]).unwrap(),
+            ),
+            TensorData::Bytes(ArrayD::from_shape_vec(IxDyn(&[2, 1]), vec![b"\x80".to_vec(), b"t".to_vec()]).unwrap()),
         ];
         for (i, data) in cases.into_iter().enumerate() {
             let path = dir.path().join(format!("{i}.npy"));
