@@ -36,9 +36,9 @@ pub type ExampleFeatures = BTreeMap<String, FeatureValues>;
 /// what is wrong, naming the example and the feature.
 pub fn parse_examples(text: &str) -> Result<Vec<ExampleFeatures>, String> {
     let value: Value = text.trim().parse().map_err(|e: py_literal::ParseError| {
-        let detail = e.to_string().lines().next().unwrap_or_default().to_string();
         format!(
-            "is not a Python or JSON literal ({detail}); write a list of dicts, e.g. [{{\"age\": [25], \"name\": [\"ann\"]}}]"
+            "is not a Python or JSON literal ({}); write a list of dicts, e.g. [{{\"age\": [25], \"name\": [\"ann\"]}}]",
+            crate::formats::npy::header::one_line(&e)
         )
     })?;
     let Value::List(examples) = value else {
@@ -133,6 +133,14 @@ fn kind(value: &Value) -> &'static str {
         Value::Boolean(_) => "a bool",
         Value::None => "None",
     }
+}
+
+/// The 1-D string tensor of serialized examples that `--input-examples KEY=TEXT` feeds to input
+/// `key`, from `TEXT` as [`parse_examples`] reads it.
+pub fn input_from_text(key: &str, text: &str) -> crate::Result<TensorData> {
+    let examples =
+        parse_examples(text).map_err(|problem| crate::Error::InputExamples { key: key.to_string(), problem })?;
+    Ok(examples_tensor(&examples))
 }
 
 /// One serialized `tf.train.Example` holding `features`.

@@ -206,7 +206,7 @@ fn nesting_depth(text: &str) -> usize {
 
 /// The parser's complaint on one line: its multi-line diagram reduced to position and
 /// expectation, without the header's raw bytes.
-fn one_line(error: &py_literal::ParseError) -> String {
+pub(crate) fn one_line(error: &py_literal::ParseError) -> String {
     let text = error.to_string();
     let position = text
         .lines()
