@@ -81,8 +81,7 @@ fn assert_equal_to_python(ours: &[(String, TensorData)], python: &Value) {
         let shape: Vec<usize> = serde_json::from_value(expected["shape"].clone()).unwrap();
         assert_eq!(data.shape(), shape.as_slice(), "{key}");
         if let Some(bytes) = data.byte_strings() {
-            let hex: Vec<String> =
-                bytes.iter().map(|b| b.iter().map(|byte| format!("{byte:02x}")).collect()).collect();
+            let hex: Vec<String> = bytes.iter().map(|b| b.iter().map(|byte| format!("{byte:02x}")).collect()).collect();
             assert_eq!(serde_json::json!(hex), expected["hex"], "{key}");
             continue;
         }
