@@ -3,7 +3,8 @@
 //! tf.Examples. `tfload run --input-examples` must equal Python calling
 //! `tf.saved_model.load(...).signatures[...]` on the examples saved_model_cli builds from the same
 //! text; byte strings that are not UTF-8 (from an `S` npy, and in the outputs) must come back
-//! exactly; bad arguments are refused with what is wrong.
+//! exactly, and object arrays of bytes are fed as Python feeds them; bad arguments are refused
+//! with what is wrong.
 
 mod common;
 
@@ -112,7 +113,7 @@ fn non_utf8_bytes_from_an_s_npy_come_back_exactly_as_pythons() {
     let npy = fixture().join("s.npy");
     let raw = format!("raw={}", npy.display());
     let ours = tfload_outputs("echo", &["-i", &raw]);
-    let python = python_json(&["echo", model().to_str().unwrap(), npy.to_str().unwrap()]);
+    let python = python_json(&["echo", model().to_str().unwrap(), "echo", "raw", npy.to_str().unwrap()]);
     assert_equal_to_python(&ours, &python);
     assert!(matches!(&ours[0].1, TensorData::Bytes(_)), "written as numpy bytes and read back as such");
     // Printed as Python prints bytes.
@@ -122,11 +123,22 @@ fn non_utf8_bytes_from_an_s_npy_come_back_exactly_as_pythons() {
 }
 
 #[test]
-fn an_object_npy_is_refused_naming_the_dtype_to_use() {
-    let (model, npy) = (model(), fixture().join("obj.npy"));
+fn object_arrays_of_bytes_are_fed_as_python_feeds_them() {
+    let cases = [("echo", "raw", "obj.npy"), ("echo_grid", "grid", "obj_grid.npy"), ("echo", "raw", "obj.npz[a]")];
+    for (signature, key, file) in cases {
+        let source = fixture().join(file).display().to_string();
+        let ours = tfload_outputs(signature, &["-i", &format!("{key}={source}")]);
+        let python = python_json(&["echo", model().to_str().unwrap(), signature, key, &source]);
+        assert_equal_to_python(&ours, &python);
+    }
+}
+
+#[test]
+fn an_object_array_of_other_objects_is_refused_naming_the_dtype_to_use() {
+    let (model, npy) = (model(), fixture().join("obj_int.npy"));
     let raw = format!("raw={}", npy.display());
     let stderr = tfload_err(&["run", model.to_str().unwrap(), "-s", "echo", "-i", &raw]);
-    assert!(stderr.contains("object array") && stderr.contains("dtype='S'"), "{stderr}");
+    assert!(stderr.contains("element 0 is an int, not bytes or str") && stderr.contains("dtype='S'"), "{stderr}");
 }
 
 #[test]

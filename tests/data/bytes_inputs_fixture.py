@@ -1,9 +1,9 @@
 """Fixture for tests/bytes_inputs.rs: an Estimator-style TF1 SavedModel whose classify and regress
 signatures take serialized tf.Examples, and an `echo` signature on raw byte strings.
 
-  python fixture.py build DIR             writes the SavedModel, s.npy (dtype S) and obj.npy (object)
+  python fixture.py build DIR             writes the SavedModel, s.npy (dtype S) and object arrays
   python fixture.py call DIR SIG KEY=EXAMPLES   prints Python's outputs as JSON (saved_model_cli parsing)
-  python fixture.py echo DIR NPY          prints the echo signature's outputs on NPY as JSON
+  python fixture.py echo DIR SIG KEY NPY  prints signature SIG's outputs on NPY (or NPZ[NAME]) as JSON
 """
 import json
 import os
@@ -32,11 +32,13 @@ def build(out):
         prediction = tf.reduce_sum(logits, axis=1, keepdims=True)
         raw = tf1.placeholder(tf.string, [None], name="raw")
         echoed = tf.strings.join([raw, tf.constant(b"\xfe")])
+        grid = tf1.placeholder(tf.string, [None, None], name="grid")
         sd = tf1.saved_model.signature_def_utils
         signatures = {
             "classify": sd.classification_signature_def(examples, classes, scores),
             "regress": sd.regression_signature_def(examples, prediction),
             "echo": sd.predict_signature_def({"raw": raw}, {"echoed": echoed, "length": tf.strings.length(raw)}),
+            "echo_grid": sd.predict_signature_def({"grid": grid}, {"echoed": tf.strings.join([grid, b"\xfe"])}),
         }
         with tf1.Session(graph=graph) as session:
             session.run(tf1.global_variables_initializer())
@@ -46,6 +48,11 @@ def build(out):
     parent = os.path.dirname(out)
     np.save(os.path.join(parent, "s.npy"), np.array([b"\xff\x00a", b"ok", b"\x80\x81"], dtype="S"))
     np.save(os.path.join(parent, "obj.npy"), np.array([b"\xff", b"ok"], dtype=object), allow_pickle=True)
+    # Transposed (saved with fortran_order), long elements, a str among the bytes.
+    grid = np.array([[b"a", b"\xff" * 300], [b"", "x\u00e9"]], dtype=object).T
+    np.save(os.path.join(parent, "obj_grid.npy"), grid, allow_pickle=True)
+    np.savez(os.path.join(parent, "obj.npz"), a=np.array([b"\x00\xff", b"\x80"], dtype=object))
+    np.save(os.path.join(parent, "obj_int.npy"), np.array([1, b"x"], dtype=object), allow_pickle=True)
 
 
 def as_json(value):
@@ -64,9 +71,14 @@ def call(model_dir, signature, arg):
     print(json.dumps({k: as_json(v) for k, v in outputs.items()}))
 
 
-def echo(model_dir, npy):
-    function = tf.saved_model.load(model_dir).signatures["echo"]
-    outputs = function(raw=tf.constant(np.load(npy)))
+def echo(model_dir, signature, key, npy):
+    function = tf.saved_model.load(model_dir).signatures[signature]
+    if npy.endswith("]"):
+        npy, name = npy[:-1].split("[")
+        value = np.load(npy, allow_pickle=True)[name]
+    else:
+        value = np.load(npy, allow_pickle=True)
+    outputs = function(**{key: tf.constant(value)})
     print(json.dumps({k: as_json(v) for k, v in outputs.items()}))
 
 

@@ -30,6 +30,8 @@ pub struct CheckedHeader {
     pub shape: Vec<u64>,
     /// The dtype as written (`<f4`), for messages.
     pub descr: String,
+    /// Whether the data is a pickled object array (`data_len` is then 0: the rest is the pickle).
+    pub is_object: bool,
 }
 
 /// Reads and checks a `.npy` header from `reader`, which holds `available` bytes in all when
@@ -76,7 +78,8 @@ pub fn read_header(reader: &mut impl Read, available: Option<u64>) -> Result<Che
     whole.extend_from_slice(&header_len_field(field_len, header_len));
     whole.extend_from_slice(&text);
     let npy = NpyHeader::from_reader(whole.as_slice()).map_err(|e| format!("its header cannot be used ({e})"))?;
-    Ok(CheckedHeader { npy, preamble_len, data_len, shape: parsed.shape, descr: parsed.descr })
+    let is_object = parsed.is_object;
+    Ok(CheckedHeader { npy, preamble_len, data_len, shape: parsed.shape, descr: parsed.descr, is_object })
 }
 
 fn header_len_field(field_len: usize, header_len: usize) -> Vec<u8> {
@@ -112,6 +115,7 @@ struct ParsedHeader {
     descr: String,
     item_size: u64,
     shape: Vec<u64>,
+    is_object: bool,
 }
 
 impl ParsedHeader {
@@ -134,9 +138,6 @@ pub fn shape_text(shape: &[u64]) -> String {
         _ => format!("({})", shape.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")),
     }
 }
-
-/// Why an object array (`dtype=object`, stored as a pickle) is refused, and what to write instead.
-const OBJECT_ARRAY: &str = "holds a numpy object array (dtype=object, stored as a Python pickle), which tfload does not unpickle; save byte strings as a fixed-width bytes array instead: np.save(path, np.array(values, dtype='S')) (text: dtype=str)";
 
 fn parse_header_text(bytes: &[u8]) -> Result<ParsedHeader, String> {
     let text = std::str::from_utf8(bytes)
@@ -166,11 +167,9 @@ fn parse_header_text(bytes: &[u8]) -> Result<ParsedHeader, String> {
     };
     let type_str: TypeStr =
         descr.parse().map_err(|_| format!("its header's dtype `{descr}` is not a numpy type string"))?;
-    if type_str.uses_pickled_array() {
-        return Err(OBJECT_ARRAY.to_string());
-    }
-    let item_size =
-        type_str.num_bytes().ok_or_else(|| format!("its header's dtype `{descr}` has no fixed size"))? as u64;
+    // An object array's data is a pickle of unknown length (read by npy::pickle).
+    let item_size = if type_str.uses_pickled_array() { Some(0) } else { type_str.num_bytes() };
+    let item_size = item_size.ok_or_else(|| format!("its header's dtype `{descr}` has no fixed size"))? as u64;
     let shape = get("shape")?
         .as_tuple()
         .ok_or("its header's 'shape' is not a tuple")?
@@ -178,7 +177,7 @@ fn parse_header_text(bytes: &[u8]) -> Result<ParsedHeader, String> {
         .map(|dim| dim.as_integer().and_then(|d| u64::try_from(d).ok()))
         .collect::<Option<Vec<u64>>>()
         .ok_or("its header's 'shape' holds something other than non-negative integers")?;
-    Ok(ParsedHeader { descr, item_size, shape })
+    Ok(ParsedHeader { descr, item_size, shape, is_object: type_str.uses_pickled_array() })
 }
 
 /// The deepest nesting of `(`, `[` and `{` outside string literals.
@@ -278,13 +277,6 @@ mod tests {
         let header = check(&bytes).unwrap();
         assert_eq!((header.data_len, header.shape.clone()), (24, vec![2, 3]));
         assert_eq!(header.preamble_len as usize, bytes.len() - 24);
-    }
-
-    #[test]
-    fn refuses_an_object_array_naming_the_fixed_width_dtype_to_use() {
-        let bytes = npy("{'descr': '|O', 'fortran_order': False, 'shape': (2,), }\n", b"\x80\x02");
-        let error = check(&bytes).err().unwrap();
-        assert!(error.contains("object array") && error.contains("dtype='S'"), "{error}");
     }
 
     #[test]

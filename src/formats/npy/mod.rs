@@ -1,5 +1,6 @@
 //! NumPy `.npy` and `.npz` files in and out of `TensorData`, through the `npyz` crate: the way
-//! users hand arrays to `tfload run` and get outputs back.
+//! users hand arrays to `tfload run` and get outputs back. Object arrays of byte strings, which
+//! npyz cannot read, go through [`pickle`].
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read};
@@ -14,6 +15,7 @@ use member::CheckedMember;
 
 pub mod header;
 mod member;
+mod pickle;
 
 /// Where one array comes from: `file.npy`, `file.npz` (its only array) or `file.npz[name]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,6 +66,9 @@ pub fn read_npy(path: &Path) -> Result<TensorData> {
     refuse_empty(path, len, ".npy", "np.save")?;
     let mut reader = BufReader::new(file);
     let header = header::read_header(&mut reader, Some(len)).map_err(|p| npy_error(path, p))?;
+    if header.is_object {
+        return read_object_array(reader, len - header.preamble_len, &header.shape, &|p| npy_error(path, p));
+    }
     header::check_array_bytes(header.data_len, "its header declares").map_err(|p| npy_error(path, p))?;
     from_npy(NpyFile::with_header(header.npy, reader), &|p| npy_error(path, p))
 }
@@ -146,6 +151,11 @@ impl NpzFile {
         let size = member.declared_size();
         let header = header::read_header(&mut member, Some(size)).map_err(&fail)?;
         let trailing = size - header.preamble_len - header.data_len;
+        if header.is_object {
+            let data = read_object_array(&mut member, trailing, &header.shape, &fail)?;
+            member.finish().map_err(&fail)?;
+            return Ok(data);
+        }
         if trailing > 0 {
             return Err(fail(format!(
                 "holds {trailing} bytes after the {} bytes of data its header declares (shape {} of dtype {}); np.save writes exactly header and data, so the member is corrupt",
@@ -203,6 +213,34 @@ fn from_npy<R: Read>(npy: NpyFile<R>, fail: &dyn Fn(String) -> Error) -> Result<
             )))
         }
     })
+}
+
+/// An object array of byte strings (`np.save` of `dtype=object`): its `len` bytes of pickle,
+/// bounded before they are read, then its elements, which must fill `shape`.
+fn read_object_array(
+    mut reader: impl Read,
+    len: u64,
+    shape: &[u64],
+    fail: &dyn Fn(String) -> Error,
+) -> Result<TensorData> {
+    header::check_array_bytes(len, "its pickled object array takes").map_err(fail)?;
+    let mut pickled = Vec::with_capacity(len as usize);
+    reader.read_to_end(&mut pickled).map_err(|e| fail(format!("data cannot be read ({e})")))?;
+    let limit = |bytes: u64| header::check_array_bytes(bytes, "its byte strings take");
+    let (pickled_shape, elements) = pickle::object_array(&pickled, &limit).map_err(fail)?;
+    let expected: u64 = shape.iter().product();
+    if pickled_shape != shape || elements.len() as u64 != expected {
+        return Err(fail(format!(
+            "holds an object array whose pickle has shape {} and {} elements, but its header declares shape {}; the file is corrupt",
+            header::shape_text(&pickled_shape),
+            elements.len(),
+            header::shape_text(shape)
+        )));
+    }
+    let dims: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
+    let array = ArrayD::from_shape_vec(IxDyn(&dims), elements)
+        .map_err(|e| fail(format!("data does not fill its shape ({e})")))?;
+    Ok(TensorData::from_byte_strings(array))
 }
 
 fn array<T: Deserialize, R: Read>(npy: NpyFile<R>, fail: &dyn Fn(String) -> Error) -> Result<ArrayD<T>> {
