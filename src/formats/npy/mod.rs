@@ -1,6 +1,6 @@
 //! NumPy `.npy` and `.npz` files in and out of `TensorData`, through the `npyz` crate: the way
 //! users hand arrays to `tfload run` and get outputs back. Object arrays of byte strings, which
-//! npyz cannot read, go through [`pickle`].
+//! npyz cannot read, go through the `pickle` module.
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read};
