@@ -536,6 +536,16 @@ pub enum Error {
         /// What is wrong, and the signature's inputs where that helps.
         problem: String,
     },
+
+    // Byte-string inputs (issue 17 item 3).
+    /// A `--input-examples KEY=[...]` cannot be built into tf.Examples.
+    #[error("--input-examples {key}: {problem}")]
+    InputExamples {
+        /// The input key as given.
+        key: String,
+        /// What is wrong (the example and feature named), and what to write instead.
+        problem: String,
+    },
 }
 
 /// "The disk is full. " when `error` is about a full disk, else nothing.

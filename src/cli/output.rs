@@ -23,6 +23,8 @@ enum Cell {
     NonFinite(&'static str),
     Bool(bool),
     Text(String),
+    /// A byte string that is not (all) UTF-8: `b'...'` in text, TF Serving's `{"b64": ...}` in JSON.
+    Bytes(Vec<u8>),
 }
 
 fn float(v: f64, shortest: String) -> Cell {
@@ -51,6 +53,7 @@ fn cells(data: &TensorData) -> ArrayD<Cell> {
         TensorData::UInt64(a) => a.map(|v| int(v.to_string())),
         TensorData::Bool(a) => a.map(|v| Cell::Bool(*v)),
         TensorData::String(a) => a.map(|v| Cell::Text(v.clone())),
+        TensorData::Bytes(a) => a.map(|v| Cell::Bytes(v.clone())),
     }
 }
 
@@ -69,6 +72,7 @@ fn format_nested(cells: ArrayViewD<Cell>, summarize: bool, depth: usize) -> Stri
             Cell::NonFinite(text) => text.to_string(),
             Cell::Bool(v) => if *v { "True" } else { "False" }.to_string(),
             Cell::Text(text) => format!("{text:?}"),
+            Cell::Bytes(bytes) => format!("b'{}'", bytes.escape_ascii()),
         };
     }
     let parts: Vec<String> = kept_indices(cells.shape()[0], summarize)
@@ -106,9 +110,24 @@ fn json_nested(cells: ArrayViewD<Cell>) -> Value {
             Cell::NonFinite(text) => Value::String(text.to_string()),
             Cell::Bool(v) => Value::Bool(*v),
             Cell::Text(text) => Value::String(text.clone()),
+            Cell::Bytes(bytes) => serde_json::json!({ "b64": base64(bytes) }),
         };
     }
     Value::Array(cells.axis_iter(Axis(0)).map(json_nested).collect())
+}
+
+/// Standard base64 with padding (RFC 4648), as TF Serving's JSON writes binary values.
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
+        for i in 0..4 {
+            let sextet = (n >> (18 - 6 * i)) & 63;
+            out.push(if i <= chunk.len() { char::from(ALPHABET[sextet as usize]) } else { '=' });
+        }
+    }
+    out
 }
 
 /// A progress bar over `len` items on stderr, hidden when stderr is not a terminal or `quiet`.
@@ -161,6 +180,11 @@ mod tests {
         assert_eq!(json_values(&data), serde_json::json!([[0.1, 1.0], ["nan", -2.5]]));
         let text = TensorData::String(ArrayD::from_shape_vec(IxDyn(&[1]), vec!["a b".to_string()]).unwrap());
         assert_eq!(format_values(&text), "[\"a b\"]");
+        let bytes = vec![vec![0xff, 0, b'a'], b"ab".to_vec(), vec![]];
+        let bytes = TensorData::Bytes(ArrayD::from_shape_vec(IxDyn(&[3]), bytes).unwrap());
+        assert_eq!(format_values(&bytes), "[b'\\xff\\x00a', b'ab', b'']");
+        let b64 = |s: &str| serde_json::json!({ "b64": s });
+        assert_eq!(json_values(&bytes), serde_json::json!([b64("/wBh"), b64("YWI="), b64("")]));
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! `tfload run DIR --signature KEY --input key=file.npy ...`: calls one signature on arrays from
-//! `.npy` / `.npz` files, checked against the signature before any session starts, and prints the
+//! `.npy` / `.npz` files (and on serialized tf.Examples built from `--input-examples`), checked against the signature before any session starts, and prints the
 //! outputs or writes them as `.npy` files (all of them or none).
 
 use std::io::Write;
@@ -27,6 +27,12 @@ pub struct RunArgs {
     /// for each input of the signature.
     #[arg(long = "input", short = 'i', value_name = "KEY=FILE", value_parser = parse_input)]
     inputs: Vec<(String, ArraySource)>,
+    /// One input of serialized tf.Examples, as saved_model_cli's --input_examples:
+    /// KEY=[{"feature": [values], ...}, ...], one dict per example (a Python or JSON literal).
+    /// A list's first value picks the feature's kind: float, int (int64) or string (bytes; b'..'
+    /// literals as they are). Fed as a 1-D string tensor, e.g. to a classify or regress signature.
+    #[arg(long = "input-examples", value_name = "KEY=EXAMPLES")]
+    input_examples: Vec<String>,
     /// Write each output to DIR/<key>.npy instead of printing it. The files appear together
     /// when every output is written, or not at all.
     #[arg(long, value_name = "DIR")]
@@ -66,7 +72,7 @@ struct OutputEntry {
 
 pub fn run(args: &RunArgs) -> Result<()> {
     let signature = SavedModel::open(&args.model.dir)?.meta_graph(&args.model.tag)?.signature(&args.signature)?;
-    let inputs = read_inputs(&args.inputs)?;
+    let inputs = read_inputs(&args.inputs, &args.input_examples)?;
     tfload::session::call::check_inputs(&signature, &inputs)?;
     if let Some(out) = &args.out {
         check_out_dir(out)?;
@@ -108,13 +114,23 @@ fn entry(key: &str, data: &tfload::TensorData, out: Option<&Path>) -> OutputEntr
     }
 }
 
-fn read_inputs(given: &[(String, ArraySource)]) -> Result<Tensors> {
+fn read_inputs(given: &[(String, ArraySource)], examples: &[String]) -> Result<Tensors> {
     let mut inputs = Tensors::new();
-    for (key, source) in given {
+    let mut add = |key: &str, read: &dyn Fn() -> tfload::Result<tfload::TensorData>| {
         if inputs.contains_key(key) {
-            bail!("input `{key}` is given twice; give each input once");
+            bail!("input `{key}` is given twice; give each input once (with --input or --input-examples)");
         }
-        inputs.insert(key.clone(), source.read()?);
+        inputs.insert(key.to_string(), read()?);
+        Ok(())
+    };
+    for (key, source) in given {
+        add(key, &|| source.read())?;
+    }
+    for arg in examples {
+        let Some((key, text)) = arg.split_once('=').filter(|(key, _)| !key.is_empty()) else {
+            bail!("--input-examples `{arg}` is not KEY=[{{\"feature\": [values]}}, ...] (e.g. examples=[{{\"x\": [1.5]}}])");
+        };
+        add(key, &|| tfload::formats::example::input_from_text(key, text))?;
     }
     Ok(inputs)
 }

@@ -345,7 +345,7 @@ pub(crate) fn little_endian_bytes(value: &TensorData) -> Result<Vec<u8>> {
         TensorData::UInt32(a) => collect!(a),
         TensorData::UInt64(a) => collect!(a),
         TensorData::Bool(a) => a.iter().map(|&b| u8::from(b)).collect(),
-        TensorData::String(_) => {
+        TensorData::String(_) | TensorData::Bytes(_) => {
             return Err(Error::UnsupportedDType {
                 dtype: DType::String,
                 context: "writing a checkpoint entry".to_string(),

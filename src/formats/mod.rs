@@ -6,6 +6,7 @@ pub mod checkpoint_index;
 pub mod checkpoint_writer;
 pub(crate) mod crc;
 pub mod events;
+pub mod example;
 pub mod images;
 pub mod jpeg;
 pub mod keras_h5;

@@ -77,14 +77,14 @@ fn tensor_proto(value: &TensorData) -> Result<pb::TensorProto> {
     let dim = value.shape().iter().map(|&d| pb::tensor_shape_proto::Dim { size: d as i64, name: String::new() });
     let shape = Some(pb::TensorShapeProto { dim: dim.collect(), unknown_rank: false });
     let dtype = value.dtype().to_proto();
-    Ok(match value {
-        TensorData::String(strings) => pb::TensorProto {
+    Ok(match value.byte_strings() {
+        Some(strings) => pb::TensorProto {
             dtype,
             tensor_shape: shape,
             tensor_content: Vec::new(),
-            string_val: strings.iter().map(|s| s.as_bytes().to_vec()).collect(),
+            string_val: strings.iter().map(|s| s.to_vec()).collect(),
         },
-        _ => pb::TensorProto {
+        None => pb::TensorProto {
             dtype,
             tensor_shape: shape,
             tensor_content: little_endian_bytes(value)?,

@@ -33,6 +33,7 @@ impl TensorData {
             TensorData::UInt64(a) => FeedTensor::UInt64(convert(a)?),
             TensorData::Bool(a) => FeedTensor::Bool(convert(a)?),
             TensorData::String(a) => FeedTensor::String(convert(a)?),
+            TensorData::Bytes(a) => FeedTensor::Bytes(convert(&a.map(|b| TfBytes(b.clone())))?),
         })
     }
 
@@ -47,7 +48,10 @@ impl TensorData {
             }
             same_shape
         }
-        with_same_type!(self, tensor, FeedTensor, (a, t) => copy(a, t), _ => false)
+        match (self, tensor) {
+            (TensorData::Bytes(a), FeedTensor::Bytes(t)) => copy(&a.map(|b| TfBytes(b.clone())), t),
+            (data, tensor) => with_same_type!(data, tensor, FeedTensor, (a, t) => copy(a, t), _ => false),
+        }
     }
 
     /// Takes a fetched output of type `dtype` out of the run arguments.
@@ -75,7 +79,7 @@ impl TensorData {
             DType::UInt32 => TensorData::UInt32(take(args, token)?),
             DType::UInt64 => TensorData::UInt64(take(args, token)?),
             DType::Bool => TensorData::Bool(take(args, token)?),
-            DType::String => TensorData::String(take(args, token)?),
+            DType::String => TensorData::from_byte_strings(take::<TfBytes>(args, token)?.mapv(|b| b.0)),
             other => return Err(Error::UnsupportedDType { dtype: other, context: "fetching an output".to_string() }),
         })
     }
@@ -105,10 +109,11 @@ pub(crate) enum FeedTensor {
     UInt64(Tensor<u64>),
     Bool(Tensor<bool>),
     String(Tensor<String>),
+    Bytes(Tensor<TfBytes>),
 }
 
 // SAFETY: a FeedTensor exclusively owns its tensor. Numeric tensors are already Send; the
-// String variant is not only because the crate keeps the C tensor it builds on first feed in a
+// String and Bytes variants are not only because the crate keeps the C tensor it builds on first feed in a
 // `Cell` of raw pointers. Moving that ownership to another thread (the loader prepares a batch,
 // the training thread feeds it) never shares it: no reference outlives the move, and TF_Tensor
 // objects are not tied to the thread that made them.
@@ -131,7 +136,144 @@ impl FeedTensor {
             FeedTensor::UInt64(t) => args.add_feed(operation, index, t),
             FeedTensor::Bool(t) => args.add_feed(operation, index, t),
             FeedTensor::String(t) => args.add_feed(operation, index, t),
+            FeedTensor::Bytes(t) => args.add_feed(operation, index, t),
         }
+    }
+}
+
+/// One element of a TensorFlow string tensor as raw bytes. The crate's `Tensor<String>` needs
+/// UTF-8 (fetching anything else panics), but TF_STRING elements are bytes; this type gives the
+/// crate's tensors the same TF_TString layout without that constraint.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct TfBytes(pub(crate) Vec<u8>);
+
+impl std::fmt::Display for TfBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.0.escape_ascii().to_string())
+    }
+}
+
+// The crate's docs ask clients not to implement TensorType; it is the only way to reach
+// TF_STRING tensors of bytes through its sessions. This copies the crate's own `String`
+// implementation (same layout, same deallocation), with bytes in place of `str`, pinned by
+// --locked to the crate version it was read from (tensorflow 0.21.0).
+impl tensorflow::TensorType for TfBytes {
+    type InnerType = tensorflow::TensorDataNoCRepr<TfBytes>;
+
+    fn data_type() -> tensorflow::DataType {
+        tensorflow::DataType::String
+    }
+
+    fn zero() -> Self {
+        TfBytes(Vec::new())
+    }
+
+    fn one() -> Self {
+        TfBytes(vec![1])
+    }
+
+    fn is_repr_c() -> bool {
+        false
+    }
+
+    fn unpack(data: &[u8], count: usize) -> tensorflow::Result<Vec<Self>> {
+        Ok(tstring::read(data, count).into_iter().map(TfBytes).collect())
+    }
+
+    fn pack(data: &[Self], dims: &[u64]) -> tensorflow::Result<*mut tensorflow_sys::TF_Tensor> {
+        let elements: Vec<&[u8]> = data.iter().map(|b| b.0.as_slice()).collect();
+        tstring::new_tensor(&elements, dims)
+            .ok_or_else(|| tensorflow::Status::new_set_lossy(tensorflow::Code::Internal, "TF_NewTensor returned null"))
+    }
+}
+
+/// The C side of [`TfBytes`]: TF_TString arrays built and read through tensorflow-sys.
+mod tstring {
+    use std::alloc::{self, Layout};
+    use std::ffi::{c_char, c_int, c_void};
+
+    use tensorflow_sys as tf;
+
+    const SIZE: usize = std::mem::size_of::<tf::TF_TString>();
+    const ALIGN: usize = std::mem::align_of::<tf::TF_TString>();
+
+    /// The bytes of the `count` TF_TStrings at the start of `data` (a TF_STRING tensor's buffer).
+    pub(super) fn read(data: &[u8], count: usize) -> Vec<Vec<u8>> {
+        assert!(data.len() >= count * SIZE, "a TF_STRING buffer holds one TF_TString per element");
+        let strings = data.as_ptr() as *const tf::TF_TString;
+        (0..count)
+            .map(|i| {
+                // SAFETY: the buffer holds `count` initialised TF_TStrings (checked length; TF
+                // aligns tensor buffers), and each points at `TF_StringGetSize` readable bytes
+                // that live as long as the tensor, which outlives this call.
+                unsafe {
+                    let string = strings.add(i);
+                    let start = tf::TF_StringGetDataPointer(string) as *const u8;
+                    let len = tf::TF_StringGetSize(string);
+                    if len == 0 {
+                        Vec::new()
+                    } else {
+                        std::slice::from_raw_parts(start, len).to_vec()
+                    }
+                }
+            })
+            .collect()
+    }
+
+    /// A new TF_STRING tensor of shape `dims` holding copies of `elements`, freed (strings and
+    /// buffer) by TensorFlow through [`deallocate`]; `None` if TensorFlow refuses it.
+    pub(super) fn new_tensor(elements: &[&[u8]], dims: &[u64]) -> Option<*mut tf::TF_Tensor> {
+        let len = elements.len() * SIZE;
+        let buffer = if len == 0 {
+            // No allocation of zero bytes: a dangling, aligned pointer that deallocate skips.
+            ALIGN as *mut u8
+        } else {
+            let layout = Layout::from_size_align(len, ALIGN).ok()?;
+            // SAFETY: the layout has a non-zero size.
+            let buffer = unsafe { alloc::alloc(layout) };
+            if buffer.is_null() {
+                alloc::handle_alloc_error(layout);
+            }
+            let strings = buffer as *mut tf::TF_TString;
+            for (i, element) in elements.iter().enumerate() {
+                // SAFETY: slot i is inside the fresh buffer, initialised before it is copied into;
+                // TF_StringCopy copies `element.len()` readable bytes.
+                unsafe {
+                    tf::TF_StringInit(strings.add(i));
+                    tf::TF_StringCopy(strings.add(i), element.as_ptr() as *const c_char, element.len());
+                }
+            }
+            buffer
+        };
+        let dims: Vec<i64> = dims.iter().map(|&d| d as i64).collect();
+        // SAFETY: `buffer` holds `len` bytes of initialised TF_TStrings for a tensor of `dims`;
+        // ownership passes to TensorFlow, which calls `deallocate` with the same pointer and length.
+        let tensor = unsafe {
+            tf::TF_NewTensor(
+                tf::TF_DataType::TF_STRING,
+                dims.as_ptr(),
+                dims.len() as c_int,
+                buffer as *mut c_void,
+                len,
+                Some(deallocate),
+                std::ptr::null_mut(),
+            )
+        };
+        (!tensor.is_null()).then_some(tensor)
+    }
+
+    /// Frees a buffer made by [`new_tensor`]: each string, then the buffer.
+    unsafe extern "C" fn deallocate(data: *mut c_void, len: usize, _arg: *mut c_void) {
+        if len == 0 {
+            return;
+        }
+        let strings = data as *mut tf::TF_TString;
+        for i in 0..len / SIZE {
+            // SAFETY: new_tensor initialised every slot of this buffer.
+            unsafe { tf::TF_StringDealloc(strings.add(i)) };
+        }
+        // SAFETY: allocated in new_tensor with this size and alignment (non-zero, so it is valid).
+        unsafe { alloc::dealloc(data as *mut u8, Layout::from_size_align_unchecked(len, ALIGN)) };
     }
 }
 
@@ -159,6 +301,31 @@ mod tests {
         let ints = TensorData::from(ArrayD::from_shape_vec(IxDyn(&[2, 2]), vec![0i32; 4]).unwrap());
         assert!(!wider.copy_into(&mut tensor) && !ints.copy_into(&mut tensor));
         assert!(matches!(&tensor, FeedTensor::Float32(t) if t[..] == [5., 6., 7., 8.] && t.dims() == [2, 2]));
+    }
+
+    #[test]
+    fn bytes_that_are_not_utf8_pack_into_a_string_tensor_and_back() {
+        let values = vec![vec![0xff, 0, 0x80], vec![], vec![b'x'; 100]];
+        let data = TensorData::Bytes(ArrayD::from_shape_vec(IxDyn(&[3, 1]), values.clone()).unwrap());
+        let FeedTensor::Bytes(tensor) = data.to_tf().unwrap() else { panic!("wrong variant") };
+        assert_eq!(tensor.dims(), &[3, 1]);
+        let inner = <TfBytes as tensorflow::TensorType>::pack(&tensor, tensor.dims()).unwrap();
+        // SAFETY: a tensor just made by pack, read and deleted once here.
+        let read = unsafe {
+            let bytes = std::slice::from_raw_parts(
+                tensorflow_sys::TF_TensorData(inner) as *const u8,
+                tensorflow_sys::TF_TensorByteSize(inner),
+            );
+            let read = <TfBytes as tensorflow::TensorType>::unpack(bytes, 3).unwrap();
+            tensorflow_sys::TF_DeleteTensor(inner);
+            read
+        };
+        assert_eq!(read.into_iter().map(|b| b.0).collect::<Vec<_>>(), values);
+        let empty = TensorData::Bytes(ArrayD::from_shape_vec(IxDyn(&[0]), vec![]).unwrap());
+        let FeedTensor::Bytes(tensor) = empty.to_tf().unwrap() else { panic!("wrong variant") };
+        let inner = <TfBytes as tensorflow::TensorType>::pack(&tensor, tensor.dims()).unwrap();
+        // SAFETY: as above.
+        unsafe { tensorflow_sys::TF_DeleteTensor(inner) };
     }
 
     #[test]

@@ -28,13 +28,14 @@ macro_rules! with_array {
             TensorData::UInt64($array) => $body,
             TensorData::Bool($array) => $body,
             TensorData::String($array) => $body,
+            TensorData::Bytes($array) => $body,
         }
     };
 }
 
 /// Calls `$body` with `$a` and `$b` bound to the insides of `$left` (a `TensorData`) and `$right`
 /// (a `TensorData` or `FeedTensor`, named by `$kind`) when both are the same element type; else
-/// `$otherwise`.
+/// `$otherwise`. Bytes go to `$otherwise`: the feed holds them as another element type.
 macro_rules! with_same_type {
     ($left:expr, $right:expr, $kind:ident, ($a:ident, $b:ident) => $body:expr, _ => $otherwise:expr) => {
         match ($left, $right) {
@@ -84,8 +85,13 @@ pub enum TensorData {
     UInt64(ArrayD<u64>),
     /// bool values.
     Bool(ArrayD<bool>),
-    /// Strings (TensorFlow byte strings that are valid UTF-8).
+    /// Strings (TensorFlow byte strings that are all valid UTF-8).
     String(ArrayD<String>),
+    /// TensorFlow byte strings (dtype `string`) as raw bytes, which need not be UTF-8: serialized
+    /// protos such as `tf.train.Example`, images, numpy `S` arrays. Values tfload reads or
+    /// fetches come as [`TensorData::String`] when every element is UTF-8 and as this otherwise
+    /// ([`TensorData::from_byte_strings`]); both feed a string input.
+    Bytes(ArrayD<Vec<u8>>),
 }
 
 impl TensorData {
@@ -104,7 +110,7 @@ impl TensorData {
             TensorData::UInt32(_) => DType::UInt32,
             TensorData::UInt64(_) => DType::UInt64,
             TensorData::Bool(_) => DType::Bool,
-            TensorData::String(_) => DType::String,
+            TensorData::String(_) | TensorData::Bytes(_) => DType::String,
         }
     }
 
@@ -140,6 +146,7 @@ impl TensorData {
             TensorData::UInt64(a) => TensorData::UInt64(gather_rows(a, indices)),
             TensorData::Bool(a) => TensorData::Bool(gather_rows(a, indices)),
             TensorData::String(a) => TensorData::String(gather_rows(a, indices)),
+            TensorData::Bytes(a) => TensorData::Bytes(gather_rows(a, indices)),
         }
     }
 
@@ -147,7 +154,27 @@ impl TensorData {
     pub fn nbytes(&self) -> usize {
         match self {
             TensorData::String(a) => a.iter().map(String::len).sum(),
+            TensorData::Bytes(a) => a.iter().map(Vec::len).sum(),
             other => with_array!(other, a => a.len() * element_size(a)),
+        }
+    }
+
+    /// A string tensor from byte strings: [`TensorData::String`] when every element is UTF-8 (so
+    /// text stays text), [`TensorData::Bytes`] otherwise.
+    pub fn from_byte_strings(bytes: ArrayD<Vec<u8>>) -> TensorData {
+        if !bytes.iter().all(|b| std::str::from_utf8(b).is_ok()) {
+            return TensorData::Bytes(bytes);
+        }
+        TensorData::String(bytes.mapv(|b| String::from_utf8(b).expect("checked above")))
+    }
+
+    /// The elements of a string tensor as bytes (UTF-8 for [`TensorData::String`]); `None` for
+    /// other dtypes.
+    pub fn byte_strings(&self) -> Option<ArrayD<&[u8]>> {
+        match self {
+            TensorData::String(a) => Some(a.map(|s| s.as_bytes())),
+            TensorData::Bytes(a) => Some(a.map(Vec::as_slice)),
+            _ => None,
         }
     }
 
@@ -175,7 +202,7 @@ impl TensorData {
             TensorData::UInt16(a) => a.mapv(f32::from),
             TensorData::UInt32(a) => a.mapv(|v| v as f32),
             TensorData::UInt64(a) => a.mapv(|v| v as f32),
-            TensorData::Bool(_) | TensorData::String(_) => return None,
+            TensorData::Bool(_) | TensorData::String(_) | TensorData::Bytes(_) => return None,
         })
     }
 }
@@ -193,7 +220,7 @@ macro_rules! impl_from_array {
 impl_from_array!(
     f16 => Float16, f32 => Float32, f64 => Float64, i8 => Int8, i16 => Int16, i32 => Int32,
     i64 => Int64, u8 => UInt8, u16 => UInt16, u32 => UInt32, u64 => UInt64, bool => Bool,
-    String => String,
+    String => String, Vec<u8> => Bytes,
 );
 
 /// The rows of `array` at `indices`: contiguous rows copied whole (what `ndarray::select` does
@@ -278,5 +305,22 @@ mod tests {
         assert_eq!(out, fortran.select_rows(&[3, 2]));
         assert_eq!(data.nbytes(), 30 * 4);
         assert_eq!(TensorData::String(ArrayD::from_elem(IxDyn(&[2]), "abc".to_string())).nbytes(), 6);
+    }
+
+    #[test]
+    fn byte_strings_stay_text_only_when_every_element_is_utf8() {
+        let bytes = |v: Vec<&[u8]>| {
+            ArrayD::from_shape_vec(IxDyn(&[v.len()]), v.into_iter().map(<[u8]>::to_vec).collect()).unwrap()
+        };
+        let text = TensorData::from_byte_strings(bytes(vec![b"ab", "é".as_bytes()]));
+        assert_eq!(
+            text,
+            TensorData::String(ArrayD::from_shape_vec(IxDyn(&[2]), vec!["ab".into(), "é".into()]).unwrap())
+        );
+        let raw = TensorData::from_byte_strings(bytes(vec![b"ab", b"\xff"]));
+        assert_eq!(raw, TensorData::Bytes(bytes(vec![b"ab", b"\xff"])));
+        assert_eq!((raw.dtype(), raw.nbytes()), (DType::String, 3));
+        assert_eq!(text.byte_strings().unwrap()[1], "é".as_bytes());
+        assert_eq!(raw.select_rows(&[1, 1]), TensorData::Bytes(bytes(vec![b"\xff", b"\xff"])));
     }
 }

@@ -30,6 +30,8 @@ pub struct CheckedHeader {
     pub shape: Vec<u64>,
     /// The dtype as written (`<f4`), for messages.
     pub descr: String,
+    /// Whether the data is a pickled object array (`data_len` is then 0: the rest is the pickle).
+    pub is_object: bool,
 }
 
 /// Reads and checks a `.npy` header from `reader`, which holds `available` bytes in all when
@@ -76,7 +78,8 @@ pub fn read_header(reader: &mut impl Read, available: Option<u64>) -> Result<Che
     whole.extend_from_slice(&header_len_field(field_len, header_len));
     whole.extend_from_slice(&text);
     let npy = NpyHeader::from_reader(whole.as_slice()).map_err(|e| format!("its header cannot be used ({e})"))?;
-    Ok(CheckedHeader { npy, preamble_len, data_len, shape: parsed.shape, descr: parsed.descr })
+    let is_object = parsed.is_object;
+    Ok(CheckedHeader { npy, preamble_len, data_len, shape: parsed.shape, descr: parsed.descr, is_object })
 }
 
 fn header_len_field(field_len: usize, header_len: usize) -> Vec<u8> {
@@ -112,6 +115,7 @@ struct ParsedHeader {
     descr: String,
     item_size: u64,
     shape: Vec<u64>,
+    is_object: bool,
 }
 
 impl ParsedHeader {
@@ -163,8 +167,9 @@ fn parse_header_text(bytes: &[u8]) -> Result<ParsedHeader, String> {
     };
     let type_str: TypeStr =
         descr.parse().map_err(|_| format!("its header's dtype `{descr}` is not a numpy type string"))?;
-    let item_size =
-        type_str.num_bytes().ok_or_else(|| format!("its header's dtype `{descr}` has no fixed size"))? as u64;
+    // An object array's data is a pickle of unknown length (read by npy::pickle).
+    let item_size = if type_str.uses_pickled_array() { Some(0) } else { type_str.num_bytes() };
+    let item_size = item_size.ok_or_else(|| format!("its header's dtype `{descr}` has no fixed size"))? as u64;
     let shape = get("shape")?
         .as_tuple()
         .ok_or("its header's 'shape' is not a tuple")?
@@ -172,7 +177,7 @@ fn parse_header_text(bytes: &[u8]) -> Result<ParsedHeader, String> {
         .map(|dim| dim.as_integer().and_then(|d| u64::try_from(d).ok()))
         .collect::<Option<Vec<u64>>>()
         .ok_or("its header's 'shape' holds something other than non-negative integers")?;
-    Ok(ParsedHeader { descr, item_size, shape })
+    Ok(ParsedHeader { descr, item_size, shape, is_object: type_str.uses_pickled_array() })
 }
 
 /// The deepest nesting of `(`, `[` and `{` outside string literals.
@@ -200,7 +205,7 @@ fn nesting_depth(text: &str) -> usize {
 
 /// The parser's complaint on one line: its multi-line diagram reduced to position and
 /// expectation, without the header's raw bytes.
-fn one_line(error: &py_literal::ParseError) -> String {
+pub(crate) fn one_line(error: &py_literal::ParseError) -> String {
     let text = error.to_string();
     let position = text
         .lines()

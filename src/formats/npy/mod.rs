@@ -1,5 +1,6 @@
 //! NumPy `.npy` and `.npz` files in and out of `TensorData`, through the `npyz` crate: the way
-//! users hand arrays to `tfload run` and get outputs back.
+//! users hand arrays to `tfload run` and get outputs back. Object arrays of byte strings, which
+//! npyz cannot read, go through the `pickle` module.
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read};
@@ -14,6 +15,7 @@ use member::CheckedMember;
 
 pub mod header;
 mod member;
+mod pickle;
 
 /// Where one array comes from: `file.npy`, `file.npz` (its only array) or `file.npz[name]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,6 +66,9 @@ pub fn read_npy(path: &Path) -> Result<TensorData> {
     refuse_empty(path, len, ".npy", "np.save")?;
     let mut reader = BufReader::new(file);
     let header = header::read_header(&mut reader, Some(len)).map_err(|p| npy_error(path, p))?;
+    if header.is_object {
+        return read_object_array(reader, len - header.preamble_len, &header.shape, &|p| npy_error(path, p));
+    }
     header::check_array_bytes(header.data_len, "its header declares").map_err(|p| npy_error(path, p))?;
     from_npy(NpyFile::with_header(header.npy, reader), &|p| npy_error(path, p))
 }
@@ -146,6 +151,11 @@ impl NpzFile {
         let size = member.declared_size();
         let header = header::read_header(&mut member, Some(size)).map_err(&fail)?;
         let trailing = size - header.preamble_len - header.data_len;
+        if header.is_object {
+            let data = read_object_array(&mut member, trailing, &header.shape, &fail)?;
+            member.finish().map_err(&fail)?;
+            return Ok(data);
+        }
         if trailing > 0 {
             return Err(fail(format!(
                 "holds {trailing} bytes after the {} bytes of data its header declares (shape {} of dtype {}); np.save writes exactly header and data, so the member is corrupt",
@@ -196,22 +206,41 @@ fn from_npy<R: Read>(npy: NpyFile<R>, fail: &dyn Fn(String) -> Error) -> Result<
         (TypeChar::Uint, 8) => TensorData::UInt64(array(npy, fail)?),
         (TypeChar::Bool, _) => TensorData::Bool(array(npy, fail)?),
         (TypeChar::UnicodeStr, _) => TensorData::String(array(npy, fail)?),
-        (TypeChar::ByteStr, _) => {
-            let bytes: ArrayD<Vec<u8>> = array(npy, fail)?;
-            let mut strings = Vec::with_capacity(bytes.len());
-            for value in bytes.iter() {
-                strings.push(String::from_utf8(value.clone()).map_err(|_| {
-                    fail("holds byte strings that are not UTF-8, which tfload cannot feed yet".to_string())
-                })?);
-            }
-            TensorData::String(ArrayD::from_shape_vec(bytes.raw_dim(), strings).expect("same length"))
-        }
+        (TypeChar::ByteStr, _) => TensorData::from_byte_strings(array(npy, fail)?),
         _ => {
             return Err(fail(format!(
                 "has numpy dtype `{type_str}`, which no TensorFlow input takes; convert it (e.g. .astype('float32'))"
             )))
         }
     })
+}
+
+/// An object array of byte strings (`np.save` of `dtype=object`): its `len` bytes of pickle,
+/// bounded before they are read, then its elements, which must fill `shape`.
+fn read_object_array(
+    mut reader: impl Read,
+    len: u64,
+    shape: &[u64],
+    fail: &dyn Fn(String) -> Error,
+) -> Result<TensorData> {
+    header::check_array_bytes(len, "its pickled object array takes").map_err(fail)?;
+    let mut pickled = Vec::with_capacity(len as usize);
+    reader.read_to_end(&mut pickled).map_err(|e| fail(format!("data cannot be read ({e})")))?;
+    let limit = |bytes: u64| header::check_array_bytes(bytes, "its byte strings take");
+    let (pickled_shape, elements) = pickle::object_array(&pickled, &limit).map_err(fail)?;
+    let expected: u64 = shape.iter().product();
+    if pickled_shape != shape || elements.len() as u64 != expected {
+        return Err(fail(format!(
+            "holds an object array whose pickle has shape {} and {} elements, but its header declares shape {}; the file is corrupt",
+            header::shape_text(&pickled_shape),
+            elements.len(),
+            header::shape_text(shape)
+        )));
+    }
+    let dims: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
+    let array = ArrayD::from_shape_vec(IxDyn(&dims), elements)
+        .map_err(|e| fail(format!("data does not fill its shape ({e})")))?;
+    Ok(TensorData::from_byte_strings(array))
 }
 
 fn array<T: Deserialize, R: Read>(npy: NpyFile<R>, fail: &dyn Fn(String) -> Error) -> Result<ArrayD<T>> {
@@ -223,12 +252,23 @@ fn array<T: Deserialize, R: Read>(npy: NpyFile<R>, fail: &dyn Fn(String) -> Erro
     array.map_err(|e| fail(format!("data does not fill its shape ({e})")))
 }
 
-/// Writes a tensor as a `.npy` file (strings as numpy unicode `<U`).
+/// Writes a tensor as a `.npy` file: text as numpy unicode `<U`, byte strings that are not UTF-8
+/// as fixed-width bytes `|S` (numpy reads back an element's trailing NUL bytes as gone).
 pub fn write_npy(path: &Path, data: &TensorData) -> Result<()> {
     let io = |source| Error::Io { path: path.to_path_buf(), source };
     let file = BufWriter::new(File::create(path).map_err(io)?);
     let shape: Vec<u64> = data.shape().iter().map(|&d| d as u64).collect();
     match data {
+        TensorData::Bytes(a) => {
+            let width = a.iter().map(Vec::len).max().unwrap_or(1).max(1);
+            let dtype = npyz::DType::Plain(format!("|S{width}").parse().expect("valid type string"));
+            let mut writer =
+                npyz::WriteOptions::<[u8]>::new().dtype(dtype).shape(&shape).writer(file).begin_nd().map_err(io)?;
+            for value in a.as_standard_layout().iter() {
+                writer.push(value.as_slice()).map_err(io)?;
+            }
+            writer.finish().map_err(io)
+        }
         TensorData::String(a) => {
             let width = a.iter().map(|s| s.chars().count()).max().unwrap_or(1).max(1);
             let dtype = npyz::DType::Plain(format!("<U{width}").parse().expect("valid type string"));
@@ -284,6 +324,10 @@ mod tests {
             TensorData::Bool(ArrayD::from_shape_vec(IxDyn(&[2]), vec![true, false]).unwrap()),
             TensorData::String(ArrayD::from_shape_vec(IxDyn(&[2]), vec!["ab".to_string(), "été".to_string()]).unwrap()),
             TensorData::UInt8(ArrayD::from_shape_vec(IxDyn(&[]), vec![9]).unwrap()),
+            TensorData::Bytes(
+                ArrayD::from_shape_vec(IxDyn(&[3]), vec![vec![0xff, 0, 0x80], vec![], b"ok".to_vec()]).unwrap(),
+            ),
+            TensorData::Bytes(ArrayD::from_shape_vec(IxDyn(&[2, 1]), vec![b"\x80".to_vec(), b"t".to_vec()]).unwrap()),
         ];
         for (i, data) in cases.into_iter().enumerate() {
             let path = dir.path().join(format!("{i}.npy"));
