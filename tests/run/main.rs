@@ -6,6 +6,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod bytes_inputs;
 mod export_serving;
 mod foreign_models;
 mod run_errors;

@@ -1,12 +1,10 @@
 //! Byte-string inputs end to end (issue 17 item 3): an Estimator-style TF1 SavedModel built here by
-//! tests/data/bytes_inputs_fixture.py, whose `classify` and `regress` signatures take serialized
+//! scripts/fixtures/bytes_inputs_fixture.py, whose `classify` and `regress` signatures take serialized
 //! tf.Examples. `tfload run --input-examples` must equal Python calling
 //! `tf.saved_model.load(...).signatures[...]` on the examples saved_model_cli builds from the same
 //! text; byte strings that are not UTF-8 (from an `S` npy, and in the outputs) must come back
 //! exactly, and object arrays of bytes are fed as Python feeds them; bad arguments are refused
 //! with what is wrong.
-
-mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -16,7 +14,7 @@ use serde_json::Value;
 use tfload::formats::npy::read_npy;
 use tfload::TensorData;
 
-use common::{root, tfload_err, tfload_ok};
+use crate::common::{root, tfload_err, tfload_ok};
 
 /// Examples with every feature kind: floats (one given as ints), int64, a UTF-8 string and bytes
 /// that are not UTF-8 (a `b'..'` literal), in saved_model_cli's syntax.
@@ -40,7 +38,7 @@ fn model() -> PathBuf {
 /// Runs the fixture script with the project's Python; returns its stdout.
 fn python(args: &[&str]) -> String {
     let output = Command::new(root().join(".venv/bin/python"))
-        .arg(root().join("tests/data/bytes_inputs_fixture.py"))
+        .arg(root().join("scripts/fixtures/bytes_inputs_fixture.py"))
         .args(args)
         .env("TF_CPP_MIN_LOG_LEVEL", "3")
         .output()
