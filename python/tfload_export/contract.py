@@ -55,7 +55,7 @@ def write_contract(record, path):
 
 def build_record(*, versions, model_name, loss_name, from_logits, input_specs, output, labels_spec,
                  num_classes, class_names, metrics, optimizer, mask_records, state_records,
-                 optimizer_records, bn_records, jit_compile, extra_info=None):
+                 optimizer_records, bn_records, jit_compile, extra_info=None, layer_records=None):
     """The contract record of one export; every argument is already in its recorded form.
 
     ``versions``: ``(tensorflow, keras)`` version strings; ``output``: the outputs entry.
@@ -96,6 +96,8 @@ def build_record(*, versions, model_name, loss_name, from_logits, input_specs, o
             SIG_EVAL: {"inputs": input_keys + [KEY_LABELS], "outputs": [KEY_LOSS] + metric_keys},
         },
     }
+    if layer_records is not None:
+        record["layers"] = layer_records
     if extra_info:
         record["extra"] = extra_info
     return record

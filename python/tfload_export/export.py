@@ -124,6 +124,17 @@ def _variable_names(variables):
     return names
 
 
+def _layer_records(model, mask_vars):
+    """Keras's ``model.layers``, in its order, each with the mask indices of the trainable
+    variables it holds (with the layers nested in it): what ``--train-last-layers N`` counts, so
+    that it means ``for layer in model.layers[:-N]: layer.trainable = False``. Layers without
+    variables (pooling, activations, dropout) are entries too."""
+    index = {id(v): i for i, v in enumerate(mask_vars)}
+    return [{"name": layer.name,
+             "mask_indices": sorted({index[id(v)] for v in layer.weights if id(v) in index})}
+            for layer in model.layers]
+
+
 def _variable_records(model, mask_vars, state_vars, default_on, bn_layers):
     """The record's ``mask_variables`` and ``non_trainable_variables``."""
     tf, _ = import_tf()
@@ -289,6 +300,7 @@ def export_trainable(model, out_dir, *, optimizer=None, loss="sparse_categorical
             raise ContractError("the model has no trainable variables")
         bn_layers = [l for l in layers if isinstance(l, keras.layers.BatchNormalization)]
         mask_records, state_records = _variable_records(model, mask_vars, state_vars, default_on, bn_layers)
+        layer_records = _layer_records(model, mask_vars)
         switch = {"flags": None}
         bn_records = _patch_batch_norm(bn_layers, mask_vars, state_vars, default_on, was_trainable,
                                        switch, patched)
@@ -373,7 +385,7 @@ def export_trainable(model, out_dir, *, optimizer=None, loss="sparse_categorical
         labels_spec=labels_spec, num_classes=num_classes, class_names=class_names, metrics=metrics,
         optimizer=optimizer, mask_records=mask_records, state_records=state_records,
         optimizer_records=opt.records, bn_records=bn_records, jit_compile=jit_compile,
-        extra_info=extra_info)
+        extra_info=extra_info, layer_records=layer_records)
     _save_atomically(out_dir, force, record, (tf_mask_vars, tf_state_vars, opt.variables),
                      {SIG_SERVE: serve_cf, SIG_TRAIN: train_cf, SIG_EVAL: eval_cf})
     return record

@@ -325,6 +325,21 @@ fn print_mask(mask: &Mask) -> Result<()> {
     let mut out = std::io::stdout().lock();
     table::print_indented(&mut out, &rows, 0)?;
     writeln!(out, "\n{} of {} variables trainable", mask.trainable_count(), mask.entries().len())?;
+    if let Some(layers) = mask.keras_layers() {
+        let mut listed = table::new(&["#", "layer (model.layers)", "variables", "trains"]);
+        for (i, (name, variables, trains)) in layers.iter().enumerate() {
+            let trains = if *variables == 0 {
+                "-"
+            } else if *trains {
+                "yes"
+            } else {
+                "no"
+            };
+            listed.add_row(vec![i.to_string(), name.to_string(), variables.to_string(), trains.to_string()]);
+        }
+        writeln!(out, "\nKeras layers, in model.layers order (--train-last-layers N trains the last N):")?;
+        table::print_indented(&mut out, &listed, 0)?;
+    }
     Ok(())
 }
 

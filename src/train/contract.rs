@@ -64,6 +64,10 @@ pub struct TrainContract {
     /// Batch-norm layers and the mask and state entries they own.
     #[serde(default)]
     pub batch_norm_layers: Vec<BatchNormLayer>,
+    /// Keras's `model.layers` in order, with or without variables, where the exporter recorded
+    /// them: what `--train-last-layers` counts.
+    #[serde(default)]
+    pub layers: Option<Vec<LayerRecord>>,
     /// How batch norm follows the mask (`per_layer_mask`).
     #[serde(default)]
     pub batch_norm_policy: Option<String>,
@@ -172,6 +176,16 @@ pub struct OptimizerVariable {
     pub dtype: String,
     /// Its key in `variables/variables.index`.
     pub checkpoint_key: String,
+}
+
+/// One of Keras's `model.layers`: its name and the mask variables it holds (with the layers nested
+/// in it); none for pooling, activation or dropout layers.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct LayerRecord {
+    /// The layer name.
+    pub name: String,
+    /// Its entries in `mask_variables`.
+    pub mask_indices: Vec<usize>,
 }
 
 /// One batch-norm layer of the record.

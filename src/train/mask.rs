@@ -7,7 +7,7 @@ use globset::{Glob, GlobMatcher};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::train::contract::TrainContract;
+use crate::train::contract::{LayerRecord, TrainContract};
 
 /// Where a mask starts before the rules apply.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,6 +55,9 @@ pub struct MaskEntry {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Mask {
     entries: Vec<MaskEntry>,
+    /// Keras's `model.layers` with their mask indices, where the record has them.
+    #[serde(skip)]
+    keras_layers: Option<Vec<LayerRecord>>,
 }
 
 impl Mask {
@@ -75,7 +78,7 @@ impl Mask {
                 },
             })
             .collect();
-        let mut mask = Mask { entries };
+        let mut mask = Mask { entries, keras_layers: contract.layers.clone() };
         if let Some(n) = spec.train_last_layers {
             mask.train_last_layers(n)?;
         }
@@ -114,7 +117,43 @@ impl Mask {
         layers
     }
 
+    /// Keras's `model.layers` (with or without variables) and whether each trains under this mask
+    /// (all of its variables do), where the record lists them.
+    pub fn keras_layers(&self) -> Option<Vec<(&str, usize, bool)>> {
+        let layers = self.keras_layers.as_ref()?;
+        Some(
+            layers
+                .iter()
+                .map(|l| {
+                    let trains =
+                        !l.mask_indices.is_empty() && l.mask_indices.iter().all(|&i| self.entries[i].trainable);
+                    (l.name.as_str(), l.mask_indices.len(), trains)
+                })
+                .collect(),
+        )
+    }
+
+    /// Trains the variables of the last `n` layers and freezes the rest. With the record's
+    /// `layers`, the layers are Keras's `model.layers`, variable-less ones included, so that this
+    /// is exactly `for layer in model.layers[:-n]: layer.trainable = False`; without it (older
+    /// records), the layers that hold variables.
     fn train_last_layers(&mut self, n: usize) -> Result<()> {
+        if let Some(layers) = &self.keras_layers {
+            if n == 0 || n > layers.len() {
+                let last: Vec<&str> = layers.iter().rev().take(5).rev().map(|l| l.name.as_str()).collect();
+                return Err(Error::InvalidOption(format!(
+                    "--train-last-layers {n}: the model has {} layers (Keras's model.layers, with or without variables; the last: {}); give 1 to {}",
+                    layers.len(),
+                    last.join(", "),
+                    layers.len()
+                )));
+            }
+            let trained: Vec<usize> = layers[layers.len() - n..].iter().flat_map(|l| l.mask_indices.clone()).collect();
+            for entry in &mut self.entries {
+                entry.trainable = trained.contains(&entry.index);
+            }
+            return Ok(());
+        }
         let layers: Vec<String> = self.layers().into_iter().map(str::to_string).collect();
         if n == 0 || n > layers.len() {
             return Err(Error::InvalidOption(format!(
@@ -242,5 +281,28 @@ mod tests {
         let error = Mask::build(&contract(), &spec).unwrap_err().to_string();
         assert!(error.contains("--freeze `conv3` matches no variable or layer"), "{error}");
         assert!(error.contains("conv1"), "{error}");
+    }
+
+    #[test]
+    fn last_layers_count_keras_layers_with_or_without_variables_where_recorded() {
+        let mut contract = contract();
+        // model.layers: conv1, bn1, pool (no variables), conv2, gap (no variables), head.
+        let layers = serde_json::json!([
+            {"name": "conv1", "mask_indices": [0]}, {"name": "bn1", "mask_indices": [1]},
+            {"name": "pool", "mask_indices": []}, {"name": "conv2", "mask_indices": [2]},
+            {"name": "gap", "mask_indices": []}, {"name": "head", "mask_indices": [3, 4]}
+        ]);
+        contract.layers = Some(serde_json::from_value(layers).unwrap());
+        let last = |n| Mask::build(&contract, &MaskSpec { train_last_layers: Some(n), ..Default::default() });
+        // As `for layer in model.layers[:-3]: layer.trainable = False`: conv2, gap, head.
+        assert_eq!(last(3).unwrap().values(), vec![0.0, 0.0, 1.0, 1.0, 1.0]);
+        // The last two are gap and head: conv2 stays frozen (counting only layers with variables would train it).
+        assert_eq!(last(2).unwrap().values(), vec![0.0, 0.0, 0.0, 1.0, 1.0]);
+        let mask = last(2).unwrap();
+        let listed = mask.keras_layers().unwrap();
+        assert_eq!(listed[4], ("gap", 0, false));
+        assert_eq!(listed[5], ("head", 2, true));
+        let error = last(7).unwrap_err().to_string();
+        assert!(error.contains("has 6 layers (Keras's model.layers"), "{error}");
     }
 }

@@ -5,6 +5,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod keras_layers;
 mod plateau_parity;
 mod tensorboard;
 mod train_cli;

@@ -39,6 +39,7 @@ pub(super) fn check_record(
     check.default_mask()?;
     check.variables()?;
     check.batch_norm()?;
+    check.layers()?;
     Ok(())
 }
 
@@ -470,6 +471,37 @@ impl Check<'_> {
                     s,
                     format!("indices into non_trainable_variables (0..{})", contract.non_trainable_variables.len()),
                 ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Check<'_> {
+    /// `layers`: unique names, mask indices in range and in at most one layer.
+    fn layers(&self) -> Result<()> {
+        let Some(layers) = &self.contract.layers else {
+            return Ok(());
+        };
+        let mut owner = vec![None; self.contract.mask_variables.len()];
+        for (i, layer) in layers.iter().enumerate() {
+            if layers[..i].iter().any(|l| l.name == layer.name) {
+                return Err(self.field(format!("layers[{i}].name"), &layer.name, "a layer name not listed before"));
+            }
+            for &m in &layer.mask_indices {
+                match owner.get_mut(m) {
+                    Some(slot @ None) => *slot = Some(i),
+                    _ => {
+                        return Err(self.field(
+                            format!("layers[{i}].mask_indices"),
+                            m,
+                            format!(
+                                "indices into mask_variables (0..{}), each in one layer",
+                                self.contract.mask_variables.len()
+                            ),
+                        ))
+                    }
+                }
             }
         }
         Ok(())
