@@ -162,7 +162,7 @@ def export_saved_model_trainable(saved_model_dir, out_dir, *, signature=SIG_SERV
     if loss_name is None:
         raise ContractError(f"unknown loss {loss!r}; one of {sorted(LOSS_ALIASES)}")
     optimizer = optimizer or optimizer_config("sgd")
-    _, fn = load_signature(saved_model_dir, signature)
+    loaded, fn = load_signature(saved_model_dir, signature)  # ``loaded`` owns fn's variables
     input_specs = _input_specs(fn)
     out_key, out_spec = _pick_output(fn, output)
     restored, state = _restored_variables(fn)
@@ -217,6 +217,7 @@ def export_saved_model_trainable(saved_model_dir, out_dir, *, signature=SIG_SERV
     metrics = METRICS_FOR_LOSS[loss_name]
 
     def forward(inputs, training):
+        assert loaded is not None  # held until the traced functions are saved
         out = fn(**{s["key"]: inputs[s["key"]] for s in input_specs})[out_key]
         return head(out, training=training) if head is not None else out
 
