@@ -6,6 +6,7 @@
 mod common;
 
 mod plateau_parity;
+mod saved_model_source;
 mod tensorboard;
 mod train_cli;
 mod train_parity;
