@@ -22,8 +22,11 @@ from .preprocessing import preprocessing_spec
 
 
 def _first_line(exc):
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+    """The line of a TF error that says what went wrong (autograph puts it last)."""
+    lines = [l.strip() for l in str(exc).strip().splitlines() if l.strip()]
+    if len(lines) > 1 and lines[0].rstrip(":") == "in user code":
+        return lines[-1]
+    return lines[0] if lines else type(exc).__name__
 
 
 def load_signature(saved_model_dir, signature):
@@ -250,26 +253,28 @@ def export_saved_model_trainable(saved_model_dir, out_dir, *, signature=SIG_SERV
             out = forward(inputs, True)
             loss_value = compute_loss(labels, out)
         grads = tape.gradient(loss_value, mask_vars)
-        missing = [r["name"] for r, g in zip(mask_records, grads) if g is None]
-        if missing:
-            raise ContractError(f"TensorFlow built no gradient for {len(missing)} variable(s) the "
-                                f"signature reads, e.g. {missing[0]!r}")
+        # Raised after tracing (an exception inside it comes back wrapped by autograph).
+        no_gradient[:] = [r["name"] for r, g in zip(mask_records, grads) if g is None]
+        grads = [tf.zeros_like(v) if g is None else g for v, g in zip(mask_vars, grads)]
         metric_values = compute_metrics(loss_name, from_logits, labels, out)
         opt.apply(grads, mask_vars, mask, learning_rate)
         return {KEY_LOSS: loss_value, **metric_values}
 
+    no_gradient = []
     try:
         serve_cf = tf.function(serve).get_concrete_function(in_sig)
         eval_cf = tf.function(eval_step).get_concrete_function(in_sig, labels_sig)
         train_cf = tf.function(train_step).get_concrete_function(
             in_sig, labels_sig, tf.TensorSpec([n_mask], tf.float32, name=KEY_MASK),
             tf.TensorSpec([], tf.float32, name=KEY_LR))
-    except ContractError:
-        raise
     except Exception as exc:  # gradient registry / tracing errors of the restored graph
         raise ContractError(f"{saved_model_dir}: cannot build train_step through signature {signature!r}: "
                             f"TensorFlow cannot take its gradient ({type(exc).__name__}: "
                             f"{_first_line(exc)})") from None
+    if no_gradient:
+        raise ContractError(f"{saved_model_dir}: TensorFlow built no gradient through signature "
+                            f"{signature!r} for {len(no_gradient)} of the variables it reads, e.g. "
+                            f"{no_gradient[0]!r}: the function cannot be trained")
 
     record = build_record(
         versions=(tf.__version__, keras.__version__),
