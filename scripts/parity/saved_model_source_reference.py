@@ -12,6 +12,9 @@ reference SOURCE TRAINABLE DATA VAL TFLOAD_OUT --batch-size N --epochs N --lr F
     prints JSON: the per-step losses; per mask variable whether tfload's result equals the
     source's value byte for byte (restored ones) and how far it is from Python's own result; and
     the serving outputs of TFLOAD_OUT computed by Python on VAL's features.
+
+changed BEFORE AFTER
+    Prints JSON: the names of BEFORE's mask variables whose checkpoint bytes differ in AFTER.
 """
 
 import argparse
@@ -129,6 +132,15 @@ def reference(args):
     print(json.dumps({"losses": losses, "variables": variables, "serving_outputs": serving.tolist()}))
 
 
+def changed(args):
+    with open(os.path.join(args.before, "assets", "tfload_contract.json")) as f:
+        record = json.load(f)
+    keys = [v["checkpoint_key"] for v in record["mask_variables"]]
+    before, after = checkpoint_values(args.before, keys), checkpoint_values(args.after, keys)
+    print(json.dumps([v["name"] for v, key in zip(record["mask_variables"], keys)
+                      if before[key].tobytes() != after[key].tobytes()]))
+
+
 def main():
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="command", required=True)
@@ -141,8 +153,11 @@ def main():
     r.add_argument("--batch-size", type=int, required=True)
     r.add_argument("--epochs", type=int, required=True)
     r.add_argument("--lr", type=float, required=True)
+    c = sub.add_parser("changed")
+    c.add_argument("before")
+    c.add_argument("after")
     args = parser.parse_args()
-    make(args) if args.command == "make" else reference(args)
+    {"make": make, "reference": reference, "changed": changed}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -38,6 +38,37 @@ fn keras_model_export_source_trains_like_python() {
     assert_saved_model_source_trains_like_python("export");
 }
 
+/// `--train`/`--freeze` by the restored variables' names pick exactly those variables.
+#[test]
+fn masks_by_restored_variable_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let made = python_json(SCRIPT, &["make", "save", s(dir.path())]);
+    let trainable = made["trainable"].as_str().unwrap();
+    let out = dir.path().join("trained");
+    let data = dir.path().join("train.npz");
+    tfload_ok(&[
+        "train",
+        trainable,
+        "--data",
+        s(&data),
+        "--out",
+        s(&out),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "32",
+        "--lr",
+        "0.01",
+        "--train",
+        "conv2d_1/*",
+        "--freeze",
+        "tfload_head/*",
+        "-q",
+    ]);
+    let changed = python_json(SCRIPT, &["changed", trainable, s(&out)]);
+    assert_eq!(changed, serde_json::json!(["conv2d_1/kernel", "conv2d_1/bias"]));
+}
+
 /// Makes the source (`kind`: save | export) and its trainable export, trains it 2 epochs with
 /// tfload, and compares with Python.
 fn assert_saved_model_source_trains_like_python(kind: &str) {
