@@ -154,7 +154,7 @@ def export_saved_model_trainable(saved_model_dir, out_dir, *, signature=SIG_SERV
     outputs:        what the (new or restored) output is: auto | probabilities | logits; auto is
                     probabilities for a new head, logits for a restored output
     """
-    from .export import _save_atomically  # the same atomic save and check as Keras sources
+    from .export import _save_atomically, checked_mask  # shared with Keras sources
 
     tf, keras = import_tf()
     keras.utils.set_random_seed(seed)
@@ -242,12 +242,7 @@ def export_saved_model_trainable(saved_model_dir, out_dir, *, signature=SIG_SERV
         return {KEY_LOSS: compute_loss(labels, out), **compute_metrics(loss_name, from_logits, labels, out)}
 
     def train_step(inputs, labels, mask, learning_rate):
-        check = tf.debugging.Assert(
-            tf.equal(tf.raw_ops.Size(input=mask, out_type=tf.int32), n_mask),
-            [f"mask must have {n_mask} entries (one per mask variable), got",
-             tf.raw_ops.Size(input=mask, out_type=tf.int32)])
-        with tf.control_dependencies([check]):
-            mask = tf.identity(mask)
+        mask = checked_mask(mask, n_mask)
         with tf.GradientTape() as tape:
             tape.watch(mask_vars)
             out = forward(inputs, True)

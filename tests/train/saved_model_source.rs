@@ -7,6 +7,7 @@
 use serde_json::Value;
 
 use crate::common::{python_json, s, tfload_ok};
+use crate::train_parity::step_losses;
 
 const SCRIPT: &str = "parity/saved_model_source_reference.py";
 
@@ -16,16 +17,6 @@ fn close(a: f64, b: f64, rel: f64) -> bool {
 
 fn floats(value: &Value) -> Vec<f64> {
     value.as_array().expect("an array").iter().map(|v| v.as_f64().expect("a number")).collect()
-}
-
-fn step_losses(out: &std::path::Path) -> Vec<f64> {
-    std::fs::read_to_string(out.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|line| serde_json::from_str::<Value>(line).unwrap())
-        .filter(|line| line["event"] == "step")
-        .map(|line| line["metrics"]["loss"].as_f64().unwrap())
-        .collect()
 }
 
 #[test]
