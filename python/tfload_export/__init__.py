@@ -28,6 +28,8 @@ from .losses import LOSS_ALIASES, METRICS_FOR_LOSS
 from .optimizers import OPTIMIZERS, Optimizer, optimizer_config, register
 from .preprocessing import PREPROCESS_MODES, application_preprocess_mode, preprocessing_spec
 from .sources import build_application, load_source_model
+from . import saved_model_source
+from .saved_model_source import export_saved_model_trainable
 from .cli import build_arg_parser, main
 
 # The names the single-file exporter had, for callers written against it.
@@ -39,7 +41,7 @@ __all__ = [
     "CONTRACT_ASSET", "CONTRACT_VERSION", "KEY_LABELS", "KEY_LOSS", "KEY_LR", "KEY_MASK", "LOSS_ALIASES",
     "METRICS_FOR_LOSS", "OPTIMIZERS", "Optimizer", "PREPROCESS_MODES", "RESERVED_KEYS", "SIG_EVAL", "SIG_SERVE",
     "SIG_TRAIN", "ContractError", "application_preprocess_mode", "build_application", "build_arg_parser",
-    "check_export", "checkpoint_key", "export_trainable", "head_layers", "import_tf", "load_source_model",
+    "check_export", "checkpoint_key", "export_saved_model_trainable", "export_trainable", "head_layers", "import_tf", "load_source_model",
     "main", "optimizer_config", "preprocessing_spec", "read_contract", "read_saved_model", "register",
     "replace_head", "sig_shape",
 ]

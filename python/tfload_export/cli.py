@@ -13,6 +13,7 @@ from .head import head_layers, replace_head
 from .losses import LOSS_ALIASES
 from .optimizers import CLIPPING, OPTIMIZERS, optimizer_config, setting_names
 from .preprocessing import application_preprocess_mode
+from .saved_model_source import export_saved_model_trainable
 from .sources import load_source_model
 
 PROG = "tfload-export"
@@ -56,7 +57,17 @@ def build_arg_parser():
                "--num-classes 3 --default-freeze-base -o out/\n"
                f"  {PROG} --check out/",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    src = p.add_argument_group("model source (one of --model, --architecture, --application)")
+    src = p.add_argument_group("model source (one of --model, --architecture, --application, --saved-model)")
+    src.add_argument("--saved-model", metavar="DIR",
+                     help="a TF2 SavedModel directory: train through one of its signatures (restored "
+                          "functions run as traced, in inference mode); its variables are frozen by "
+                          "default when --num-classes adds a head")
+    src.add_argument("--signature", default="serving_default",
+                     help="with --saved-model: the signature to train through (default serving_default)")
+    src.add_argument("--output", help="with --saved-model: the signature output to put the head on "
+                                      "(needed when it has several)")
+    src.add_argument("--train-restored", action="store_true",
+                     help="with --saved-model and --num-classes: train the restored variables by default too")
     src.add_argument("--model", help="a .keras file or a legacy full-model .h5 file")
     src.add_argument("--weights", help="a .weights.h5 (Keras 3) or legacy .h5 weights file, loaded into "
                                        "the model from --architecture / --application / --model")
@@ -116,8 +127,36 @@ def _frozen_layers(model, head_names):
             and not isinstance(l, keras.layers.InputLayer)]
 
 
+def _export_saved_model(args):
+    """``--saved-model``: export through the SavedModel's signature; returns the record."""
+    others = [f for f, v in (("--model", args.model), ("--architecture", args.architecture),
+                             ("--application", args.application), ("--weights", args.weights)) if v]
+    if others:
+        raise ContractError(f"--saved-model cannot be combined with {', '.join(others)}")
+    opt = optimizer_config(args.optimizer, learning_rate=args.learning_rate,
+                           **{s: getattr(args, s) for s in [*setting_names(), *CLIPPING]})
+    return export_saved_model_trainable(
+        args.saved_model, args.out, signature=args.signature, output=args.output,
+        num_classes=args.num_classes, hidden_units=args.hidden_units, dropout=args.dropout,
+        optimizer=opt, loss=LOSS_ALIASES[args.loss], outputs=args.outputs,
+        class_names=args.class_names.split(",") if args.class_names else None,
+        train_restored=True if args.train_restored else None, force=args.force,
+        model_name=args.name, seed=args.seed), opt
+
+
+def _print_summary(args, rec, opt):
+    n_on = int(sum(rec["default_mask"]))
+    print(f"wrote {args.out}: {len(rec['mask_variables'])} mask variables ({n_on} trainable by default), "
+          f"{len(rec['non_trainable_variables'])} non-trainable, optimizer {opt['name']}, "
+          f"signatures {', '.join(rec['signatures'])}")
+
+
 def export_from_args(args):
     """Build the model the options describe, export it, and print a one-line summary."""
+    if args.saved_model:
+        rec, opt = _export_saved_model(args)
+        _print_summary(args, rec, opt)
+        return
     _, keras = import_tf()
     keras.utils.set_random_seed(args.seed)
     replace = args.num_classes is not None
@@ -143,10 +182,7 @@ def export_from_args(args):
     rec = export_trainable(model, args.out, optimizer=opt, loss=loss, outputs=outputs,
                            class_names=class_names, preprocess=preprocess, frozen_layers=frozen,
                            force=args.force, model_name=args.name, jit_compile=args.jit_compile)
-    n_on = int(sum(rec["default_mask"]))
-    print(f"wrote {args.out}: {len(rec['mask_variables'])} mask variables ({n_on} trainable by default), "
-          f"{len(rec['non_trainable_variables'])} non-trainable, optimizer {opt['name']}, "
-          f"signatures {', '.join(rec['signatures'])}")
+    _print_summary(args, rec, opt)
 
 
 def run(argv=None):

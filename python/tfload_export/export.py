@@ -202,6 +202,20 @@ def _patch_batch_norm(bn_layers, mask_vars, state_vars, default_on, was_trainabl
     return bn_records
 
 
+def checked_mask(mask, n_mask):
+    """``mask`` after a runtime check that it has ``n_mask`` entries (inside a traced function).
+
+    A real runtime check: the C API does not compare a fed tensor's shape with the signature's,
+    and tf.size() of a statically shaped tensor would fold to a constant.
+    """
+    tf, _ = import_tf()
+    size = tf.raw_ops.Size(input=mask, out_type=tf.int32)
+    check = tf.debugging.Assert(tf.equal(size, n_mask),
+                                [f"mask must have {n_mask} entries (one per mask variable), got", size])
+    with tf.control_dependencies([check]):
+        return tf.identity(mask)
+
+
 def _save_atomically(out_dir, force, record, module_args, signatures):
     """Save the module to a temporary sibling of ``out_dir``, check it, then rename it into place."""
     tf, _ = import_tf()
@@ -340,15 +354,7 @@ def export_trainable(model, out_dir, *, optimizer=None, loss="sparse_categorical
             return {KEY_LOSS: compute_loss(labels, out), **compute_metrics(loss_name, from_logits, labels, out)}
 
         def train_step(inputs, labels, mask, learning_rate):
-            # A real runtime check: the C API does not compare a fed tensor's shape with the
-            # signature's, and tf.size() of a statically shaped tensor would fold to a constant.
-            check = tf.debugging.Assert(
-                tf.equal(tf.raw_ops.Size(input=mask, out_type=tf.int32), n_mask),
-                [f"mask must have {n_mask} entries (one per mask variable), got",
-                 tf.raw_ops.Size(input=mask, out_type=tf.int32)])
-            with tf.control_dependencies([check]):
-                mask = tf.identity(mask)
-            return train_body(inputs, labels, mask, learning_rate)
+            return train_body(inputs, labels, checked_mask(mask, n_mask), learning_rate)
 
         def train_body_py(inputs, labels, mask, learning_rate):
             switch["flags"] = {id(l): tf.reduce_max(tf.gather(mask, r["mask_indices"])) > 0.0

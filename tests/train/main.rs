@@ -7,6 +7,7 @@ mod common;
 
 mod keras_layers;
 mod plateau_parity;
+mod saved_model_source;
 mod tensorboard;
 mod train_cli;
 mod train_parity;

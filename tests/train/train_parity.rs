@@ -10,7 +10,8 @@ fn close(a: f64, b: f64, rel: f64) -> bool {
     (a - b).abs() <= rel * a.abs().max(b.abs()).max(1e-6)
 }
 
-fn step_losses(out: &std::path::Path) -> Vec<f64> {
+/// The per-step training losses tfload wrote to `out/metrics.jsonl`.
+pub(crate) fn step_losses(out: &std::path::Path) -> Vec<f64> {
     std::fs::read_to_string(out.join("metrics.jsonl"))
         .unwrap()
         .lines()
