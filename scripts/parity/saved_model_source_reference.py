@@ -26,7 +26,6 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.join(ROOT, "python"))
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
@@ -64,7 +63,7 @@ def make(args):
         tf.saved_model.save(model, source)
     else:
         model.export(source, verbose=False)
-    env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "python"))
+    env = dict(os.environ)
     done = subprocess.run([sys.executable, "-m", "tfload_export", "--saved-model", source, "--num-classes", "3",
                            "--optimizer", "adam", "--out", trainable], env=env, capture_output=True, text=True)
     if done.returncode != 0:

@@ -15,7 +15,6 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.join(ROOT, "python"))  # this checkout's package, not another install
 
 import tfload_export as te  # noqa: E402
 from tfload_export import cli  # noqa: E402
@@ -25,7 +24,7 @@ tf, keras = te.import_tf()
 
 def export_cli(*args):
     """``python -m tfload_export ARGS`` in a child process: (exit code, stdout, stderr)."""
-    env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "python"), TF_CPP_MIN_LOG_LEVEL="3")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     done = subprocess.run([sys.executable, "-m", "tfload_export", *args], env=env, capture_output=True,
                           text=True)
     return done.returncode, done.stdout, done.stderr
