@@ -65,8 +65,9 @@ def save_module(path, use_variable):
 def keras_saved(tmp_path_factory):
     keras.utils.set_random_seed(0)
     inp = keras.Input((6,))
-    x = keras.layers.Dense(4, activation="relu")(inp)
-    x = keras.layers.BatchNormalization()(x)
+    # Named: Keras's automatic names count layers made earlier in the same process.
+    x = keras.layers.Dense(4, activation="relu", name="dense")(inp)
+    x = keras.layers.BatchNormalization(name="batch_normalization")(x)
     path = str(tmp_path_factory.mktemp("src") / "mlp")
     tf.saved_model.save(keras.Model(inp, x), path)
     return path

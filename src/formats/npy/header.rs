@@ -63,6 +63,15 @@ pub fn read_header(reader: &mut impl Read, available: Option<u64>) -> Result<Che
         format!("truncated: its header declares {header_len} bytes, but the file ends before them")
     })?;
     let parsed = parse_header_text(&text)?;
+    // Every dtype, object arrays too (whose data length is not the shape's): numpy's reader and
+    // npyz multiply the dimensions, which must not overflow.
+    let elements = parsed.shape.iter().try_fold(1u64, |count, &dim| count.checked_mul(dim));
+    if elements.and_then(|count| count.checked_mul(16)).is_none() {
+        return Err(format!(
+            "its header declares shape {}, whose element count overflows: the file is corrupt",
+            shape_text(&parsed.shape)
+        ));
+    }
     let data_len = parsed.data_len()?;
     if let Some(available) = available {
         let held = available - preamble_len;
@@ -307,6 +316,14 @@ mod tests {
         let header = "{'descr': '<f8', 'fortran_order': False, 'shape': (4294967296, 4294967296), }";
         let error = check(&npy(header, &[])).err().unwrap();
         assert!(error.contains("overflows"), "{error}");
+    }
+
+    #[test]
+    fn refuses_an_object_array_whose_element_count_overflows() {
+        // Found by the fuzz campaign: npyz multiplied these dimensions and panicked.
+        let header = "{'descr': '|O', 'fortran_order': True, 'shape': (4611686018427387904, 8, 8, 1), }";
+        let error = check(&npy(header, &[0; 64])).err().unwrap();
+        assert!(error.contains("element count overflows"), "{error}");
     }
 
     #[test]
