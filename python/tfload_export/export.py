@@ -202,6 +202,25 @@ def _patch_batch_norm(bn_layers, mask_vars, state_vars, default_on, was_trainabl
     return bn_records
 
 
+def step_input_specs(input_specs, labels_spec, n_mask):
+    """The ``TensorSpec``s the contract's signatures take: the model inputs (by key), the labels,
+    the mask and the learning rate, named as the record names them."""
+    tf, _ = import_tf()
+    in_sig = {s["key"]: tf.TensorSpec(s["shape"], s["dtype"], name=s["key"]) for s in input_specs}
+    labels_sig = tf.TensorSpec(labels_spec["shape"], labels_spec["dtype"], name=KEY_LABELS)
+    return (in_sig, labels_sig, tf.TensorSpec([n_mask], tf.float32, name=KEY_MASK),
+            tf.TensorSpec([], tf.float32, name=KEY_LR))
+
+
+def with_regularization(loss_value, regularization_losses):
+    """``loss_value`` as float32, plus the layers' regularization losses, as Keras's fit adds them."""
+    tf, _ = import_tf()
+    total = tf.cast(loss_value, tf.float32)
+    if regularization_losses:
+        total = total + tf.add_n([tf.cast(r, tf.float32) for r in regularization_losses])
+    return total
+
+
 def checked_mask(mask, n_mask):
     """``mask`` after a runtime check that it has ``n_mask`` entries (inside a traced function).
 
@@ -334,17 +353,10 @@ def export_trainable(model, out_dir, *, optimizer=None, loss="sparse_categorical
             return model(xs[0] if len(xs) == 1 else xs, training=training)
 
         def compute_loss(labels, out):
-            total = tf.cast(loss_obj(labels, out), tf.float32)
-            reg = model.losses
-            if reg:
-                total = total + tf.add_n([tf.cast(r, tf.float32) for r in reg])
-            return total
+            return with_regularization(loss_obj(labels, out), model.losses)
 
-        in_sig = {s["key"]: tf.TensorSpec(s["shape"], s["dtype"], name=s["key"]) for s in input_specs}
-        labels_sig = tf.TensorSpec(labels_spec["shape"], labels_spec["dtype"], name=KEY_LABELS)
         n_mask = len(mask_vars)
-        mask_sig = tf.TensorSpec([n_mask], tf.float32, name=KEY_MASK)
-        lr_sig = tf.TensorSpec([], tf.float32, name=KEY_LR)
+        in_sig, labels_sig, mask_sig, lr_sig = step_input_specs(input_specs, labels_spec, n_mask)
 
         def serve(inputs):
             return {"outputs": forward(inputs, False)}

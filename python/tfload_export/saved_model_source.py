@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 
 from ._tf import import_tf
-from .contract import (KEY_LABELS, KEY_LOSS, KEY_LR, KEY_MASK, RESERVED_KEYS, SIG_EVAL, SIG_SERVE,
+from .contract import (KEY_LOSS, RESERVED_KEYS, SIG_EVAL, SIG_SERVE,
                        SIG_TRAIN, ContractError, build_record, checkpoint_key)
 from .losses import LOSS_ALIASES, METRICS_FOR_LOSS, compute_metrics, loss_and_labels
 from .optimizers import MaskedOptimizer, optimizer_config
@@ -154,7 +154,7 @@ def export_saved_model_trainable(saved_model_dir, out_dir, *, signature=SIG_SERV
     outputs:        what the (new or restored) output is: auto | probabilities | logits; auto is
                     probabilities for a new head, logits for a restored output
     """
-    from .export import _save_atomically, checked_mask  # shared with Keras sources
+    from .export import _save_atomically, checked_mask, step_input_specs, with_regularization  # shared
 
     tf, keras = import_tf()
     keras.utils.set_random_seed(seed)
@@ -225,14 +225,10 @@ def export_saved_model_trainable(saved_model_dir, out_dir, *, signature=SIG_SERV
         return head(out, training=training) if head is not None else out
 
     def compute_loss(labels, out):
-        total = tf.cast(loss_obj(labels, out), tf.float32)
-        if head is not None and head.losses:
-            total = total + tf.add_n([tf.cast(r, tf.float32) for r in head.losses])
-        return total
+        return with_regularization(loss_obj(labels, out), head.losses if head is not None else [])
 
-    in_sig = {s["key"]: tf.TensorSpec(s["shape"], s["dtype"], name=s["key"]) for s in input_specs}
-    labels_sig = tf.TensorSpec(labels_spec["shape"], labels_spec["dtype"], name=KEY_LABELS)
     n_mask = len(mask_vars)
+    in_sig, labels_sig, mask_sig, lr_sig = step_input_specs(input_specs, labels_spec, n_mask)
 
     def serve(inputs):
         return {"outputs": forward(inputs, False)}
@@ -259,9 +255,7 @@ def export_saved_model_trainable(saved_model_dir, out_dir, *, signature=SIG_SERV
     try:
         serve_cf = tf.function(serve).get_concrete_function(in_sig)
         eval_cf = tf.function(eval_step).get_concrete_function(in_sig, labels_sig)
-        train_cf = tf.function(train_step).get_concrete_function(
-            in_sig, labels_sig, tf.TensorSpec([n_mask], tf.float32, name=KEY_MASK),
-            tf.TensorSpec([], tf.float32, name=KEY_LR))
+        train_cf = tf.function(train_step).get_concrete_function(in_sig, labels_sig, mask_sig, lr_sig)
     except Exception as exc:  # gradient registry / tracing errors of the restored graph
         raise ContractError(f"{saved_model_dir}: cannot build train_step through signature {signature!r}: "
                             f"TensorFlow cannot take its gradient ({type(exc).__name__}: "
