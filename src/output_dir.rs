@@ -26,10 +26,13 @@ pub fn build_then_place(out: &Path, build: impl FnOnce(&Path) -> Result<()>) -> 
     placed
 }
 
-/// Adds files to the directory `out` (made if missing) all or none: `write` fills a temporary
-/// directory beside `out`, then its files are moved in, replacing files of the same names. A
-/// failure while writing leaves `out` as it was. For outputs that are a few files in a folder
-/// the user names (`tfload run --out`), where [`build_then_place`] would replace the folder.
+/// Adds files to the directory `out`: `write` fills a temporary directory beside `out`, then its
+/// files are renamed in, each replacing the file of its name at once. A failure while writing
+/// leaves `out` as it was; a new `out` appears whole or not at all. Into an existing `out` the
+/// renames are one per file, so a failure between two of them (a full or read-only disk cannot
+/// cause one: nothing is written then) leaves some new files beside old ones. For outputs that
+/// are a few files in a folder the user names (`tfload run --out`), where [`build_then_place`]
+/// would replace the folder.
 pub fn write_files_into(out: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
     let parent = match out.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent,

@@ -66,7 +66,7 @@ impl TfRecordArgs {
 
 /// Says on stderr (unless `quiet`) that corrupt records were left out of `data`, and what else
 /// the user should know about how it was read.
-pub fn warn_skipped(data: &dyn tfload::data::Dataset, quiet: bool) {
+pub fn report_data_reading(data: &dyn tfload::data::Dataset, quiet: bool) {
     if quiet {
         return;
     }

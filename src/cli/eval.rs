@@ -14,7 +14,7 @@ use tfload::infer::metrics::ClassMetrics;
 use tfload::infer::predict::Predictor;
 use tfload::SessionConfig;
 
-use super::data_args::{warn_skipped, TfRecordArgs};
+use super::data_args::{report_data_reading, TfRecordArgs};
 use super::output::progress;
 use super::{table, GlobalArgs, ModelArgs};
 
@@ -66,7 +66,7 @@ pub fn run(args: &EvalArgs, global: &GlobalArgs) -> Result<()> {
     options.class_names = serving.record_class_names();
     let source = DataSource::detect(&args.data, &options)?;
     let data = source.open(input, || Ok(serving.image_input(None)?.1), Purpose::Evaluation)?;
-    warn_skipped(data.as_ref(), global.quiet);
+    report_data_reading(data.as_ref(), global.quiet);
     let bar = progress(data.len(), "examples", global.quiet);
     let evaluation = evaluate(&serving, data.clone(), args.batch_size.max(1), |done| bar.set_position(done as u64))?;
     bar.finish_and_clear();

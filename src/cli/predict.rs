@@ -15,7 +15,7 @@ use tfload::formats::images::list_images;
 use tfload::infer::predict::{read_class_names, ClassScore, ClassifierOptions, ImageClassifier, Predictor};
 use tfload::{SessionConfig, TensorData};
 
-use super::data_args::{warn_skipped, TfRecordArgs};
+use super::data_args::{report_data_reading, TfRecordArgs};
 use super::output::progress;
 use super::{table, GlobalArgs, ModelArgs};
 
@@ -163,7 +163,7 @@ fn classify_records(
     let input = classifier.predictor().signature().input(input_key).context("the classifier's image input")?;
     let source = DataSource::detect(path, &args.tfrecord.source_options(None, None))?;
     let data: Arc<dyn Dataset> = Arc::new(source.open_tfrecord(input, Purpose::Prediction)?);
-    warn_skipped(data.as_ref(), global.quiet);
+    report_data_reading(data.as_ref(), global.quiet);
     let loader = BatchLoader::new(
         data.clone(),
         LoaderOptions { batch_size: args.batch_size.max(1), shuffle: false, ..LoaderOptions::default() },

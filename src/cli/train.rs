@@ -20,7 +20,7 @@ use tfload::train::{
 };
 use tfload::SessionConfig;
 
-use super::data_args::{warn_skipped, TfRecordArgs};
+use super::data_args::{report_data_reading, TfRecordArgs};
 use super::output::format_rate;
 use super::{table, GlobalArgs};
 
@@ -306,7 +306,7 @@ fn open_dataset(args: &TrainArgs, model: &TrainableModel, path: &Path) -> Result
     options.class_names = model.contract().class_names.clone();
     let source = DataSource::detect(path, &options)?;
     let dataset = source.open(&model.input_spec()?, || model.image_spec(), Purpose::Training)?;
-    warn_skipped(dataset.as_ref(), args.json);
+    report_data_reading(dataset.as_ref(), args.json);
     Ok(dataset)
 }
 
