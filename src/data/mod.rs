@@ -4,6 +4,7 @@
 //! between steps for data already in memory.
 
 pub mod arrays;
+pub mod augment;
 pub mod image_folder;
 pub mod loader;
 pub mod source;
@@ -15,6 +16,7 @@ use crate::error::Result;
 use crate::tensor::TensorData;
 
 pub use arrays::ArrayDataset;
+pub use augment::Augmentation;
 pub use image_folder::ImageFolderDataset;
 pub use loader::{epoch_order, BatchLoader, LoaderOptions};
 pub use source::{DataSource, Purpose, SourceKind, SourceOptions, TfRecordSettings};
