@@ -28,14 +28,14 @@ use crate::tensor::TensorData;
 /// What `--augment` accepts, for messages and help.
 pub const AUGMENT_KEYS: &str = "flip=horizontal|vertical|horizontal_and_vertical, rotation=F or LO:HI (fraction of a full turn), zoom=F or LO:HI (height; positive zooms out), zoom_width=F or LO:HI, crop=H:W (pixels, resized back to the input size), brightness=F or LO:HI (fraction of value_range), contrast=F (0..1), value_range=LO:HI (default 0:255), fill=reflect|nearest|constant, fill_value=V";
 
-/// Which axes `RandomFlip` may flip, each with probability one half.
+/// Which axes `RandomFlip` may flip, with probability one half.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FlipMode {
     /// Left-right.
     Horizontal,
     /// Top-bottom.
     Vertical,
-    /// Each, independently.
+    /// Both at once, or neither: Keras draws one coin for the two.
     HorizontalAndVertical,
 }
 
@@ -188,12 +188,15 @@ impl Augmentation {
     /// The random draws for the example `index` of `epoch`, from its own stream of `seed`.
     pub fn draw(&self, seed: u64, epoch: u64, index: u64, dims: Dims) -> Transform {
         let mut rng = ChaCha8Rng::seed_from_u64(example_stream(seed, epoch, index));
-        let mut coin = |rng: &mut ChaCha8Rng| rng.random::<f32>() < 0.5;
+        let coin = |rng: &mut ChaCha8Rng| rng.random::<f32>() < 0.5;
         let (flip_horizontal, flip_vertical) = match self.flip {
             None => (false, false),
             Some(FlipMode::Horizontal) => (coin(&mut rng), false),
             Some(FlipMode::Vertical) => (false, coin(&mut rng)),
-            Some(FlipMode::HorizontalAndVertical) => (coin(&mut rng), coin(&mut rng)),
+            Some(FlipMode::HorizontalAndVertical) => {
+                let both = coin(&mut rng);
+                (both, both)
+            }
         };
         let rotation_degrees = self.rotation.map(|r| r.draw(&mut rng) * 360.0);
         let zoom = self.zoom.map(|height| {
@@ -207,7 +210,15 @@ impl Augmentation {
         let span = self.value_range.1 - self.value_range.0;
         let brightness_delta = self.brightness.map(|b| b.draw(&mut rng) * span);
         let contrast_factor = self.contrast.map(|c| 1.0 + c.draw(&mut rng));
-        Transform { flip_horizontal, flip_vertical, rotation_degrees, zoom, crop_origin, brightness_delta, contrast_factor }
+        Transform {
+            flip_horizontal,
+            flip_vertical,
+            rotation_degrees,
+            zoom,
+            crop_origin,
+            brightness_delta,
+            contrast_factor,
+        }
     }
 
     /// Applies `transform` to one image (`dims.len()` values, row-major `[H, W, C]`).
@@ -258,6 +269,35 @@ impl Augmentation {
             self.apply(&transform, image, dims);
         });
         Ok(())
+    }
+}
+
+impl std::fmt::Display for Augmentation {
+    /// The `--augment` spec that parses back to this augmentation (every key that is set).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let range = |r: &Range| format!("{}:{}", r.lower, r.upper);
+        let mut items = Vec::new();
+        if let Some(flip) = self.flip {
+            let mode = match flip {
+                FlipMode::Horizontal => "horizontal",
+                FlipMode::Vertical => "vertical",
+                FlipMode::HorizontalAndVertical => "horizontal_and_vertical",
+            };
+            items.push(format!("flip={mode}"));
+        }
+        let ranges = [("rotation", &self.rotation), ("zoom", &self.zoom), ("zoom_width", &self.zoom_width)];
+        items.extend(ranges.iter().filter_map(|(key, r)| r.as_ref().map(|r| format!("{key}={}", range(r)))));
+        items.extend(self.crop.map(|(h, w)| format!("crop={h}:{w}")));
+        items.extend(self.brightness.as_ref().map(|r| format!("brightness={}", range(r))));
+        items.extend(self.contrast.as_ref().map(|r| format!("contrast={}", r.upper)));
+        items.push(format!("value_range={}:{}", self.value_range.0, self.value_range.1));
+        let fill = match self.fill_mode {
+            FillMode::Reflect => "reflect",
+            FillMode::Nearest => "nearest",
+            FillMode::Constant => "constant",
+        };
+        items.push(format!("fill={fill},fill_value={}", self.fill_value));
+        write!(f, "{}", items.join(","))
     }
 }
 
@@ -410,9 +450,8 @@ fn crop_and_resize(image: &mut [f32], dims: Dims, (top, left, height, width): (u
 fn adjust_contrast(image: &mut [f32], dims: Dims, factor: f32, (low, high): (f32, f32)) {
     let c = dims.channels;
     let pixels = (dims.height * dims.width).max(1) as f64;
-    let means: Vec<f32> = (0..c)
-        .map(|k| (image.iter().skip(k).step_by(c).map(|&v| f64::from(v)).sum::<f64>() / pixels) as f32)
-        .collect();
+    let means: Vec<f32> =
+        (0..c).map(|k| (image.iter().skip(k).step_by(c).map(|&v| f64::from(v)).sum::<f64>() / pixels) as f32).collect();
     for pixel in image.chunks_exact_mut(c) {
         for (value, mean) in pixel.iter_mut().zip(&means) {
             *value = ((*value - mean) * factor + mean).clamp(low, high);
@@ -585,7 +624,8 @@ mod tests {
     fn rotation_by_a_half_turn_is_both_flips() {
         let augment = Augmentation::default();
         let rotated = applied(&augment, Transform { rotation_degrees: Some(180.0), ..Transform::default() });
-        let flipped = applied(&augment, Transform { flip_horizontal: true, flip_vertical: true, ..Transform::default() });
+        let flipped =
+            applied(&augment, Transform { flip_horizontal: true, flip_vertical: true, ..Transform::default() });
         for (a, b) in rotated.iter().zip(&flipped) {
             assert!((a - b).abs() < 1e-3, "{a} vs {b}");
         }
@@ -691,6 +731,9 @@ mod tests {
             assert!(error.contains(says), "{spec}: {error}");
             assert!(error.contains("flip=horizontal|vertical"), "{error}");
         }
+        let all = "flip=horizontal_and_vertical,rotation=0.1,zoom=0.2,zoom_width=-0.1:0.3,crop=3:3,brightness=0.2,contrast=0.2,fill=nearest,fill_value=3";
+        let parsed: Augmentation = all.parse().unwrap();
+        assert_eq!(parsed.to_string().parse::<Augmentation>().unwrap(), parsed);
         let crop: Augmentation = "crop=9:2".parse().unwrap();
         assert!(crop.check_example_shape(&[5, 4, 2]).unwrap_err().to_string().contains("larger than the images"));
         assert!(crop.check_example_shape(&[64]).unwrap_err().to_string().contains("[height, width, channels]"));
