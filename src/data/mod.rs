@@ -1,7 +1,7 @@
 //! Training and evaluation data: data sets of (input, label) examples that hand out batches by
 //! example index, and the loader that orders them per epoch (seeded, reproducible on resume) and
-//! prepares batches: on a background thread while the session computes for data that decodes,
-//! between steps for data already in memory.
+//! prepares batches: on a background thread while the session computes for data that decodes or
+//! is augmented ([`augment`]), between steps for data already in memory.
 
 pub mod arrays;
 pub mod augment;
