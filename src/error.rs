@@ -546,6 +546,14 @@ pub enum Error {
         /// What is wrong (the example and feature named), and what to write instead.
         problem: String,
     },
+
+    // Data augmentation and missing weights (issue 16, items 4 and augmentation).
+    /// `--augment` names something tfload cannot do, or data it cannot apply to.
+    #[error("--augment: {problem}")]
+    Augmentation {
+        /// What is wrong, and what to give instead.
+        problem: String,
+    },
 }
 
 /// "The disk is full. " when `error` is about a full disk, else nothing.

@@ -171,11 +171,7 @@ pub fn plan_for(meta_graph: &MetaGraph, h5: impl AsRef<Path>, options: &ImportOp
         return Err(no_matching_layers(&weights, model_dir, &model_layers));
     }
     if !missing_layers.is_empty() && !options.skip_mismatch {
-        problems.push(format!(
-            "the file holds no weights for {} layer(s) of the model ({}): it may be truncated, or saved from another model",
-            missing_layers.len(),
-            summarize(&missing_layers, SHOWN_NAMES)
-        ));
+        problems.push(missing_layers_problem(&missing_layers, &model_layers, &weights, &rows));
     }
     // The likely cause first, when the layers do not fit.
     if let Some(problem) = duplicated_variables(&variables).filter(|_| !problems.is_empty()) {
@@ -334,6 +330,64 @@ fn row(layer: &str, weight: Option<&H5Weight>, variable: Option<&VariableInfo>, 
         checkpoint_key: variable.map(|v| v.checkpoint_key.clone()),
         weight: weight.cloned(),
     }
+}
+
+/// The error for model layers the file has no weights for: which, the file's layers no model
+/// layer takes (the same layers under other names, often: a new head called `head` where the
+/// file says `dense_1`), and the two ways out.
+fn missing_layers_problem(
+    missing: &[String],
+    model_layers: &[(&str, Vec<&VariableInfo>)],
+    weights: &KerasWeights,
+    rows: &[MappingRow],
+) -> String {
+    let mut unused: Vec<&str> =
+        rows.iter().filter(|r| r.action == Action::IgnoreNotInModel).map(|r| r.layer.as_str()).collect();
+    unused.dedup();
+    let mut problem = format!(
+        "the file holds no weights for {} layer(s) of the model ({})",
+        missing.len(),
+        summarize(missing, SHOWN_NAMES)
+    );
+    if unused.is_empty() {
+        problem.push_str(
+            ": it may be truncated, or saved from another model. Pass --skip-mismatch to keep those layers' values",
+        );
+        return problem;
+    }
+    let names = renaming(missing, model_layers, weights, &unused)
+        .map_or_else(|| "NAME,...".to_string(), |names| names.join(","));
+    problem.push_str(&format!(
+        ", and its layer(s) {} match no layer of the model. If they are the same layers under other names, export the model with the file's names (tfload-export --head-names {names} names a new head's Dense layers); or pass --skip-mismatch to keep those layers' values",
+        summarize(&unused, SHOWN_NAMES)
+    ));
+    problem
+}
+
+/// For each missing model layer, the one unused file layer whose weights have its variables'
+/// shapes, in the model's order; `None` unless every missing layer has exactly one.
+fn renaming<'a>(
+    missing: &[String],
+    model_layers: &[(&str, Vec<&VariableInfo>)],
+    weights: &'a KerasWeights,
+    unused: &[&str],
+) -> Option<Vec<&'a str>> {
+    let mut chosen: Vec<&str> = Vec::new();
+    for name in missing {
+        let (_, variables) = model_layers.iter().find(|(layer, _)| layer == name)?;
+        let fits = |layer: &&H5Layer| {
+            unused.contains(&layer.name.as_str())
+                && !chosen.contains(&layer.name.as_str())
+                && layer.weights.len() == variables.len()
+                && layer.weights.iter().zip(variables).all(|(w, v)| same_shape(&w.shape, &v.shape))
+        };
+        let mut candidates = weights.layers().iter().filter(fits);
+        match (candidates.next(), candidates.next()) {
+            (Some(only), None) => chosen.push(only.name.as_str()),
+            _ => return None,
+        }
+    }
+    Some(chosen)
 }
 
 fn no_matching_layers(weights: &KerasWeights, model_dir: &Path, model_layers: &[(&str, Vec<&VariableInfo>)]) -> Error {

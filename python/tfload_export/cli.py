@@ -15,6 +15,7 @@ from .optimizers import CLIPPING, OPTIMIZERS, optimizer_config, setting_names
 from .preprocessing import application_preprocess_mode
 from .saved_model_source import export_saved_model_trainable
 from .sources import load_source_model
+from .weights import load_by_name
 
 PROG = "tfload-export"
 
@@ -70,7 +71,12 @@ def build_arg_parser():
                      help="with --saved-model and --num-classes: train the restored variables by default too")
     src.add_argument("--model", help="a .keras file or a legacy full-model .h5 file")
     src.add_argument("--weights", help="a .weights.h5 (Keras 3) or legacy .h5 weights file, loaded into "
-                                       "the model from --architecture / --application / --model")
+                                       "the model from --architecture / --application / --model; with "
+                                       "--application (and a new head) matched by layer name, every layer "
+                                       "needing weights in the file")
+    src.add_argument("--skip-mismatch", action="store_true",
+                     help="with --weights and --application: keep the values of layers the file has no "
+                          "(fitting) weights for instead of failing; the summary names them")
     src.add_argument("--architecture",
                      help="model JSON (model.to_json()), a .keras/.h5 model file, or module:function "
                           "/ file.py:function returning a keras.Model")
@@ -83,6 +89,9 @@ def build_arg_parser():
     head.add_argument("--num-classes", type=int, help="replace the head by a new Dense(N) layer, keeping the base")
     head.add_argument("--hidden-units", type=_ints, default=[], help="hidden Dense(relu) layers of the new head, e.g. 64 or 128,64")
     head.add_argument("--dropout", type=float, default=0.0, help="dropout rate before each new head Dense layer")
+    head.add_argument("--head-names", type=lambda t: [n.strip() for n in t.split(",") if n.strip()],
+                      help="names of the new head's Dense layers, hidden ones then the output (default "
+                           "head_hidden..., head); name them as the --weights file does, e.g. dense,dense_1")
     head.add_argument("--default-freeze-base", action="store_true",
                       help="default mask: base variables 0 (frozen), head variables 1")
     head.add_argument("--class-names", help="comma-separated class names, in output order")
@@ -160,7 +169,11 @@ def export_from_args(args):
     _, keras = import_tf()
     keras.utils.set_random_seed(args.seed)
     replace = args.num_classes is not None
-    model = load_source_model(model_path=args.model, weights=args.weights, architecture=args.architecture,
+    by_name = bool(args.weights and args.application)
+    if args.head_names and not replace:
+        raise ContractError("--head-names names the layers of a new head: give --num-classes too")
+    model = load_source_model(model_path=args.model, weights=None if by_name else args.weights,
+                              architecture=args.architecture,
                               application=args.application, input_shape=args.input_shape,
                               alpha=args.alpha, include_top=not replace, classes=args.app_classes)
     loss = LOSS_ALIASES[args.loss]
@@ -173,7 +186,9 @@ def export_from_args(args):
             activation = "linear"
         model, head_names = replace_head(model, args.num_classes, hidden_units=args.hidden_units,
                                          dropout=args.dropout, activation=activation,
-                                         whole_model_is_base=bool(args.application), seed=args.seed)
+                                         whole_model_is_base=bool(args.application), seed=args.seed,
+                                         names=args.head_names)
+    loaded = load_by_name(model, args.weights, skip_mismatch=args.skip_mismatch) if by_name else None
     frozen = _frozen_layers(model, head_names) if args.default_freeze_base else []
     preprocess = _preprocess_mode(args)
     opt = optimizer_config(args.optimizer, learning_rate=args.learning_rate,
@@ -183,6 +198,8 @@ def export_from_args(args):
                            class_names=class_names, preprocess=preprocess, frozen_layers=frozen,
                            force=args.force, model_name=args.name, jit_compile=args.jit_compile)
     _print_summary(args, rec, opt)
+    if loaded is not None:
+        print(f"  {loaded.summary()} from {args.weights}")
 
 
 def run(argv=None):

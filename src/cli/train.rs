@@ -10,7 +10,7 @@ use std::sync::Arc;
 use anyhow::Result;
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use tfload::data::{split, BatchLoader, DataSource, Dataset, LoaderOptions, Purpose};
+use tfload::data::{split, Augmentation, BatchLoader, DataSource, Dataset, LoaderOptions, Purpose};
 use tfload::import_weights::ImportPlan;
 use tfload::train::tensorboard::TensorBoard;
 use tfload::train::{
@@ -153,6 +153,16 @@ pub struct TrainArgs {
     pub json: bool,
     #[command(flatten)]
     pub tfrecord: TfRecordArgs,
+    /// Augment training images as Keras's preprocessing layers do, each example from its own
+    /// stream of --seed, epoch and index (resumed runs see the same images). Off by default.
+    /// Example: --augment flip=horizontal,rotation=0.1,zoom=0.2,brightness=0.2,contrast=0.2.
+    /// Keys: flip=horizontal|vertical|horizontal_and_vertical; rotation=F (RandomRotation: a
+    /// fraction of a full turn, or LO:HI); zoom=F, zoom_width=F (RandomZoom; positive zooms out);
+    /// crop=H:W (RandomCrop, resized back to the input size); brightness=F (RandomBrightness);
+    /// contrast=F (RandomContrast, 0..1); value_range=LO:HI [0:255]; fill=reflect|nearest|constant
+    /// [reflect], fill_value=V. Applied in the order flip, rotation, zoom, crop, brightness, contrast.
+    #[arg(long, value_name = "SPEC")]
+    pub augment: Option<String>,
     /// Write TensorBoard event files to DIR/train and DIR/validation (loss, metrics, learning rate, samples/s per step and epoch, as Keras's TensorBoard callback).
     #[arg(long, value_name = "DIR")]
     pub logdir: Option<PathBuf>,
@@ -179,6 +189,7 @@ pub fn run(args: &TrainArgs, global: &GlobalArgs) -> Result<()> {
     }
     let (data, out) = (args.data.as_ref().expect("clap requires it"), args.out.clone().expect("clap requires it"));
     let options = fit_options(args, &model, mask_spec)?;
+    let augmentation = args.augment.as_deref().map(str::parse::<Augmentation>).transpose()?;
     let paths = RunPaths { out, overwrite: args.overwrite, resume: args.resume };
     // Output paths and initial weights are checked before any data is scanned.
     let run = prepare(&model, &paths, &options)?;
@@ -193,7 +204,10 @@ pub fn run(args: &TrainArgs, global: &GlobalArgs) -> Result<()> {
         drop_remainder: args.drop_remainder,
         prefetch: 4,
     };
-    let train_loader = BatchLoader::new(train, loader_options);
+    let mut train_loader = BatchLoader::new(train, loader_options);
+    if let Some(augmentation) = augmentation {
+        train_loader = train_loader.with_augmentation(augmentation)?;
+    }
     let val_loader = validation
         .map(|v| BatchLoader::new(v, LoaderOptions { shuffle: false, drop_remainder: false, ..loader_options }));
     let stop = install_interrupt_handler();

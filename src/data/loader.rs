@@ -13,7 +13,7 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use crate::data::{Batch, Dataset};
+use crate::data::{Augmentation, Batch, Dataset};
 use crate::error::Result;
 
 /// Batches of an in-memory data set gathered and mapped in one go, at most (in bytes of the
@@ -58,13 +58,36 @@ impl Default for LoaderOptions {
 pub struct BatchLoader {
     dataset: Arc<dyn Dataset>,
     options: LoaderOptions,
+    /// Applied to every batch after it is gathered, from streams of `options.seed`.
+    augmentation: Option<Arc<Augmentation>>,
 }
 
 impl BatchLoader {
     /// A loader over `dataset`. A batch size of 0 is taken as 1.
     pub fn new(dataset: Arc<dyn Dataset>, mut options: LoaderOptions) -> BatchLoader {
         options.batch_size = options.batch_size.max(1);
-        BatchLoader { dataset, options }
+        BatchLoader { dataset, options, augmentation: None }
+    }
+
+    /// The same loader, augmenting every batch it hands out: each example from its own random
+    /// stream of (seed, epoch, example index), so batches are the same on every run, resumed or
+    /// not, whichever thread makes them. Fails when the data's examples are not images
+    /// `[H, W, C]` the transforms fit.
+    pub fn with_augmentation(mut self, augmentation: Augmentation) -> Result<BatchLoader> {
+        augmentation.check_example_shape(&self.dataset.example_shape())?;
+        self.augmentation = Some(Arc::new(augmentation));
+        Ok(self)
+    }
+
+    /// Whether batches are augmented (a cache of computed features must then stay unused: the
+    /// inputs differ every epoch).
+    pub fn augmentation_enabled(&self) -> bool {
+        self.augmentation.is_some()
+    }
+
+    /// The augmentation, where there is one.
+    pub fn augmentation(&self) -> Option<&Augmentation> {
+        self.augmentation.as_deref()
     }
 
     /// The data set.
@@ -98,8 +121,10 @@ impl BatchLoader {
     /// [`BatchLoader::epoch_map`]). Dropping the iterator stops the thread.
     pub fn epoch(&self, epoch: u64, skip: usize) -> EpochBatches<Batch> {
         let dataset = self.dataset.clone();
+        let augment = self.augmenter(epoch);
         self.batches(epoch, skip, move |indices: &[usize]| {
-            let batch = dataset.gather(indices)?;
+            let mut batch = dataset.gather(indices)?;
+            augment(&mut batch)?;
             Ok((batch.nbytes(), batch))
         })
     }
@@ -122,6 +147,7 @@ impl BatchLoader {
     {
         let dataset = self.dataset.clone();
         let mut last: Option<Batch> = None;
+        let augment = self.augmenter(epoch);
         self.batches(epoch, skip, move |indices: &[usize]| {
             let batch = match &mut last {
                 Some(batch) => {
@@ -130,20 +156,28 @@ impl BatchLoader {
                 }
                 None => last.insert(dataset.gather(indices)?),
             };
+            augment(batch)?;
             Ok((batch.nbytes(), map(batch)?))
         })
     }
 
+    /// What is done to each gathered batch of `epoch`: its augmentation, or nothing.
+    fn augmenter(&self, epoch: u64) -> impl Fn(&mut Batch) -> Result<()> + Send + 'static {
+        let (augmentation, seed) = (self.augmentation.clone(), self.options.seed);
+        move |batch: &mut Batch| augmentation.as_ref().map_or(Ok(()), |a| a.apply_batch(batch, seed, epoch))
+    }
+
     /// The items `make` turns each batch's indices into (with the batch's size in bytes), on the
-    /// caller's thread for in-memory data sets, else on a background thread through a bounded
-    /// queue.
+    /// caller's thread for in-memory data sets that are not augmented, else on a background thread
+    /// through a bounded queue.
     fn batches<T, M>(&self, epoch: u64, skip: usize, mut make: M) -> EpochBatches<T>
     where
         T: Send + 'static,
         M: FnMut(&[usize]) -> Result<(usize, T)> + Send + 'static,
     {
         let plan: Vec<Vec<usize>> = self.batch_indices(epoch).into_iter().skip(skip).collect();
-        if self.dataset.is_in_memory() {
+        // Augmenting costs more than handing a batch over: done ahead, on the worker thread.
+        if self.dataset.is_in_memory() && self.augmentation.is_none() {
             return EpochBatches {
                 source: Source::Inline { plan: plan.into_iter(), make: Box::new(make), ready: VecDeque::new() },
             };
@@ -417,6 +451,35 @@ mod tests {
         assert_eq!(big.count(), 2);
         batches.next().unwrap().unwrap();
         assert_eq!(big.count(), 3);
+    }
+
+    #[test]
+    fn augmented_batches_are_the_same_when_resumed_and_differ_between_epochs() {
+        let x = ArrayD::from_shape_fn(IxDyn(&[10, 4, 4, 1]), |i| (i[0] * 16 + i[1] * 4 + i[2]) as f32);
+        let y = ArrayD::from_shape_fn(IxDyn(&[10]), |i| i[0] as i64);
+        let data: Arc<dyn Dataset> =
+            Arc::new(ArrayDataset::new(TensorData::Float32(x), TensorData::Int64(y), "images").unwrap());
+        let options = LoaderOptions { batch_size: 3, seed: 4, ..LoaderOptions::default() };
+        let plain = BatchLoader::new(data.clone(), options);
+        assert!(!plain.augmentation_enabled());
+        let augment: crate::data::Augmentation = "rotation=0.2,brightness=0.2".parse().unwrap();
+        let loader = plain.clone().with_augmentation(augment).unwrap();
+        assert!(loader.augmentation_enabled());
+        let all: Vec<Batch> = loader.epoch(1, 0).map(Result::unwrap).collect();
+        let resumed: Vec<Batch> = loader.epoch_map(1, 2, |b| Ok(b.clone())).map(Result::unwrap).collect();
+        assert_eq!(resumed, all[2..].to_vec());
+        let next: Vec<Batch> = loader.epoch(2, 0).map(Result::unwrap).collect();
+        let unaugmented: Vec<Batch> = plain.epoch(1, 0).map(Result::unwrap).collect();
+        assert_eq!(all[0].indices, unaugmented[0].indices, "augmentation leaves the order alone");
+        assert_ne!(all[0].inputs, unaugmented[0].inputs);
+        let first_of = |batches: &[Batch], example: usize| {
+            let batch = batches.iter().find(|b| b.indices.contains(&example)).unwrap();
+            let row = batch.indices.iter().position(|&i| i == example).unwrap();
+            batch.inputs.select_rows(&[row])
+        };
+        assert_ne!(first_of(&all, 0), first_of(&next, 0), "epochs draw anew");
+        let flat = BatchLoader::new(dataset(4), options).with_augmentation("flip=horizontal".parse().unwrap());
+        assert!(flat.err().unwrap().to_string().contains("[height, width, channels]"));
     }
 
     #[test]

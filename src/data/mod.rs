@@ -1,9 +1,10 @@
 //! Training and evaluation data: data sets of (input, label) examples that hand out batches by
 //! example index, and the loader that orders them per epoch (seeded, reproducible on resume) and
-//! prepares batches: on a background thread while the session computes for data that decodes,
-//! between steps for data already in memory.
+//! prepares batches: on a background thread while the session computes for data that decodes or
+//! is augmented ([`augment`]), between steps for data already in memory.
 
 pub mod arrays;
+pub mod augment;
 pub mod image_folder;
 pub mod loader;
 pub mod source;
@@ -15,6 +16,7 @@ use crate::error::Result;
 use crate::tensor::TensorData;
 
 pub use arrays::ArrayDataset;
+pub use augment::Augmentation;
 pub use image_folder::ImageFolderDataset;
 pub use loader::{epoch_order, BatchLoader, LoaderOptions};
 pub use source::{DataSource, Purpose, SourceKind, SourceOptions, TfRecordSettings};

@@ -695,12 +695,22 @@ fn data_order(loader: &BatchLoader) -> DataOrder {
         shuffle: options.shuffle,
         seed: options.seed,
         examples: loader.dataset().len(),
+        augmentation: loader.augmentation().map(ToString::to_string),
     }
 }
 
 fn check_same_order(saved: &DataOrder, now: &DataOrder, checkpoint: &Path) -> Result<()> {
     if saved == now {
         return Ok(());
+    }
+    if saved.augmentation != now.augmentation {
+        let text = |a: &Option<String>| a.as_ref().map_or("no --augment".to_string(), |a| format!("--augment {a}"));
+        return Err(Error::InvalidOption(format!(
+            "cannot resume from {}: it was trained with {}, and this run has {}. Resume with the same --augment",
+            checkpoint.display(),
+            text(&saved.augmentation),
+            text(&now.augmentation)
+        )));
     }
     Err(Error::InvalidOption(format!(
         "cannot resume from {}: it was trained with batch size {}, shuffle {}, seed {} on {} examples, and this run has batch size {}, shuffle {}, seed {} on {} examples. Resume with the same data and --batch-size/--seed/--no-shuffle",

@@ -40,6 +40,9 @@ pub struct DataOrder {
     pub seed: u64,
     /// Number of training examples.
     pub examples: usize,
+    /// The augmentation, in `--augment` form (none: not augmented).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub augmentation: Option<String>,
 }
 
 /// The best validation result so far (early stopping).

@@ -7,4 +7,5 @@ mod common;
 
 mod import_weights;
 mod import_weights_messages;
+mod missing_weights;
 mod tfrecord;
