@@ -27,6 +27,7 @@ REQUIRED_RECORD_KEYS = ("contract_version", "signatures", "inputs", "outputs", "
 PRODUCER_TOOL = "tfload_export.py"
 
 TASK_OF_LOSS = {"sparse_categorical_crossentropy": "classification",
+                "categorical_crossentropy": "classification",
                 "binary_crossentropy": "binary_classification",
                 "mean_squared_error": "regression"}
 
@@ -55,7 +56,8 @@ def write_contract(record, path):
 
 def build_record(*, versions, model_name, loss_name, from_logits, input_specs, output, labels_spec,
                  num_classes, class_names, metrics, optimizer, mask_records, state_records,
-                 optimizer_records, bn_records, jit_compile, extra_info=None, layer_records=None):
+                 optimizer_records, bn_records, jit_compile, extra_info=None, layer_records=None,
+                 label_smoothing=0.0):
     """The contract record of one export; every argument is already in its recorded form.
 
     ``versions``: ``(tensorflow, keras)`` version strings; ``output``: the outputs entry.
@@ -96,6 +98,8 @@ def build_record(*, versions, model_name, loss_name, from_logits, input_specs, o
             SIG_EVAL: {"inputs": input_keys + [KEY_LABELS], "outputs": [KEY_LOSS] + metric_keys},
         },
     }
+    if label_smoothing:
+        record["loss"]["label_smoothing"] = float(label_smoothing)
     if layer_records is not None:
         record["layers"] = layer_records
     if extra_info:
