@@ -546,6 +546,28 @@ pub enum Error {
         /// What is wrong (the example and feature named), and what to write instead.
         problem: String,
     },
+
+    // --- Labels, class and sample weights (labels16, issue 16 items 2 and class weights) ---
+    /// `--label-mode` asks for labels the model does not take.
+    #[error("--label-mode {given} does not fit this model: its loss takes {wanted_form} (label mode {wanted}). Leave --label-mode out (tfload then gives the model what it takes) or pass --label-mode {wanted}")]
+    LabelModeMismatch {
+        /// The mode given.
+        given: &'static str,
+        /// The mode the model's loss takes.
+        wanted: &'static str,
+        /// Dtype and shape the model takes.
+        wanted_form: String,
+    },
+    /// The data's labels cannot be turned into the labels the model takes.
+    #[error("labels {given} do not fit the model, which takes {wanted}: {why}")]
+    LabelsUnfit {
+        /// The labels' dtype and shape.
+        given: String,
+        /// What the model takes.
+        wanted: String,
+        /// Why they do not convert, and what to do.
+        why: String,
+    },
 }
 
 /// "The disk is full. " when `error` is about a full disk, else nothing.

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use anyhow::Result;
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use tfload::data::{split, BatchLoader, DataSource, Dataset, LoaderOptions, Purpose};
+use tfload::data::{split, BatchLoader, DataSource, Dataset, LabelTarget, LoaderOptions, Purpose};
 use tfload::import_weights::ImportPlan;
 use tfload::train::tensorboard::TensorBoard;
 use tfload::train::{
@@ -20,7 +20,7 @@ use tfload::train::{
 };
 use tfload::SessionConfig;
 
-use super::data_args::{report_data_reading, TfRecordArgs};
+use super::data_args::{report_data_reading, LabelModeArg, TfRecordArgs};
 use super::output::format_rate;
 use super::{table, GlobalArgs};
 
@@ -135,6 +135,9 @@ pub struct TrainArgs {
     /// Name of the label array in .npz data (default: y or labels).
     #[arg(long)]
     pub label_key: Option<String>,
+    /// Labels as Keras's image_dataset_from_directory label_mode (default: what the model's loss takes; int labels become one-hot rows for categorical_crossentropy).
+    #[arg(long, value_enum)]
+    pub label_mode: Option<LabelModeArg>,
     /// Load these Keras HDF5 weights (Keras 3 `.weights.h5` or legacy `.h5`) into the model
     /// before training, matched by layer name as `tfload import-weights` does.
     #[arg(long, value_name = "FILE")]
@@ -304,6 +307,7 @@ fn load_data(args: &TrainArgs, model: &TrainableModel, data: &Path) -> Result<Da
 fn open_dataset(args: &TrainArgs, model: &TrainableModel, path: &Path) -> Result<Arc<dyn Dataset>> {
     let mut options = args.tfrecord.source_options(args.feature_key.as_deref(), args.label_key.as_deref());
     options.class_names = model.contract().class_names.clone();
+    options.labels = LabelTarget::resolve(model.contract().label_target(), args.label_mode.map(LabelModeArg::mode))?;
     let source = DataSource::detect(path, &options)?;
     let dataset = source.open(&model.input_spec()?, || model.image_spec(), Purpose::Training)?;
     report_data_reading(dataset.as_ref(), args.json);

@@ -5,6 +5,7 @@
 
 pub mod arrays;
 pub mod image_folder;
+pub mod labels;
 pub mod loader;
 pub mod source;
 pub mod tfrecord;
@@ -16,6 +17,7 @@ use crate::tensor::TensorData;
 
 pub use arrays::ArrayDataset;
 pub use image_folder::ImageFolderDataset;
+pub use labels::{LabelMode, LabelTarget, Labeled};
 pub use loader::{epoch_order, BatchLoader, LoaderOptions};
 pub use source::{DataSource, Purpose, SourceKind, SourceOptions, TfRecordSettings};
 pub use tfrecord::{FeatureMapping, InputSpec, TfRecordDataset, TfRecordOptions};

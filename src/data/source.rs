@@ -21,7 +21,9 @@ use std::sync::Arc;
 
 use crate::data::tfrecord::first_record_features;
 use crate::data::TfRecordOptions;
-use crate::data::{ArrayDataset, Dataset, FeatureMapping, ImageFolderDataset, InputSpec, TfRecordDataset};
+use crate::data::{
+    ArrayDataset, Dataset, FeatureMapping, ImageFolderDataset, InputSpec, LabelTarget, Labeled, TfRecordDataset,
+};
 use crate::error::{Error, Result};
 use crate::formats::images::{is_image_file, ImageSpec};
 use crate::formats::tfrecord::Compression;
@@ -61,6 +63,9 @@ pub struct SourceOptions {
     /// The model's class names in output order: image folders are labelled by these names,
     /// not by the folders' sorted order (see [`ImageFolderDataset::matched_to`]).
     pub class_names: Option<Vec<String>>,
+    /// The labels the model takes: each batch's labels are converted to them (see
+    /// [`LabelTarget::convert`]); `None` feeds them as the data holds them.
+    pub labels: Option<LabelTarget>,
 }
 
 /// How TFRecord data is read.
@@ -110,9 +115,24 @@ impl DataSource {
         self.kind
     }
 
-    /// Opens the data for the model input `input`. `image` says how images must be read to
-    /// feed it; it is asked only for image folders.
+    /// Opens the data for the model input `input`, its labels converted to
+    /// [`SourceOptions::labels`] where given. `image` says how images must be read to feed it; it
+    /// is asked only for image folders.
     pub fn open(
+        &self,
+        input: &TensorSpec,
+        image: impl FnOnce() -> Result<ImageSpec>,
+        purpose: Purpose,
+    ) -> Result<Arc<dyn Dataset>> {
+        let dataset = self.open_as_stored(input, image, purpose)?;
+        Ok(match self.options.labels.filter(|_| purpose != Purpose::Prediction) {
+            Some(target) => Arc::new(Labeled::new(dataset, target)),
+            None => dataset,
+        })
+    }
+
+    /// Opens the data with its labels as the data holds them.
+    fn open_as_stored(
         &self,
         input: &TensorSpec,
         image: impl FnOnce() -> Result<ImageSpec>,

@@ -124,6 +124,12 @@ fn count_classes(
     let labels: Vec<usize> = match labels {
         TensorData::Int64(a) => a.iter().map(|&l| usize::try_from(l).ok()).collect::<Option<_>>()?,
         TensorData::Int32(a) => a.iter().map(|&l| usize::try_from(l).ok()).collect::<Option<_>>()?,
+        // One-hot (or soft) rows of categorical cross-entropy: the class is their argmax, as
+        // Keras's CategoricalAccuracy takes it.
+        TensorData::Float32(a) if a.ndim() == 2 => a
+            .outer_iter()
+            .map(|row| row.iter().enumerate().fold((0, f32::MIN), |best, (i, &v)| if v > best.1 { (i, v) } else { best }).0)
+            .collect(),
         _ => return None,
     };
     let mut confusion = confusion.unwrap_or_else(|| ConfusionMatrix::new(scores.ncols()));

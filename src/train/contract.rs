@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::data::LabelTarget;
 use crate::error::{Error, Result};
 use crate::formats::checkpoint_index::CheckpointIndex;
 use crate::model::meta_graph::MetaGraph;
@@ -257,6 +258,11 @@ impl TrainContract {
     /// The input key of a single-input model.
     pub fn input_key(&self) -> &str {
         &self.inputs[0].key
+    }
+
+    /// The labels the loss takes (`None` for plain values, mean squared error).
+    pub fn label_target(&self) -> Option<LabelTarget> {
+        LabelTarget::for_loss(self.loss.get("name").and_then(serde_json::Value::as_str)?, &self.labels.shape)
     }
 
     /// The shape of one input example (without the batch axis), unknown dims as `None`.
