@@ -13,3 +13,4 @@ mod train_cli;
 mod train_parity;
 mod train_safety;
 mod transfer_learning;
+mod tutorial;
