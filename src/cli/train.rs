@@ -22,6 +22,7 @@ use tfload::SessionConfig;
 
 use super::data_args::{report_data_reading, LabelModeArg, TfRecordArgs};
 use super::output::format_rate;
+use super::variables::human_bytes;
 use super::{table, GlobalArgs};
 
 /// Arguments of `tfload train`.
@@ -366,12 +367,12 @@ fn report(args: &TrainArgs, outcome: &FitOutcome) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(outcome)?);
     }
     match outcome {
-        FitOutcome::Completed { out, epochs, validation, weights_from_epoch } => {
+        FitOutcome::Completed { out, epochs, validation, weights_from_epoch, output_bytes, model_bytes } => {
             if !args.json {
                 let validation =
                     validation.as_ref().map(|v| format!(", validation {}", format_metrics(v))).unwrap_or_default();
                 println!("trained {epochs} epochs; weights of epoch {weights_from_epoch}{validation}");
-                println!("SavedModel written to {}", out.display());
+                println!("SavedModel written to {}{}", out.display(), sizes(*output_bytes, *model_bytes));
             }
             Ok(())
         }
@@ -389,6 +390,16 @@ fn report(args: &TrainArgs, outcome: &FitOutcome) -> Result<()> {
             );
             std::process::exit(130);
         }
+    }
+}
+
+/// ` (output folder: 1.2 MiB; the model's own files: 1.1 MiB)`, where both are known.
+fn sizes(output_bytes: Option<u64>, model_bytes: Option<u64>) -> String {
+    match (output_bytes, model_bytes) {
+        (Some(output), Some(model)) => {
+            format!(" (output folder: {}; the model's own files: {})", human_bytes(output), human_bytes(model))
+        }
+        _ => String::new(),
     }
 }
 

@@ -144,7 +144,9 @@ impl LabelTarget {
     fn to_binary(&self, labels: TensorData) -> Result<TensorData> {
         if let Some(values) = integer_column(&labels) {
             if self.units != 1 || values.iter().any(|&v| v != 0 && v != 1) {
-                return Err(self.refuse(&labels, "int labels give binary labels only for one output unit and 0/1 values"));
+                return Err(
+                    self.refuse(&labels, "int labels give binary labels only for one output unit and 0/1 values")
+                );
             }
             let floats = values.mapv(|v| v as f32).into_shape((values.len(), 1)).expect("n x 1");
             return Ok(TensorData::Float32(floats.into_dyn()));

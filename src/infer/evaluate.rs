@@ -128,7 +128,9 @@ fn count_classes(
         // Keras's CategoricalAccuracy takes it.
         TensorData::Float32(a) if a.ndim() == 2 => a
             .outer_iter()
-            .map(|row| row.iter().enumerate().fold((0, f32::MIN), |best, (i, &v)| if v > best.1 { (i, v) } else { best }).0)
+            .map(|row| {
+                row.iter().enumerate().fold((0, f32::MIN), |best, (i, &v)| if v > best.1 { (i, v) } else { best }).0
+            })
             .collect(),
         _ => return None,
     };

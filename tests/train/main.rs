@@ -6,6 +6,7 @@
 mod common;
 
 mod keras_layers;
+mod output_size;
 mod plateau_parity;
 mod saved_model_source;
 mod tensorboard;

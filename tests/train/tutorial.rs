@@ -36,13 +36,15 @@ fn tutorial_recipe_trains_as_keras_fit_does() {
     let (data, val) = (dir.path().join("train.npz"), dir.path().join("val.npz"));
     tfload_ok(&["import-weights", trainable, weights, "--out", s(&imported), "-q"]);
     let imported_args = [s(&imported), "--train-last-layers", "3"];
-    tfload_ok(&[
-        &["train"],
-        &imported_args[..],
-        &["--lr", "1e-4", "--epochs", "3", "--batch-size", "16", "--no-shuffle", "-q"],
-        &["--data", s(&data), "--val-data", s(&val), "--out", s(&out)],
-    ]
-    .concat());
+    tfload_ok(
+        &[
+            &["train"],
+            &imported_args[..],
+            &["--lr", "1e-4", "--epochs", "3", "--batch-size", "16", "--no-shuffle", "-q"],
+            &["--data", s(&data), "--val-data", s(&val), "--out", s(&out)],
+        ]
+        .concat(),
+    );
     let val_x = format!("image={}[x]", s(&val));
     tfload_ok(&["run", s(&out), "-i", &val_x, "--out", s(&preds), "-q"]);
     let preds_file = preds.join("outputs.npy");
