@@ -91,6 +91,10 @@ def build_arg_parser():
     tr.add_argument("--label-smoothing", type=float, default=0.0,
                     help="Keras label_smoothing for categorical_crossentropy and binary_crossentropy, "
                          "baked into the exported loss and recorded (default 0)")
+    tr.add_argument("--sample-weights", action="store_true",
+                    help="give train_step and eval_step a sample_weight input (float32 [batch]) so that "
+                         "tfload train --class-weight / --sample-weight can weight examples as Keras fit does "
+                         "(record: contract version 2)")
     tr.add_argument("--outputs", default="auto", choices=["auto", "probabilities", "logits"],
                     help="what the model outputs (sets from_logits); auto: probabilities if it ends in "
                          "softmax/sigmoid. A new head outputs probabilities unless 'logits'")
@@ -184,7 +188,7 @@ def export_from_args(args):
     rec = export_trainable(model, args.out, optimizer=opt, loss=loss, outputs=outputs,
                            class_names=class_names, preprocess=preprocess, frozen_layers=frozen,
                            force=args.force, model_name=args.name, jit_compile=args.jit_compile,
-                           label_smoothing=args.label_smoothing)
+                           label_smoothing=args.label_smoothing, sample_weights=args.sample_weights)
     _print_summary(args, rec, opt)
 
 

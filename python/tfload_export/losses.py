@@ -63,7 +63,8 @@ def loss_and_labels(loss_name, from_logits, out_shape, label_smoothing=0.0):
 
 
 def compute_metrics(loss_name, from_logits, labels, out):
-    """The metrics of METRICS_FOR_LOSS[loss_name] on one batch, as TF ops."""
+    """The metrics of METRICS_FOR_LOSS[loss_name] on one batch, as TF ops. Never weighted by
+    sample or class weights: Keras weights only ``weighted_metrics``, not ``metrics``."""
     tf, _ = import_tf()
     if loss_name == "sparse_categorical_crossentropy":
         pred = tf.argmax(out, axis=-1, output_type=tf.int64)
