@@ -568,6 +568,28 @@ pub enum Error {
         /// Why they do not convert, and what to do.
         why: String,
     },
+    /// A `--class-weight` that cannot be applied.
+    #[error("--class-weight {given}: {problem}")]
+    ClassWeight {
+        /// The text or class given.
+        given: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// `--sample-weight` on data that has no weight column tfload reads.
+    #[error("{data}: --sample-weight {key} reads a weight array of .npz data, and this data is not a .npz file. Save the weights as an array of the .npz (np.savez(path, x=..., y=..., {key}=...)) or use --class-weight")]
+    SampleWeightsUnavailable {
+        /// The data path.
+        data: PathBuf,
+        /// The weight key given.
+        key: String,
+    },
+    /// Weights were asked for, and the model's steps take none.
+    #[error("{signature} of this model takes no sample_weight input, so --class-weight / --sample-weight cannot apply. Export the model again with `.venv/bin/tfload-export ... --sample-weights` (train-step contract version 2)")]
+    WeightsNotTaken {
+        /// The step signature.
+        signature: String,
+    },
 }
 
 /// "The disk is full. " when `error` is about a full disk, else nothing.

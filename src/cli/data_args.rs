@@ -83,6 +83,7 @@ impl TfRecordArgs {
             tfrecord: self.settings(),
             class_names: None,
             labels: None,
+            sample_weight: None,
         }
     }
 }

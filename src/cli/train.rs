@@ -10,7 +10,9 @@ use std::sync::Arc;
 use anyhow::Result;
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use tfload::data::{split, BatchLoader, DataSource, Dataset, LabelTarget, LoaderOptions, Purpose};
+use tfload::data::{
+    split, BatchLoader, ClassWeighted, ClassWeights, DataSource, Dataset, LabelTarget, LoaderOptions, Purpose,
+};
 use tfload::import_weights::ImportPlan;
 use tfload::train::tensorboard::TensorBoard;
 use tfload::train::{
@@ -139,6 +141,12 @@ pub struct TrainArgs {
     /// Labels as Keras's image_dataset_from_directory label_mode (default: what the model's loss takes; int labels become one-hot rows for categorical_crossentropy).
     #[arg(long, value_enum)]
     pub label_mode: Option<LabelModeArg>,
+    /// Weight training examples by class as Keras fit's class_weight: `balanced` (n_samples / (n_classes * count)) or CLASS:WEIGHT pairs, by index or class name (0:1.0,1:2.5). Needs a model exported with --sample-weights.
+    #[arg(long, value_name = "balanced|CLASS:W,...", conflicts_with = "sample_weight")]
+    pub class_weight: Option<String>,
+    /// Weight training examples by the .npz array KEY (default sample_weight), as Keras fit's sample_weight. Needs a model exported with --sample-weights.
+    #[arg(long, value_name = "KEY", num_args = 0..=1, default_missing_value = "sample_weight")]
+    pub sample_weight: Option<String>,
     /// Load these Keras HDF5 weights (Keras 3 `.weights.h5` or legacy `.h5`) into the model
     /// before training, matched by layer name as `tfload import-weights` does.
     #[arg(long, value_name = "FILE")]
@@ -295,18 +303,38 @@ fn schedule(args: &TrainArgs, default_lr: f32) -> Result<LrSchedule> {
 type DataPair = (Arc<dyn Dataset>, Option<Arc<dyn Dataset>>);
 
 fn load_data(args: &TrainArgs, model: &TrainableModel, data: &Path) -> Result<DataPair> {
-    let train = open_dataset(args, model, data)?;
-    if let Some(fraction) = args.validation_split {
-        anyhow::ensure!((0.0..1.0).contains(&fraction), "--validation-split must be in [0, 1), got {fraction}");
-        let (train, validation) = split(train, fraction, args.seed);
-        return Ok((Arc::new(train), Some(Arc::new(validation))));
-    }
-    let validation = args.val_data.as_deref().map(|path| open_dataset(args, model, path)).transpose()?;
-    Ok((train, validation))
+    let train = open_dataset(args, model, data, args.sample_weight.as_deref())?;
+    let (train, validation): DataPair = match args.validation_split {
+        Some(fraction) => {
+            anyhow::ensure!((0.0..1.0).contains(&fraction), "--validation-split must be in [0, 1), got {fraction}");
+            let (train, validation) = split(train, fraction, args.seed);
+            (Arc::new(train), Some(Arc::new(validation)))
+        }
+        None => (train, args.val_data.as_deref().map(|path| open_dataset(args, model, path, None)).transpose()?),
+    };
+    Ok((class_weighted(args, model, train)?, validation))
 }
 
-fn open_dataset(args: &TrainArgs, model: &TrainableModel, path: &Path) -> Result<Arc<dyn Dataset>> {
+/// The training data weighted by `--class-weight`, where given (validation stays unweighted, as
+/// in Keras).
+fn class_weighted(args: &TrainArgs, model: &TrainableModel, train: Arc<dyn Dataset>) -> Result<Arc<dyn Dataset>> {
+    let Some(text) = &args.class_weight else {
+        return Ok(train);
+    };
+    let contract = model.contract();
+    let classes = contract.num_classes.map(|n| n as usize).or(train.label_classes()).unwrap_or(0);
+    let weights = ClassWeights::parse(text)?.resolve(train.as_ref(), classes, contract.class_names.as_deref())?;
+    Ok(Arc::new(ClassWeighted::new(train, weights)))
+}
+
+fn open_dataset(
+    args: &TrainArgs,
+    model: &TrainableModel,
+    path: &Path,
+    sample_weight: Option<&str>,
+) -> Result<Arc<dyn Dataset>> {
     let mut options = args.tfrecord.source_options(args.feature_key.as_deref(), args.label_key.as_deref());
+    options.sample_weight = sample_weight.map(str::to_string);
     options.class_names = model.contract().class_names.clone();
     options.labels = LabelTarget::resolve(model.contract().label_target(), args.label_mode.map(LabelModeArg::mode))?;
     let source = DataSource::detect(path, &options)?;

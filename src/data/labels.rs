@@ -268,6 +268,10 @@ impl Dataset for Labeled {
     fn notes(&self) -> Vec<String> {
         self.inner.notes()
     }
+
+    fn all_labels(&self) -> Option<TensorData> {
+        self.inner.all_labels()
+    }
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ pub mod labels;
 pub mod loader;
 pub mod source;
 pub mod tfrecord;
+pub mod weights;
 
 use std::sync::Arc;
 
@@ -20,6 +21,7 @@ pub use image_folder::ImageFolderDataset;
 pub use labels::{LabelMode, LabelTarget, Labeled};
 pub use loader::{epoch_order, BatchLoader, LoaderOptions};
 pub use source::{DataSource, Purpose, SourceKind, SourceOptions, TfRecordSettings};
+pub use weights::{ClassWeighted, ClassWeights};
 pub use tfrecord::{FeatureMapping, InputSpec, TfRecordDataset, TfRecordOptions};
 
 /// One batch: the model input, the labels, and which examples they are.
@@ -31,6 +33,8 @@ pub struct Batch {
     pub labels: TensorData,
     /// The data set indices of the examples, in batch order.
     pub indices: Vec<usize>,
+    /// Each example's weight, float32 `[batch]` (sample or class weights), where the data has them.
+    pub weights: Option<TensorData>,
 }
 
 impl Batch {
@@ -44,9 +48,14 @@ impl Batch {
         self.indices.is_empty()
     }
 
-    /// Bytes of its inputs and labels.
+    /// A batch without weights.
+    pub fn new(inputs: TensorData, labels: TensorData, indices: Vec<usize>) -> Batch {
+        Batch { inputs, labels, indices, weights: None }
+    }
+
+    /// Bytes of its inputs, labels and weights.
     pub fn nbytes(&self) -> usize {
-        self.inputs.nbytes() + self.labels.nbytes()
+        self.inputs.nbytes() + self.labels.nbytes() + self.weights.as_ref().map_or(0, TensorData::nbytes)
     }
 }
 
@@ -103,6 +112,12 @@ pub trait Dataset: Send + Sync {
         0
     }
 
+    /// Every example's label, first axis the example, where the data holds them all in memory
+    /// (what `--class-weight balanced` counts).
+    fn all_labels(&self) -> Option<TensorData> {
+        None
+    }
+
     /// What the user should know about how the data was read (classes matched to the model's
     /// by name, for example); empty for most data.
     fn notes(&self) -> Vec<String> {
@@ -148,6 +163,10 @@ impl Dataset for Subset {
 
     fn notes(&self) -> Vec<String> {
         self.inner.notes()
+    }
+
+    fn all_labels(&self) -> Option<TensorData> {
+        Some(self.inner.all_labels()?.select_rows(&self.indices))
     }
 
     fn describe(&self) -> String {

@@ -66,6 +66,8 @@ pub struct SourceOptions {
     /// The labels the model takes: each batch's labels are converted to them (see
     /// [`LabelTarget::convert`]); `None` feeds them as the data holds them.
     pub labels: Option<LabelTarget>,
+    /// `.npz` data: the array of per-example weights (Keras's `sample_weight`), where given.
+    pub sample_weight: Option<String>,
 }
 
 /// How TFRecord data is read.
@@ -124,6 +126,9 @@ impl DataSource {
         image: impl FnOnce() -> Result<ImageSpec>,
         purpose: Purpose,
     ) -> Result<Arc<dyn Dataset>> {
+        if let (Some(key), false) = (&self.options.sample_weight, self.kind == SourceKind::Arrays) {
+            return Err(Error::SampleWeightsUnavailable { data: self.path.clone(), key: key.clone() });
+        }
         let dataset = self.open_as_stored(input, image, purpose)?;
         Ok(match self.options.labels.filter(|_| purpose != Purpose::Prediction) {
             Some(target) => Arc::new(Labeled::new(dataset, target)),
@@ -150,11 +155,13 @@ impl DataSource {
                 }
                 Ok(Arc::new(folder))
             }
-            SourceKind::Arrays => Ok(Arc::new(ArrayDataset::from_npz(
-                &self.path,
-                self.options.feature_key.as_deref(),
-                self.options.label_key.as_deref(),
-            )?)),
+            SourceKind::Arrays => {
+                let (features, labels) = (self.options.feature_key.as_deref(), self.options.label_key.as_deref());
+                Ok(Arc::new(match &self.options.sample_weight {
+                    Some(key) => ArrayDataset::from_npz_weighted(&self.path, features, labels, key)?,
+                    None => ArrayDataset::from_npz(&self.path, features, labels)?,
+                }))
+            }
         }
     }
 

@@ -149,6 +149,10 @@ impl Check<'_> {
             ));
         }
         self.tensor("labels", &contract.labels, "labels", &steps, true)?;
+        if let Some(weights) = &contract.sample_weight {
+            self.fixed("sample_weight", weights, &[None])?;
+            self.tensor("sample_weight", weights, "sample_weight", &steps, true)?;
+        }
         let mask_shape = vec![Some(contract.mask_variables.len() as u64)];
         self.fixed("mask", &contract.mask, &mask_shape)?;
         self.tensor("mask", &contract.mask, "mask", &[&signatures.train], true)?;
