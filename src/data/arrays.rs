@@ -172,7 +172,8 @@ impl Dataset for ArrayDataset {
     }
 
     fn gather(&self, indices: &[usize]) -> Result<Batch> {
-        let mut batch = Batch::new(self.features.select_rows(indices), self.labels.select_rows(indices), indices.to_vec());
+        let mut batch =
+            Batch::new(self.features.select_rows(indices), self.labels.select_rows(indices), indices.to_vec());
         batch.weights = self.weights.as_ref().map(|w| w.select_rows(indices));
         Ok(batch)
     }

@@ -21,8 +21,8 @@ pub use image_folder::ImageFolderDataset;
 pub use labels::{LabelMode, LabelTarget, Labeled};
 pub use loader::{epoch_order, BatchLoader, LoaderOptions};
 pub use source::{DataSource, Purpose, SourceKind, SourceOptions, TfRecordSettings};
-pub use weights::{ClassWeighted, ClassWeights};
 pub use tfrecord::{FeatureMapping, InputSpec, TfRecordDataset, TfRecordOptions};
+pub use weights::{ClassWeighted, ClassWeights};
 
 /// One batch: the model input, the labels, and which examples they are.
 #[derive(Debug, Clone, PartialEq)]

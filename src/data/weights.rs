@@ -53,7 +53,10 @@ impl ClassWeights {
             ClassWeights::Balanced => {
                 let labels = data.all_labels().ok_or_else(|| Error::ClassWeight {
                     given: "balanced".into(),
-                    problem: format!("{} does not hold its labels in memory to count them; give the weights per class", data.describe()),
+                    problem: format!(
+                        "{} does not hold its labels in memory to count them; give the weights per class",
+                        data.describe()
+                    ),
                 })?;
                 let counts = count_classes(&class_indices(&labels)?, classes)?;
                 let present = counts.values().filter(|&&c| c > 0).count();
@@ -112,7 +115,9 @@ pub fn class_indices(labels: &TensorData) -> Result<Vec<i64>> {
         let rows = rows.into_dimensionality::<ndarray::Ix2>().expect("2-d");
         return Ok(rows
             .outer_iter()
-            .map(|row| row.iter().enumerate().fold((0, f32::MIN), |b, (i, &v)| if v > b.1 { (i, v) } else { b }).0 as i64)
+            .map(|row| {
+                row.iter().enumerate().fold((0, f32::MIN), |b, (i, &v)| if v > b.1 { (i, v) } else { b }).0 as i64
+            })
             .collect());
     }
     let values = labels.to_f32().filter(|_| shape.len() == 1 || shape == [shape[0], 1]);
@@ -144,7 +149,8 @@ impl ClassWeighted {
             .iter()
             .map(|&c| usize::try_from(c).ok().and_then(|c| self.weights.get(c)).copied().unwrap_or(1.0))
             .collect();
-        batch.weights = Some(TensorData::Float32(ArrayD::from_shape_vec(IxDyn(&[weights.len()]), weights).expect("1-d")));
+        batch.weights =
+            Some(TensorData::Float32(ArrayD::from_shape_vec(IxDyn(&[weights.len()]), weights).expect("1-d")));
         Ok(())
     }
 }

@@ -15,3 +15,4 @@ mod train_parity;
 mod train_safety;
 mod transfer_learning;
 mod tutorial;
+mod weights;
