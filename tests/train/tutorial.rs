@@ -75,3 +75,24 @@ fn tutorial_recipe_trains_as_keras_fit_does() {
     assert!(keras["tfload_vs_python"].as_f64().unwrap() <= 1e-6, "{keras}");
     assert!(keras["keras_vs_python"].as_f64().unwrap() <= 1e-4, "{keras}");
 }
+
+/// A categorical model trains from an image folder (labels made one-hot, Keras's
+/// `label_mode="categorical"`), `--label-mode int` is refused naming the mode it takes, and
+/// `eval` on the folder counts the classes of one-hot labels.
+#[test]
+fn image_folders_feed_one_hot_labels_to_a_categorical_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let made = python_json(SCRIPT, &["digits", s(dir.path())]);
+    let trainable = made["trainable"].as_str().unwrap();
+    let images = crate::common::root().join("saved_models/data/digits_5_9_images");
+    let out = dir.path().join("trained");
+    let args = ["train", trainable, "--data", s(&images), "--out", s(&out), "--epochs", "2", "-q"];
+    let refused = crate::common::tfload_err(&[&args[..], &["--label-mode", "int"]].concat());
+    assert!(refused.contains("--label-mode int") && refused.contains("--label-mode categorical"), "{refused}");
+    tfload_ok(&[&args[..], &["--label-mode", "categorical"]].concat());
+    assert_eq!(epochs(&out).len(), 2);
+    let eval: Value = serde_json::from_str(&tfload_ok(&["eval", s(&out), "--data", s(&images), "--json"])).unwrap();
+    let (from_step, from_argmax) = (eval["metrics"]["accuracy"].as_f64(), eval["accuracy"].as_f64());
+    assert!(from_step.is_some() && (from_step.unwrap() - from_argmax.unwrap()).abs() < 1e-6, "{eval}");
+    assert_eq!(eval["examples"].as_u64(), Some(150));
+}
