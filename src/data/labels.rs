@@ -94,13 +94,13 @@ impl LabelTarget {
     /// `labels` (first axis the example) in this form, moved through when already in it.
     pub fn convert(&self, labels: TensorData) -> Result<TensorData> {
         match self.mode {
-            LabelMode::Int => self.to_indices(labels),
-            LabelMode::Categorical => self.to_one_hot(labels),
-            LabelMode::Binary => self.to_binary(labels),
+            LabelMode::Int => self.indices_of(labels),
+            LabelMode::Categorical => self.one_hot_of(labels),
+            LabelMode::Binary => self.binary_of(labels),
         }
     }
 
-    fn to_indices(&self, labels: TensorData) -> Result<TensorData> {
+    fn indices_of(&self, labels: TensorData) -> Result<TensorData> {
         if matches!(&labels, TensorData::Int64(a) if a.ndim() == 1) {
             return Ok(labels);
         }
@@ -124,7 +124,7 @@ impl LabelTarget {
         Ok(TensorData::Int64(ArrayD::from_shape_vec(IxDyn(&[indices.len()]), indices).expect("1-d")))
     }
 
-    fn to_one_hot(&self, labels: TensorData) -> Result<TensorData> {
+    fn one_hot_of(&self, labels: TensorData) -> Result<TensorData> {
         if let Some(indices) = integer_column(&labels) {
             let mut one_hot = ArrayD::<f32>::zeros(IxDyn(&[indices.len(), self.units]));
             for (row, &class) in indices.iter().enumerate() {
@@ -141,7 +141,7 @@ impl LabelTarget {
         self.floats_with_units(labels)
     }
 
-    fn to_binary(&self, labels: TensorData) -> Result<TensorData> {
+    fn binary_of(&self, labels: TensorData) -> Result<TensorData> {
         if let Some(values) = integer_column(&labels) {
             if self.units != 1 || values.iter().any(|&v| v != 0 && v != 1) {
                 return Err(
