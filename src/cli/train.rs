@@ -11,7 +11,7 @@ use anyhow::Result;
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use tfload::data::{
-    split, BatchLoader, ClassWeighted, ClassWeights, DataSource, Dataset, LabelTarget, LoaderOptions, Purpose,
+    class_weighted, split, BatchLoader, ClassWeights, DataSource, Dataset, LabelTarget, LoaderOptions, Purpose,
 };
 use tfload::import_weights::ImportPlan;
 use tfload::train::tensorboard::TensorBoard;
@@ -312,19 +312,19 @@ fn load_data(args: &TrainArgs, model: &TrainableModel, data: &Path) -> Result<Da
         }
         None => (train, args.val_data.as_deref().map(|path| open_dataset(args, model, path, None)).transpose()?),
     };
-    Ok((class_weighted(args, model, train)?, validation))
+    Ok((weigh_classes(args, model, train)?, validation))
 }
 
 /// The training data weighted by `--class-weight`, where given (validation stays unweighted, as
 /// in Keras).
-fn class_weighted(args: &TrainArgs, model: &TrainableModel, train: Arc<dyn Dataset>) -> Result<Arc<dyn Dataset>> {
+fn weigh_classes(args: &TrainArgs, model: &TrainableModel, train: Arc<dyn Dataset>) -> Result<Arc<dyn Dataset>> {
     let Some(text) = &args.class_weight else {
         return Ok(train);
     };
     let contract = model.contract();
     let classes = contract.num_classes.map(|n| n as usize).or(train.label_classes()).unwrap_or(0);
     let weights = ClassWeights::parse(text)?.resolve(train.as_ref(), classes, contract.class_names.as_deref())?;
-    Ok(Arc::new(ClassWeighted::new(train, weights)))
+    Ok(Arc::new(class_weighted(train, weights)))
 }
 
 fn open_dataset(

@@ -3,8 +3,8 @@
 //! cross-entropy, 0/1 floats for binary cross-entropy, as Keras's `image_dataset_from_directory`
 //! gives them with `label_mode="int" | "categorical" | "binary"`.
 //!
-//! [`LabelTarget`] says what the model wants (from its record); [`Labeled`] wraps a data set and
-//! converts each batch's labels: int labels become one-hot rows for a categorical model, exact
+//! [`LabelTarget`] says what the model wants (from its record); [`with_labels_as`] wraps a data set
+//! and converts each batch's labels: int labels become one-hot rows for a categorical model, exact
 //! one-hot rows become class indices for a sparse model, anything ambiguous (soft labels for a
 //! model that takes indices) is refused with what to do instead.
 
@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use ndarray::{ArrayD, Axis, IxDyn};
 
-use crate::data::{Batch, Dataset};
+use crate::data::{Batch, Dataset, MapBatches};
 use crate::error::{Error, Result};
 use crate::tensor::TensorData;
 
@@ -210,68 +210,13 @@ fn float_rows(labels: &TensorData) -> Option<ndarray::Array2<f32>> {
     }
 }
 
-/// A data set whose batches' labels are converted to a [`LabelTarget`].
-pub struct Labeled {
-    inner: Arc<dyn Dataset>,
-    target: LabelTarget,
-}
-
-impl Labeled {
-    /// `inner` with its labels converted to `target`.
-    pub fn new(inner: Arc<dyn Dataset>, target: LabelTarget) -> Labeled {
-        Labeled { inner, target }
-    }
-}
-
-impl Dataset for Labeled {
-    fn len(&self) -> usize {
-        self.inner.len()
-    }
-
-    fn example_shape(&self) -> Vec<usize> {
-        self.inner.example_shape()
-    }
-
-    fn class_names(&self) -> Option<Vec<String>> {
-        self.inner.class_names()
-    }
-
-    fn label_classes(&self) -> Option<usize> {
-        self.inner.label_classes()
-    }
-
-    fn describe(&self) -> String {
-        self.inner.describe()
-    }
-
-    fn gather(&self, indices: &[usize]) -> Result<Batch> {
-        let mut batch = self.inner.gather(indices)?;
-        batch.labels = self.target.convert(batch.labels)?;
-        Ok(batch)
-    }
-
-    fn gather_into(&self, indices: &[usize], batch: &mut Batch) -> Result<()> {
-        self.inner.gather_into(indices, batch)?;
+/// `inner` with each batch's labels converted to `target`.
+pub fn with_labels_as(inner: Arc<dyn Dataset>, target: LabelTarget) -> MapBatches {
+    MapBatches::new(inner, move |batch: &mut Batch| {
         let labels = std::mem::replace(&mut batch.labels, TensorData::Int64(ArrayD::zeros(IxDyn(&[0]))));
-        batch.labels = self.target.convert(labels)?;
+        batch.labels = target.convert(labels)?;
         Ok(())
-    }
-
-    fn is_in_memory(&self) -> bool {
-        self.inner.is_in_memory()
-    }
-
-    fn skipped_records(&self) -> usize {
-        self.inner.skipped_records()
-    }
-
-    fn notes(&self) -> Vec<String> {
-        self.inner.notes()
-    }
-
-    fn all_labels(&self) -> Option<TensorData> {
-        self.inner.all_labels()
-    }
+    })
 }
 
 #[cfg(test)]

@@ -18,11 +18,11 @@ use crate::tensor::TensorData;
 
 pub use arrays::ArrayDataset;
 pub use image_folder::ImageFolderDataset;
-pub use labels::{LabelMode, LabelTarget, Labeled};
+pub use labels::{with_labels_as, LabelMode, LabelTarget};
 pub use loader::{epoch_order, BatchLoader, LoaderOptions};
 pub use source::{DataSource, Purpose, SourceKind, SourceOptions, TfRecordSettings};
 pub use tfrecord::{FeatureMapping, InputSpec, TfRecordDataset, TfRecordOptions};
-pub use weights::{ClassWeighted, ClassWeights};
+pub use weights::{class_weighted, ClassWeights};
 
 /// One batch: the model input, the labels, and which examples they are.
 #[derive(Debug, Clone, PartialEq)]
@@ -188,6 +188,69 @@ impl Dataset for Subset {
 
     fn is_in_memory(&self) -> bool {
         self.inner.is_in_memory()
+    }
+}
+
+/// The batches of another data set, each changed by a function after it is gathered: labels
+/// converted to the model's form, class weights added. Everything else is the inner set's.
+pub struct MapBatches {
+    inner: Arc<dyn Dataset>,
+    map: Box<dyn Fn(&mut Batch) -> Result<()> + Send + Sync>,
+}
+
+impl MapBatches {
+    /// `inner`, each batch passed through `map`.
+    pub fn new(inner: Arc<dyn Dataset>, map: impl Fn(&mut Batch) -> Result<()> + Send + Sync + 'static) -> MapBatches {
+        MapBatches { inner, map: Box::new(map) }
+    }
+}
+
+impl Dataset for MapBatches {
+    fn len(&self) -> usize {
+        self.inner.len()
+    }
+
+    fn example_shape(&self) -> Vec<usize> {
+        self.inner.example_shape()
+    }
+
+    fn class_names(&self) -> Option<Vec<String>> {
+        self.inner.class_names()
+    }
+
+    fn label_classes(&self) -> Option<usize> {
+        self.inner.label_classes()
+    }
+
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+
+    fn gather(&self, indices: &[usize]) -> Result<Batch> {
+        let mut batch = self.inner.gather(indices)?;
+        (self.map)(&mut batch)?;
+        Ok(batch)
+    }
+
+    fn gather_into(&self, indices: &[usize], batch: &mut Batch) -> Result<()> {
+        self.inner.gather_into(indices, batch)?;
+        (self.map)(batch)
+    }
+
+    fn is_in_memory(&self) -> bool {
+        self.inner.is_in_memory()
+    }
+
+    fn skipped_records(&self) -> usize {
+        self.inner.skipped_records()
+    }
+
+    fn notes(&self) -> Vec<String> {
+        self.inner.notes()
+    }
+
+    fn all_labels(&self) -> Option<TensorData> {
+        self.inner.all_labels()
     }
 }
 

@@ -20,10 +20,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::data::tfrecord::first_record_features;
+use crate::data::with_labels_as;
 use crate::data::TfRecordOptions;
-use crate::data::{
-    ArrayDataset, Dataset, FeatureMapping, ImageFolderDataset, InputSpec, LabelTarget, Labeled, TfRecordDataset,
-};
+use crate::data::{ArrayDataset, Dataset, FeatureMapping, ImageFolderDataset, InputSpec, LabelTarget, TfRecordDataset};
 use crate::error::{Error, Result};
 use crate::formats::images::{is_image_file, ImageSpec};
 use crate::formats::tfrecord::Compression;
@@ -131,7 +130,7 @@ impl DataSource {
         }
         let dataset = self.open_as_stored(input, image, purpose)?;
         Ok(match self.options.labels.filter(|_| purpose != Purpose::Prediction) {
-            Some(target) => Arc::new(Labeled::new(dataset, target)),
+            Some(target) => Arc::new(with_labels_as(dataset, target)),
             None => dataset,
         })
     }

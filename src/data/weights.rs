@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use ndarray::{ArrayD, IxDyn};
 
-use crate::data::{Batch, Dataset};
+use crate::data::{Batch, Dataset, MapBatches};
 use crate::error::{Error, Result};
 use crate::tensor::TensorData;
 
@@ -131,77 +131,15 @@ fn not_classes(labels: &TensorData) -> Error {
     }
 }
 
-/// A data set whose batches carry each example's class weight as its weight.
-pub struct ClassWeighted {
-    inner: Arc<dyn Dataset>,
-    weights: Vec<f32>,
-}
-
-impl ClassWeighted {
-    /// `inner`, each example weighted by `weights[class]`.
-    pub fn new(inner: Arc<dyn Dataset>, weights: Vec<f32>) -> ClassWeighted {
-        ClassWeighted { inner, weights }
-    }
-
-    fn weigh(&self, batch: &mut Batch) -> Result<()> {
-        let classes = class_indices(&batch.labels)?;
-        let weights: Vec<f32> = classes
-            .iter()
-            .map(|&c| usize::try_from(c).ok().and_then(|c| self.weights.get(c)).copied().unwrap_or(1.0))
-            .collect();
-        batch.weights =
-            Some(TensorData::Float32(ArrayD::from_shape_vec(IxDyn(&[weights.len()]), weights).expect("1-d")));
+/// `inner` with each batch's weights set to its examples' class weights, `weights[class]`
+/// (1.0 for a class beyond them).
+pub fn class_weighted(inner: Arc<dyn Dataset>, weights: Vec<f32>) -> MapBatches {
+    MapBatches::new(inner, move |batch: &mut Batch| {
+        let of_class = |c: i64| usize::try_from(c).ok().and_then(|c| weights.get(c)).copied().unwrap_or(1.0);
+        let each: Vec<f32> = class_indices(&batch.labels)?.into_iter().map(of_class).collect();
+        batch.weights = Some(TensorData::Float32(ArrayD::from_shape_vec(IxDyn(&[each.len()]), each).expect("1-d")));
         Ok(())
-    }
-}
-
-impl Dataset for ClassWeighted {
-    fn len(&self) -> usize {
-        self.inner.len()
-    }
-
-    fn example_shape(&self) -> Vec<usize> {
-        self.inner.example_shape()
-    }
-
-    fn class_names(&self) -> Option<Vec<String>> {
-        self.inner.class_names()
-    }
-
-    fn label_classes(&self) -> Option<usize> {
-        self.inner.label_classes()
-    }
-
-    fn describe(&self) -> String {
-        self.inner.describe()
-    }
-
-    fn gather(&self, indices: &[usize]) -> Result<Batch> {
-        let mut batch = self.inner.gather(indices)?;
-        self.weigh(&mut batch)?;
-        Ok(batch)
-    }
-
-    fn gather_into(&self, indices: &[usize], batch: &mut Batch) -> Result<()> {
-        self.inner.gather_into(indices, batch)?;
-        self.weigh(batch)
-    }
-
-    fn is_in_memory(&self) -> bool {
-        self.inner.is_in_memory()
-    }
-
-    fn skipped_records(&self) -> usize {
-        self.inner.skipped_records()
-    }
-
-    fn notes(&self) -> Vec<String> {
-        self.inner.notes()
-    }
-
-    fn all_labels(&self) -> Option<TensorData> {
-        self.inner.all_labels()
-    }
+    })
 }
 
 #[cfg(test)]
@@ -240,7 +178,7 @@ mod tests {
     #[test]
     fn batches_carry_their_examples_class_weights() -> Result<()> {
         let labels = Arc::new(data(TensorData::Int64(arr1(&[2i64, 0, 1]).into_dyn())));
-        let weighted = ClassWeighted::new(labels, vec![0.5, 2.0, 3.0]);
+        let weighted = class_weighted(labels, vec![0.5, 2.0, 3.0]);
         let batch = weighted.gather(&[0, 2])?;
         assert_eq!(batch.weights, Some(TensorData::Float32(arr1(&[3.0f32, 2.0]).into_dyn())));
         Ok(())
