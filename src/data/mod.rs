@@ -195,8 +195,11 @@ impl Dataset for Subset {
 /// converted to the model's form, class weights added. Everything else is the inner set's.
 pub struct MapBatches {
     inner: Arc<dyn Dataset>,
-    map: Box<dyn Fn(&mut Batch) -> Result<()> + Send + Sync>,
+    map: BatchMap,
 }
+
+/// What [`MapBatches`] does to each batch.
+type BatchMap = Box<dyn Fn(&mut Batch) -> Result<()> + Send + Sync>;
 
 impl MapBatches {
     /// `inner`, each batch passed through `map`.
