@@ -554,6 +554,50 @@ pub enum Error {
         /// What is wrong, and what to give instead.
         problem: String,
     },
+
+    // --- Labels, class and sample weights (labels16, issue 16 items 2 and class weights) ---
+    /// `--label-mode` asks for labels the model does not take.
+    #[error("--label-mode {given} does not fit this model: its loss takes {wanted_form} (label mode {wanted}). Leave --label-mode out (tfload then gives the model what it takes) or pass --label-mode {wanted}")]
+    LabelModeMismatch {
+        /// The mode given.
+        given: &'static str,
+        /// The mode the model's loss takes.
+        wanted: &'static str,
+        /// Dtype and shape the model takes.
+        wanted_form: String,
+    },
+    /// The data's labels cannot be turned into the labels the model takes.
+    #[error("labels {given} do not fit the model, which takes {wanted}: {why}")]
+    LabelsUnfit {
+        /// The labels' dtype and shape.
+        given: String,
+        /// What the model takes.
+        wanted: String,
+        /// Why they do not convert, and what to do.
+        why: String,
+    },
+    /// A `--class-weight` that cannot be applied.
+    #[error("--class-weight {given}: {problem}")]
+    ClassWeight {
+        /// The text or class given.
+        given: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// `--sample-weight` on data that has no weight column tfload reads.
+    #[error("{data}: --sample-weight {key} reads a weight array of .npz data, and this data is not a .npz file. Save the weights as an array of the .npz (np.savez(path, x=..., y=..., {key}=...)) or use --class-weight")]
+    SampleWeightsUnavailable {
+        /// The data path.
+        data: PathBuf,
+        /// The weight key given.
+        key: String,
+    },
+    /// Weights were asked for, and the model's steps take none.
+    #[error("{signature} of this model takes no sample_weight input, so --class-weight / --sample-weight cannot apply. Export the model again with `.venv/bin/tfload-export ... --sample-weights` (train-step contract version 2)")]
+    WeightsNotTaken {
+        /// The step signature.
+        signature: String,
+    },
 }
 
 /// "The disk is full. " when `error` is about a full disk, else nothing.

@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 
 from ._tf import import_tf
-from .contract import (CONTRACT_ASSET, CONTRACT_VERSION, REQUIRED_RECORD_KEYS, SIG_EVAL, SIG_SERVE,
-                       SIG_TRAIN, ContractError, read_contract)
+from .contract import (CONTRACT_ASSET, CONTRACT_VERSION, CONTRACT_VERSION_SAMPLE_WEIGHT, REQUIRED_RECORD_KEYS,
+                       SIG_EVAL, SIG_SERVE, SIG_TRAIN, ContractError, read_contract)
 
 
 def read_saved_model(export_dir):
@@ -48,6 +48,8 @@ def _signature_problems(tf, mg, rec):
     specs[rec["labels"]["key"]] = rec["labels"]
     specs[rec["mask"]["key"]] = rec["mask"]
     specs[rec["learning_rate"]["key"]] = rec["learning_rate"]
+    if "sample_weight" in rec:
+        specs[rec["sample_weight"]["key"]] = rec["sample_weight"]
     out_specs = {s["key"]: s for s in rec["outputs"]}
     problems = []
     for sig_key, sig in rec["signatures"].items():
@@ -123,8 +125,9 @@ def check_export(export_dir):
     missing = [k for k in REQUIRED_RECORD_KEYS if k not in rec]
     if missing:
         raise ContractError(f"{export_dir}: record lacks {missing}")
-    if rec.get("contract_version") != CONTRACT_VERSION:
-        problems.append(f"contract_version is {rec.get('contract_version')!r}, not {CONTRACT_VERSION}")
+    expected_version = CONTRACT_VERSION_SAMPLE_WEIGHT if "sample_weight" in rec else CONTRACT_VERSION
+    if rec.get("contract_version") != expected_version:
+        problems.append(f"contract_version is {rec.get('contract_version')!r}, not {expected_version}")
     problems += _mask_problems(rec) + _signature_problems(tf, mg, rec) + _variable_problems(tf, export_dir, mg, rec)
     if problems:
         raise ContractError(f"{export_dir}: " + "; ".join(problems))

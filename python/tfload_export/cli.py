@@ -10,7 +10,7 @@ from .check import check_export
 from .contract import ContractError
 from .export import export_trainable
 from .head import head_layers, replace_head
-from .losses import LOSS_ALIASES
+from .losses import HEAD_ACTIVATION, LOSS_ALIASES
 from .optimizers import CLIPPING, OPTIMIZERS, optimizer_config, setting_names
 from .preprocessing import application_preprocess_mode
 from .saved_model_source import export_saved_model_trainable
@@ -97,6 +97,13 @@ def build_arg_parser():
     head.add_argument("--class-names", help="comma-separated class names, in output order")
     tr = p.add_argument_group("training")
     tr.add_argument("--loss", default="sparse_categorical_crossentropy", choices=sorted(LOSS_ALIASES))
+    tr.add_argument("--label-smoothing", type=float, default=0.0,
+                    help="Keras label_smoothing for categorical_crossentropy and binary_crossentropy, "
+                         "baked into the exported loss and recorded (default 0)")
+    tr.add_argument("--sample-weights", action="store_true",
+                    help="give train_step and eval_step a sample_weight input (float32 [batch]) so that "
+                         "tfload train --class-weight / --sample-weight can weight examples as Keras fit does "
+                         "(record: contract version 2)")
     tr.add_argument("--outputs", default="auto", choices=["auto", "probabilities", "logits"],
                     help="what the model outputs (sets from_logits); auto: probabilities if it ends in "
                          "softmax/sigmoid. A new head outputs probabilities unless 'logits'")
@@ -180,8 +187,7 @@ def export_from_args(args):
     head_names = None
     outputs = args.outputs
     if replace:
-        activation = {"sparse_categorical_crossentropy": "softmax", "binary_crossentropy": "sigmoid",
-                      "mean_squared_error": "linear"}[loss]
+        activation = HEAD_ACTIVATION[loss]
         if outputs == "logits":
             activation = "linear"
         model, head_names = replace_head(model, args.num_classes, hidden_units=args.hidden_units,
@@ -196,7 +202,8 @@ def export_from_args(args):
     class_names = args.class_names.split(",") if args.class_names else None
     rec = export_trainable(model, args.out, optimizer=opt, loss=loss, outputs=outputs,
                            class_names=class_names, preprocess=preprocess, frozen_layers=frozen,
-                           force=args.force, model_name=args.name, jit_compile=args.jit_compile)
+                           force=args.force, model_name=args.name, jit_compile=args.jit_compile,
+                           label_smoothing=args.label_smoothing, sample_weights=args.sample_weights)
     _print_summary(args, rec, opt)
     if loaded is not None:
         print(f"  {loaded.summary()} from {args.weights}")

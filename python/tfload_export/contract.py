@@ -10,6 +10,9 @@ import json
 import os
 
 CONTRACT_VERSION = 1
+CONTRACT_VERSION_SAMPLE_WEIGHT = 2
+"""The version of records whose steps take ``sample_weight`` (version 1 plus that input), so
+that a tfload that does not know the input refuses the model instead of failing to feed it."""
 CONTRACT_ASSET = "tfload_contract.json"
 SIG_SERVE = "serving_default"
 SIG_TRAIN = "train_step"
@@ -18,7 +21,8 @@ KEY_LABELS = "labels"
 KEY_MASK = "mask"
 KEY_LR = "learning_rate"
 KEY_LOSS = "loss"
-RESERVED_KEYS = (KEY_LABELS, KEY_MASK, KEY_LR)
+KEY_SAMPLE_WEIGHT = "sample_weight"
+RESERVED_KEYS = (KEY_LABELS, KEY_MASK, KEY_LR, KEY_SAMPLE_WEIGHT)
 REQUIRED_RECORD_KEYS = ("contract_version", "signatures", "inputs", "outputs", "labels", "mask",
                         "learning_rate", "default_mask", "mask_variables", "non_trainable_variables",
                         "optimizer_variables", "loss", "metrics", "optimizer", "class_names")
@@ -27,6 +31,7 @@ REQUIRED_RECORD_KEYS = ("contract_version", "signatures", "inputs", "outputs", "
 PRODUCER_TOOL = "tfload_export.py"
 
 TASK_OF_LOSS = {"sparse_categorical_crossentropy": "classification",
+                "categorical_crossentropy": "classification",
                 "binary_crossentropy": "binary_classification",
                 "mean_squared_error": "regression"}
 
@@ -55,7 +60,8 @@ def write_contract(record, path):
 
 def build_record(*, versions, model_name, loss_name, from_logits, input_specs, output, labels_spec,
                  num_classes, class_names, metrics, optimizer, mask_records, state_records,
-                 optimizer_records, bn_records, jit_compile, extra_info=None, layer_records=None):
+                 optimizer_records, bn_records, jit_compile, extra_info=None, layer_records=None,
+                 label_smoothing=0.0, sample_weights=False):
     """The contract record of one export; every argument is already in its recorded form.
 
     ``versions``: ``(tensorflow, keras)`` version strings; ``output``: the outputs entry.
@@ -96,6 +102,16 @@ def build_record(*, versions, model_name, loss_name, from_logits, input_specs, o
             SIG_EVAL: {"inputs": input_keys + [KEY_LABELS], "outputs": [KEY_LOSS] + metric_keys},
         },
     }
+    if label_smoothing:
+        record["loss"]["label_smoothing"] = float(label_smoothing)
+    if sample_weights:
+        record["contract_version"] = CONTRACT_VERSION_SAMPLE_WEIGHT
+        record["sample_weight"] = {"key": KEY_SAMPLE_WEIGHT, "dtype": "float32", "shape": [None],
+                                   "description": "weight of each example (class and sample weights); "
+                                                  "loss = sum(w * loss) / batch size, as Keras fit"}
+        for step in (SIG_TRAIN, SIG_EVAL):
+            keys = record["signatures"][step]["inputs"]
+            keys.insert(keys.index(KEY_LABELS) + 1, KEY_SAMPLE_WEIGHT)
     if layer_records is not None:
         record["layers"] = layer_records
     if extra_info:

@@ -21,10 +21,10 @@ import tempfile
 
 from ._tf import import_tf
 from .check import check_export
-from .contract import (CONTRACT_ASSET, KEY_LABELS, KEY_LOSS, KEY_LR, KEY_MASK, RESERVED_KEYS,
+from .contract import (CONTRACT_ASSET, KEY_LABELS, KEY_LOSS, KEY_LR, KEY_MASK, KEY_SAMPLE_WEIGHT, RESERVED_KEYS,
                        SIG_EVAL, SIG_SERVE, SIG_TRAIN, ContractError, build_record, checkpoint_key,
                        write_contract)
-from .losses import LOSS_ALIASES, METRICS_FOR_LOSS, compute_metrics, loss_and_labels
+from .losses import CLASS_LOSSES, LOSS_ALIASES, METRICS_FOR_LOSS, check_label_smoothing, compute_metrics, loss_and_labels
 from .optimizers import MaskedOptimizer, optimizer_config
 from .preprocessing import apply_preprocessing, preprocessing_spec
 
@@ -267,17 +267,24 @@ def _save_atomically(out_dir, force, record, module_args, signatures):
 
 def export_trainable(model, out_dir, *, optimizer=None, loss="sparse_categorical_crossentropy",
                      outputs="auto", class_names=None, preprocess="none", frozen_layers=(),
-                     force=False, model_name=None, extra_info=None, jit_compile=False):
+                     force=False, model_name=None, extra_info=None, jit_compile=False,
+                     label_smoothing=0.0, sample_weights=False):
     """Export ``model`` to ``out_dir`` as a trainable SavedModel; returns the contract record.
 
     optimizer:      a dict from ``optimizer_config`` (default: SGD, Keras defaults)
-    loss:           sparse_categorical_crossentropy | binary_crossentropy | mse (or aliases)
+    loss:           sparse_categorical_crossentropy | categorical_crossentropy (one-hot or soft
+                    float32 labels) | binary_crossentropy | mse (or aliases)
     outputs:        auto | probabilities | logits (what the model produces; picks from_logits)
     class_names:    list of str or None
     preprocess:     a mode for ``preprocessing_spec`` or a spec dict; applied to float inputs
     frozen_layers:  names of layers whose variables are masked 0 by default, on top of the
                     layers that are already ``trainable=False`` in the Keras model
     force:          replace an existing ``out_dir``
+    label_smoothing: Keras's label_smoothing of categorical / binary cross-entropy, baked into
+                    the loss of train_step and eval_step and recorded as ``loss.label_smoothing``
+    sample_weights: give train_step and eval_step a ``sample_weight`` input (float32 [batch]),
+                    applied as Keras fit applies sample/class weights (loss = sum(w * l) / batch
+                    size; metrics unweighted, as Keras's ``metrics``); the record is then contract version 2
     jit_compile:    compile ``train_step``'s body with XLA (fuses the per-variable update ops;
                     the mask-size check stays outside, since XLA drops Assert)
     The output directory appears atomically (written to a temporary sibling, then renamed).
@@ -290,6 +297,7 @@ def export_trainable(model, out_dir, *, optimizer=None, loss="sparse_categorical
     loss_name = LOSS_ALIASES.get(loss)
     if loss_name is None:
         raise ContractError(f"unknown loss {loss!r}; one of {sorted(LOSS_ALIASES)}")
+    label_smoothing = check_label_smoothing(loss_name, label_smoothing)
     if len(model.outputs) != 1:
         raise ContractError("train_step needs a single-output model")
     output_kind = _output_kind(model) if outputs == "auto" else outputs
@@ -299,7 +307,7 @@ def export_trainable(model, out_dir, *, optimizer=None, loss="sparse_categorical
     if loss_name == "mean_squared_error":
         output_kind, from_logits = "values", False
     out_shape = _dims(model.outputs[0].shape)
-    num_classes = out_shape[-1] if loss_name == "sparse_categorical_crossentropy" else None
+    num_classes = out_shape[-1] if loss_name in CLASS_LOSSES else None
     if class_names is not None:
         class_names = [str(c) for c in class_names]
         expected = out_shape[-1]
@@ -345,15 +353,15 @@ def export_trainable(model, out_dir, *, optimizer=None, loss="sparse_categorical
             r["checkpoint_key"] = checkpoint_key("optimizer_variables", r["index"])
 
         # ---- losses and metrics -------------------------------------------------------------
-        loss_obj, labels_spec = loss_and_labels(loss_name, from_logits, out_shape)
+        loss_obj, labels_spec = loss_and_labels(loss_name, from_logits, out_shape, label_smoothing)
         metrics = METRICS_FOR_LOSS[loss_name]
 
         def forward(inputs, training):
             xs = [apply_preprocessing(inputs[s["key"]], s["preprocessing"]) for s in input_specs]
             return model(xs[0] if len(xs) == 1 else xs, training=training)
 
-        def compute_loss(labels, out):
-            return with_regularization(loss_obj(labels, out), model.losses)
+        def compute_loss(labels, out, weight=None):
+            return with_regularization(loss_obj(labels, out, sample_weight=weight), model.losses)
 
         n_mask = len(mask_vars)
         in_sig, labels_sig, mask_sig, lr_sig = step_input_specs(input_specs, labels_spec, n_mask)
@@ -361,21 +369,19 @@ def export_trainable(model, out_dir, *, optimizer=None, loss="sparse_categorical
         def serve(inputs):
             return {"outputs": forward(inputs, False)}
 
-        def eval_step(inputs, labels):
+        def eval_body(inputs, labels, weight=None):
             out = forward(inputs, False)
-            return {KEY_LOSS: compute_loss(labels, out), **compute_metrics(loss_name, from_logits, labels, out)}
+            return {KEY_LOSS: compute_loss(labels, out, weight),
+                    **compute_metrics(loss_name, from_logits, labels, out)}
 
-        def train_step(inputs, labels, mask, learning_rate):
-            return train_body(inputs, labels, checked_mask(mask, n_mask), learning_rate)
-
-        def train_body_py(inputs, labels, mask, learning_rate):
+        def train_body_py(inputs, labels, mask, learning_rate, weight=None):
             switch["flags"] = {id(l): tf.reduce_max(tf.gather(mask, r["mask_indices"])) > 0.0
                                for l, r in zip(bn_layers, bn_records) if r["mask_indices"]}
             try:
                 with tf.GradientTape() as tape:
                     tape.watch(tf_mask_vars)
                     out = forward(inputs, True)
-                    loss_value = compute_loss(labels, out)
+                    loss_value = compute_loss(labels, out, weight)
             finally:
                 switch["flags"] = None
             grads = tape.gradient(loss_value, tf_mask_vars)
@@ -383,10 +389,25 @@ def export_trainable(model, out_dir, *, optimizer=None, loss="sparse_categorical
             opt.apply(grads, tf_mask_vars, mask, learning_rate)
             return {KEY_LOSS: loss_value, **metric_values}
 
-        serve_cf = tf.function(serve).get_concrete_function(in_sig)
-        eval_cf = tf.function(eval_step).get_concrete_function(in_sig, labels_sig)
         train_body = tf.function(train_body_py, jit_compile=True) if jit_compile else train_body_py
-        train_cf = tf.function(train_step).get_concrete_function(in_sig, labels_sig, mask_sig, lr_sig)
+        serve_cf = tf.function(serve).get_concrete_function(in_sig)
+        if sample_weights:
+            weight_sig = tf.TensorSpec([None], tf.float32, name=KEY_SAMPLE_WEIGHT)
+
+            def eval_step(inputs, labels, sample_weight):
+                return eval_body(inputs, labels, sample_weight)
+
+            def train_step(inputs, labels, sample_weight, mask, learning_rate):
+                return train_body(inputs, labels, checked_mask(mask, n_mask), learning_rate, sample_weight)
+
+            eval_cf = tf.function(eval_step).get_concrete_function(in_sig, labels_sig, weight_sig)
+            train_cf = tf.function(train_step).get_concrete_function(in_sig, labels_sig, weight_sig, mask_sig, lr_sig)
+        else:
+            def train_step(inputs, labels, mask, learning_rate):
+                return train_body(inputs, labels, checked_mask(mask, n_mask), learning_rate)
+
+            eval_cf = tf.function(eval_body).get_concrete_function(in_sig, labels_sig)
+            train_cf = tf.function(train_step).get_concrete_function(in_sig, labels_sig, mask_sig, lr_sig)
     finally:
         for l in patched:
             object.__delattr__(l, "call")
@@ -403,7 +424,8 @@ def export_trainable(model, out_dir, *, optimizer=None, loss="sparse_categorical
         labels_spec=labels_spec, num_classes=num_classes, class_names=class_names, metrics=metrics,
         optimizer=optimizer, mask_records=mask_records, state_records=state_records,
         optimizer_records=opt.records, bn_records=bn_records, jit_compile=jit_compile,
-        extra_info=extra_info, layer_records=layer_records)
+        extra_info=extra_info, layer_records=layer_records, label_smoothing=label_smoothing,
+        sample_weights=sample_weights)
     _save_atomically(out_dir, force, record, (tf_mask_vars, tf_state_vars, opt.variables),
                      {SIG_SERVE: serve_cf, SIG_TRAIN: train_cf, SIG_EVAL: eval_cf})
     return record

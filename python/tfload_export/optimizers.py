@@ -13,6 +13,10 @@ Gradient clipping (``clipnorm``, ``clipvalue``, ``global_clipnorm``, as Keras 3'
 them) applies to every optimizer. A setting is recorded only when given, so the record of an
 export without clipping is what it always was. The global norm is taken over the variables the
 mask trains, as Keras takes it over a model's trainable variables.
+
+Weight decay (``weight_decay``, Keras 3's decoupled form that every optimizer takes) is applied
+before the update as Keras does, ``var - var * weight_decay * lr``, to the variables the mask
+trains only. It is recorded only when given, except for AdamW, whose Keras default is 0.004.
 """
 from __future__ import annotations
 
@@ -28,6 +32,8 @@ CLIPPING = {
     "global_clipnorm": "clip the gradients of the trained variables to this global L2 norm (Keras global_clipnorm)",
 }
 """Gradient clipping settings every optimizer takes (at most one), with their help text."""
+WEIGHT_DECAY = "weight_decay"
+"""The decoupled weight decay every optimizer takes (Keras 3 ``weight_decay``)."""
 
 
 def register(cls):
@@ -99,10 +105,6 @@ class Adam(Optimizer):
     def slot_names(self):
         return ["m", "v", "step"]
 
-    def decayed(self, tf, old, lr):
-        """The value the step starts from (AdamW decays it first)."""
-        return old
-
     def update(self, tf, old, g, lr, slots):
         b1 = tf.constant(self.cfg["beta_1"], old.dtype)
         b2 = tf.constant(self.cfg["beta_2"], old.dtype)
@@ -110,22 +112,20 @@ class Adam(Optimizer):
         step = slots["step"] + 1
         t = tf.cast(step, old.dtype)
         alpha = lr * tf.sqrt(1.0 - tf.pow(b2, t)) / (1.0 - tf.pow(b1, t))
-        base = self.decayed(tf, old, lr)
         m_new = slots["m"] + (g - slots["m"]) * (1.0 - b1)
         v_new = slots["v"] + (tf.square(g) - slots["v"]) * (1.0 - b2)
-        new = base - (m_new * alpha) / (tf.sqrt(v_new) + eps)
+        new = old - (m_new * alpha) / (tf.sqrt(v_new) + eps)
         return new, {"m": m_new, "v": v_new, "step": step}
 
 
 @register
 class AdamW(Adam):
-    """Keras 3 ``AdamW``: Adam with decoupled weight decay (``old - old * weight_decay * lr``)."""
+    """Keras 3 ``AdamW``: Adam whose weight decay (applied by ``MaskedOptimizer``) defaults to 0.004."""
 
     name = "adamw"
-    defaults = {**Adam.defaults, "weight_decay": 0.004}
-
-    def decayed(self, tf, old, lr):
-        return old - old * tf.constant(self.cfg["weight_decay"], old.dtype) * lr
+    defaults = {**Adam.defaults, WEIGHT_DECAY: 0.004}
+    help = {WEIGHT_DECAY: "decoupled weight decay for any optimizer, var -= var * weight_decay * lr "
+                          "before each update (Keras weight_decay; adamw's default 0.004, others none)"}
 
 
 @register
@@ -199,6 +199,11 @@ def optimizer_config(name, **overrides):
             if not cfg[k] > 0.0:
                 raise ContractError(f"{k} must be > 0, not {v!r}")
             continue
+        if k == WEIGHT_DECAY:
+            cfg[k] = float(v)
+            if not cfg[k] >= 0.0:
+                raise ContractError(f"weight_decay must be >= 0, not {v!r}")
+            continue
         if k not in cfg:
             raise ContractError(f"optimizer {name} has no setting {k!r}")
         cfg[k] = type(cfg[k])(v)
@@ -271,6 +276,13 @@ class MaskedOptimizer:
                                  "variable_index": i, "shape": list(var.shape), "dtype": var.dtype.name})
         return slots
 
+    def _decayed(self, tf, old, lr):
+        """``old`` after Keras's decoupled weight decay, the value the update starts from."""
+        decay = self.cfg.get(WEIGHT_DECAY)
+        if not decay:
+            return old
+        return old - old * tf.constant(decay, old.dtype) * lr
+
     def apply(self, grads, tf_vars, mask, lr):
         """One masked update of every variable with a gradient; counts the call in ``iterations``."""
         tf, _ = import_tf()
@@ -283,7 +295,7 @@ class MaskedOptimizer:
             slots = self.slots[i]
             lr_ = tf.cast(lr, var.dtype)
             old = tf.identity(var)
-            new, new_slots = self.rule.update(tf, old, g, lr_, slots)
+            new, new_slots = self.rule.update(tf, self._decayed(tf, old, lr_), g, lr_, slots)
             for s, value in new_slots.items():
                 slots[s].assign(tf.where(on, value, slots[s]))
             var.assign(tf.where(on, new, old))

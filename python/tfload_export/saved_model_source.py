@@ -16,7 +16,7 @@ import os
 from ._tf import import_tf
 from .contract import (KEY_LOSS, RESERVED_KEYS, SIG_EVAL, SIG_SERVE,
                        SIG_TRAIN, ContractError, build_record, checkpoint_key)
-from .losses import LOSS_ALIASES, METRICS_FOR_LOSS, compute_metrics, loss_and_labels
+from .losses import CLASS_LOSSES, HEAD_ACTIVATION, LOSS_ALIASES, METRICS_FOR_LOSS, compute_metrics, loss_and_labels
 from .optimizers import MaskedOptimizer, optimizer_config
 from .preprocessing import preprocessing_spec
 
@@ -177,8 +177,7 @@ def export_saved_model_trainable(saved_model_dir, out_dir, *, signature=SIG_SERV
         if out_spec.shape.rank != 2 or out_spec.shape[-1] is None or not out_spec.dtype.is_floating:
             raise ContractError(f"output {out_key!r} is {out_spec.dtype.name}{out_spec.shape}: a new head "
                                 "needs a float [batch, features] tensor (choose one with --output)")
-        activation = {"sparse_categorical_crossentropy": "softmax", "binary_crossentropy": "sigmoid",
-                      "mean_squared_error": "linear"}[loss_name]
+        activation = HEAD_ACTIVATION[loss_name]
         if outputs == "logits":
             activation = "linear"
         head = _build_head(int(out_spec.shape[-1]), num_classes, hidden_units, dropout, activation, seed)
@@ -270,7 +269,7 @@ def export_saved_model_trainable(saved_model_dir, out_dir, *, signature=SIG_SERV
         model_name=model_name or os.path.basename(os.path.normpath(saved_model_dir)),
         loss_name=loss_name, from_logits=from_logits, input_specs=input_specs,
         output={"key": "outputs", "dtype": "float32", "shape": out_shape, "kind": output_kind},
-        labels_spec=labels_spec, num_classes=out_shape[-1] if loss_name == "sparse_categorical_crossentropy" else None,
+        labels_spec=labels_spec, num_classes=out_shape[-1] if loss_name in CLASS_LOSSES else None,
         class_names=class_names, metrics=metrics, optimizer=optimizer, mask_records=mask_records,
         state_records=state_records, optimizer_records=opt.records, bn_records=[], jit_compile=False)
     record["source"] = {"kind": "saved_model", "path": os.path.abspath(saved_model_dir),

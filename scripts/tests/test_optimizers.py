@@ -32,6 +32,16 @@ CASES = {
                              lambda: keras.optimizers.Adam(0.01, global_clipnorm=0.05)),
     "rmsprop_global_clipnorm": ({"learning_rate": 0.01, "global_clipnorm": 0.02},
                                 lambda: keras.optimizers.RMSprop(0.01, global_clipnorm=0.02)),
+    # Decoupled weight decay, large enough to change the losses beyond 1e-5 within STEPS steps.
+    "sgd_weight_decay": ({"learning_rate": 0.5, "weight_decay": 0.2},
+                         lambda: keras.optimizers.SGD(0.5, weight_decay=0.2)),
+    "adam_weight_decay": ({"learning_rate": 0.05, "weight_decay": 0.5},
+                          lambda: keras.optimizers.Adam(0.05, weight_decay=0.5)),
+    "rmsprop_weight_decay": ({"learning_rate": 0.01, "weight_decay": 1.0, "momentum": 0.5},
+                             lambda: keras.optimizers.RMSprop(0.01, weight_decay=1.0, momentum=0.5)),
+    "adagrad_weight_decay": ({"learning_rate": 0.1, "weight_decay": 0.3},
+                             lambda: keras.optimizers.Adagrad(0.1, weight_decay=0.3)),
+    "adamw": ({"learning_rate": 0.05, "weight_decay": 0.3}, lambda: keras.optimizers.AdamW(0.05, weight_decay=0.3)),
 }
 
 
@@ -110,3 +120,14 @@ def test_clipping_settings_are_checked_and_recorded_only_when_given():
     args = te.build_arg_parser().parse_args(["--optimizer", "rmsprop", "--centered", "--global-clipnorm", "2",
                                              "-o", "x"])
     assert args.centered is True and args.global_clipnorm == 2.0
+
+
+def test_weight_decay_is_taken_by_every_optimizer_and_recorded_only_when_given():
+    assert "weight_decay" not in te.optimizer_config("adam")
+    assert te.optimizer_config("adamw")["weight_decay"] == 0.004
+    assert te.optimizer_config("sgd", weight_decay=0.1)["weight_decay"] == 0.1
+    with pytest.raises(te.ContractError, match=">= 0"):
+        te.optimizer_config("rmsprop", weight_decay=-1)
+    args = te.build_arg_parser().parse_args(["--optimizer", "sgd", "--weight-decay", "0.01", "-o", "x"])
+    assert args.weight_decay == 0.01
+

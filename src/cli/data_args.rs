@@ -1,7 +1,7 @@
 //! Flag groups that several commands share: how data is read.
 
 use clap::{Args, ValueEnum};
-use tfload::data::{SourceOptions, TfRecordOptions, TfRecordSettings};
+use tfload::data::{LabelMode, SourceOptions, TfRecordOptions, TfRecordSettings};
 use tfload::formats::tfrecord::{Compression, OnCorrupt};
 
 /// How TFRecord data (files of serialized tf.train.Example) is read.
@@ -19,6 +19,28 @@ pub struct TfRecordArgs {
     /// Leave out TFRecord records that fail their checksum or are cut short (counted, and said on stderr) instead of stopping.
     #[arg(long)]
     pub skip_corrupt: bool,
+}
+
+/// Keras's `label_mode` of `image_dataset_from_directory`: the labels a model is fed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LabelModeArg {
+    /// Class indices (sparse_categorical_crossentropy).
+    Int,
+    /// One-hot rows (categorical_crossentropy).
+    Categorical,
+    /// 0/1 floats (binary_crossentropy).
+    Binary,
+}
+
+impl LabelModeArg {
+    /// The library's label mode.
+    pub fn mode(self) -> LabelMode {
+        match self {
+            LabelModeArg::Int => LabelMode::Int,
+            LabelModeArg::Categorical => LabelMode::Categorical,
+            LabelModeArg::Binary => LabelMode::Binary,
+        }
+    }
 }
 
 /// TFRecord compression types (Python's `compression_type`).
@@ -60,6 +82,8 @@ impl TfRecordArgs {
             label_key: label_key.map(str::to_string),
             tfrecord: self.settings(),
             class_names: None,
+            labels: None,
+            sample_weight: None,
         }
     }
 }

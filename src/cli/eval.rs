@@ -64,6 +64,7 @@ pub fn run(args: &EvalArgs, global: &GlobalArgs) -> Result<()> {
     let input = serving.signature().inputs.first().context("evaluation feeds the signature's one input")?;
     let mut options = args.tfrecord.source_options(None, None);
     options.class_names = serving.record_class_names();
+    options.labels = tfload::model::record::RecordView::read(&args.model.dir).label_target();
     let source = DataSource::detect(&args.data, &options)?;
     let data = source.open(input, || Ok(serving.image_input(None)?.1), Purpose::Evaluation)?;
     report_data_reading(data.as_ref(), global.quiet);

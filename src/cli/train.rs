@@ -10,7 +10,10 @@ use std::sync::Arc;
 use anyhow::Result;
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use tfload::data::{split, Augmentation, BatchLoader, DataSource, Dataset, LoaderOptions, Purpose};
+use tfload::data::{
+    class_weighted, split, Augmentation, BatchLoader, ClassWeights, DataSource, Dataset, LabelTarget, LoaderOptions,
+    Purpose,
+};
 use tfload::import_weights::ImportPlan;
 use tfload::train::tensorboard::TensorBoard;
 use tfload::train::{
@@ -20,8 +23,9 @@ use tfload::train::{
 };
 use tfload::SessionConfig;
 
-use super::data_args::{report_data_reading, TfRecordArgs};
+use super::data_args::{report_data_reading, LabelModeArg, TfRecordArgs};
 use super::output::format_rate;
+use super::variables::human_bytes;
 use super::{table, GlobalArgs};
 
 /// Arguments of `tfload train`.
@@ -135,6 +139,15 @@ pub struct TrainArgs {
     /// Name of the label array in .npz data (default: y or labels).
     #[arg(long)]
     pub label_key: Option<String>,
+    /// Labels as Keras's image_dataset_from_directory label_mode (default: what the model's loss takes; int labels become one-hot rows for categorical_crossentropy).
+    #[arg(long, value_enum)]
+    pub label_mode: Option<LabelModeArg>,
+    /// Weight training examples by class as Keras fit's class_weight: `balanced` (n_samples / (n_classes * count)) or CLASS:WEIGHT pairs, by index or class name (0:1.0,1:2.5). Needs a model exported with --sample-weights.
+    #[arg(long, value_name = "balanced|CLASS:W,...", conflicts_with = "sample_weight")]
+    pub class_weight: Option<String>,
+    /// Weight training examples by the .npz array KEY (default sample_weight), as Keras fit's sample_weight. Needs a model exported with --sample-weights.
+    #[arg(long, value_name = "KEY", num_args = 0..=1, default_missing_value = "sample_weight")]
+    pub sample_weight: Option<String>,
     /// Load these Keras HDF5 weights (Keras 3 `.weights.h5` or legacy `.h5`) into the model
     /// before training, matched by layer name as `tfload import-weights` does.
     #[arg(long, value_name = "FILE")]
@@ -305,19 +318,40 @@ fn schedule(args: &TrainArgs, default_lr: f32) -> Result<LrSchedule> {
 type DataPair = (Arc<dyn Dataset>, Option<Arc<dyn Dataset>>);
 
 fn load_data(args: &TrainArgs, model: &TrainableModel, data: &Path) -> Result<DataPair> {
-    let train = open_dataset(args, model, data)?;
-    if let Some(fraction) = args.validation_split {
-        anyhow::ensure!((0.0..1.0).contains(&fraction), "--validation-split must be in [0, 1), got {fraction}");
-        let (train, validation) = split(train, fraction, args.seed);
-        return Ok((Arc::new(train), Some(Arc::new(validation))));
-    }
-    let validation = args.val_data.as_deref().map(|path| open_dataset(args, model, path)).transpose()?;
-    Ok((train, validation))
+    let train = open_dataset(args, model, data, args.sample_weight.as_deref())?;
+    let (train, validation): DataPair = match args.validation_split {
+        Some(fraction) => {
+            anyhow::ensure!((0.0..1.0).contains(&fraction), "--validation-split must be in [0, 1), got {fraction}");
+            let (train, validation) = split(train, fraction, args.seed);
+            (Arc::new(train), Some(Arc::new(validation)))
+        }
+        None => (train, args.val_data.as_deref().map(|path| open_dataset(args, model, path, None)).transpose()?),
+    };
+    Ok((weigh_classes(args, model, train)?, validation))
 }
 
-fn open_dataset(args: &TrainArgs, model: &TrainableModel, path: &Path) -> Result<Arc<dyn Dataset>> {
+/// The training data weighted by `--class-weight`, where given (validation stays unweighted, as
+/// in Keras).
+fn weigh_classes(args: &TrainArgs, model: &TrainableModel, train: Arc<dyn Dataset>) -> Result<Arc<dyn Dataset>> {
+    let Some(text) = &args.class_weight else {
+        return Ok(train);
+    };
+    let contract = model.contract();
+    let classes = contract.num_classes.map(|n| n as usize).or(train.label_classes()).unwrap_or(0);
+    let weights = ClassWeights::parse(text)?.resolve(train.as_ref(), classes, contract.class_names.as_deref())?;
+    Ok(Arc::new(class_weighted(train, weights)))
+}
+
+fn open_dataset(
+    args: &TrainArgs,
+    model: &TrainableModel,
+    path: &Path,
+    sample_weight: Option<&str>,
+) -> Result<Arc<dyn Dataset>> {
     let mut options = args.tfrecord.source_options(args.feature_key.as_deref(), args.label_key.as_deref());
+    options.sample_weight = sample_weight.map(str::to_string);
     options.class_names = model.contract().class_names.clone();
+    options.labels = LabelTarget::resolve(model.contract().label_target(), args.label_mode.map(LabelModeArg::mode))?;
     let source = DataSource::detect(path, &options)?;
     let dataset = source.open(&model.input_spec()?, || model.image_spec(), Purpose::Training)?;
     report_data_reading(dataset.as_ref(), args.json);
@@ -376,12 +410,12 @@ fn report(args: &TrainArgs, outcome: &FitOutcome) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(outcome)?);
     }
     match outcome {
-        FitOutcome::Completed { out, epochs, validation, weights_from_epoch } => {
+        FitOutcome::Completed { out, epochs, validation, weights_from_epoch, output_bytes, model_bytes } => {
             if !args.json {
                 let validation =
                     validation.as_ref().map(|v| format!(", validation {}", format_metrics(v))).unwrap_or_default();
                 println!("trained {epochs} epochs; weights of epoch {weights_from_epoch}{validation}");
-                println!("SavedModel written to {}", out.display());
+                println!("SavedModel written to {}{}", out.display(), sizes(*output_bytes, *model_bytes));
             }
             Ok(())
         }
@@ -399,6 +433,16 @@ fn report(args: &TrainArgs, outcome: &FitOutcome) -> Result<()> {
             );
             std::process::exit(130);
         }
+    }
+}
+
+/// ` (output folder: 1.2 MiB; the model's own files: 1.1 MiB)`, where both are known.
+fn sizes(output_bytes: Option<u64>, model_bytes: Option<u64>) -> String {
+    match (output_bytes, model_bytes) {
+        (Some(output), Some(model)) => {
+            format!(" (output folder: {}; the model's own files: {})", human_bytes(output), human_bytes(model))
+        }
+        _ => String::new(),
     }
 }
 

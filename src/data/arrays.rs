@@ -14,6 +14,8 @@ use crate::tensor::TensorData;
 pub struct ArrayDataset {
     features: TensorData,
     labels: TensorData,
+    /// Per-example weights, float32 `[n]`, from a weight array of the file.
+    weights: Option<TensorData>,
     origin: String,
 }
 
@@ -34,7 +36,7 @@ impl ArrayDataset {
         if let Some(problem) = problem {
             return Err(Error::Array { path: PathBuf::from(origin), problem });
         }
-        Ok(ArrayDataset { features, labels, origin: origin.to_string() })
+        Ok(ArrayDataset { features, labels, weights: None, origin: origin.to_string() })
     }
 
     /// Reads `x` and `y` (or `features` and `labels`, or the names given) from a `.npz` file.
@@ -64,6 +66,52 @@ impl ArrayDataset {
         let features = npz.read(&feature_key)?;
         let labels = npz.read(&label_key)?;
         ArrayDataset::new(features, labels, &path.display().to_string())
+    }
+
+    /// [`ArrayDataset::from_npz`], with each example's weight from the array `weight_key` of the
+    /// same file (Keras's `sample_weight`): one number per example.
+    pub fn from_npz_weighted(
+        path: &Path,
+        feature_key: Option<&str>,
+        label_key: Option<&str>,
+        weight_key: &str,
+    ) -> Result<ArrayDataset> {
+        let mut dataset = ArrayDataset::from_npz(path, feature_key, label_key)?;
+        let mut npz = NpzFile::open(path)?;
+        if !npz.names().iter().any(|n| n == weight_key) {
+            return Err(Error::Array {
+                path: path.to_path_buf(),
+                problem: format!(
+                    "has no sample-weight array named {weight_key} (it has: {}); name it with --sample-weight KEY",
+                    npz.names().join(", ")
+                ),
+            });
+        }
+        let weights = npz.read(weight_key)?;
+        let n = dataset.len();
+        let column = match weights.shape() {
+            [rows] | [rows, 1] if *rows == n => weights.to_f32(),
+            _ => None,
+        };
+        let Some(column) = column else {
+            return Err(Error::Array {
+                path: path.to_path_buf(),
+                problem: format!(
+                    "sample weights `{weight_key}` are {} {:?}; they must be numbers of shape [{n}], one per example",
+                    weights.dtype(),
+                    weights.shape()
+                ),
+            });
+        };
+        if let Some(bad) = column.iter().find(|w| !(w.is_finite() && **w >= 0.0)) {
+            return Err(Error::Array {
+                path: path.to_path_buf(),
+                problem: format!("sample weight {bad} in `{weight_key}`: weights must be finite and >= 0"),
+            });
+        }
+        let column = column.into_shape(ndarray::IxDyn(&[n])).expect("n values");
+        dataset.weights = Some(TensorData::Float32(column));
+        Ok(dataset)
     }
 
     /// Reads features and labels from two array sources (`x.npy`, `data.npz[y]`).
@@ -124,16 +172,23 @@ impl Dataset for ArrayDataset {
     }
 
     fn gather(&self, indices: &[usize]) -> Result<Batch> {
-        Ok(Batch {
-            inputs: self.features.select_rows(indices),
-            labels: self.labels.select_rows(indices),
-            indices: indices.to_vec(),
-        })
+        let mut batch =
+            Batch::new(self.features.select_rows(indices), self.labels.select_rows(indices), indices.to_vec());
+        batch.weights = self.weights.as_ref().map(|w| w.select_rows(indices));
+        Ok(batch)
+    }
+
+    fn all_labels(&self) -> Option<TensorData> {
+        Some(self.labels.clone())
     }
 
     fn gather_into(&self, indices: &[usize], batch: &mut Batch) -> Result<()> {
         self.features.select_rows_into(indices, &mut batch.inputs);
         self.labels.select_rows_into(indices, &mut batch.labels);
+        match (&self.weights, &mut batch.weights) {
+            (Some(weights), Some(into)) => weights.select_rows_into(indices, into),
+            (weights, into) => *into = weights.as_ref().map(|w| w.select_rows(indices)),
+        }
         batch.indices.clear();
         batch.indices.extend_from_slice(indices);
         Ok(())

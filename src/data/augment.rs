@@ -702,9 +702,9 @@ mod tests {
         let one = ArrayD::from_shape_vec(IxDyn(&[1, 6, 6, 1]), image(dims)).unwrap();
         let two = ndarray::concatenate(ndarray::Axis(0), &[one.view(), one.view()]).unwrap();
         let labels = TensorData::Int64(ArrayD::zeros(IxDyn(&[2])));
-        let mut batch = Batch { inputs: TensorData::Float32(two.clone()), labels: labels.clone(), indices: vec![5, 9] };
+        let mut batch = Batch::new(TensorData::Float32(two.clone()), labels.clone(), vec![5, 9]);
         augment.apply_batch(&mut batch, 3, 0).unwrap();
-        let mut swapped = Batch { inputs: TensorData::Float32(two), labels, indices: vec![9, 5] };
+        let mut swapped = Batch::new(TensorData::Float32(two), labels, vec![9, 5]);
         augment.apply_batch(&mut swapped, 3, 0).unwrap();
         let (TensorData::Float32(a), TensorData::Float32(b)) = (&batch.inputs, &swapped.inputs) else { panic!() };
         assert_eq!(a.index_axis(ndarray::Axis(0), 0), b.index_axis(ndarray::Axis(0), 1));

@@ -153,11 +153,15 @@ impl Dataset for ImageFolderDataset {
     fn gather(&self, indices: &[usize]) -> Result<Batch> {
         let paths: Vec<PathBuf> = indices.iter().map(|&i| self.files[i].clone()).collect();
         let labels: Vec<i64> = indices.iter().map(|&i| self.labels[i]).collect();
-        Ok(Batch {
-            inputs: TensorData::Float32(self.spec.load_batch(&paths)?),
-            labels: TensorData::Int64(ArrayD::from_shape_vec(IxDyn(&[labels.len()]), labels).expect("1-D")),
-            indices: indices.to_vec(),
-        })
+        Ok(Batch::new(
+            TensorData::Float32(self.spec.load_batch(&paths)?),
+            TensorData::Int64(ArrayD::from_shape_vec(IxDyn(&[labels.len()]), labels).expect("1-D")),
+            indices.to_vec(),
+        ))
+    }
+
+    fn all_labels(&self) -> Option<TensorData> {
+        Some(TensorData::Int64(ArrayD::from_shape_vec(IxDyn(&[self.labels.len()]), self.labels.clone()).expect("1-D")))
     }
 }
 

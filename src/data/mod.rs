@@ -6,9 +6,11 @@
 pub mod arrays;
 pub mod augment;
 pub mod image_folder;
+pub mod labels;
 pub mod loader;
 pub mod source;
 pub mod tfrecord;
+pub mod weights;
 
 use std::sync::Arc;
 
@@ -18,9 +20,11 @@ use crate::tensor::TensorData;
 pub use arrays::ArrayDataset;
 pub use augment::Augmentation;
 pub use image_folder::ImageFolderDataset;
+pub use labels::{with_labels_as, LabelMode, LabelTarget};
 pub use loader::{epoch_order, BatchLoader, LoaderOptions};
 pub use source::{DataSource, Purpose, SourceKind, SourceOptions, TfRecordSettings};
 pub use tfrecord::{FeatureMapping, InputSpec, TfRecordDataset, TfRecordOptions};
+pub use weights::{class_weighted, ClassWeights};
 
 /// One batch: the model input, the labels, and which examples they are.
 #[derive(Debug, Clone, PartialEq)]
@@ -31,6 +35,8 @@ pub struct Batch {
     pub labels: TensorData,
     /// The data set indices of the examples, in batch order.
     pub indices: Vec<usize>,
+    /// Each example's weight, float32 `[batch]` (sample or class weights), where the data has them.
+    pub weights: Option<TensorData>,
 }
 
 impl Batch {
@@ -44,9 +50,14 @@ impl Batch {
         self.indices.is_empty()
     }
 
-    /// Bytes of its inputs and labels.
+    /// A batch without weights.
+    pub fn new(inputs: TensorData, labels: TensorData, indices: Vec<usize>) -> Batch {
+        Batch { inputs, labels, indices, weights: None }
+    }
+
+    /// Bytes of its inputs, labels and weights.
     pub fn nbytes(&self) -> usize {
-        self.inputs.nbytes() + self.labels.nbytes()
+        self.inputs.nbytes() + self.labels.nbytes() + self.weights.as_ref().map_or(0, TensorData::nbytes)
     }
 }
 
@@ -103,6 +114,12 @@ pub trait Dataset: Send + Sync {
         0
     }
 
+    /// Every example's label, first axis the example, where the data holds them all in memory
+    /// (what `--class-weight balanced` counts).
+    fn all_labels(&self) -> Option<TensorData> {
+        None
+    }
+
     /// What the user should know about how the data was read (classes matched to the model's
     /// by name, for example); empty for most data.
     fn notes(&self) -> Vec<String> {
@@ -150,6 +167,10 @@ impl Dataset for Subset {
         self.inner.notes()
     }
 
+    fn all_labels(&self) -> Option<TensorData> {
+        Some(self.inner.all_labels()?.select_rows(&self.indices))
+    }
+
     fn describe(&self) -> String {
         format!("{} of {} ({} examples)", self.name, self.inner.describe(), self.indices.len())
     }
@@ -169,6 +190,72 @@ impl Dataset for Subset {
 
     fn is_in_memory(&self) -> bool {
         self.inner.is_in_memory()
+    }
+}
+
+/// The batches of another data set, each changed by a function after it is gathered: labels
+/// converted to the model's form, class weights added. Everything else is the inner set's.
+pub struct MapBatches {
+    inner: Arc<dyn Dataset>,
+    map: BatchMap,
+}
+
+/// What [`MapBatches`] does to each batch.
+type BatchMap = Box<dyn Fn(&mut Batch) -> Result<()> + Send + Sync>;
+
+impl MapBatches {
+    /// `inner`, each batch passed through `map`.
+    pub fn new(inner: Arc<dyn Dataset>, map: impl Fn(&mut Batch) -> Result<()> + Send + Sync + 'static) -> MapBatches {
+        MapBatches { inner, map: Box::new(map) }
+    }
+}
+
+impl Dataset for MapBatches {
+    fn len(&self) -> usize {
+        self.inner.len()
+    }
+
+    fn example_shape(&self) -> Vec<usize> {
+        self.inner.example_shape()
+    }
+
+    fn class_names(&self) -> Option<Vec<String>> {
+        self.inner.class_names()
+    }
+
+    fn label_classes(&self) -> Option<usize> {
+        self.inner.label_classes()
+    }
+
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+
+    fn gather(&self, indices: &[usize]) -> Result<Batch> {
+        let mut batch = self.inner.gather(indices)?;
+        (self.map)(&mut batch)?;
+        Ok(batch)
+    }
+
+    fn gather_into(&self, indices: &[usize], batch: &mut Batch) -> Result<()> {
+        self.inner.gather_into(indices, batch)?;
+        (self.map)(batch)
+    }
+
+    fn is_in_memory(&self) -> bool {
+        self.inner.is_in_memory()
+    }
+
+    fn skipped_records(&self) -> usize {
+        self.inner.skipped_records()
+    }
+
+    fn notes(&self) -> Vec<String> {
+        self.inner.notes()
+    }
+
+    fn all_labels(&self) -> Option<TensorData> {
+        self.inner.all_labels()
     }
 }
 

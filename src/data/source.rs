@@ -20,8 +20,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::data::tfrecord::first_record_features;
+use crate::data::with_labels_as;
 use crate::data::TfRecordOptions;
-use crate::data::{ArrayDataset, Dataset, FeatureMapping, ImageFolderDataset, InputSpec, TfRecordDataset};
+use crate::data::{ArrayDataset, Dataset, FeatureMapping, ImageFolderDataset, InputSpec, LabelTarget, TfRecordDataset};
 use crate::error::{Error, Result};
 use crate::formats::images::{is_image_file, ImageSpec};
 use crate::formats::tfrecord::Compression;
@@ -61,6 +62,11 @@ pub struct SourceOptions {
     /// The model's class names in output order: image folders are labelled by these names,
     /// not by the folders' sorted order (see [`ImageFolderDataset::matched_to`]).
     pub class_names: Option<Vec<String>>,
+    /// The labels the model takes: each batch's labels are converted to them (see
+    /// [`LabelTarget::convert`]); `None` feeds them as the data holds them.
+    pub labels: Option<LabelTarget>,
+    /// `.npz` data: the array of per-example weights (Keras's `sample_weight`), where given.
+    pub sample_weight: Option<String>,
 }
 
 /// How TFRecord data is read.
@@ -110,9 +116,27 @@ impl DataSource {
         self.kind
     }
 
-    /// Opens the data for the model input `input`. `image` says how images must be read to
-    /// feed it; it is asked only for image folders.
+    /// Opens the data for the model input `input`, its labels converted to
+    /// [`SourceOptions::labels`] where given. `image` says how images must be read to feed it; it
+    /// is asked only for image folders.
     pub fn open(
+        &self,
+        input: &TensorSpec,
+        image: impl FnOnce() -> Result<ImageSpec>,
+        purpose: Purpose,
+    ) -> Result<Arc<dyn Dataset>> {
+        if let (Some(key), false) = (&self.options.sample_weight, self.kind == SourceKind::Arrays) {
+            return Err(Error::SampleWeightsUnavailable { data: self.path.clone(), key: key.clone() });
+        }
+        let dataset = self.open_as_stored(input, image, purpose)?;
+        Ok(match self.options.labels.filter(|_| purpose != Purpose::Prediction) {
+            Some(target) => Arc::new(with_labels_as(dataset, target)),
+            None => dataset,
+        })
+    }
+
+    /// Opens the data with its labels as the data holds them.
+    fn open_as_stored(
         &self,
         input: &TensorSpec,
         image: impl FnOnce() -> Result<ImageSpec>,
@@ -130,11 +154,13 @@ impl DataSource {
                 }
                 Ok(Arc::new(folder))
             }
-            SourceKind::Arrays => Ok(Arc::new(ArrayDataset::from_npz(
-                &self.path,
-                self.options.feature_key.as_deref(),
-                self.options.label_key.as_deref(),
-            )?)),
+            SourceKind::Arrays => {
+                let (features, labels) = (self.options.feature_key.as_deref(), self.options.label_key.as_deref());
+                Ok(Arc::new(match &self.options.sample_weight {
+                    Some(key) => ArrayDataset::from_npz_weighted(&self.path, features, labels, key)?,
+                    None => ArrayDataset::from_npz(&self.path, features, labels)?,
+                }))
+            }
         }
     }
 

@@ -461,7 +461,12 @@ impl Dataset for TfRecordDataset {
 
     fn gather(&self, indices: &[usize]) -> Result<Batch> {
         let inputs: Vec<TensorData> = indices.par_iter().map(|&i| self.input_of(i)).collect::<Result<_>>()?;
-        Ok(Batch { inputs: stack(inputs), labels: self.labels.select_rows(indices), indices: indices.to_vec() })
+        Ok(Batch::new(stack(inputs), self.labels.select_rows(indices), indices.to_vec()))
+    }
+
+    fn all_labels(&self) -> Option<TensorData> {
+        self.mapping.label.as_ref()?;
+        Some(self.labels.clone())
     }
 }
 

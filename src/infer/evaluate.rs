@@ -15,6 +15,7 @@ use crate::infer::metrics::{Metrics, WeightedMean};
 use crate::infer::predict::{top_k, Predictor};
 use crate::session::call::{BoundSignature, Tensors};
 use crate::tensor::TensorData;
+use crate::train::trainer::{step_weights, SAMPLE_WEIGHT};
 
 pub use crate::model::record::EVAL_STEP;
 
@@ -74,10 +75,13 @@ pub fn evaluate(
     };
     for batch in loader.epoch(0, 0) {
         let batch = batch?;
+        let weights = eval_step.as_ref().map(|step| step_weights(step.signature(), &batch)).transpose()?.flatten();
+        let weights = weights.map(std::borrow::Cow::into_owned);
         let inputs = Tensors::from([(input.clone(), batch.inputs)]);
         if let Some(eval_step) = &eval_step {
             let mut with_labels = inputs.clone();
             with_labels.insert("labels".to_string(), batch.labels.clone());
+            with_labels.extend(weights.map(|w| (SAMPLE_WEIGHT.to_string(), w)));
             totals.add(&eval_step.run(model, &with_labels, None)?, batch.indices.len());
         }
         let scores = serving.run_outputs(&inputs, &[output.as_str()])?.remove(&output).and_then(|s| s.to_f32());
@@ -124,6 +128,14 @@ fn count_classes(
     let labels: Vec<usize> = match labels {
         TensorData::Int64(a) => a.iter().map(|&l| usize::try_from(l).ok()).collect::<Option<_>>()?,
         TensorData::Int32(a) => a.iter().map(|&l| usize::try_from(l).ok()).collect::<Option<_>>()?,
+        // One-hot (or soft) rows of categorical cross-entropy: the class is their argmax, as
+        // Keras's CategoricalAccuracy takes it.
+        TensorData::Float32(a) if a.ndim() == 2 => a
+            .outer_iter()
+            .map(|row| {
+                row.iter().enumerate().fold((0, f32::MIN), |best, (i, &v)| if v > best.1 { (i, v) } else { best }).0
+            })
+            .collect(),
         _ => return None,
     };
     let mut confusion = confusion.unwrap_or_else(|| ConfusionMatrix::new(scores.ncols()));

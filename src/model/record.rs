@@ -25,6 +25,22 @@ pub struct RecordView {
     pub class_names: Option<Vec<String>>,
     #[serde(default)]
     outputs: Vec<OutputRecord>,
+    #[serde(default)]
+    loss: Option<LossRecord>,
+    #[serde(default)]
+    labels: Option<LabelsRecord>,
+}
+
+/// The record's loss, by name.
+#[derive(Debug, Deserialize)]
+struct LossRecord {
+    name: String,
+}
+
+/// The record's `labels` input, by shape.
+#[derive(Debug, Deserialize)]
+struct LabelsRecord {
+    shape: Vec<Option<u64>>,
 }
 
 /// An output of the record: its key and what it holds.
@@ -47,6 +63,11 @@ impl RecordView {
             }
             RecordView::default()
         })
+    }
+
+    /// The labels the model's `eval_step` takes, where the record says.
+    pub fn label_target(&self) -> Option<crate::data::LabelTarget> {
+        crate::data::LabelTarget::for_loss(&self.loss.as_ref()?.name, &self.labels.as_ref()?.shape)
     }
 
     /// What the output `key` holds (`probabilities`, `logits`), where the record says.

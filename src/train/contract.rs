@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::data::LabelTarget;
 use crate::error::{Error, Result};
 use crate::formats::checkpoint_index::CheckpointIndex;
 use crate::model::meta_graph::MetaGraph;
@@ -18,6 +19,8 @@ use crate::tensor::shape::Shape;
 
 /// The contract version this tfload understands.
 pub const CONTRACT_VERSION: u32 = 1;
+/// The contract version of records whose steps also take `sample_weight` (version 1 plus that input).
+pub const CONTRACT_VERSION_SAMPLE_WEIGHT: u32 = 2;
 pub use crate::model::record::{EVAL_STEP, RECORD_PATH, SERVE_TAG, TRAIN_STEP};
 
 /// The record of a trainable SavedModel. Every field the contract marks as required is read
@@ -37,6 +40,9 @@ pub struct TrainContract {
     pub labels: TensorRecord,
     /// The `mask` input of `train_step`.
     pub mask: TensorRecord,
+    /// The `sample_weight` input of `train_step` and `eval_step` (contract version 2), if any.
+    #[serde(default)]
+    pub sample_weight: Option<TensorRecord>,
     /// Class names by label index, where known.
     pub class_names: Option<Vec<String>>,
     /// Number of classes of a classifier.
@@ -259,6 +265,11 @@ impl TrainContract {
         &self.inputs[0].key
     }
 
+    /// The labels the loss takes (`None` for plain values, mean squared error).
+    pub fn label_target(&self) -> Option<LabelTarget> {
+        LabelTarget::for_loss(self.loss.get("name").and_then(serde_json::Value::as_str)?, &self.labels.shape)
+    }
+
     /// The shape of one input example (without the batch axis), unknown dims as `None`.
     pub fn example_shape(&self) -> &[Option<u64>] {
         &self.inputs[0].shape[1..]
@@ -266,10 +277,12 @@ impl TrainContract {
 
     fn check(&self, path: &Path, meta_graph: &MetaGraph) -> Result<()> {
         let fail = |problem: String| Err(contract_error(path, problem));
-        if self.contract_version != CONTRACT_VERSION {
+        let version = if self.sample_weight.is_some() { CONTRACT_VERSION_SAMPLE_WEIGHT } else { CONTRACT_VERSION };
+        if self.contract_version != version {
             return fail(format!(
-                "is contract version {}, and this tfload reads version {CONTRACT_VERSION}",
-                self.contract_version
+                "is contract version {}, and this tfload reads version {CONTRACT_VERSION} (version {CONTRACT_VERSION_SAMPLE_WEIGHT} with a `sample_weight` record{})",
+                self.contract_version,
+                if self.sample_weight.is_some() { ", which this record has" } else { ", which this record lacks" }
             ));
         }
         if self.inputs.len() != 1 || self.inputs[0].shape.is_empty() {
@@ -288,6 +301,7 @@ impl TrainContract {
         let train = meta_graph.signature(TRAIN_STEP)?;
         let input_key = self.input_key();
         let mut wanted = vec![input_key, "labels", "mask", "learning_rate"];
+        wanted.extend(self.sample_weight.as_ref().map(|_| "sample_weight"));
         wanted.sort();
         let mut have: Vec<&str> = train.inputs.iter().map(|s| s.key.as_str()).collect();
         have.sort();

@@ -161,6 +161,11 @@ pub enum FitOutcome {
         validation: Option<Metrics>,
         /// The epoch whose weights were written (the best one under early stopping).
         weights_from_epoch: u64,
+        /// Bytes of everything in `out` (the model, `metrics.jsonl`, kept checkpoints), where
+        /// the folder could be read.
+        output_bytes: Option<u64>,
+        /// Bytes of the model's own files in `out` (graph, variables, assets).
+        model_bytes: Option<u64>,
     },
     /// `resume` found the run already complete: its output is in place and nothing was left to do
     /// (a run killed after publishing its output, before it could exit).
@@ -557,6 +562,8 @@ impl Run<'_> {
             epochs: self.state.epochs_done,
             validation,
             weights_from_epoch,
+            output_bytes: crate::serving_export::tree_size(&paths.out).ok(),
+            model_bytes: crate::serving_export::model_size(&paths.out).ok(),
         })
     }
 }

@@ -2,6 +2,7 @@
 //! `eval_step`, doing one step or one evaluation pass at a time. The epoch loop, checkpoints and
 //! resume live in `fit`; this type is what a service drives directly for custom loops.
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -9,6 +10,7 @@ use ndarray::{arr0, ArrayD, IxDyn};
 
 use crate::data::{Batch, BatchLoader};
 use crate::error::{Error, Result};
+use crate::model::signature::Signature;
 use crate::session::call::{BoundSignature, PreparedInputs, Tensors};
 use crate::session::loaded_model::{LoadedModel, SessionConfig};
 use crate::tensor::TensorData;
@@ -106,6 +108,9 @@ impl Trainer {
     /// it, so that bad data fails before the first step with a message about the data.
     pub fn check_batch(&self, batch: &Batch, what: &str) -> Result<()> {
         let mut inputs = batch_inputs(self.contract.input_key(), batch);
+        if let Some(weights) = step_weights(self.train_step.signature(), batch)? {
+            inputs.insert(SAMPLE_WEIGHT.to_string(), weights.into_owned());
+        }
         inputs.insert("mask".to_string(), TensorData::Float32(ArrayD::zeros(IxDyn(&[self.mask.entries().len()]))));
         inputs.insert("learning_rate".to_string(), learning_rate(0.0));
         self.train_step.check_inputs(&inputs).map_err(|error| match error {
@@ -187,7 +192,9 @@ pub struct BatchPreparer {
 impl BatchPreparer {
     /// Checks and converts `batch`, into the tensors of a batch already used where one is spare.
     pub fn prepare(&self, batch: &Batch) -> Result<PreparedBatch> {
-        let inputs = [(self.input_key.as_str(), &batch.inputs), ("labels", &batch.labels)];
+        let weights = step_weights(self.signature.signature(), batch)?;
+        let mut inputs = vec![(self.input_key.as_str(), &batch.inputs), ("labels", &batch.labels)];
+        inputs.extend(weights.as_deref().map(|w| (SAMPLE_WEIGHT, w)));
         let inputs = self.signature.prepare_reusing(&inputs, self.spare.take())?;
         Ok(PreparedBatch { len: batch.len(), inputs, spare: self.spare.clone() })
     }
@@ -226,6 +233,24 @@ impl SparePool {
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<PreparedInputs>> {
         self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+}
+
+/// The `sample_weight` input of a step signature (train-step contract version 2).
+pub const SAMPLE_WEIGHT: &str = "sample_weight";
+
+/// What a step takes as `sample_weight` for `batch`: its weights, or ones when it has none; `None`
+/// when the step takes no weights (and then the batch must have none).
+pub fn step_weights<'a>(signature: &Signature, batch: &'a Batch) -> Result<Option<Cow<'a, TensorData>>> {
+    if signature.input(SAMPLE_WEIGHT).is_none() {
+        return match batch.weights {
+            Some(_) => Err(Error::WeightsNotTaken { signature: signature.key.clone() }),
+            None => Ok(None),
+        };
+    }
+    Ok(Some(match &batch.weights {
+        Some(weights) => Cow::Borrowed(weights),
+        None => Cow::Owned(TensorData::Float32(ArrayD::ones(IxDyn(&[batch.len()])))),
+    }))
 }
 
 fn batch_inputs(input_key: &str, batch: &Batch) -> Tensors {

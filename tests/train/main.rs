@@ -7,6 +7,7 @@ mod common;
 
 mod augment;
 mod keras_layers;
+mod output_size;
 mod plateau_parity;
 mod saved_model_source;
 mod tensorboard;
@@ -14,3 +15,5 @@ mod train_cli;
 mod train_parity;
 mod train_safety;
 mod transfer_learning;
+mod tutorial;
+mod weights;

@@ -18,7 +18,8 @@ use super::{TensorRecord, TrainContract, EVAL_STEP, TRAIN_STEP};
 
 const SERVING_DEFAULT: &str = "serving_default";
 const RESERVED_INPUTS: [&str; 3] = ["labels", "mask", "learning_rate"];
-const LOSSES: [&str; 3] = ["sparse_categorical_crossentropy", "binary_crossentropy", "mean_squared_error"];
+const LOSSES: [&str; 4] =
+    ["sparse_categorical_crossentropy", "binary_crossentropy", "mean_squared_error", "categorical_crossentropy"];
 const OUTPUT_KINDS: [&str; 3] = ["probabilities", "logits", "values"];
 const TASKS: [&str; 3] = ["classification", "binary_classification", "regression"];
 /// The suffix of a variable's value in a TF2 checkpoint index.
@@ -148,6 +149,10 @@ impl Check<'_> {
             ));
         }
         self.tensor("labels", &contract.labels, "labels", &steps, true)?;
+        if let Some(weights) = &contract.sample_weight {
+            self.fixed("sample_weight", weights, &[None])?;
+            self.tensor("sample_weight", weights, "sample_weight", &steps, true)?;
+        }
         let mask_shape = vec![Some(contract.mask_variables.len() as u64)];
         self.fixed("mask", &contract.mask, &mask_shape)?;
         self.tensor("mask", &contract.mask, "mask", &[&signatures.train], true)?;
@@ -293,7 +298,9 @@ impl Check<'_> {
     /// cross-entropy, with the output's last dimension.
     fn classes(&self) -> Result<()> {
         let contract = self.contract;
-        let sparse = contract.loss.get("name").and_then(serde_json::Value::as_str) == Some(LOSSES[0]);
+        // Both cross-entropies over classes have one output unit per class.
+        let loss = contract.loss.get("name").and_then(serde_json::Value::as_str);
+        let sparse = loss == Some(LOSSES[0]) || loss == Some(LOSSES[3]);
         let units = contract.outputs[0].shape.last().copied().flatten();
         if let Some(n) = contract.num_classes {
             if n == 0 || (sparse && units.is_some_and(|u| u != n)) {
