@@ -20,6 +20,8 @@ import shutil
 import tempfile
 
 from ._tf import import_tf
+from .allreduce import (DEFAULT_TIMEOUT_SECONDS, SIG_TRAIN_ALLREDUCE, add_allreduce_record,
+                        allreduce_concrete_function)
 from .check import check_export
 from .contract import (CONTRACT_ASSET, KEY_LABELS, KEY_LOSS, KEY_LR, KEY_MASK, RESERVED_KEYS,
                        SIG_EVAL, SIG_SERVE, SIG_TRAIN, ContractError, build_record, checkpoint_key,
@@ -267,7 +269,8 @@ def _save_atomically(out_dir, force, record, module_args, signatures):
 
 def export_trainable(model, out_dir, *, optimizer=None, loss="sparse_categorical_crossentropy",
                      outputs="auto", class_names=None, preprocess="none", frozen_layers=(),
-                     force=False, model_name=None, extra_info=None, jit_compile=False):
+                     force=False, model_name=None, extra_info=None, jit_compile=False,
+                     allreduce_timeout=DEFAULT_TIMEOUT_SECONDS):
     """Export ``model`` to ``out_dir`` as a trainable SavedModel; returns the contract record.
 
     optimizer:      a dict from ``optimizer_config`` (default: SGD, Keras defaults)
@@ -280,6 +283,7 @@ def export_trainable(model, out_dir, *, optimizer=None, loss="sparse_categorical
     force:          replace an existing ``out_dir``
     jit_compile:    compile ``train_step``'s body with XLA (fuses the per-variable update ops;
                     the mask-size check stays outside, since XLA drops Assert)
+    allreduce_timeout: seconds ``train_step_allreduce``'s reduce waits for a stalled peer
     The output directory appears atomically (written to a temporary sibling, then renamed).
     """
     tf, keras = import_tf()
@@ -368,7 +372,7 @@ def export_trainable(model, out_dir, *, optimizer=None, loss="sparse_categorical
         def train_step(inputs, labels, mask, learning_rate):
             return train_body(inputs, labels, checked_mask(mask, n_mask), learning_rate)
 
-        def train_body_py(inputs, labels, mask, learning_rate):
+        def gradients_py(inputs, labels, mask):
             switch["flags"] = {id(l): tf.reduce_max(tf.gather(mask, r["mask_indices"])) > 0.0
                                for l, r in zip(bn_layers, bn_records) if r["mask_indices"]}
             try:
@@ -379,14 +383,23 @@ def export_trainable(model, out_dir, *, optimizer=None, loss="sparse_categorical
             finally:
                 switch["flags"] = None
             grads = tape.gradient(loss_value, tf_mask_vars)
-            metric_values = compute_metrics(loss_name, from_logits, labels, out)
+            return grads, loss_value, compute_metrics(loss_name, from_logits, labels, out)
+
+        def update_py(grads, mask, learning_rate):
             opt.apply(grads, tf_mask_vars, mask, learning_rate)
+
+        def train_body_py(inputs, labels, mask, learning_rate):
+            grads, loss_value, metric_values = gradients_py(inputs, labels, mask)
+            update_py(grads, mask, learning_rate)
             return {KEY_LOSS: loss_value, **metric_values}
 
         serve_cf = tf.function(serve).get_concrete_function(in_sig)
         eval_cf = tf.function(eval_step).get_concrete_function(in_sig, labels_sig)
         train_body = tf.function(train_body_py, jit_compile=True) if jit_compile else train_body_py
         train_cf = tf.function(train_step).get_concrete_function(in_sig, labels_sig, mask_sig, lr_sig)
+        allreduce_cf = allreduce_concrete_function(
+            gradients_py, update_py, metrics, lambda m: checked_mask(m, n_mask),
+            (in_sig, labels_sig, mask_sig, lr_sig), jit_compile, allreduce_timeout)
     finally:
         for l in patched:
             object.__delattr__(l, "call")
@@ -404,6 +417,8 @@ def export_trainable(model, out_dir, *, optimizer=None, loss="sparse_categorical
         optimizer=optimizer, mask_records=mask_records, state_records=state_records,
         optimizer_records=opt.records, bn_records=bn_records, jit_compile=jit_compile,
         extra_info=extra_info, layer_records=layer_records)
+    add_allreduce_record(record, allreduce_timeout)
     _save_atomically(out_dir, force, record, (tf_mask_vars, tf_state_vars, opt.variables),
-                     {SIG_SERVE: serve_cf, SIG_TRAIN: train_cf, SIG_EVAL: eval_cf})
+                     {SIG_SERVE: serve_cf, SIG_TRAIN: train_cf, SIG_EVAL: eval_cf,
+                      SIG_TRAIN_ALLREDUCE: allreduce_cf})
     return record
