@@ -2,10 +2,10 @@
 //! schedules, validation, checkpoints, resume, and a progress bar (plain lines when stderr is not
 //! a terminal).
 
+use std::ffi::OsString;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::ffi::OsString;
 use std::sync::Arc;
 use std::time::Duration;
 

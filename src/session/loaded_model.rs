@@ -88,10 +88,9 @@ impl LoadedModel {
         let corrected = corrected_copy(&dir)?;
         let load_dir = corrected.as_ref().map_or(dir.as_path(), |copy| copy.path());
         let mut graph = Graph::new();
-        let bundle =
-            SavedModelBundle::load(options, &tag_list, &mut graph, load_dir).map_err(|status| {
-                Error::Load { dir: dir.clone(), tags: tag_list.join(","), message: status.to_string() }
-            })?;
+        let bundle = SavedModelBundle::load(options, &tag_list, &mut graph, load_dir).map_err(|status| {
+            Error::Load { dir: dir.clone(), tags: tag_list.join(","), message: status.to_string() }
+        })?;
         let fills = handles_to_fill(&meta_graph)?;
         if !fills.is_empty() {
             log::info!(

@@ -25,8 +25,8 @@ use crate::output_dir::{
     remove_leftovers,
 };
 use crate::session::loaded_model::SessionConfig;
-use crate::train::distributed::ClusterWorker;
 use crate::train::callbacks::{Control, EpochReport, RunPlan, StepReport, TrainCallback};
+use crate::train::distributed::{ClusterWorker, TRAIN_STEP_ALLREDUCE};
 use crate::train::mask::MaskSpec;
 use crate::train::plateau::{PlateauState, ReduceOnPlateau};
 use crate::train::run_lock::RunLock;
@@ -228,6 +228,9 @@ pub struct PreparedRun<'m> {
 pub fn prepare<'m>(model: &'m TrainableModel, paths: &RunPaths, options: &FitOptions) -> Result<PreparedRun<'m>> {
     if let Some(cluster) = &options.cluster {
         check_cluster_options(options)?;
+        if model.meta_graph().signature(TRAIN_STEP_ALLREDUCE).is_err() {
+            return Err(Error::NoAllreduceStep { dir: model.dir().to_path_buf() });
+        }
         if !cluster.is_chief() {
             // The chief's output: only the chief checks and locks it.
             return Ok(PreparedRun { model, paths: paths.clone(), options: options.clone(), initial_weights: None });
@@ -288,6 +291,9 @@ impl PreparedRun<'_> {
         }
     }
 }
+
+/// Test-only: where the tasks of a multi-worker run that do not write save their final weights.
+pub const WORKER_WEIGHTS_VARIABLE: &str = "TFLOAD_WORKER_WEIGHTS_DIR";
 
 /// Folder of the working directory's copy of the input model.
 pub const INPUT_COPY: &str = "input";
@@ -400,6 +406,7 @@ impl PreparedRun<'_> {
         let mut run = Run::start(model, graph_source, state, work, &self.options, &data)?;
         let outcome = run.train(&data, callback, stop)?;
         run.agree_on_end()?;
+        run.dump_worker_weights()?;
         match outcome {
             RunEnd::Interrupted(checkpoint) => Ok(FitOutcome::Interrupted {
                 checkpoint,
@@ -490,6 +497,17 @@ impl<'o> Run<'o> {
             Some(cluster) => cluster.agree(&[("steps done", self.state.global_step as f64)], 2, "the end-of-run check"),
             None => Ok(()),
         }
+    }
+
+    /// For tests: a task that does not write saves its final weights as a SavedModel in
+    /// `$TFLOAD_WORKER_WEIGHTS_DIR/rank-N`, to compare with the chief's.
+    fn dump_worker_weights(&self) -> Result<()> {
+        let (Some(dir), Some(cluster)) = (std::env::var_os(WORKER_WEIGHTS_VARIABLE), &self.options.cluster) else {
+            return Ok(());
+        };
+        let path = PathBuf::from(dir).join(format!("rank-{}", cluster.rank()));
+        std::fs::create_dir_all(path.parent().expect("has a parent")).map_err(io(&path))?;
+        build_then_place(&path, |dir| write_model_files(self.trainer.model(), &self.graph_source, dir))
     }
 
     fn write_log(&mut self, line: &LogLine) -> Result<()> {
@@ -853,9 +871,10 @@ fn run_facts(
 
 /// A number that differs between two masks (FNV-1a of the values' bits, 32 bits, exact in f64).
 fn mask_fingerprint(values: &[f32]) -> f64 {
-    let hash = values.iter().flat_map(|v| v.to_bits().to_le_bytes()).fold(0x811c_9dc5_u32, |h, byte| {
-        (h ^ u32::from(byte)).wrapping_mul(0x0100_0193)
-    });
+    let hash = values
+        .iter()
+        .flat_map(|v| v.to_bits().to_le_bytes())
+        .fold(0x811c_9dc5_u32, |h, byte| (h ^ u32::from(byte)).wrapping_mul(0x0100_0193));
     f64::from(hash)
 }
 

@@ -124,9 +124,12 @@ impl ClusterSpec {
         }
         let mut seen = HashSet::new();
         for (rank, address) in self.addresses().iter().enumerate() {
-            check_address(address).map_err(|why| self.fail(format!("lists `{address}` ({}): {why}", self.task_name(rank))))?;
+            check_address(address)
+                .map_err(|why| self.fail(format!("lists `{address}` ({}): {why}", self.task_name(rank))))?;
             if !seen.insert(address.to_ascii_lowercase()) {
-                return Err(self.fail(format!("lists the address `{address}` twice; every task needs its own host:port")));
+                return Err(
+                    self.fail(format!("lists the address `{address}` twice; every task needs its own host:port"))
+                );
             }
         }
         Ok(())
@@ -164,7 +167,8 @@ impl ClusterSpec {
 
     /// `job:index at address` of the task of `rank`.
     pub fn task_name(&self, rank: usize) -> String {
-        let (job, index) = if rank < self.chief.len() { (Job::Chief, rank) } else { (Job::Worker, rank - self.chief.len()) };
+        let (job, index) =
+            if rank < self.chief.len() { (Job::Chief, rank) } else { (Job::Worker, rank - self.chief.len()) };
         format!("{}:{index} at {}", job.name(), self.addresses().get(rank).copied().unwrap_or("?"))
     }
 
@@ -245,7 +249,8 @@ mod tests {
 
     #[test]
     fn tf_config_with_a_chief_ranks_workers_after_it() {
-        let text = r#"{"cluster": {"chief": ["a:1"], "worker": ["b:2", "c:3"]}, "task": {"type": "worker", "index": 1}}"#;
+        let text =
+            r#"{"cluster": {"chief": ["a:1"], "worker": ["b:2", "c:3"]}, "task": {"type": "worker", "index": 1}}"#;
         let spec = ClusterSpec::from_tf_config(text).unwrap();
         assert_eq!((spec.size(), spec.rank(), spec.is_chief()), (3, 2, false));
         assert_eq!(spec.leader(), "/job:chief/replica:0/task:0");

@@ -92,7 +92,10 @@ fn wait_all(mut children: Vec<Child>) -> Result<()> {
         if deadline.is_some_and(|d| Instant::now() > d) {
             for (index, child) in children.iter_mut().enumerate() {
                 if status[index].is_none() {
-                    eprintln!("[launcher] task {index} still runs {} s after a task failed: killing it", GRACE.as_secs());
+                    eprintln!(
+                        "[launcher] task {index} still runs {} s after a task failed: killing it",
+                        GRACE.as_secs()
+                    );
                     let _ = child.kill();
                 }
             }

@@ -22,9 +22,9 @@ use tensorflow::{DataType, Graph, Output, Session, SessionOptions, SessionRunArg
 
 use crate::error::{Error, Result};
 use crate::proto;
+use crate::session::call::Tensors;
 use crate::session::loaded_model::SessionConfig;
 use crate::session::server::Server;
-use crate::session::call::Tensors;
 use crate::tensor::TensorData;
 
 pub use cluster::{ClusterSpec, Job};
@@ -137,8 +137,9 @@ impl ClusterWorker {
     fn max_and_min(&self, facts: &[(&str, f64)], instance: i32) -> Result<Vec<f64>> {
         let values: Vec<f64> = facts.iter().map(|f| f.1).chain(facts.iter().map(|f| -f.1)).collect();
         let mut graph = Graph::new();
-        let input = constant(&mut graph, "values", Tensor::new(&[values.len() as u64]).with_values(&values).map_err(tf)?)
-            .map_err(tf)?;
+        let input =
+            constant(&mut graph, "values", Tensor::new(&[values.len() as u64]).with_values(&values).map_err(tf)?)
+                .map_err(tf)?;
         let size = constant(&mut graph, "group_size", Tensor::from(self.size() as i32)).map_err(tf)?;
         let key = constant(&mut graph, "group_key", Tensor::from(HANDSHAKE_GROUP_KEY)).map_err(tf)?;
         let instance = constant(&mut graph, "instance_key", Tensor::from(instance)).map_err(tf)?;
@@ -176,11 +177,21 @@ impl ClusterWorker {
                 "{} did not take its step within the all-reduce timeout (it is stalled or much slower; the timeout is the export's `allreduce.timeout_seconds`)",
                 peer.clone().unwrap_or_else(|| "a peer task".into())
             )
-        } else if ["aborted", "Socket closed", "Connection reset", "UNAVAILABLE", "Connection refused", "failed to connect"]
-            .iter()
-            .any(|needle| message.contains(needle))
+        } else if [
+            "aborted",
+            "Socket closed",
+            "Connection reset",
+            "UNAVAILABLE",
+            "Connection refused",
+            "failed to connect",
+        ]
+        .iter()
+        .any(|needle| message.contains(needle))
         {
-            format!("{} left the cluster (it died, was killed or lost its network)", peer.unwrap_or_else(|| "a peer task".into()))
+            format!(
+                "{} left the cluster (it died, was killed or lost its network)",
+                peer.unwrap_or_else(|| "a peer task".into())
+            )
         } else {
             return error;
         };
@@ -194,7 +205,8 @@ impl ClusterWorker {
         (0..self.size()).filter(|rank| *rank != self.rank()).find_map(|rank| {
             let address = addresses[rank];
             let port = address.rsplit_once(':').map(|(_, p)| format!(":{p}"))?;
-            (message.contains(address) || message.contains(&port)).then(|| format!("task {}", self.spec.task_name(rank)))
+            (message.contains(address) || message.contains(&port))
+                .then(|| format!("task {}", self.spec.task_name(rank)))
         })
     }
 }
