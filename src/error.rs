@@ -570,14 +570,16 @@ pub enum Error {
         dir: PathBuf,
     },
     /// A collective step failed on this task because of another task.
-    #[error("task {task}: {what}. TensorFlow says: {message}. A collective failure leaves every task unusable: stop all tasks, then start the same command on every task with --resume to continue from the chief's last checkpoint")]
+    #[error("task {task}: {what}. TensorFlow says: {message}. {advice}")]
     Collective {
         /// This task (`worker:1 at host:port`).
         task: String,
         /// What happened, naming the peer where known.
         what: String,
-        /// TensorFlow's message (first line).
+        /// TensorFlow's message (shortened, on one line).
         message: String,
+        /// What to do.
+        advice: String,
     },
     /// The tasks did not all come up, or did not agree, within the start-up timeout.
     #[error("task {task}: the other tasks of the cluster did not all join within {seconds} s ({waiting}). Start the same command on every task of the cluster ({tasks}); raise --startup-timeout if they start slowly")]

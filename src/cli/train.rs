@@ -201,7 +201,7 @@ pub fn run(args: &TrainArgs, global: &GlobalArgs) -> Result<()> {
     }
     let (data, out) = (args.data.as_ref().expect("clap requires it"), args.out.clone().expect("clap requires it"));
     let mut options = fit_options(args, &model, mask_spec)?;
-    options.cluster = start_cluster(args)?;
+    options.cluster = start_cluster(args, global.quiet)?;
     let writes = options.cluster.as_ref().is_none_or(|c| c.is_chief());
     let paths = RunPaths { out, overwrite: args.overwrite, resume: args.resume };
     // Output paths and initial weights are checked before any data is scanned.
@@ -272,7 +272,7 @@ fn fit_options(args: &TrainArgs, model: &TrainableModel, mask: MaskSpec) -> Resu
 
 /// This task's TensorFlow server, when the run is one task of a cluster (`--cluster` or
 /// `TF_CONFIG`).
-fn start_cluster(args: &TrainArgs) -> Result<Option<Arc<ClusterWorker>>> {
+fn start_cluster(args: &TrainArgs, quiet: bool) -> Result<Option<Arc<ClusterWorker>>> {
     let spec = match (&args.cluster, args.task_index) {
         (Some(list), Some(index)) => ClusterSpec::from_addresses(list, index)?,
         _ => match std::env::var("TF_CONFIG") {
@@ -280,7 +280,7 @@ fn start_cluster(args: &TrainArgs) -> Result<Option<Arc<ClusterWorker>>> {
             _ => return Ok(None),
         },
     };
-    if !args.json {
+    if !args.json && !quiet {
         eprintln!(
             "task {} (rank {} of {}{}): starting its TensorFlow server",
             spec.me(),

@@ -230,5 +230,62 @@ fn cluster_mistakes_are_named() {
     let stderr = String::from_utf8_lossy(&alone.stderr);
     assert!(!alone.status.success() && stderr.contains("did not all join within 3 s"), "{stderr}");
     assert!(took < Duration::from_secs(30), "{took:?}");
-    assert!(!out.exists(), "a failed multi-worker start wrote {}", out.display());
+    // Two tasks given clusters of different sizes: TensorFlow's group-size mismatch, named.
+    let addresses = free_loopback_addresses(3).unwrap();
+    let small = start_task(&out, &addresses[..2].join(","), 0, &["--startup-timeout", "30"], None);
+    let large = start_task(&out, &addresses.join(","), 1, &["--startup-timeout", "30"], None);
+    for task in [small, large] {
+        let (output, _) = wait_bounded(task, Duration::from_secs(60));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success() && stderr.contains("group-size mismatch"), "{stderr}");
+    }
+    assert!(!out.join("saved_model.pb").exists());
+}
+
+#[test]
+fn a_stalled_worker_is_named_after_the_all_reduce_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let short = dir.path().join("mlp_timeout5");
+    let status = Command::new(root().join(".venv/bin/python"))
+        .arg(root().join("scripts/fixtures/make_allreduce_mlp.py"))
+        .args(["--out", s(&short), "--timeout", "5"])
+        .env("TF_CPP_MIN_LOG_LEVEL", "3")
+        .output()
+        .unwrap();
+    ok(status, "exporting with a 5 s all-reduce timeout");
+    let out = dir.path().join("out");
+    let cluster = free_loopback_addresses(2).unwrap().join(",");
+    let mut tasks = Vec::new();
+    for index in 0..2 {
+        let mut args = train_args(&out, &["--checkpoint-every-steps", "5", "--cluster", &cluster]);
+        args[1] = s(&short);
+        let at = args.iter().position(|a| *a == "--epochs").unwrap();
+        args[at + 1] = "1000";
+        let index = index.to_string();
+        args.extend(["--task-index", &index]);
+        let child = Command::new(env!("CARGO_BIN_EXE_tfload"))
+            .args(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        tasks.push(child);
+    }
+    // Once training runs (the chief's log grows), task 1 stops stepping without dying.
+    let log = PathBuf::from(format!("{}.partial", out.display())).join("metrics.jsonl");
+    let started = Instant::now();
+    while std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0) == 0 {
+        assert!(started.elapsed() < Duration::from_secs(60), "training did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let stalled = tasks.pop().unwrap();
+    // SAFETY: kill(2) on the pid of a child this test started and has not yet reaped.
+    unsafe { libc::kill(stalled.id() as i32, libc::SIGSTOP) };
+    let (chief, took) = wait_bounded(tasks.pop().unwrap(), Duration::from_secs(60));
+    // SAFETY: as above; SIGKILL ends the stopped child.
+    unsafe { libc::kill(stalled.id() as i32, libc::SIGKILL) };
+    let _ = wait_bounded(stalled, Duration::from_secs(10));
+    let stderr = String::from_utf8_lossy(&chief.stderr);
+    assert!(!chief.status.success() && stderr.contains("within the all-reduce timeout"), "{stderr}");
+    assert!(took < Duration::from_secs(40), "{took:?}");
 }

@@ -170,13 +170,18 @@ impl ClusterWorker {
             return error;
         };
         let peer = self.peer_named_in(message);
-        let what = if message.contains("is joining a group with size") || message.contains("group size") {
-            "the tasks disagree on the cluster's size (a group-size mismatch): every task must be given the same cluster".to_string()
+        let resume = "A collective failure leaves every task unusable: stop all tasks, then start the same command on every task with --resume to continue from the chief's last checkpoint";
+        let (what, advice) = if message.contains("is joining a group with size") || message.contains("group size") {
+            (
+                "the tasks disagree on the cluster's size (a group-size mismatch)".to_string(),
+                "Give every task the same cluster (--cluster list or TF_CONFIG), then start them all again",
+            )
         } else if message.contains("timed out") || message.contains("DeadlineExceeded") {
-            format!(
+            let what = format!(
                 "{} did not take its step within the all-reduce timeout (it is stalled or much slower; the timeout is the export's `allreduce.timeout_seconds`)",
                 peer.clone().unwrap_or_else(|| "a peer task".into())
-            )
+            );
+            (what, resume)
         } else if [
             "aborted",
             "Socket closed",
@@ -188,15 +193,16 @@ impl ClusterWorker {
         .iter()
         .any(|needle| message.contains(needle))
         {
-            format!(
+            let what = format!(
                 "{} left the cluster (it died, was killed or lost its network)",
                 peer.unwrap_or_else(|| "a peer task".into())
-            )
+            );
+            (what, resume)
         } else {
             return error;
         };
-        let first_line = message.lines().next().unwrap_or_default().chars().take(400).collect();
-        Error::Collective { task: self.spec.me(), what, message: first_line }
+        let short: String = message.split_whitespace().collect::<Vec<_>>().join(" ").chars().take(400).collect();
+        Error::Collective { task: self.spec.me(), what, message: short, advice: advice.to_string() }
     }
 
     /// The other task whose address (or port, for loopback clusters) `message` mentions.
