@@ -50,22 +50,17 @@ fn python_view(dir: &Path) -> Value {
     python_json("parity/distributed_reference.py", &[s(dir), s(&data("digits_5_9_val.npz")), "16"])
 }
 
-fn assert_close(what: &str, ours: &Value, theirs: &Value, tolerance: f64) {
-    let flat = |v: &Value| -> Vec<f64> {
-        match v {
-            Value::Array(items) => items.iter().flat_map(|i| flat_values(i)).collect(),
-            Value::Object(map) => map.values().flat_map(flat_values).collect(),
-            other => vec![other.as_f64().unwrap()],
-        }
-    };
-    fn flat_values(v: &Value) -> Vec<f64> {
-        match v {
-            Value::Array(items) => items.iter().flat_map(flat_values).collect(),
-            Value::Object(map) => map.values().flat_map(flat_values).collect(),
-            other => vec![other.as_f64().unwrap()],
-        }
+/// Every number in `value` (nested arrays and objects, objects in key order).
+fn numbers(value: &Value) -> Vec<f64> {
+    match value {
+        Value::Array(items) => items.iter().flat_map(numbers).collect(),
+        Value::Object(map) => map.values().flat_map(numbers).collect(),
+        other => vec![other.as_f64().expect("a number")],
     }
-    let (a, b) = (flat(ours), flat(theirs));
+}
+
+fn assert_close(what: &str, ours: &Value, theirs: &Value, tolerance: f64) {
+    let (a, b) = (numbers(ours), numbers(theirs));
     assert_eq!(a.len(), b.len(), "{what}: sizes differ");
     let worst = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max);
     assert!(worst <= tolerance, "{what}: max difference {worst:e} > {tolerance:e}");
@@ -136,11 +131,18 @@ fn two_and_three_workers_train_as_one_process_on_the_global_batch() {
 
 /// Starts task `index` of `cluster` on its own (as on a machine of its own).
 fn start_task(out: &Path, cluster: &str, index: usize, extra: &[&str], fault: Option<&str>) -> Child {
-    let index = index.to_string();
-    let mut args = train_args(out, extra);
-    args.extend(["--cluster", cluster, "--task-index", &index]);
+    spawn_task(train_args(out, extra), cluster, index, fault)
+}
+
+/// Runs `tfload ARGS --cluster CLUSTER --task-index INDEX`, dying at the fault point `fault`.
+fn spawn_task(args: Vec<&str>, cluster: &str, index: usize, fault: Option<&str>) -> Child {
     let mut command = Command::new(env!("CARGO_BIN_EXE_tfload"));
-    command.args(&args).stdout(Stdio::piped()).stderr(Stdio::piped()).env_remove("TF_CONFIG");
+    command
+        .args(&args)
+        .args(["--cluster", cluster, "--task-index", &index.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .env_remove("TF_CONFIG");
     if let Some(point) = fault {
         command.env("TFLOAD_FAULT_AT", point);
     }
@@ -257,19 +259,11 @@ fn a_stalled_worker_is_named_after_the_all_reduce_timeout() {
     let cluster = free_loopback_addresses(2).unwrap().join(",");
     let mut tasks = Vec::new();
     for index in 0..2 {
-        let mut args = train_args(&out, &["--checkpoint-every-steps", "5", "--cluster", &cluster]);
+        let mut args = train_args(&out, &["--checkpoint-every-steps", "5"]);
         args[1] = s(&short);
         let at = args.iter().position(|a| *a == "--epochs").unwrap();
         args[at + 1] = "1000";
-        let index = index.to_string();
-        args.extend(["--task-index", &index]);
-        let child = Command::new(env!("CARGO_BIN_EXE_tfload"))
-            .args(&args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        tasks.push(child);
+        tasks.push(spawn_task(args, &cluster, index, None));
     }
     // Once training runs (the chief's log grows), task 1 stops stepping without dying.
     let log = PathBuf::from(format!("{}.partial", out.display())).join("metrics.jsonl");

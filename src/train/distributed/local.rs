@@ -37,7 +37,7 @@ pub fn run_local_workers(program: &Path, args: &[OsString], n: usize) -> Result<
     let addresses = free_loopback_addresses(n)?;
     let cluster = addresses.join(",");
     let mut children = Vec::with_capacity(n);
-    for index in 0..n {
+    for (index, address) in addresses.iter().enumerate() {
         let mut command = Command::new(program);
         command
             .args(args)
@@ -47,7 +47,7 @@ pub fn run_local_workers(program: &Path, args: &[OsString], n: usize) -> Result<
             .stdout(if index == 0 { Stdio::inherit() } else { Stdio::piped() })
             .stderr(Stdio::piped());
         let mut child = command.spawn().map_err(|source| Error::Io { path: program.to_path_buf(), source })?;
-        eprintln!("[launcher] task {index}: pid {} at {}", child.id(), addresses[index]);
+        eprintln!("[launcher] task {index}: pid {} at {address}", child.id());
         prefix_output(&mut child, index);
         children.push(child);
     }
