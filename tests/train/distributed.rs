@@ -247,14 +247,14 @@ fn cluster_mistakes_are_named() {
 #[test]
 fn a_stalled_worker_is_named_after_the_all_reduce_timeout() {
     let dir = tempfile::tempdir().unwrap();
-    let short = dir.path().join("mlp_timeout5");
+    let short = dir.path().join("mlp_timeout8");
     let status = Command::new(root().join(".venv/bin/python"))
         .arg(root().join("scripts/fixtures/make_allreduce_mlp.py"))
-        .args(["--out", s(&short), "--timeout", "5"])
+        .args(["--out", s(&short), "--timeout", "8"])
         .env("TF_CPP_MIN_LOG_LEVEL", "3")
         .output()
         .unwrap();
-    ok(status, "exporting with a 5 s all-reduce timeout");
+    ok(status, "exporting with an 8 s all-reduce timeout");
     let out = dir.path().join("out");
     let cluster = free_loopback_addresses(2).unwrap().join(",");
     let mut tasks = Vec::new();
