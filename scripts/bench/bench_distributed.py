@@ -86,12 +86,13 @@ def parameters(model_dir):
     return count, len(record["metrics"])
 
 
-def tfload_step_ms(tfload, model_dir, data, workers):
+def tfload_step_ms(tfload, model_dir, data, workers, cluster=True):
+    """Per-step ms of the chief; `workers` 1 without `cluster` is one plain process."""
     out = os.path.join(OUT, f"tfload_{os.path.basename(model_dir)}_{workers}")
     shutil.rmtree(out, ignore_errors=True)
     command = [tfload, "train", model_dir, "--data", data, "--out", out, "--epochs", str(EPOCHS),
                "--batch-size", str(BATCH), "--quiet"]
-    command += ["--drop-remainder"] if workers == 1 else ["--local-workers", str(workers)]
+    command += ["--local-workers", str(workers)] if cluster else ["--drop-remainder"]
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     steps = EXAMPLES // BATCH
     with open(os.path.join(out, "metrics.jsonl")) as f:
@@ -192,14 +193,15 @@ def bench_distributed(tfload=None):
     os.makedirs(OUT, exist_ok=True)
     data = data_path()
     load = os.getloadavg()[0]
-    rows = []
+    rows, one_task = [], []
     for size in SIZES:
         model_dir = export(size)
+        one_task.append(f"{size} {tfload_step_ms(tfload, model_dir, data, 1):.2f} ms")
         params, metrics = parameters(model_dir)
         volume = (params + 1 + metrics) * 4
         base = None
         for workers in WORKERS:
-            ours = tfload_step_ms(tfload, model_dir, data, workers)
+            ours = tfload_step_ms(tfload, model_dir, data, workers, cluster=workers > 1)
             theirs = run_tasks(["keras", ",".join(map(str, SIZES[size])), data, str(BATCH), str(EPOCHS)],
                                workers)["step_ms"]
             reduce_ms = run_tasks(["allreduce", str(params + 1 + metrics), "30"], workers)["ms"] if workers > 1 else 0.0
@@ -227,7 +229,9 @@ def bench_distributed(tfload=None):
                    "all-reduce ms (loopback)", f"expected ms/step on N machines at {BANDWIDTH_GBIT:g} Gbit/s (speed-up)"],
         "rows": rows,
         "target": "tfload's per-step time at or below Python's for every cluster shape",
-        "notes": f"tfload binary: {tfload}.",
+        "notes": (f"tfload binary: {os.path.relpath(tfload, ROOT)}. A one-task cluster (`--local-workers 1`: the gRPC session and a "
+                  f"group-of-one reduce, nothing exchanged) takes {', '.join(one_task)} per step: the gRPC session's "
+                  f"per-step cost, part of every N > 1 figure. Load average at the end: {os.getloadavg()[0]:.1f}."),
     }
 
 

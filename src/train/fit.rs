@@ -392,6 +392,10 @@ impl PreparedRun<'_> {
         stop: &AtomicBool,
     ) -> Result<FitOutcome> {
         let work = partial_dir(&self.paths.out);
+        if self.paths.resume && !work.exists() && self.paths.out.join("saved_model.pb").is_file() {
+            // The chief finds the same and returns at once, without the handshake.
+            return Ok(FitOutcome::AlreadyComplete { out: self.paths.out.clone() });
+        }
         let order = data_order(data.train);
         let latest = if self.paths.resume { Checkpoints::in_dir(&work).latest()? } else { None };
         let (model, state) = match latest {
