@@ -192,6 +192,14 @@ fn a_killed_worker_stops_the_others_clearly_and_resume_ends_as_an_uninterrupted_
     }
     assert_eq!(step_losses(&out).len(), step_losses(&whole).len(), "the resumed run's log");
     assert!(variables_bytes(&out) == variables_bytes(&whole), "resumed weights differ from the uninterrupted run's");
+    // Resuming a completed run again: every task sees it is done (no handshake to wait for).
+    let started = Instant::now();
+    let again = ok(
+        tfload(&train_args(&out, &["--local-workers", "2", "--checkpoint-every-steps", "4", "--resume"])),
+        "resume of a completed run",
+    );
+    assert!(String::from_utf8_lossy(&again.stdout).contains("had already completed"));
+    assert!(started.elapsed() < Duration::from_secs(60), "{:?}", started.elapsed());
 }
 
 #[test]
