@@ -598,6 +598,76 @@ pub enum Error {
         /// The step signature.
         signature: String,
     },
+
+    // Multi-worker training (issue 20: src/train/distributed, src/session/server.rs).
+    /// A TensorFlow gRPC server could not be created or started.
+    #[error("{what}: {message}. Check that the address is free on this machine and that the cluster lists it as this task's")]
+    Server {
+        /// What was being done, naming the task and its address.
+        what: String,
+        /// TensorFlow's message.
+        message: String,
+    },
+    /// The cluster configuration (`TF_CONFIG` or `--cluster`/`--task-index`) is unusable.
+    #[error("the cluster configuration ({origin}) {problem}")]
+    ClusterConfig {
+        /// Where it came from: `TF_CONFIG` or `--cluster`.
+        origin: String,
+        /// What is wrong and what to write instead.
+        problem: String,
+    },
+    /// A multi-worker run on a model exported without `train_step_allreduce`.
+    #[error("{dir} has no `train_step_allreduce` signature, which multi-worker training calls (it was exported by an older tfload-export). Export it again with .venv/bin/tfload-export (any version that writes the record's `allreduce` entry); it still trains on one process as it is")]
+    NoAllreduceStep {
+        /// The model directory.
+        dir: PathBuf,
+    },
+    /// A collective step failed on this task because of another task.
+    #[error("task {task}: {what}. TensorFlow says: {message}. {advice}")]
+    Collective {
+        /// This task (`worker:1 at host:port`).
+        task: String,
+        /// What happened, naming the peer where known.
+        what: String,
+        /// TensorFlow's message (shortened, on one line).
+        message: String,
+        /// What to do.
+        advice: String,
+    },
+    /// The tasks did not all come up, or did not agree, within the start-up timeout.
+    #[error("task {task}: the other tasks of the cluster did not all join within {seconds} s ({waiting}). Start the same command on every task of the cluster ({tasks}); raise --startup-timeout if they start slowly")]
+    StartupTimeout {
+        /// This task.
+        task: String,
+        /// The timeout.
+        seconds: u64,
+        /// What was being waited for.
+        waiting: String,
+        /// Every task and its address.
+        tasks: String,
+    },
+    /// The tasks run with different settings or data: they would not call the step equally often.
+    #[error("task {task}: the tasks of the cluster disagree on {field} (this task: {mine}; across the cluster: from {lowest} to {highest}). Every task must run the same command on the same data (and --resume on all tasks or none)")]
+    ClusterMismatch {
+        /// This task.
+        task: String,
+        /// The setting that differs.
+        field: String,
+        /// This task's value.
+        mine: String,
+        /// The smallest value in the cluster.
+        lowest: String,
+        /// The largest value in the cluster.
+        highest: String,
+    },
+    /// A task started by `--local-workers` failed.
+    #[error("local worker {index} {problem}")]
+    LocalWorker {
+        /// The task index.
+        index: usize,
+        /// What happened (its exit status).
+        problem: String,
+    },
 }
 
 /// "The disk is full. " when `error` is about a full disk, else nothing.

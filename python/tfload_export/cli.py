@@ -6,6 +6,7 @@ import os
 import sys
 
 from ._tf import import_tf
+from .allreduce import DEFAULT_TIMEOUT_SECONDS
 from .check import check_export
 from .contract import ContractError
 from .export import export_trainable
@@ -115,6 +116,9 @@ def build_arg_parser():
                         "auto = the application's own preprocessing, else none")
     tr.add_argument("--jit-compile", action="store_true",
                     help="compile train_step with XLA (faster on small models; tfload runs it through the C API)")
+    tr.add_argument("--allreduce-timeout", type=float, default=DEFAULT_TIMEOUT_SECONDS, metavar="SECONDS",
+                    help="how long train_step_allreduce waits for a stalled peer in multi-worker training "
+                         "(must cover the chief's validation and checkpoint time; default %(default)s)")
     p.add_argument("--name", help="model name recorded (default: the Keras model's name)")
     p.add_argument("--seed", type=int, default=0, help="seed for new layers (default 0)")
     p.add_argument("-o", "--out", help="output SavedModel directory")
@@ -203,7 +207,8 @@ def export_from_args(args):
     rec = export_trainable(model, args.out, optimizer=opt, loss=loss, outputs=outputs,
                            class_names=class_names, preprocess=preprocess, frozen_layers=frozen,
                            force=args.force, model_name=args.name, jit_compile=args.jit_compile,
-                           label_smoothing=args.label_smoothing, sample_weights=args.sample_weights)
+                           label_smoothing=args.label_smoothing, sample_weights=args.sample_weights,
+                           allreduce_timeout=args.allreduce_timeout)
     _print_summary(args, rec, opt)
     if loaded is not None:
         print(f"  {loaded.summary()} from {args.weights}")

@@ -20,6 +20,8 @@ import shutil
 import tempfile
 
 from ._tf import import_tf
+from .allreduce import (DEFAULT_TIMEOUT_SECONDS, SIG_TRAIN_ALLREDUCE, add_allreduce_record,
+                        allreduce_concrete_function, build_allreduce_step, collective_specs)
 from .check import check_export
 from .contract import (CONTRACT_ASSET, KEY_LABELS, KEY_LOSS, KEY_LR, KEY_MASK, KEY_SAMPLE_WEIGHT, RESERVED_KEYS,
                        SIG_EVAL, SIG_SERVE, SIG_TRAIN, ContractError, build_record, checkpoint_key,
@@ -268,7 +270,8 @@ def _save_atomically(out_dir, force, record, module_args, signatures):
 def export_trainable(model, out_dir, *, optimizer=None, loss="sparse_categorical_crossentropy",
                      outputs="auto", class_names=None, preprocess="none", frozen_layers=(),
                      force=False, model_name=None, extra_info=None, jit_compile=False,
-                     label_smoothing=0.0, sample_weights=False):
+                     label_smoothing=0.0, sample_weights=False,
+                     allreduce_timeout=DEFAULT_TIMEOUT_SECONDS):
     """Export ``model`` to ``out_dir`` as a trainable SavedModel; returns the contract record.
 
     optimizer:      a dict from ``optimizer_config`` (default: SGD, Keras defaults)
@@ -287,6 +290,7 @@ def export_trainable(model, out_dir, *, optimizer=None, loss="sparse_categorical
                     size; metrics unweighted, as Keras's ``metrics``); the record is then contract version 2
     jit_compile:    compile ``train_step``'s body with XLA (fuses the per-variable update ops;
                     the mask-size check stays outside, since XLA drops Assert)
+    allreduce_timeout: seconds ``train_step_allreduce``'s reduce waits for a stalled peer
     The output directory appears atomically (written to a temporary sibling, then renamed).
     """
     tf, keras = import_tf()
@@ -374,7 +378,7 @@ def export_trainable(model, out_dir, *, optimizer=None, loss="sparse_categorical
             return {KEY_LOSS: compute_loss(labels, out, weight),
                     **compute_metrics(loss_name, from_logits, labels, out)}
 
-        def train_body_py(inputs, labels, mask, learning_rate, weight=None):
+        def gradients_py(inputs, labels, mask, weight=None):
             switch["flags"] = {id(l): tf.reduce_max(tf.gather(mask, r["mask_indices"])) > 0.0
                                for l, r in zip(bn_layers, bn_records) if r["mask_indices"]}
             try:
@@ -385,12 +389,19 @@ def export_trainable(model, out_dir, *, optimizer=None, loss="sparse_categorical
             finally:
                 switch["flags"] = None
             grads = tape.gradient(loss_value, tf_mask_vars)
-            metric_values = compute_metrics(loss_name, from_logits, labels, out)
+            return grads, loss_value, compute_metrics(loss_name, from_logits, labels, out)
+
+        def update_py(grads, mask, learning_rate):
             opt.apply(grads, tf_mask_vars, mask, learning_rate)
+
+        def train_body_py(inputs, labels, mask, learning_rate, weight=None):
+            grads, loss_value, metric_values = gradients_py(inputs, labels, mask, weight)
+            update_py(grads, mask, learning_rate)
             return {KEY_LOSS: loss_value, **metric_values}
 
         train_body = tf.function(train_body_py, jit_compile=True) if jit_compile else train_body_py
         serve_cf = tf.function(serve).get_concrete_function(in_sig)
+        check = lambda m: checked_mask(m, n_mask)  # noqa: E731
         if sample_weights:
             weight_sig = tf.TensorSpec([None], tf.float32, name=KEY_SAMPLE_WEIGHT)
 
@@ -398,16 +409,27 @@ def export_trainable(model, out_dir, *, optimizer=None, loss="sparse_categorical
                 return eval_body(inputs, labels, sample_weight)
 
             def train_step(inputs, labels, sample_weight, mask, learning_rate):
-                return train_body(inputs, labels, checked_mask(mask, n_mask), learning_rate, sample_weight)
+                return train_body(inputs, labels, check(mask), learning_rate, sample_weight)
 
+            def allreduce_step(inputs, labels, sample_weight, mask, learning_rate, *collective):
+                step = build_allreduce_step(lambda i, l, m: gradients_py(i, l, m, sample_weight), update_py,
+                                            metrics, check, jit_compile=jit_compile,
+                                            timeout_seconds=allreduce_timeout)
+                return step(inputs, labels, mask, learning_rate, *collective)
+
+            step_specs = (in_sig, labels_sig, weight_sig, mask_sig, lr_sig)
             eval_cf = tf.function(eval_step).get_concrete_function(in_sig, labels_sig, weight_sig)
-            train_cf = tf.function(train_step).get_concrete_function(in_sig, labels_sig, weight_sig, mask_sig, lr_sig)
+            train_cf = tf.function(train_step).get_concrete_function(*step_specs)
+            allreduce_cf = tf.function(allreduce_step).get_concrete_function(*step_specs, *collective_specs())
         else:
             def train_step(inputs, labels, mask, learning_rate):
-                return train_body(inputs, labels, checked_mask(mask, n_mask), learning_rate)
+                return train_body(inputs, labels, check(mask), learning_rate)
 
             eval_cf = tf.function(eval_body).get_concrete_function(in_sig, labels_sig)
             train_cf = tf.function(train_step).get_concrete_function(in_sig, labels_sig, mask_sig, lr_sig)
+            allreduce_cf = allreduce_concrete_function(
+                gradients_py, update_py, metrics, check, (in_sig, labels_sig, mask_sig, lr_sig), jit_compile,
+                allreduce_timeout)
     finally:
         for l in patched:
             object.__delattr__(l, "call")
@@ -426,6 +448,8 @@ def export_trainable(model, out_dir, *, optimizer=None, loss="sparse_categorical
         optimizer_records=opt.records, bn_records=bn_records, jit_compile=jit_compile,
         extra_info=extra_info, layer_records=layer_records, label_smoothing=label_smoothing,
         sample_weights=sample_weights)
+    add_allreduce_record(record, allreduce_timeout)
     _save_atomically(out_dir, force, record, (tf_mask_vars, tf_state_vars, opt.variables),
-                     {SIG_SERVE: serve_cf, SIG_TRAIN: train_cf, SIG_EVAL: eval_cf})
+                     {SIG_SERVE: serve_cf, SIG_TRAIN: train_cf, SIG_EVAL: eval_cf,
+                      SIG_TRAIN_ALLREDUCE: allreduce_cf})
     return record

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 
 from ._tf import import_tf
+from .allreduce import SIG_TRAIN_ALLREDUCE, add_allreduce_record, allreduce_concrete_function
 from .contract import (KEY_LOSS, RESERVED_KEYS, SIG_EVAL, SIG_SERVE,
                        SIG_TRAIN, ContractError, build_record, checkpoint_key)
 from .losses import CLASS_LOSSES, HEAD_ACTIVATION, LOSS_ALIASES, METRICS_FOR_LOSS, compute_metrics, loss_and_labels
@@ -236,8 +237,7 @@ def export_saved_model_trainable(saved_model_dir, out_dir, *, signature=SIG_SERV
         out = forward(inputs, False)
         return {KEY_LOSS: compute_loss(labels, out), **compute_metrics(loss_name, from_logits, labels, out)}
 
-    def train_step(inputs, labels, mask, learning_rate):
-        mask = checked_mask(mask, n_mask)
+    def gradients(inputs, labels, mask):
         with tf.GradientTape() as tape:
             tape.watch(mask_vars)
             out = forward(inputs, True)
@@ -246,8 +246,15 @@ def export_saved_model_trainable(saved_model_dir, out_dir, *, signature=SIG_SERV
         # Raised after tracing (an exception inside it comes back wrapped by autograph).
         no_gradient[:] = [r["name"] for r, g in zip(mask_records, grads) if g is None]
         grads = [tf.zeros_like(v) if g is None else g for v, g in zip(mask_vars, grads)]
-        metric_values = compute_metrics(loss_name, from_logits, labels, out)
+        return grads, loss_value, compute_metrics(loss_name, from_logits, labels, out)
+
+    def update(grads, mask, learning_rate):
         opt.apply(grads, mask_vars, mask, learning_rate)
+
+    def train_step(inputs, labels, mask, learning_rate):
+        mask = checked_mask(mask, n_mask)
+        grads, loss_value, metric_values = gradients(inputs, labels, mask)
+        update(grads, mask, learning_rate)
         return {KEY_LOSS: loss_value, **metric_values}
 
     no_gradient = []
@@ -255,6 +262,8 @@ def export_saved_model_trainable(saved_model_dir, out_dir, *, signature=SIG_SERV
         serve_cf = tf.function(serve).get_concrete_function(in_sig)
         eval_cf = tf.function(eval_step).get_concrete_function(in_sig, labels_sig)
         train_cf = tf.function(train_step).get_concrete_function(in_sig, labels_sig, mask_sig, lr_sig)
+        allreduce_cf = allreduce_concrete_function(gradients, update, metrics, lambda m: checked_mask(m, n_mask),
+                                                   (in_sig, labels_sig, mask_sig, lr_sig), False)
     except Exception as exc:  # gradient registry / tracing errors of the restored graph
         raise ContractError(f"{saved_model_dir}: cannot build train_step through signature {signature!r}: "
                             f"TensorFlow cannot take its gradient ({type(exc).__name__}: "
@@ -276,9 +285,11 @@ def export_saved_model_trainable(saved_model_dir, out_dir, *, signature=SIG_SERV
                         "signature": signature, "output": out_key, "training_mode": False,
                         "description": "restored functions run as traced (inference mode: frozen "
                                        "BatchNormalization statistics, no dropout)"}
+    add_allreduce_record(record)
     try:
         _save_atomically(out_dir, force, record, (mask_vars, state_vars, opt.variables),
-                         {SIG_SERVE: serve_cf, SIG_TRAIN: train_cf, SIG_EVAL: eval_cf})
+                         {SIG_SERVE: serve_cf, SIG_TRAIN: train_cf, SIG_EVAL: eval_cf,
+                          SIG_TRAIN_ALLREDUCE: allreduce_cf})
     except (ContractError, FileExistsError):
         raise
     except Exception as exc:

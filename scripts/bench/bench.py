@@ -210,6 +210,10 @@ import bench_images  # noqa: E402  (image folder: pipeline and training beside t
 
 BENCHMARKS.update(bench_images.BENCHMARKS)
 
+import bench_distributed  # noqa: E402  (multi-worker training beside MultiWorkerMirroredStrategy; its own module)
+
+BENCHMARKS["distributed"] = lambda: bench_distributed.bench_distributed(TFLOAD)
+
 
 def machine_description():
     cpu = "unknown CPU"

@@ -2,10 +2,12 @@
 //! schedules, validation, checkpoints, resume, and a progress bar (plain lines when stderr is not
 //! a terminal).
 
+use std::ffi::OsString;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Result;
 use clap::{Args, ValueEnum};
@@ -15,6 +17,7 @@ use tfload::data::{
     Purpose,
 };
 use tfload::import_weights::ImportPlan;
+use tfload::train::distributed::{ClusterSpec, ClusterWorker};
 use tfload::train::tensorboard::TensorBoard;
 use tfload::train::{
     prepare, Callbacks, CheckpointPolicy, CheckpointsInOutput, Control, Decay, EarlyStopping, EpochReport, FitOptions,
@@ -48,7 +51,8 @@ pub struct TrainArgs {
     /// Epochs to train (a resumed run counts the epochs already done).
     #[arg(long, default_value_t = 10)]
     pub epochs: u64,
-    /// Examples per batch.
+    /// Examples per batch. In a multi-worker run, the GLOBAL batch: split into equal shards, one
+    /// per task (a multiple of the number of tasks), so that the run equals one process on it.
     #[arg(long, default_value_t = 32)]
     pub batch_size: usize,
     /// Learning rate (default: the one the model's record suggests).
@@ -176,6 +180,21 @@ pub struct TrainArgs {
     /// [reflect], fill_value=V. Applied in the order flip, rotation, zoom, crop, brightness, contrast.
     #[arg(long, value_name = "SPEC")]
     pub augment: Option<String>,
+    /// Multi-worker training: every task's HOST:PORT, comma-separated (all `worker` tasks; task 0
+    /// is the chief, which writes OUT). Without it, TF_CONFIG (TensorFlow's format) is read when set.
+    #[arg(long, value_name = "HOST:PORT,...", requires = "task_index", conflicts_with = "local_workers")]
+    pub cluster: Option<String>,
+    /// With --cluster: this task's index in it.
+    #[arg(long, value_name = "I", requires = "cluster")]
+    pub task_index: Option<usize>,
+    /// Run this command as N tasks of a multi-worker run on this machine (loopback ports) and wait
+    /// for all of them; their messages are prefixed [task I].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub local_workers: Option<u64>,
+    /// Multi-worker runs: seconds the tasks may take to find each other (and to agree at the end)
+    /// before each one gives up with an error.
+    #[arg(long, value_name = "SECONDS", default_value_t = 120)]
+    pub startup_timeout: u64,
     /// Write TensorBoard event files to DIR/train and DIR/validation (loss, metrics, learning rate, samples/s per step and epoch, as Keras's TensorBoard callback).
     #[arg(long, value_name = "DIR")]
     pub logdir: Option<PathBuf>,
@@ -195,14 +214,19 @@ pub enum ScheduleKind {
 }
 
 pub fn run(args: &TrainArgs, global: &GlobalArgs) -> Result<()> {
+    if let Some(n) = args.local_workers {
+        return run_local_workers(n as usize);
+    }
     let model = TrainableModel::open(&args.dir)?;
     let mask_spec = mask_spec(args);
     if args.show_mask {
         return print_mask(&model.mask(&mask_spec)?);
     }
     let (data, out) = (args.data.as_ref().expect("clap requires it"), args.out.clone().expect("clap requires it"));
-    let options = fit_options(args, &model, mask_spec)?;
     let augmentation = args.augment.as_deref().map(str::parse::<Augmentation>).transpose()?;
+    let mut options = fit_options(args, &model, mask_spec)?;
+    options.cluster = start_cluster(args, global.quiet)?;
+    let writes = options.cluster.as_ref().is_none_or(|c| c.is_chief());
     let paths = RunPaths { out, overwrite: args.overwrite, resume: args.resume };
     // Output paths and initial weights are checked before any data is scanned.
     let run = prepare(&model, &paths, &options)?;
@@ -221,11 +245,14 @@ pub fn run(args: &TrainArgs, global: &GlobalArgs) -> Result<()> {
     if let Some(augmentation) = augmentation {
         train_loader = train_loader.with_augmentation(augmentation)?;
     }
+    if let Some(cluster) = &options.cluster {
+        train_loader = train_loader.sharded(cluster.rank(), cluster.size())?;
+    }
     let val_loader = validation
         .map(|v| BatchLoader::new(v, LoaderOptions { shuffle: false, drop_remainder: false, ..loader_options }));
     let stop = install_interrupt_handler();
     let mut progress = Progress::new(global.quiet || args.json);
-    let mut board = args.logdir.as_deref().map(TensorBoard::create).transpose()?;
+    let mut board = args.logdir.as_deref().filter(|_| writes).map(TensorBoard::create).transpose()?;
     let mut callbacks = Callbacks(vec![&mut progress]);
     callbacks.0.extend(board.as_mut().map(|b| b as &mut dyn TrainCallback));
     let outcome = run.fit(&RunData { train: &train_loader, validation: val_loader.as_ref() }, &mut callbacks, &stop)?;
@@ -266,7 +293,49 @@ fn fit_options(args: &TrainArgs, model: &TrainableModel, mask: MaskSpec) -> Resu
             cooldown: args.plateau_cooldown,
             min_lr: f64::from(args.min_lr),
         }),
+        cluster: None,
     })
+}
+
+/// This task's TensorFlow server, when the run is one task of a cluster (`--cluster` or
+/// `TF_CONFIG`).
+fn start_cluster(args: &TrainArgs, quiet: bool) -> Result<Option<Arc<ClusterWorker>>> {
+    let spec = match (&args.cluster, args.task_index) {
+        (Some(list), Some(index)) => ClusterSpec::from_addresses(list, index)?,
+        _ => match std::env::var("TF_CONFIG") {
+            Ok(text) if !text.trim().is_empty() => ClusterSpec::from_tf_config(&text)?,
+            _ => return Ok(None),
+        },
+    };
+    if !args.json && !quiet {
+        eprintln!(
+            "task {} (rank {} of {}{}): starting its TensorFlow server",
+            spec.me(),
+            spec.rank(),
+            spec.size(),
+            if spec.is_chief() { ", the chief: it writes the outputs" } else { "" }
+        );
+    }
+    Ok(Some(Arc::new(ClusterWorker::start(spec, Duration::from_secs(args.startup_timeout))?)))
+}
+
+/// `--local-workers N`: this same command as N loopback tasks (without the flag).
+fn run_local_workers(n: usize) -> Result<()> {
+    let mut args: Vec<OsString> = Vec::new();
+    let mut given = std::env::args_os().skip(1);
+    while let Some(arg) = given.next() {
+        if arg == "--local-workers" {
+            given.next();
+        } else if !arg.to_string_lossy().starts_with("--local-workers=") {
+            args.push(arg);
+        }
+    }
+    // The `tfload` launcher beside this program, which silences TensorFlow's start-up log.
+    let exe = std::env::current_exe()?;
+    let launcher = exe.with_file_name("tfload");
+    let program = if launcher.is_file() && launcher != exe { launcher } else { exe };
+    tfload::train::distributed::local::run_local_workers(&program, &args, n)?;
+    Ok(())
 }
 
 /// Says which weights --init-weights imports and which layers keep the model's values.
@@ -417,6 +486,10 @@ fn report(args: &TrainArgs, outcome: &FitOutcome) -> Result<()> {
                 println!("trained {epochs} epochs; weights of epoch {weights_from_epoch}{validation}");
                 println!("SavedModel written to {}{}", out.display(), sizes(*output_bytes, *model_bytes));
             }
+            Ok(())
+        }
+        FitOutcome::WorkerFinished { rank, global_step } => {
+            eprintln!("task of rank {rank}: done after step {global_step}; the chief writes the model");
             Ok(())
         }
         FitOutcome::AlreadyComplete { out } => {

@@ -14,7 +14,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::data::{Augmentation, Batch, Dataset};
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// Batches of an in-memory data set gathered and mapped in one go, at most (in bytes of the
 /// batches; always at least one batch).
@@ -60,13 +60,15 @@ pub struct BatchLoader {
     options: LoaderOptions,
     /// Applied to every batch after it is gathered, from streams of `options.seed`.
     augmentation: Option<Arc<Augmentation>>,
+    /// `(rank, tasks)` of a multi-worker run: each batch is this task's share of a global batch.
+    shard: Option<(usize, usize)>,
 }
 
 impl BatchLoader {
     /// A loader over `dataset`. A batch size of 0 is taken as 1.
     pub fn new(dataset: Arc<dyn Dataset>, mut options: LoaderOptions) -> BatchLoader {
         options.batch_size = options.batch_size.max(1);
-        BatchLoader { dataset, options, augmentation: None }
+        BatchLoader { dataset, options, augmentation: None, shard: None }
     }
 
     /// The same loader, augmenting every batch it hands out: each example from its own random
@@ -88,6 +90,28 @@ impl BatchLoader {
     /// The augmentation, where there is one.
     pub fn augmentation(&self) -> Option<&Augmentation> {
         self.augmentation.as_deref()
+    }
+
+    /// This loader for the task of `rank` among `tasks` of a multi-worker run: the batch size is
+    /// the global batch's, split into `tasks` equal contiguous shards (shard `rank` is this
+    /// task's), in the same seeded order as one process; a last global batch smaller than the
+    /// batch size is dropped on every task (equal shards keep the all-reduced mean exact).
+    /// Refused when the batch size does not divide by `tasks`.
+    pub fn sharded(mut self, rank: usize, tasks: usize) -> Result<BatchLoader> {
+        if tasks == 0 || rank >= tasks || !self.options.batch_size.is_multiple_of(tasks) {
+            return Err(Error::InvalidOption(format!(
+                "--batch-size {} is the global batch of a multi-worker run and must divide into {tasks} equal shards (one per task); give a multiple of {tasks}",
+                self.options.batch_size
+            )));
+        }
+        self.options.drop_remainder = true;
+        self.shard = Some((rank, tasks));
+        Ok(self)
+    }
+
+    /// `(rank, tasks)` when this loader gives one task's shards of the global batches.
+    pub fn shard(&self) -> Option<(usize, usize)> {
+        self.shard
     }
 
     /// The data set.
@@ -113,7 +137,14 @@ impl BatchLoader {
     /// The example indices of each batch of `epoch`.
     pub fn batch_indices(&self, epoch: u64) -> Vec<Vec<usize>> {
         let order = epoch_order(self.dataset.len(), self.options.seed, epoch, self.options.shuffle);
-        order.chunks(self.options.batch_size).take(self.batches_per_epoch()).map(<[usize]>::to_vec).collect()
+        let batches = order.chunks(self.options.batch_size).take(self.batches_per_epoch());
+        match self.shard {
+            None => batches.map(<[usize]>::to_vec).collect(),
+            Some((rank, tasks)) => {
+                let per = self.options.batch_size / tasks;
+                batches.map(|global| global[rank * per..(rank + 1) * per].to_vec()).collect()
+            }
+        }
     }
 
     /// The batches of `epoch` from batch `skip` on, gathered on a background thread that works
@@ -290,6 +321,24 @@ mod tests {
         sorted.sort();
         assert_eq!(sorted, (0..50).collect::<Vec<_>>());
         assert_eq!(epoch_order(5, 7, 3, false), vec![0, 1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn shards_tile_the_global_batches_and_drop_the_partial_one() {
+        let options = LoaderOptions { batch_size: 6, seed: 3, ..LoaderOptions::default() };
+        let whole = BatchLoader::new(dataset(20), LoaderOptions { drop_remainder: true, ..options });
+        let shards: Vec<BatchLoader> =
+            (0..3).map(|rank| BatchLoader::new(dataset(20), options).sharded(rank, 3).unwrap()).collect();
+        for epoch in 0..2 {
+            let global = whole.batch_indices(epoch);
+            assert_eq!(global.len(), 3);
+            for (i, batch) in global.iter().enumerate() {
+                let joined: Vec<usize> = shards.iter().flat_map(|s| s.batch_indices(epoch)[i].clone()).collect();
+                assert_eq!(&joined, batch);
+            }
+        }
+        let error = BatchLoader::new(dataset(20), options).sharded(0, 4).err().unwrap().to_string();
+        assert!(error.contains("multiple of 4"), "{error}");
     }
 
     #[test]

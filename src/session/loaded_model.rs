@@ -22,7 +22,17 @@ pub struct SessionConfig {
 }
 
 impl SessionConfig {
-    fn to_options(self) -> Result<SessionOptions> {
+    /// These settings as a `tensorflow.ConfigProto` message (a multi-worker run adds its own).
+    pub(crate) fn config_message(self) -> proto::ConfigProto {
+        let to_i32 = |n: u32| i32::try_from(n).unwrap_or(i32::MAX);
+        proto::ConfigProto {
+            intra_op_parallelism_threads: to_i32(self.intra_op_threads),
+            inter_op_parallelism_threads: to_i32(self.inter_op_threads),
+            ..Default::default()
+        }
+    }
+
+    pub(crate) fn to_options(self) -> Result<SessionOptions> {
         let mut options = SessionOptions::new();
         let config = config_proto(self.intra_op_threads, self.inter_op_threads);
         if !config.is_empty() {
@@ -36,9 +46,7 @@ impl SessionConfig {
 
 /// A serialized `tensorflow.ConfigProto` with the thread-pool fields set where non-zero.
 fn config_proto(intra: u32, inter: u32) -> Vec<u8> {
-    let to_i32 = |n: u32| i32::try_from(n).unwrap_or(i32::MAX);
-    proto::ConfigProto { intra_op_parallelism_threads: to_i32(intra), inter_op_parallelism_threads: to_i32(inter) }
-        .encode_to_vec()
+    SessionConfig { intra_op_threads: intra, inter_op_threads: inter }.config_message().encode_to_vec()
 }
 
 /// A SavedModel loaded into a session: graph, session and the MetaGraph it came from.
@@ -62,6 +70,12 @@ impl LoadedModel {
     /// Loads `meta_graph`, already read from `dir`'s `saved_model.pb`, restoring its variables
     /// (so that a caller that decoded the file does not decode it again).
     pub fn load_meta_graph(dir: PathBuf, meta_graph: MetaGraph, config: SessionConfig) -> Result<LoadedModel> {
+        LoadedModel::load_meta_graph_with(dir, meta_graph, &config.to_options()?)
+    }
+
+    /// Like [`LoadedModel::load_meta_graph`] with ready session options (a multi-worker run's,
+    /// whose target is its TensorFlow server).
+    pub fn load_meta_graph_with(dir: PathBuf, meta_graph: MetaGraph, options: &SessionOptions) -> Result<LoadedModel> {
         let index = crate::formats::checkpoint_index::CheckpointIndex::path_in(&dir);
         if !index.is_file() {
             return Err(Error::MissingVariables { dir });
@@ -74,10 +88,9 @@ impl LoadedModel {
         let corrected = corrected_copy(&dir)?;
         let load_dir = corrected.as_ref().map_or(dir.as_path(), |copy| copy.path());
         let mut graph = Graph::new();
-        let bundle =
-            SavedModelBundle::load(&config.to_options()?, &tag_list, &mut graph, load_dir).map_err(|status| {
-                Error::Load { dir: dir.clone(), tags: tag_list.join(","), message: status.to_string() }
-            })?;
+        let bundle = SavedModelBundle::load(options, &tag_list, &mut graph, load_dir).map_err(|status| {
+            Error::Load { dir: dir.clone(), tags: tag_list.join(","), message: status.to_string() }
+        })?;
         let fills = handles_to_fill(&meta_graph)?;
         if !fills.is_empty() {
             log::info!(

@@ -6,3 +6,4 @@ pub mod feed;
 pub mod libtensorflow;
 pub mod loaded_model;
 pub mod saver;
+pub mod server;

@@ -12,6 +12,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use serde::Serialize;
@@ -25,6 +26,7 @@ use crate::output_dir::{
 };
 use crate::session::loaded_model::SessionConfig;
 use crate::train::callbacks::{Control, EpochReport, RunPlan, StepReport, TrainCallback};
+use crate::train::distributed::{ClusterWorker, TRAIN_STEP_ALLREDUCE};
 use crate::train::mask::MaskSpec;
 use crate::train::plateau::{PlateauState, ReduceOnPlateau};
 use crate::train::run_lock::RunLock;
@@ -94,6 +96,9 @@ pub struct FitOptions {
     /// Reduce the rate when a monitored value stops improving (Keras's `ReduceLROnPlateau`);
     /// once it has reduced the rate, the reduced rate replaces the schedule's.
     pub reduce_on_plateau: Option<ReduceOnPlateau>,
+    /// This task of a multi-worker run (its server started): the steps all-reduce across the
+    /// cluster, and only the chief writes (see [`crate::train::distributed`]).
+    pub cluster: Option<Arc<ClusterWorker>>,
 }
 
 impl Default for FitOptions {
@@ -107,6 +112,7 @@ impl Default for FitOptions {
             early_stopping: None,
             initial_weights: None,
             reduce_on_plateau: None,
+            cluster: None,
         }
     }
 }
@@ -173,6 +179,14 @@ pub enum FitOutcome {
         /// The trained SavedModel.
         out: PathBuf,
     },
+    /// A task of a multi-worker run other than the chief finished its steps (the chief writes the
+    /// output).
+    WorkerFinished {
+        /// This task's rank.
+        rank: usize,
+        /// Steps done.
+        global_step: u64,
+    },
     /// The stop flag was raised; a checkpoint was saved to resume from.
     Interrupted {
         /// The checkpoint.
@@ -217,6 +231,16 @@ pub struct PreparedRun<'m> {
 /// the output is free (or `overwrite`), not the input, not locked by a live run, resumable when
 /// `resume` is asked for; the initial weights (fresh runs) read and matched to the model.
 pub fn prepare<'m>(model: &'m TrainableModel, paths: &RunPaths, options: &FitOptions) -> Result<PreparedRun<'m>> {
+    if let Some(cluster) = &options.cluster {
+        check_cluster_options(options)?;
+        if model.meta_graph().signature(TRAIN_STEP_ALLREDUCE).is_err() {
+            return Err(Error::NoAllreduceStep { dir: model.dir().to_path_buf() });
+        }
+        if !cluster.is_chief() {
+            // The chief's output: only the chief checks and locks it.
+            return Ok(PreparedRun { model, paths: paths.clone(), options: options.clone(), initial_weights: None });
+        }
+    }
     check_paths(model.dir(), paths)?;
     if let Some(rule) = &options.reduce_on_plateau {
         rule.check()?;
@@ -241,6 +265,9 @@ impl PreparedRun<'_> {
 
     /// Runs training on `data`; `stop` is polled after every step.
     pub fn fit(self, data: &RunData<'_>, callback: &mut dyn TrainCallback, stop: &AtomicBool) -> Result<FitOutcome> {
+        if self.options.cluster.as_ref().is_some_and(|cluster| !cluster.is_chief()) {
+            return self.fit_as_worker(data, callback, stop);
+        }
         let paths = &self.paths;
         let _lock = RunLock::acquire(&paths.out)?;
         let work = partial_dir(&paths.out);
@@ -269,6 +296,9 @@ impl PreparedRun<'_> {
         }
     }
 }
+
+/// Test-only: where the tasks of a multi-worker run that do not write save their final weights.
+pub const WORKER_WEIGHTS_VARIABLE: &str = "TFLOAD_WORKER_WEIGHTS_DIR";
 
 /// Folder of the working directory's copy of the input model.
 pub const INPUT_COPY: &str = "input";
@@ -323,34 +353,103 @@ fn run_in(
         }
         _ => {
             let copy = copy_input(run.model, run.initial_weights.as_ref(), &work)?;
-            let state = TrainState {
-                format: 1,
-                epochs_done: 0,
-                batches_done: 0,
-                global_step: 0,
-                mask: options.mask.clone(),
-                order,
-                best: None,
-                epochs_since_best: 0,
-                epoch_so_far: WeightedMean::default(),
-                plateau: PlateauState::default(),
-            };
+            let state = fresh_state(options, order);
             let graph_source = copy.dir().to_path_buf();
             (copy, state, graph_source)
         }
     };
-    let trainer = Trainer::from_model(&model, model.mask(&state.mask)?, options.session)?;
-    check_data(&trainer, data)?;
-    let schedule = options.schedule.unwrap_or_else(|| LrSchedule::constant(model.default_learning_rate()));
-    let mut run = Run { trainer, model, graph_source, state, work, checkpoints, options, schedule, log: None };
+    let mut run = Run::start(model, graph_source, state, work, options, data)?;
     run.log = Some(MetricsLog::open(&run.work, run.state.global_step)?);
     let outcome = run.train(data, callback, stop)?;
+    run.agree_on_end()?;
     match outcome {
         RunEnd::Interrupted(checkpoint) => {
             Ok(FitOutcome::Interrupted { checkpoint, work_dir: run.work.clone(), global_step: run.state.global_step })
         }
         RunEnd::Finished => run.finish(paths, data),
     }
+}
+
+/// The state of a run that starts from its first step.
+fn fresh_state(options: &FitOptions, order: DataOrder) -> TrainState {
+    TrainState {
+        format: 1,
+        epochs_done: 0,
+        batches_done: 0,
+        global_step: 0,
+        mask: options.mask.clone(),
+        order,
+        best: None,
+        epochs_since_best: 0,
+        epoch_so_far: WeightedMean::default(),
+        plateau: PlateauState::default(),
+    }
+}
+
+impl PreparedRun<'_> {
+    /// A task of a multi-worker run other than the chief: it trains in step with the chief from
+    /// the chief's last checkpoint (`resume`, read from the shared `OUT.partial`) or from the
+    /// input, and writes nothing; its validation data is not used (the chief validates).
+    fn fit_as_worker(
+        self,
+        data: &RunData<'_>,
+        callback: &mut dyn TrainCallback,
+        stop: &AtomicBool,
+    ) -> Result<FitOutcome> {
+        let work = partial_dir(&self.paths.out);
+        if self.paths.resume && !work.exists() && self.paths.out.join("saved_model.pb").is_file() {
+            // The chief finds the same and returns at once, without the handshake.
+            return Ok(FitOutcome::AlreadyComplete { out: self.paths.out.clone() });
+        }
+        let order = data_order(data.train);
+        let latest = if self.paths.resume { Checkpoints::in_dir(&work).latest()? } else { None };
+        let (model, state) = match latest {
+            Some((checkpoint, state)) => {
+                check_same_order(&state.order, &order, &checkpoint)?;
+                (self.model.reopen_in(&checkpoint)?, state)
+            }
+            None => (self.model.clone(), fresh_state(&self.options, order)),
+        };
+        let graph_source = model.dir().to_path_buf();
+        let data = RunData { train: data.train, validation: None };
+        let mut run = Run::start(model, graph_source, state, work, &self.options, &data)?;
+        let outcome = run.train(&data, callback, stop)?;
+        run.agree_on_end()?;
+        run.dump_worker_weights()?;
+        match outcome {
+            RunEnd::Interrupted(checkpoint) => Ok(FitOutcome::Interrupted {
+                checkpoint,
+                work_dir: run.work.clone(),
+                global_step: run.state.global_step,
+            }),
+            RunEnd::Finished => Ok(FitOutcome::WorkerFinished {
+                rank: self.options.cluster.as_ref().map_or(0, |c| c.rank()),
+                global_step: run.state.global_step,
+            }),
+        }
+    }
+}
+
+/// Refuses, for a multi-worker run, what would make the tasks call the step a different number
+/// of times or need files only the chief has.
+fn check_cluster_options(options: &FitOptions) -> Result<()> {
+    let refuse = |what: &str| {
+        Err(Error::InvalidOption(format!(
+            "{what} is not available in multi-worker training: only the chief validates, and the other tasks must run exactly as many steps as it does. Train without it"
+        )))
+    };
+    if options.early_stopping.is_some() {
+        return refuse("early stopping");
+    }
+    if options.reduce_on_plateau.as_ref().is_some_and(|rule| rule.monitor.starts_with("val_")) {
+        return refuse("a plateau schedule watching a validation value (use --monitor loss)");
+    }
+    if options.initial_weights.is_some() {
+        return Err(Error::InvalidOption(
+            "--init-weights is not available in multi-worker training: import the weights first (`tfload import-weights`), then train the result on every task".to_string(),
+        ));
+    }
+    Ok(())
 }
 
 enum RunEnd {
@@ -369,12 +468,63 @@ struct Run<'o> {
     checkpoints: Checkpoints,
     options: &'o FitOptions,
     schedule: LrSchedule,
+    /// The metrics log; `None` on the tasks of a multi-worker run that are not the chief, which
+    /// write nothing.
     log: Option<MetricsLog>,
 }
 
-impl Run<'_> {
-    fn log(&mut self) -> &mut MetricsLog {
-        self.log.as_mut().expect("opened before training")
+impl<'o> Run<'o> {
+    /// Loads the model (into this task's cluster session in a multi-worker run, after the tasks
+    /// agreed on the run), checks the data against it.
+    fn start(
+        model: TrainableModel,
+        graph_source: PathBuf,
+        state: TrainState,
+        work: PathBuf,
+        options: &'o FitOptions,
+        data: &RunData<'_>,
+    ) -> Result<Run<'o>> {
+        let mask = model.mask(&state.mask)?;
+        let schedule = options.schedule.unwrap_or_else(|| LrSchedule::constant(model.default_learning_rate()));
+        let trainer = match &options.cluster {
+            None => Trainer::from_model(&model, mask, options.session)?,
+            Some(cluster) => {
+                let facts = run_facts(&state, mask_fingerprint(&mask.values()), options, &schedule, data);
+                let facts: Vec<(&str, f64)> = facts.iter().map(|(k, v)| (*k, *v)).collect();
+                cluster.agree(&facts, 1, "the start-up handshake, which every task joins before its first step")?;
+                Trainer::on_cluster(&model, mask, options.session, cluster)?
+            }
+        };
+        check_data(&trainer, data)?;
+        let checkpoints = Checkpoints::in_dir(&work);
+        Ok(Run { trainer, model, graph_source, state, work, checkpoints, options, schedule, log: None })
+    }
+
+    /// In a multi-worker run, checks that every task ran as many steps.
+    fn agree_on_end(&self) -> Result<()> {
+        match &self.options.cluster {
+            Some(cluster) => cluster.agree(&[("steps done", self.state.global_step as f64)], 2, "the end-of-run check"),
+            None => Ok(()),
+        }
+    }
+
+    /// For tests: a task that does not write saves its final weights as a SavedModel in
+    /// `$TFLOAD_WORKER_WEIGHTS_DIR/rank-N`, to compare with the chief's.
+    fn dump_worker_weights(&self) -> Result<()> {
+        let (Some(dir), Some(cluster)) = (std::env::var_os(WORKER_WEIGHTS_VARIABLE), &self.options.cluster) else {
+            return Ok(());
+        };
+        let path = PathBuf::from(dir).join(format!("rank-{}", cluster.rank()));
+        std::fs::create_dir_all(path.parent().expect("has a parent")).map_err(io(&path))?;
+        build_then_place(&path, |dir| write_model_files(self.trainer.model(), &self.graph_source, dir))
+    }
+
+    fn write_log(&mut self, line: &LogLine) -> Result<()> {
+        self.log.as_mut().map_or(Ok(()), |log| log.write(line))
+    }
+
+    fn flush_log(&mut self) -> Result<()> {
+        self.log.as_mut().map_or(Ok(()), MetricsLog::flush)
     }
 
     fn train(&mut self, data: &RunData<'_>, callback: &mut dyn TrainCallback, stop: &AtomicBool) -> Result<RunEnd> {
@@ -404,7 +554,7 @@ impl Run<'_> {
                     .plateau
                     .lr
                     .unwrap_or_else(|| self.schedule.at(self.state.global_step, steps_per_epoch, total_steps));
-                let metrics = self.trainer.train_prepared(&batch, lr)?;
+                let metrics = self.trainer.train_prepared(&batch, lr).map_err(|error| self.explain(error))?;
                 self.check_finite(&metrics, epoch)?;
                 running.add(&metrics, batch.len);
                 self.state.global_step += 1;
@@ -420,7 +570,8 @@ impl Run<'_> {
                         / started.elapsed().as_secs_f64().max(1e-9),
                 };
                 let step = self.state.global_step;
-                self.log().write(&LogLine::Step { epoch, step, lr, metrics })?;
+                self.write_log(&LogLine::Step { epoch, step, lr, metrics })?;
+                crate::fault::point("step-done");
                 let control = callback.on_step(&report);
                 if stop.load(Ordering::SeqCst) {
                     self.state.epoch_so_far = running.clone();
@@ -453,7 +604,7 @@ impl Run<'_> {
                     );
                 }
             }
-            self.log().write(&LogLine::Epoch {
+            self.write_log(&LogLine::Epoch {
                 epoch,
                 step,
                 train: train.clone(),
@@ -478,7 +629,7 @@ impl Run<'_> {
         if loss.is_finite() {
             return Ok(());
         }
-        self.log().flush()?;
+        self.flush_log()?;
         let kept = match self.checkpoints.latest()? {
             Some((path, _)) => format!(
                 "The last good checkpoint is kept in {}; continue from it with --resume (and a lower --lr)",
@@ -489,11 +640,20 @@ impl Run<'_> {
         Err(Error::NonFiniteLoss { value: loss as f32, epoch, step: self.state.global_step + 1, kept })
     }
 
-    /// Saves the current weights and state as a new step checkpoint; returns its folder.
+    /// A failed step's error, explained as a collective failure in a multi-worker run.
+    fn explain(&self, error: Error) -> Error {
+        match &self.options.cluster {
+            Some(cluster) => cluster.explain(error),
+            None => error,
+        }
+    }
+
+    /// Saves the current weights and state as a new step checkpoint; returns its folder (on a
+    /// task that does not write, the folder the chief writes).
     fn checkpoint(&mut self) -> Result<PathBuf> {
-        self.log().flush()?;
+        self.flush_log()?;
         let path = self.checkpoints.path_for(self.state.global_step);
-        if path.exists() {
+        if self.log.is_none() || path.exists() {
             return Ok(path);
         }
         std::fs::create_dir_all(path.parent().expect("has a parent")).map_err(io(&path))?;
@@ -538,7 +698,7 @@ impl Run<'_> {
 
     /// Assembles the trained SavedModel in the working directory and renames it to `out`.
     fn finish(&mut self, paths: &RunPaths, data: &RunData<'_>) -> Result<FitOutcome> {
-        self.log().flush()?;
+        self.flush_log()?;
         let best = self.checkpoints.best();
         let (weights, weights_from_epoch) = match (&self.options.early_stopping, &self.state.best) {
             (Some(_), Some(record)) if best.is_dir() => (best.clone(), record.epoch),
@@ -693,6 +853,40 @@ fn prepare_work_dir(input: &Path, paths: &RunPaths) -> Result<PathBuf> {
         problem: format!("cannot be created ({source}). Choose a writable --out"),
     })?;
     Ok(work)
+}
+
+/// What every task of a multi-worker run must agree on before its first step, so that all of
+/// them call the step the same number of times on the same global batches.
+fn run_facts(
+    state: &TrainState,
+    mask: f64,
+    options: &FitOptions,
+    schedule: &LrSchedule,
+    data: &RunData<'_>,
+) -> Vec<(&'static str, f64)> {
+    let loader = data.train;
+    vec![
+        ("the number of training examples", loader.dataset().len() as f64),
+        ("--batch-size (the global batch)", loader.options().batch_size as f64),
+        ("--seed", loader.options().seed as f64),
+        ("shuffling (--no-shuffle)", f64::from(u8::from(loader.options().shuffle))),
+        ("--epochs", options.epochs as f64),
+        ("the steps per epoch", loader.batches_per_epoch() as f64),
+        ("the step to start from (--resume)", state.global_step as f64),
+        ("the batches done in the current epoch (--resume)", state.batches_done as f64),
+        ("the mask (--train/--freeze flags)", mask),
+        ("the learning rate (--lr)", f64::from(schedule.base)),
+        ("--warmup-steps", schedule.warmup_steps as f64),
+    ]
+}
+
+/// A number that differs between two masks (FNV-1a of the values' bits, 32 bits, exact in f64).
+fn mask_fingerprint(values: &[f32]) -> f64 {
+    let hash = values
+        .iter()
+        .flat_map(|v| v.to_bits().to_le_bytes())
+        .fold(0x811c_9dc5_u32, |h, byte| (h ^ u32::from(byte)).wrapping_mul(0x0100_0193));
+    f64::from(hash)
 }
 
 fn data_order(loader: &BatchLoader) -> DataOrder {

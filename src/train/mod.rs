@@ -4,6 +4,7 @@
 
 pub mod callbacks;
 pub mod contract;
+pub mod distributed;
 pub mod fit;
 pub mod mask;
 pub mod plateau;

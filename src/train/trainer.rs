@@ -15,6 +15,7 @@ use crate::session::call::{BoundSignature, PreparedInputs, Tensors};
 use crate::session::loaded_model::{LoadedModel, SessionConfig};
 use crate::tensor::TensorData;
 use crate::train::contract::{TrainContract, EVAL_STEP, TRAIN_STEP};
+use crate::train::distributed::{ClusterWorker, TRAIN_STEP_ALLREDUCE};
 use crate::train::mask::{Mask, MaskSpec};
 use crate::train::trainable_model::TrainableModel;
 
@@ -44,6 +45,9 @@ pub struct Trainer {
     spare: SparePool,
     train_step: BoundSignature,
     eval_step: Option<BoundSignature>,
+    /// The collective inputs of `train_step_allreduce` on a cluster (group size and keys).
+    collective: Option<Tensors>,
+    collective_input: Option<PreparedInputs>,
 }
 
 impl Trainer {
@@ -58,10 +62,37 @@ impl Trainer {
     /// Loads an opened model with an already built mask (a resumed run keeps the mask it
     /// started with), without decoding its graph again.
     pub fn from_model(opened: &TrainableModel, mask: Mask, session: SessionConfig) -> Result<Trainer> {
+        Trainer::build(opened, mask, &session.to_options()?, None)
+    }
+
+    /// Loads an opened model into a session of `worker`'s TensorFlow server, its steps calling
+    /// `train_step_allreduce` in the group of every task of the cluster: each task then feeds its
+    /// shard of the global batch, and the gradients, loss and metrics are the cluster's means.
+    pub fn on_cluster(
+        opened: &TrainableModel,
+        mask: Mask,
+        session: SessionConfig,
+        worker: &ClusterWorker,
+    ) -> Result<Trainer> {
+        if opened.meta_graph().signature(TRAIN_STEP_ALLREDUCE).is_err() {
+            return Err(Error::NoAllreduceStep { dir: opened.dir().to_path_buf() });
+        }
+        let options = worker.session_options(session)?;
+        Trainer::build(opened, mask, &options, Some(worker.step_inputs()))
+    }
+
+    fn build(
+        opened: &TrainableModel,
+        mask: Mask,
+        options: &tensorflow::SessionOptions,
+        collective: Option<Tensors>,
+    ) -> Result<Trainer> {
         let dir = opened.dir();
         let contract = opened.contract().clone();
-        let model = LoadedModel::load_meta_graph(dir.to_path_buf(), opened.meta_graph().clone(), session)?;
-        let train_step = BoundSignature::bind(&model, TRAIN_STEP)?;
+        let model = LoadedModel::load_meta_graph_with(dir.to_path_buf(), opened.meta_graph().clone(), options)?;
+        let step_key = if collective.is_some() { TRAIN_STEP_ALLREDUCE } else { TRAIN_STEP };
+        let train_step = BoundSignature::bind(&model, step_key)?;
+        let collective_input = collective.as_ref().map(|inputs| train_step.prepare(inputs)).transpose()?;
         let eval_step = model
             .meta_graph()
             .signature(EVAL_STEP)
@@ -81,6 +112,8 @@ impl Trainer {
             spare: SparePool::default(),
             train_step,
             eval_step,
+            collective,
+            collective_input,
         })
     }
 
@@ -113,6 +146,7 @@ impl Trainer {
         }
         inputs.insert("mask".to_string(), TensorData::Float32(ArrayD::zeros(IxDyn(&[self.mask.entries().len()]))));
         inputs.insert("learning_rate".to_string(), learning_rate(0.0));
+        inputs.extend(self.collective.iter().flatten().map(|(k, v)| (k.clone(), v.clone())));
         self.train_step.check_inputs(&inputs).map_err(|error| match error {
             Error::InputMismatch { problem, .. } => Error::DataMismatch(format!(
                 "{what} does not fit the model: {problem}. The model takes `{}` as {} and labels as {}",
@@ -156,7 +190,9 @@ impl Trainer {
             *rate = Some((lr.to_bits(), input));
         }
         let (_, rate) = rate.as_ref().expect("set above");
-        let outputs = self.train_step.run_prepared(&self.model, &[&batch.inputs, &self.mask_input, rate], None)?;
+        let mut parts = vec![&batch.inputs, &self.mask_input, rate];
+        parts.extend(self.collective_input.as_ref());
+        let outputs = self.train_step.run_prepared(&self.model, &parts, None)?;
         Ok(scalars(&outputs))
     }
 

@@ -6,6 +6,7 @@
 mod common;
 
 mod augment;
+mod distributed;
 mod keras_layers;
 mod output_size;
 mod plateau_parity;
