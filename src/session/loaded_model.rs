@@ -104,6 +104,11 @@ impl LoadedModel {
         &self.graph
     }
 
+    /// The TensorFlow graph, to add nodes to; the session runs them from its next run on.
+    pub(crate) fn graph_mut(&mut self) -> &mut Graph {
+        &mut self.graph
+    }
+
     /// The TensorFlow session.
     pub fn session(&self) -> &tensorflow::Session {
         &self.bundle.session

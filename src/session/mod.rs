@@ -5,4 +5,6 @@ pub mod call;
 pub mod feed;
 pub mod libtensorflow;
 pub mod loaded_model;
+pub mod run_metadata;
 pub mod saver;
+pub mod specialize;

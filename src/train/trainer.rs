@@ -11,6 +11,7 @@ use crate::data::{Batch, BatchLoader};
 use crate::error::{Error, Result};
 use crate::session::call::{BoundSignature, PreparedInputs, Tensors};
 use crate::session::loaded_model::{LoadedModel, SessionConfig};
+use crate::session::run_metadata::ExecutedOps;
 use crate::tensor::TensorData;
 use crate::train::contract::{TrainContract, EVAL_STEP, TRAIN_STEP};
 use crate::train::mask::{Mask, MaskSpec};
@@ -35,7 +36,10 @@ pub struct Trainer {
     model: LoadedModel,
     contract: TrainContract,
     mask: Mask,
-    mask_input: PreparedInputs,
+    /// The mask's feed; `None` when the step is specialized on it (the mask is then a constant
+    /// in the graph).
+    mask_input: Option<PreparedInputs>,
+    step: StepKind,
     /// The learning-rate feed of the last step, rebuilt only when the rate changes.
     rate_input: Mutex<Option<(u32, PreparedInputs)>>,
     /// Tensors of batches whose step is over, for the next batches to be copied into.
@@ -54,12 +58,23 @@ impl Trainer {
     }
 
     /// Loads an opened model with an already built mask (a resumed run keeps the mask it
-    /// started with), without decoding its graph again.
+    /// started with), without decoding its graph again; its `train_step` specialized on the mask
+    /// (see [`StepKind::Specialized`]).
     pub fn from_model(opened: &TrainableModel, mask: Mask, session: SessionConfig) -> Result<Trainer> {
+        Trainer::from_model_with(opened, mask, session, StepKind::Specialized)
+    }
+
+    /// Like [`Trainer::from_model`], running the `train_step` that `step` asks for.
+    pub fn from_model_with(
+        opened: &TrainableModel,
+        mask: Mask,
+        session: SessionConfig,
+        step: StepKind,
+    ) -> Result<Trainer> {
         let dir = opened.dir();
         let contract = opened.contract().clone();
-        let model = LoadedModel::load_meta_graph(dir.to_path_buf(), opened.meta_graph().clone(), session)?;
-        let train_step = BoundSignature::bind(&model, TRAIN_STEP)?;
+        let mut model = LoadedModel::load_meta_graph(dir.to_path_buf(), opened.meta_graph().clone(), session)?;
+        let plain_step = BoundSignature::bind(&model, TRAIN_STEP)?;
         let eval_step = model
             .meta_graph()
             .signature(EVAL_STEP)
@@ -67,14 +82,25 @@ impl Trainer {
             .map(|_| BoundSignature::bind(&model, EVAL_STEP))
             .transpose()?;
         let values = mask.values();
-        let mask_tensor = TensorData::Float32(ArrayD::from_shape_vec(IxDyn(&[values.len()]), values).expect("1-d"));
-        let mask_input = train_step.prepare(&Tensors::from([("mask".to_string(), mask_tensor)]))?;
+        let (train_step, step) = match step {
+            StepKind::Specialized => specialized_step(&mut model, &plain_step, &values)?,
+            StepKind::Plain => (plain_step, StepKind::Plain),
+        };
+        let mask_input = match step {
+            StepKind::Specialized => None,
+            StepKind::Plain => {
+                let mask_tensor =
+                    TensorData::Float32(ArrayD::from_shape_vec(IxDyn(&[values.len()]), values).expect("1-d"));
+                Some(train_step.prepare(&Tensors::from([("mask".to_string(), mask_tensor)]))?)
+            }
+        };
         Ok(Trainer {
             source: dir.to_path_buf(),
             model,
             contract,
             mask,
             mask_input,
+            step,
             rate_input: Mutex::new(None),
             spare: SparePool::default(),
             train_step,
@@ -97,6 +123,12 @@ impl Trainer {
         &self.mask
     }
 
+    /// The `train_step` this trainer runs: specialized on its mask, or the exported one as it is
+    /// (asked for, or the export's step could not be specialized).
+    pub fn step_kind(&self) -> StepKind {
+        self.step
+    }
+
     /// The loaded model (its session holds the current weights).
     pub fn model(&self) -> &LoadedModel {
         &self.model
@@ -106,7 +138,9 @@ impl Trainer {
     /// it, so that bad data fails before the first step with a message about the data.
     pub fn check_batch(&self, batch: &Batch, what: &str) -> Result<()> {
         let mut inputs = batch_inputs(self.contract.input_key(), batch);
-        inputs.insert("mask".to_string(), TensorData::Float32(ArrayD::zeros(IxDyn(&[self.mask.entries().len()]))));
+        if self.mask_input.is_some() {
+            inputs.insert("mask".to_string(), TensorData::Float32(ArrayD::zeros(IxDyn(&[self.mask.entries().len()]))));
+        }
         inputs.insert("learning_rate".to_string(), learning_rate(0.0));
         self.train_step.check_inputs(&inputs).map_err(|error| match error {
             Error::InputMismatch { problem, .. } => Error::DataMismatch(format!(
@@ -145,14 +179,30 @@ impl Trainer {
     /// Runs one `train_step` on a batch prepared by [`BatchPreparer::prepare`] (the fast path:
     /// no copy of the batch between the loader and TensorFlow).
     pub fn train_prepared(&self, batch: &PreparedBatch, lr: f32) -> Result<Metrics> {
+        self.train_with(batch, lr, false).map(|(metrics, _)| metrics)
+    }
+
+    /// Like [`Trainer::train_prepared`], also returning the ops TensorFlow executed for the step
+    /// (after inlining and graph optimization): what the step really costs.
+    pub fn train_prepared_counting_ops(&self, batch: &PreparedBatch, lr: f32) -> Result<(Metrics, ExecutedOps)> {
+        let (metrics, ops) = self.train_with(batch, lr, true)?;
+        Ok((metrics, ops.unwrap_or_default()))
+    }
+
+    fn train_with(&self, batch: &PreparedBatch, lr: f32, count_ops: bool) -> Result<(Metrics, Option<ExecutedOps>)> {
         let mut rate = self.rate_input.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if rate.as_ref().map(|(bits, _)| *bits) != Some(lr.to_bits()) {
             let input = self.train_step.prepare(&Tensors::from([("learning_rate".to_string(), learning_rate(lr))]))?;
             *rate = Some((lr.to_bits(), input));
         }
         let (_, rate) = rate.as_ref().expect("set above");
-        let outputs = self.train_step.run_prepared(&self.model, &[&batch.inputs, &self.mask_input, rate], None)?;
-        Ok(scalars(&outputs))
+        let mut parts = vec![&batch.inputs, rate];
+        parts.extend(&self.mask_input);
+        if count_ops {
+            let (outputs, ops) = self.train_step.run_prepared_counting_ops(&self.model, &parts, None)?;
+            return Ok((scalars(&outputs), Some(ops)));
+        }
+        Ok((scalars(&self.train_step.run_prepared(&self.model, &parts, None)?), None))
     }
 
     /// Loss and metrics over every batch of `loader` through `eval_step`, each batch weighted by
@@ -173,6 +223,39 @@ impl Trainer {
             totals.add(&scalars(&outputs), batch.len);
         }
         Ok(Some(totals.mean()))
+    }
+}
+
+/// Which `train_step` a [`Trainer`] runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepKind {
+    /// The exported `train_step` with its mask bound to the run's mask as a constant, so that
+    /// TensorFlow's graph optimizer drops what the mask decides: no gradient, no optimizer
+    /// update for a frozen variable, no backward pass below the lowest trainable layer. The
+    /// same function runs on the same variables: losses and weights are those of the plain step.
+    #[default]
+    Specialized,
+    /// The exported `train_step` as it is, the mask fed at every step.
+    Plain,
+}
+
+/// `plain` specialized on the mask `values`, or `plain` itself (with a log line saying why)
+/// when its signature is not a single function call taking the mask as it is.
+fn specialized_step(
+    model: &mut LoadedModel,
+    plain: &BoundSignature,
+    values: &[f32],
+) -> Result<(BoundSignature, StepKind)> {
+    match plain.with_constant_input(model, "mask", values, &[values.len() as u64])? {
+        Ok(specialized) => Ok((specialized, StepKind::Specialized)),
+        Err(why) => {
+            log::info!(
+                "running `{TRAIN_STEP}` with the mask fed at every step: it cannot be specialized on the mask ({})",
+                why.0
+            );
+            Ok((plain.clone(), StepKind::Plain))
+        }
     }
 }
 

@@ -8,6 +8,7 @@ mod common;
 mod keras_layers;
 mod plateau_parity;
 mod saved_model_source;
+mod specialized_step;
 mod tensorboard;
 mod train_cli;
 mod train_parity;
