@@ -49,6 +49,17 @@ impl BoundSignature {
         &self.signature
     }
 
+    /// The graph operation and output index that input `key` is fed to, for loops that build
+    /// their own `SessionRunArgs` (benchmarks of the bare `Session::run`).
+    pub fn input_tensor(&self, key: &str) -> Option<(Operation, i32)> {
+        self.inputs.iter().find(|e| e.spec.key == key).map(|e| (e.operation.clone(), e.index))
+    }
+
+    /// The graph operation and output index of output `key` (see [`BoundSignature::input_tensor`]).
+    pub fn output_tensor(&self, key: &str) -> Option<(Operation, i32)> {
+        self.outputs.iter().find(|e| e.spec.key == key).map(|e| (e.operation.clone(), e.index))
+    }
+
     /// Checks `inputs` against the signature (see [`check_inputs`]).
     pub fn check_inputs(&self, inputs: &Tensors) -> Result<()> {
         check_inputs(&self.signature, inputs)

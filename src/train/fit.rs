@@ -34,7 +34,7 @@ use crate::train::state::{
     partial_dir, write_state, BestRecord, Checkpoints, DataOrder, LogLine, MetricsLog, TrainState,
 };
 use crate::train::trainable_model::TrainableModel;
-use crate::train::trainer::{Metrics, Trainer, WeightedMean};
+use crate::train::trainer::{Metrics, StepKind, Trainer, WeightedMean};
 
 /// Where a run writes (it reads the [`TrainableModel`] given to [`fit`], never modifying it).
 #[derive(Debug, Clone, Default)]
@@ -94,6 +94,9 @@ pub struct FitOptions {
     /// Reduce the rate when a monitored value stops improving (Keras's `ReduceLROnPlateau`);
     /// once it has reduced the rate, the reduced rate replaces the schedule's.
     pub reduce_on_plateau: Option<ReduceOnPlateau>,
+    /// The `train_step` the run executes: specialized on the run's mask (the default), or the
+    /// exported step as it is.
+    pub step: StepKind,
 }
 
 impl Default for FitOptions {
@@ -107,6 +110,7 @@ impl Default for FitOptions {
             early_stopping: None,
             initial_weights: None,
             reduce_on_plateau: None,
+            step: StepKind::default(),
         }
     }
 }
@@ -334,7 +338,7 @@ fn run_in(
             (copy, state, graph_source)
         }
     };
-    let trainer = Trainer::from_model(&model, model.mask(&state.mask)?, options.session)?;
+    let trainer = Trainer::from_model_with(&model, model.mask(&state.mask)?, options.session, options.step)?;
     check_data(&trainer, data)?;
     let schedule = options.schedule.unwrap_or_else(|| LrSchedule::constant(model.default_learning_rate()));
     let mut run = Run { trainer, model, graph_source, state, work, checkpoints, options, schedule, log: None };

@@ -14,7 +14,8 @@ use tfload::train::trainer::StepKind;
 use tfload::train::{Mask, MaskSpec, MaskStart, TrainableModel, Trainer};
 use tfload::{SessionConfig, TensorData};
 
-use crate::common::{model, python_json, root, s};
+use crate::common::{model, python_json, root, s, tfload_ok};
+use crate::train_parity::step_losses;
 
 const BATCH: usize = 64;
 const STEPS: usize = 6;
@@ -189,4 +190,41 @@ fn specialized_frozen_base_step_drops_the_frozen_gradients() {
     assert!(plain.count_containing("SelectV2") > 0);
     assert_eq!(specialized.count_containing("SelectV2"), 0, "{specialized:?}");
     assert!(specialized.total() * 4 < plain.total() * 3, "{} nodes against {}", specialized.total(), plain.total());
+}
+
+/// `tfload train` specializes by default; `--no-specialize-step` runs the exported step, with the
+/// same per-step losses (as logged, bit for bit) and the same written weights.
+#[test]
+fn cli_no_specialize_step_trains_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = root().join("saved_models/data/digits_5_9_train.npz");
+    let train = |name: &str, extra: &[&str]| {
+        let out = dir.path().join(name);
+        let cnn = model("cnn_digits");
+        let mut args = vec!["train", s(&cnn), "--data", s(&data), "--out", s(&out)];
+        args.extend(["--epochs", "1", "--batch-size", "64", "--no-shuffle", "-q"]);
+        args.extend(extra);
+        tfload_ok(&args);
+        out
+    };
+    let (specialized, plain) = (train("specialized", &[]), train("plain", &["--no-specialize-step"]));
+    let losses = step_losses(&specialized);
+    assert_eq!(losses.len(), 717usize.div_ceil(64));
+    assert_eq!(losses, step_losses(&plain));
+    let bytes = |out: &std::path::Path| std::fs::read(out.join("variables/variables.data-00000-of-00001")).unwrap();
+    assert_eq!(bytes(&specialized), bytes(&plain), "the written checkpoints are byte-identical");
+}
+
+/// An XLA-compiled step is one cluster the session does not inline: a constant mask would fold
+/// nothing, so the trainer runs it as exported (and says so).
+#[test]
+fn xla_compiled_step_runs_as_exported() {
+    let dir = tempfile::tempdir().unwrap();
+    let cnn = dir.path().join("cnn_xla");
+    python_json("fixtures/make_digits_models.py", &["--twin", "cnn", "--jit-compile", "--out", s(&cnn)]);
+    let opened = TrainableModel::open(&cnn).unwrap();
+    let mask = opened.mask(&MaskSpec::default()).unwrap();
+    let trainer = Trainer::from_model_with(&opened, mask, SessionConfig::default(), StepKind::Specialized).unwrap();
+    assert_eq!(trainer.step_kind(), StepKind::Plain);
+    assert!(trainer.train_batch(&batches()[0], LR).unwrap()["loss"].is_finite());
 }
