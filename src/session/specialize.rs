@@ -107,3 +107,28 @@ fn float_const(
     op.set_attr_tensor("value", tensor)?;
     op.finish()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn placeholder(graph: &mut Graph, name: &str) -> Operation {
+        let mut op = graph.new_operation("Placeholder", name).unwrap();
+        op.set_attr_type("dtype", tensorflow::DataType::Float).unwrap();
+        op.finish().unwrap()
+    }
+
+    #[test]
+    fn only_a_function_call_fed_by_the_placeholder_is_specialized() {
+        let mut graph = Graph::new();
+        let mask = placeholder(&mut graph, "mask");
+        let identity = {
+            let mut op = graph.new_operation("Identity", "not_a_call").unwrap();
+            op.add_input(Output { operation: mask.clone(), index: 0 });
+            op.finish().unwrap()
+        };
+        let refused = call_with_constant(&mut graph, &identity, &mask, &[1.0], &[1], "copy").unwrap();
+        assert!(refused.unwrap_err().0.contains("`Identity` node"));
+        assert!(graph.operation_by_name("copy").unwrap().is_none(), "nothing added when refused");
+    }
+}
