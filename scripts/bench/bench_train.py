@@ -487,7 +487,7 @@ per-step Python overhead stays.
 # Training with frozen layers: the tutorial's masks, the step specialized on the mask
 # --------------------------------------------------------------------------------------------
 
-FROZEN_ROUNDS = 2
+FROZEN_ROUNDS = int(os.environ.get("TFLOAD_BENCH_FROZEN_ROUNDS", "2"))
 FROZEN_EPOCHS = 3            # 1 warm-up + 2 timed
 FROZEN_WAYS = ["tfload", "tfload_plain", "floor", "keras"]
 

@@ -7,9 +7,10 @@
 //! variables and every other input are shared with the original call, so the two compute the
 //! same thing and can be mixed in one session.
 
-use tensorflow::{Graph, Operation, Output, Tensor};
+use tensorflow::{Graph, Operation, Output};
 
 use crate::error::{Error, Result};
+use crate::session::loaded_model::const_node;
 
 /// The op types whose copy is a call of the same function (what `tf.saved_model.save` writes
 /// for a signature).
@@ -70,7 +71,7 @@ pub fn call_with_constant(
             &status,
         )
     };
-    let constant = float_const(graph, &format!("{name}/constant"), value, dims).map_err(edit)?;
+    let constant = const_node(graph, &format!("{name}/constant"), value, dims).map_err(edit)?;
     let inputs: Vec<Output> = inputs
         .into_iter()
         .map(|input| if fed(&input) { Output { operation: constant.clone(), index: 0 } } else { input })
@@ -92,20 +93,6 @@ pub fn call_with_constant(
         }
     }
     copy.finish().map(Ok).map_err(edit)
-}
-
-/// A float32 `Const` node holding `values` with `dims`.
-fn float_const(
-    graph: &mut Graph,
-    name: &str,
-    values: &[f32],
-    dims: &[u64],
-) -> std::result::Result<Operation, tensorflow::Status> {
-    let tensor = Tensor::<f32>::new(dims).with_values(values)?;
-    let mut op = graph.new_operation("Const", name)?;
-    op.set_attr_type("dtype", tensorflow::DataType::Float)?;
-    op.set_attr_tensor("value", tensor)?;
-    op.finish()
 }
 
 #[cfg(test)]
