@@ -102,7 +102,7 @@ pub struct TrainArgs {
     #[arg(long)]
     pub no_shuffle: bool,
     /// Run the exported train_step as it is, the mask fed at every step. By default the step is
-    /// specialized on the mask, so that frozen layers cost no gradient and no update (same
+    /// specialized on the mask, so that frozen layers cost no weight gradient and no update (same
     /// losses and weights, bit for bit).
     #[arg(long)]
     pub no_specialize_step: bool,

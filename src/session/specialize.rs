@@ -2,8 +2,8 @@
 //! added to the loaded graph, that reads a `Const` where the original reads one of its
 //! placeholders. The session picks the new node up on its next run; a TF1 session inlines the
 //! function body there, so TensorFlow's graph optimizer folds everything the constant decides
-//! (for a `train_step` and its mask: the `tf.where`s that keep frozen variables, the gradients
-//! nobody reads any more, the backward pass below the lowest trainable layer). The function, its
+//! (for a `train_step` and its mask: the `tf.where`s that keep frozen variables, their weight
+//! gradients and optimizer updates; not the input gradients that a lowered `tf.cond` keeps alive). The function, its
 //! variables and every other input are shared with the original call, so the two compute the
 //! same thing and can be mixed in one session.
 

@@ -243,9 +243,11 @@ impl Trainer {
 #[serde(rename_all = "snake_case")]
 pub enum StepKind {
     /// The exported `train_step` with its mask bound to the run's mask as a constant, so that
-    /// TensorFlow's graph optimizer drops what the mask decides: no gradient, no optimizer
-    /// update for a frozen variable, no backward pass below the lowest trainable layer. The
-    /// same function runs on the same variables: losses and weights are those of the plain step.
+    /// TensorFlow's graph optimizer drops what the mask decides: a frozen variable's weight
+    /// gradient, its optimizer update and its `tf.where`s. (Input gradients that pass through a
+    /// frozen BatchNormalization layer's gradient `cond` stay: see BENCHMARKS.md, "Training with
+    /// frozen layers".) The same function runs on the same variables: losses and weights are those
+    /// of the plain step, bit for bit.
     #[default]
     Specialized,
     /// The exported `train_step` as it is, the mask fed at every step.
