@@ -65,7 +65,8 @@ fn pkg_config() -> Option<tflib::PkgConfig> {
 }
 
 fn compile_protos(proto_dir: &Path) {
-    let files = ["tfload/saved_model.proto", "tfload/serving.proto", "tfload/cluster.proto"];
+    let files =
+        ["tfload/saved_model.proto", "tfload/serving.proto", "tfload/cluster.proto", "tfload/run_metadata.proto"];
     for file in files {
         println!("cargo:rerun-if-changed={}", proto_dir.join(file).display());
     }

@@ -22,6 +22,11 @@
 //!   from second to second, neighbouring epochs of one process compare far better than
 //!   processes run one after the other.
 //!
+//! Every loop runs the `train_step` that `tfload train` runs: specialized on the mask (see
+//! `tfload::train::StepKind`), or the exported one with `--plain-step`. `--count-ops` prints the
+//! ops TensorFlow executes for one step of each kind and exits:
+//! `{"event":"ops","step":"plain","nodes":..,"weight_gradients":..,"input_gradients":..,"selects":..}`.
+//!
 //! Prints one JSON line per timed epoch on stdout:
 //! `{"event":"epoch","layer":"floor","epoch":1,"seconds":..,"samples_per_sec":..}`.
 //! Batches are whole: the data set's size is cut down to a multiple of the batch size.
@@ -37,8 +42,8 @@ use tensorflow::{Operation, SessionRunArgs, Tensor};
 use tfload::data::{ArrayDataset, Batch, BatchLoader, Dataset, LoaderOptions, Subset};
 use tfload::train::trainer::PreparedBatch;
 use tfload::train::{
-    fit, EpochReport, FitOptions, FitOutcome, LrSchedule, Mask, MaskSpec, MaskStart, RunData, RunPaths, TrainCallback,
-    TrainContract, TrainableModel, Trainer,
+    fit, EpochReport, FitOptions, FitOutcome, LrSchedule, MaskSpec, MaskStart, RunData, RunPaths, StepKind,
+    TrainCallback, TrainContract, TrainableModel, Trainer,
 };
 use tfload::{LoadedModel, SavedModel, SessionConfig, TensorData};
 
@@ -58,6 +63,15 @@ struct Args {
     /// Train every mask variable (else the model's default mask).
     #[arg(long)]
     train_all: bool,
+    /// Train only the last N layers (`tfload train --train-last-layers`).
+    #[arg(long, value_name = "N")]
+    train_last_layers: Option<usize>,
+    /// Run the exported `train_step` as it is (`tfload train --no-specialize-step`).
+    #[arg(long)]
+    plain_step: bool,
+    /// Print the executed graph's op counts of the plain and the specialized step, and exit.
+    #[arg(long)]
+    count_ops: bool,
     /// Learning rate fed at every step (default: the model's).
     #[arg(long)]
     lr: Option<f32>,
@@ -108,6 +122,7 @@ fn main() -> Result<()> {
     );
     let spec = MaskSpec {
         start: if args.train_all { MaskStart::AllTrainable } else { MaskStart::ModelDefault },
+        train_last_layers: args.train_last_layers,
         ..MaskSpec::default()
     };
     let meta_graph = SavedModel::open(&args.dir)?.meta_graph(&["serve"])?;
@@ -126,8 +141,13 @@ fn main() -> Result<()> {
         run()?;
         Ok(started.elapsed().as_secs_f64())
     };
-    let trainer = Trainer::open(&setup.args.dir, &setup.spec, SessionConfig::default())?;
-    let floor = Floor::new(&setup, trainer.model())?;
+    let step = if setup.args.plain_step { StepKind::Plain } else { StepKind::Specialized };
+    if setup.args.count_ops {
+        return count_ops(&setup);
+    }
+    let opened = TrainableModel::open(&setup.args.dir)?;
+    let trainer = Trainer::from_model_with(&opened, opened.mask(&setup.spec)?, SessionConfig::default(), step)?;
+    let floor = Floor::new(&setup, &trainer)?;
     let preparer = trainer.preparer();
     let prepared: Vec<PreparedBatch> =
         setup.batches.iter().map(|b| preparer.prepare(b)).collect::<tfload::Result<_>>()?;
@@ -144,6 +164,25 @@ fn main() -> Result<()> {
             };
             report(name, epoch, seconds);
         }
+    }
+    Ok(())
+}
+
+/// One step of each kind on the first batch, with the executed graph's op counts as JSON lines.
+fn count_ops(setup: &Setup) -> Result<()> {
+    let opened = TrainableModel::open(&setup.args.dir)?;
+    for step in [StepKind::Plain, StepKind::Specialized] {
+        let trainer = Trainer::from_model_with(&opened, opened.mask(&setup.spec)?, SessionConfig::default(), step)?;
+        let batch = trainer.preparer().prepare(&setup.batches[0])?;
+        let (_, ops) = trainer.train_prepared_counting_ops(&batch, setup.lr)?;
+        println!(
+            "{{\"event\":\"ops\",\"step\":\"{}\",\"nodes\":{},\"weight_gradients\":{},\"input_gradients\":{},\"selects\":{}}}",
+            if trainer.step_kind() == StepKind::Plain { "plain" } else { "specialized" },
+            ops.total(),
+            ops.count_containing("BackpropFilter"),
+            ops.count_containing("BackpropInput"),
+            ops.count_containing("Select"),
+        );
     }
     Ok(())
 }
@@ -181,6 +220,7 @@ fn fit_epoch_seconds(setup: &Setup) -> Result<f64> {
         epochs: 3,
         schedule: Some(LrSchedule::constant(setup.lr)),
         mask: setup.spec.clone(),
+        step: if setup.args.plain_step { StepKind::Plain } else { StepKind::Specialized },
         ..FitOptions::default()
     };
     let mut last = LastEpoch(0.0);
@@ -203,7 +243,8 @@ fn remove(path: &Path) {
 struct Floor {
     input: (Operation, i32),
     labels: (Operation, i32),
-    mask_in: (Operation, i32),
+    /// The mask's feed, when the step is not specialized on it.
+    mask_in: Option<(Operation, i32)>,
     lr_in: (Operation, i32),
     fetches: Vec<(Operation, i32)>,
     mask: Tensor<f32>,
@@ -212,16 +253,13 @@ struct Floor {
 }
 
 impl Floor {
-    fn new(setup: &Setup, model: &LoadedModel) -> Result<Floor> {
-        let signature = model.meta_graph().signature("train_step")?;
-        let endpoint = |key: &str, outputs: bool| -> Result<(Operation, i32)> {
-            let specs = if outputs { &signature.outputs } else { &signature.inputs };
-            let spec = specs.iter().find(|s| s.key == key).with_context(|| format!("train_step has no `{key}`"))?;
-            let name = spec.tensor_name().context("a dense tensor")?;
-            let (op, index) = name.rsplit_once(':').unwrap_or((name, "0"));
-            Ok((model.graph().operation_by_name_required(op)?, index.parse()?))
-        };
-        let mask_values = Mask::build(&setup.contract, &setup.spec)?.values();
+    /// The loop over the step `trainer` runs (its graph nodes: the specialized copy, or the
+    /// exported signature).
+    fn new(setup: &Setup, trainer: &Trainer) -> Result<Floor> {
+        let step = trainer.train_step();
+        let input = |key: &str| step.input_tensor(key).with_context(|| format!("train_step has no input `{key}`"));
+        let output = |key: &str| step.output_tensor(key).with_context(|| format!("train_step has no output `{key}`"));
+        let mask_values = trainer.mask().values();
         let tensors = setup
             .batches
             .iter()
@@ -236,11 +274,11 @@ impl Floor {
             })
             .collect::<Result<_>>()?;
         Ok(Floor {
-            input: endpoint(setup.contract.input_key(), false)?,
-            labels: endpoint("labels", false)?,
-            mask_in: endpoint("mask", false)?,
-            lr_in: endpoint("learning_rate", false)?,
-            fetches: signature.outputs.iter().map(|s| endpoint(&s.key, true)).collect::<Result<_>>()?,
+            input: input(setup.contract.input_key())?,
+            labels: input("labels")?,
+            mask_in: step.input_tensor("mask"),
+            lr_in: input("learning_rate")?,
+            fetches: step.signature().outputs.iter().map(|s| output(&s.key)).collect::<Result<_>>()?,
             mask: Tensor::new(&[mask_values.len() as u64]).with_values(&mask_values)?,
             lr: Tensor::new(&[]).with_values(&[setup.lr])?,
             tensors,
@@ -253,7 +291,9 @@ impl Floor {
             let mut run = SessionRunArgs::new();
             run.add_feed(&self.input.0, self.input.1, x);
             run.add_feed(&self.labels.0, self.labels.1, y);
-            run.add_feed(&self.mask_in.0, self.mask_in.1, &self.mask);
+            if let Some((op, index)) = &self.mask_in {
+                run.add_feed(op, *index, &self.mask);
+            }
             run.add_feed(&self.lr_in.0, self.lr_in.1, &self.lr);
             let tokens: Vec<_> = self.fetches.iter().map(|(op, index)| run.request_fetch(op, *index)).collect();
             model.session().run(&mut run)?;

@@ -22,7 +22,7 @@ use tfload::train::tensorboard::TensorBoard;
 use tfload::train::{
     prepare, Callbacks, CheckpointPolicy, CheckpointsInOutput, Control, Decay, EarlyStopping, EpochReport, FitOptions,
     FitOutcome, InitialWeights, LrSchedule, Mask, MaskSpec, MaskStart, Metrics, ReduceOnPlateau, RunData, RunPaths,
-    RunPlan, StepReport, TrainCallback, TrainableModel,
+    RunPlan, StepKind, StepReport, TrainCallback, TrainableModel,
 };
 use tfload::SessionConfig;
 
@@ -109,6 +109,11 @@ pub struct TrainArgs {
     /// Keep the data order.
     #[arg(long)]
     pub no_shuffle: bool,
+    /// Run the exported train_step as it is, the mask fed at every step. By default the step is
+    /// specialized on the mask, so that frozen layers cost no weight gradient and no update (same
+    /// losses and weights, bit for bit).
+    #[arg(long)]
+    pub no_specialize_step: bool,
     /// Leave out the last batch of an epoch when it is smaller than --batch-size.
     #[arg(long)]
     pub drop_remainder: bool,
@@ -271,6 +276,7 @@ fn fit_options(args: &TrainArgs, model: &TrainableModel, mask: MaskSpec) -> Resu
         schedule: Some(schedule(args, model.default_learning_rate())?),
         mask,
         session: SessionConfig { intra_op_threads: args.intra_op_threads, inter_op_threads: args.inter_op_threads },
+        step: if args.no_specialize_step { StepKind::Plain } else { StepKind::Specialized },
         checkpoints: CheckpointPolicy {
             every_steps: args.checkpoint_every_steps,
             keep: args.keep_checkpoints.unwrap_or(2),

@@ -10,6 +10,8 @@ use crate::error::{Error, Result};
 use crate::model::signature::{Signature, TensorSpec};
 use crate::session::feed::FeedTensor;
 use crate::session::loaded_model::LoadedModel;
+use crate::session::run_metadata::{self, ExecutedOps};
+use crate::session::specialize::{self, NotSpecializable};
 use crate::tensor::TensorData;
 
 /// Inputs or outputs by key.
@@ -45,6 +47,17 @@ impl BoundSignature {
     /// The signature's specs.
     pub fn signature(&self) -> &Signature {
         &self.signature
+    }
+
+    /// The graph operation and output index that input `key` is fed to, for loops that build
+    /// their own `SessionRunArgs` (benchmarks of the bare `Session::run`).
+    pub fn input_tensor(&self, key: &str) -> Option<(Operation, i32)> {
+        self.inputs.iter().find(|e| e.spec.key == key).map(|e| (e.operation.clone(), e.index))
+    }
+
+    /// The graph operation and output index of output `key` (see [`BoundSignature::input_tensor`]).
+    pub fn output_tensor(&self, key: &str) -> Option<(Operation, i32)> {
+        self.outputs.iter().find(|e| e.spec.key == key).map(|e| (e.operation.clone(), e.index))
     }
 
     /// Checks `inputs` against the signature (see [`check_inputs`]).
@@ -102,6 +115,28 @@ impl BoundSignature {
         parts: &[&PreparedInputs],
         wanted: Option<&[&str]>,
     ) -> Result<Tensors> {
+        self.run_with(model, parts, wanted, false).map(|(outputs, _)| outputs)
+    }
+
+    /// Like [`BoundSignature::run_prepared`], also returning the ops TensorFlow executed for the
+    /// run (after inlining and graph optimization), to see what a call really costs.
+    pub fn run_prepared_counting_ops(
+        &self,
+        model: &LoadedModel,
+        parts: &[&PreparedInputs],
+        wanted: Option<&[&str]>,
+    ) -> Result<(Tensors, ExecutedOps)> {
+        let (outputs, ops) = self.run_with(model, parts, wanted, true)?;
+        Ok((outputs, ops.unwrap_or_default()))
+    }
+
+    fn run_with(
+        &self,
+        model: &LoadedModel,
+        parts: &[&PreparedInputs],
+        wanted: Option<&[&str]>,
+        count_ops: bool,
+    ) -> Result<(Tensors, Option<ExecutedOps>)> {
         let outputs = self.wanted_outputs(wanted)?;
         let mut given = vec![false; self.inputs.len()];
         let mut args = SessionRunArgs::new();
@@ -117,17 +152,58 @@ impl BoundSignature {
         }
         let tokens: Vec<_> =
             outputs.iter().map(|endpoint| args.request_fetch(&endpoint.operation, endpoint.index)).collect();
+        if count_ops {
+            args.set_run_options(&run_metadata::partition_graph_options());
+            args.set_request_metadata(true);
+        }
         model
             .session()
             .run(&mut args)
             .map_err(|status| Error::from_tensorflow(format!("running signature `{}`", self.signature.key), &status))?;
-        outputs
+        let ops = args.get_metadata().map(run_metadata::executed_ops).transpose()?;
+        let fetched = outputs
             .iter()
             .zip(tokens)
             .map(|(endpoint, token)| {
                 TensorData::fetch(&mut args, token, endpoint.spec.dtype).map(|data| (endpoint.spec.key.clone(), data))
             })
-            .collect()
+            .collect::<Result<_>>()?;
+        Ok((fetched, ops))
+    }
+
+    /// This signature with input `key` bound to the constant `value` (shape `dims`): a copy of
+    /// its function call is added to `model`'s graph (see [`crate::session::specialize`]), and
+    /// the returned signature feeds every input but `key` and fetches the copy's outputs. Why
+    /// not, when the signature's outputs do not all come from one function call that takes
+    /// `key`'s placeholder as it is.
+    pub fn with_constant_input(
+        &self,
+        model: &mut LoadedModel,
+        key: &str,
+        value: &[f32],
+        dims: &[u64],
+    ) -> Result<std::result::Result<BoundSignature, NotSpecializable>> {
+        let Some(bound) = self.inputs.iter().find(|endpoint| endpoint.spec.key == key) else {
+            return Ok(Err(NotSpecializable(format!("signature `{}` has no input `{key}`", self.signature.key))));
+        };
+        let Some(call) = self.outputs.first().map(|endpoint| endpoint.operation.clone()) else {
+            return Ok(Err(NotSpecializable(format!("signature `{}` has no outputs", self.signature.key))));
+        };
+        if self.outputs.iter().any(|endpoint| endpoint.operation.name().ok() != call.name().ok()) {
+            return Ok(Err(NotSpecializable("its outputs come from more than one node".to_string())));
+        }
+        let name = unused_name(model.graph(), &format!("tfload_specialized/{}", self.signature.key));
+        let copy = match specialize::call_with_constant(model.graph_mut(), &call, &bound.operation, value, dims, &name)?
+        {
+            Ok(copy) => copy,
+            Err(why) => return Ok(Err(why)),
+        };
+        let mut signature = self.signature.clone();
+        signature.inputs.retain(|spec| spec.key != key);
+        let inputs = self.inputs.iter().filter(|endpoint| endpoint.spec.key != key).cloned().collect();
+        let outputs =
+            self.outputs.iter().map(|endpoint| Endpoint { operation: copy.clone(), ..endpoint.clone() }).collect();
+        Ok(Ok(BoundSignature { signature, inputs, outputs }))
     }
 
     fn mismatch(&self, problem: String) -> Error {
@@ -214,6 +290,15 @@ impl LoadedModel {
     pub fn run(&self, key: &str, inputs: &Tensors) -> Result<Tensors> {
         BoundSignature::bind(self, key)?.run(self, inputs, None)
     }
+}
+
+/// `base`, or `base_2`, `base_3`, ... when the graph has a node of that name already.
+fn unused_name(graph: &tensorflow::Graph, base: &str) -> String {
+    let taken = |name: &str| graph.operation_by_name(name).ok().flatten().is_some();
+    (1..)
+        .map(|n| if n == 1 { base.to_string() } else { format!("{base}_{n}") })
+        .find(|name| !taken(name))
+        .expect("unbounded")
 }
 
 fn list_or_none(keys: &[&str]) -> String {

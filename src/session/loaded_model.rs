@@ -117,6 +117,11 @@ impl LoadedModel {
         &self.graph
     }
 
+    /// The TensorFlow graph, to add nodes to; the session runs them from its next run on.
+    pub(crate) fn graph_mut(&mut self) -> &mut Graph {
+        &mut self.graph
+    }
+
     /// The TensorFlow session.
     pub fn session(&self) -> &tensorflow::Session {
         &self.bundle.session
@@ -163,10 +168,9 @@ fn fill_handles(graph: &mut Graph, session: &tensorflow::Session, dir: &Path, fi
     let keys: Vec<String> = fills.iter().map(|fill| fill.checkpoint_key.clone()).collect();
     let slices = vec![String::new(); fills.len()];
     let prefix =
-        string_const(graph, "tfload_fill/prefix", &[prefix.display().to_string()], &[]).map_err(tf_error("prefix"))?;
-    let names = string_const(graph, "tfload_fill/names", &keys, &[keys.len() as u64]).map_err(tf_error("names"))?;
-    let slices =
-        string_const(graph, "tfload_fill/slices", &slices, &[keys.len() as u64]).map_err(tf_error("slices"))?;
+        const_node(graph, "tfload_fill/prefix", &[prefix.display().to_string()], &[]).map_err(tf_error("prefix"))?;
+    let names = const_node(graph, "tfload_fill/names", &keys, &[keys.len() as u64]).map_err(tf_error("names"))?;
+    let slices = const_node(graph, "tfload_fill/slices", &slices, &[keys.len() as u64]).map_err(tf_error("slices"))?;
     // The crate names only the types it knows; the C API takes any number through this variant.
     let dtypes: Vec<DataType> = fills.iter().map(|fill| DataType::UnrecognizedEnumValue(fill.dtype as u32)).collect();
     let restore = {
@@ -200,16 +204,16 @@ fn tf_error<E: Into<tensorflow::Status>>(what: &str) -> impl FnOnce(E) -> Error 
     move |status| Error::from_tensorflow(format!("restoring the handles the functions read ({what})"), &status.into())
 }
 
-/// A string `Const` node holding `values` with `dims`.
-fn string_const(
+/// A `Const` node holding `values` with `dims`.
+pub(crate) fn const_node<T: tensorflow::TensorType>(
     graph: &mut Graph,
     name: &str,
-    values: &[String],
+    values: &[T],
     dims: &[u64],
 ) -> std::result::Result<Operation, tensorflow::Status> {
-    let tensor = Tensor::<String>::new(dims).with_values(values)?;
+    let tensor = Tensor::<T>::new(dims).with_values(values)?;
     let mut op = graph.new_operation("Const", name)?;
-    op.set_attr_type("dtype", DataType::String)?;
+    op.set_attr_type("dtype", T::data_type())?;
     op.set_attr_tensor("value", tensor)?;
     op.finish()
 }

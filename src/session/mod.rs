@@ -5,5 +5,7 @@ pub mod call;
 pub mod feed;
 pub mod libtensorflow;
 pub mod loaded_model;
+pub mod run_metadata;
 pub mod saver;
 pub mod server;
+pub mod specialize;

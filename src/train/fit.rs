@@ -36,7 +36,7 @@ use crate::train::state::{
     partial_dir, write_state, BestRecord, Checkpoints, DataOrder, LogLine, MetricsLog, TrainState,
 };
 use crate::train::trainable_model::TrainableModel;
-use crate::train::trainer::{Metrics, Trainer, WeightedMean};
+use crate::train::trainer::{Metrics, StepKind, Trainer, WeightedMean};
 
 /// Where a run writes (it reads the [`TrainableModel`] given to [`fit`], never modifying it).
 #[derive(Debug, Clone, Default)]
@@ -99,6 +99,9 @@ pub struct FitOptions {
     /// This task of a multi-worker run (its server started): the steps all-reduce across the
     /// cluster, and only the chief writes (see [`crate::train::distributed`]).
     pub cluster: Option<Arc<ClusterWorker>>,
+    /// The `train_step` the run executes: specialized on the run's mask (the default), or the
+    /// exported step as it is.
+    pub step: StepKind,
 }
 
 impl Default for FitOptions {
@@ -113,6 +116,7 @@ impl Default for FitOptions {
             initial_weights: None,
             reduce_on_plateau: None,
             cluster: None,
+            step: StepKind::default(),
         }
     }
 }
@@ -487,7 +491,7 @@ impl<'o> Run<'o> {
         let mask = model.mask(&state.mask)?;
         let schedule = options.schedule.unwrap_or_else(|| LrSchedule::constant(model.default_learning_rate()));
         let trainer = match &options.cluster {
-            None => Trainer::from_model(&model, mask, options.session)?,
+            None => Trainer::from_model_with(&model, mask, options.session, options.step)?,
             Some(cluster) => {
                 let facts = run_facts(&state, mask_fingerprint(&mask.values()), options, &schedule, data);
                 let facts: Vec<(&str, f64)> = facts.iter().map(|(k, v)| (*k, *v)).collect();

@@ -26,4 +26,4 @@ pub use mask::{Mask, MaskSpec, MaskStart};
 pub use plateau::ReduceOnPlateau;
 pub use schedule::{Decay, LrSchedule};
 pub use trainable_model::TrainableModel;
-pub use trainer::{Metrics, Trainer};
+pub use trainer::{Metrics, StepKind, Trainer};

@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 use crate::model::signature::Signature;
 use crate::session::call::{BoundSignature, PreparedInputs, Tensors};
 use crate::session::loaded_model::{LoadedModel, SessionConfig};
+use crate::session::run_metadata::ExecutedOps;
 use crate::tensor::TensorData;
 use crate::train::contract::{TrainContract, EVAL_STEP, TRAIN_STEP};
 use crate::train::distributed::{ClusterWorker, TRAIN_STEP_ALLREDUCE};
@@ -38,7 +39,10 @@ pub struct Trainer {
     model: LoadedModel,
     contract: TrainContract,
     mask: Mask,
-    mask_input: PreparedInputs,
+    /// The mask's feed; `None` when the step is specialized on it (the mask is then a constant
+    /// in the graph).
+    mask_input: Option<PreparedInputs>,
+    step: StepKind,
     /// The learning-rate feed of the last step, rebuilt only when the rate changes.
     rate_input: Mutex<Option<(u32, PreparedInputs)>>,
     /// Tensors of batches whose step is over, for the next batches to be copied into.
@@ -60,14 +64,26 @@ impl Trainer {
     }
 
     /// Loads an opened model with an already built mask (a resumed run keeps the mask it
-    /// started with), without decoding its graph again.
+    /// started with), without decoding its graph again; its `train_step` specialized on the mask
+    /// (see [`StepKind::Specialized`]).
     pub fn from_model(opened: &TrainableModel, mask: Mask, session: SessionConfig) -> Result<Trainer> {
-        Trainer::build(opened, mask, &session.to_options()?, None)
+        Trainer::build(opened, mask, &session.to_options()?, None, StepKind::Specialized)
+    }
+
+    /// Like [`Trainer::from_model`], running the `train_step` that `step` asks for.
+    pub fn from_model_with(
+        opened: &TrainableModel,
+        mask: Mask,
+        session: SessionConfig,
+        step: StepKind,
+    ) -> Result<Trainer> {
+        Trainer::build(opened, mask, &session.to_options()?, None, step)
     }
 
     /// Loads an opened model into a session of `worker`'s TensorFlow server, its steps calling
     /// `train_step_allreduce` in the group of every task of the cluster: each task then feeds its
     /// shard of the global batch, and the gradients, loss and metrics are the cluster's means.
+    /// The all-reducing step runs as exported (the mask fed at every step).
     pub fn on_cluster(
         opened: &TrainableModel,
         mask: Mask,
@@ -78,7 +94,7 @@ impl Trainer {
             return Err(Error::NoAllreduceStep { dir: opened.dir().to_path_buf() });
         }
         let options = worker.session_options(session)?;
-        Trainer::build(opened, mask, &options, Some(worker.step_inputs()))
+        Trainer::build(opened, mask, &options, Some(worker.step_inputs()), StepKind::Plain)
     }
 
     fn build(
@@ -86,13 +102,14 @@ impl Trainer {
         mask: Mask,
         options: &tensorflow::SessionOptions,
         collective: Option<Tensors>,
+        step: StepKind,
     ) -> Result<Trainer> {
         let dir = opened.dir();
         let contract = opened.contract().clone();
-        let model = LoadedModel::load_meta_graph_with(dir.to_path_buf(), opened.meta_graph().clone(), options)?;
+        let mut model = LoadedModel::load_meta_graph_with(dir.to_path_buf(), opened.meta_graph().clone(), options)?;
         let step_key = if collective.is_some() { TRAIN_STEP_ALLREDUCE } else { TRAIN_STEP };
-        let train_step = BoundSignature::bind(&model, step_key)?;
-        let collective_input = collective.as_ref().map(|inputs| train_step.prepare(inputs)).transpose()?;
+        let plain_step = BoundSignature::bind(&model, step_key)?;
+        let collective_input = collective.as_ref().map(|inputs| plain_step.prepare(inputs)).transpose()?;
         let eval_step = model
             .meta_graph()
             .signature(EVAL_STEP)
@@ -100,14 +117,31 @@ impl Trainer {
             .map(|_| BoundSignature::bind(&model, EVAL_STEP))
             .transpose()?;
         let values = mask.values();
-        let mask_tensor = TensorData::Float32(ArrayD::from_shape_vec(IxDyn(&[values.len()]), values).expect("1-d"));
-        let mask_input = train_step.prepare(&Tensors::from([("mask".to_string(), mask_tensor)]))?;
+        let (train_step, step) = match step {
+            // XLA compiles the step's body as one cluster that the session does not inline, so a
+            // constant mask folds nothing there (measured: the same executed graph and time).
+            StepKind::Specialized if contract.jit_compile == Some(true) => {
+                log::info!("running the XLA-compiled `{TRAIN_STEP}` as exported: its body is not inlined, so specializing it on the mask would drop nothing");
+                (plain_step, StepKind::Plain)
+            }
+            StepKind::Specialized => specialized_step(&mut model, &plain_step, &values)?,
+            StepKind::Plain => (plain_step, StepKind::Plain),
+        };
+        let mask_input = match step {
+            StepKind::Specialized => None,
+            StepKind::Plain => {
+                let mask_tensor =
+                    TensorData::Float32(ArrayD::from_shape_vec(IxDyn(&[values.len()]), values).expect("1-d"));
+                Some(train_step.prepare(&Tensors::from([("mask".to_string(), mask_tensor)]))?)
+            }
+        };
         Ok(Trainer {
             source: dir.to_path_buf(),
             model,
             contract,
             mask,
             mask_input,
+            step,
             rate_input: Mutex::new(None),
             spare: SparePool::default(),
             train_step,
@@ -132,6 +166,18 @@ impl Trainer {
         &self.mask
     }
 
+    /// The `train_step` this trainer runs: specialized on its mask, or the exported one as it is
+    /// (asked for, or the export's step could not be specialized).
+    pub fn step_kind(&self) -> StepKind {
+        self.step
+    }
+
+    /// The `train_step` this trainer runs, bound to the graph (the specialized copy, or the
+    /// exported signature).
+    pub fn train_step(&self) -> &BoundSignature {
+        &self.train_step
+    }
+
     /// The loaded model (its session holds the current weights).
     pub fn model(&self) -> &LoadedModel {
         &self.model
@@ -144,7 +190,9 @@ impl Trainer {
         if let Some(weights) = step_weights(self.train_step.signature(), batch)? {
             inputs.insert(SAMPLE_WEIGHT.to_string(), weights.into_owned());
         }
-        inputs.insert("mask".to_string(), TensorData::Float32(ArrayD::zeros(IxDyn(&[self.mask.entries().len()]))));
+        if self.mask_input.is_some() {
+            inputs.insert("mask".to_string(), TensorData::Float32(ArrayD::zeros(IxDyn(&[self.mask.entries().len()]))));
+        }
         inputs.insert("learning_rate".to_string(), learning_rate(0.0));
         inputs.extend(self.collective.iter().flatten().map(|(k, v)| (k.clone(), v.clone())));
         self.train_step.check_inputs(&inputs).map_err(|error| match error {
@@ -184,16 +232,31 @@ impl Trainer {
     /// Runs one `train_step` on a batch prepared by [`BatchPreparer::prepare`] (the fast path:
     /// no copy of the batch between the loader and TensorFlow).
     pub fn train_prepared(&self, batch: &PreparedBatch, lr: f32) -> Result<Metrics> {
+        self.train_with(batch, lr, false).map(|(metrics, _)| metrics)
+    }
+
+    /// Like [`Trainer::train_prepared`], also returning the ops TensorFlow executed for the step
+    /// (after inlining and graph optimization): what the step really costs.
+    pub fn train_prepared_counting_ops(&self, batch: &PreparedBatch, lr: f32) -> Result<(Metrics, ExecutedOps)> {
+        let (metrics, ops) = self.train_with(batch, lr, true)?;
+        Ok((metrics, ops.unwrap_or_default()))
+    }
+
+    fn train_with(&self, batch: &PreparedBatch, lr: f32, count_ops: bool) -> Result<(Metrics, Option<ExecutedOps>)> {
         let mut rate = self.rate_input.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if rate.as_ref().map(|(bits, _)| *bits) != Some(lr.to_bits()) {
             let input = self.train_step.prepare(&Tensors::from([("learning_rate".to_string(), learning_rate(lr))]))?;
             *rate = Some((lr.to_bits(), input));
         }
         let (_, rate) = rate.as_ref().expect("set above");
-        let mut parts = vec![&batch.inputs, &self.mask_input, rate];
+        let mut parts = vec![&batch.inputs, rate];
+        parts.extend(&self.mask_input);
         parts.extend(self.collective_input.as_ref());
-        let outputs = self.train_step.run_prepared(&self.model, &parts, None)?;
-        Ok(scalars(&outputs))
+        if count_ops {
+            let (outputs, ops) = self.train_step.run_prepared_counting_ops(&self.model, &parts, None)?;
+            return Ok((scalars(&outputs), Some(ops)));
+        }
+        Ok((scalars(&self.train_step.run_prepared(&self.model, &parts, None)?), None))
     }
 
     /// Loss and metrics over every batch of `loader` through `eval_step`, each batch weighted by
@@ -214,6 +277,41 @@ impl Trainer {
             totals.add(&scalars(&outputs), batch.len);
         }
         Ok(Some(totals.mean()))
+    }
+}
+
+/// Which `train_step` a [`Trainer`] runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepKind {
+    /// The exported `train_step` with its mask bound to the run's mask as a constant, so that
+    /// TensorFlow's graph optimizer drops what the mask decides: a frozen variable's weight
+    /// gradient, its optimizer update and its `tf.where`s. (Input gradients that pass through a
+    /// frozen BatchNormalization layer's gradient `cond` stay: see BENCHMARKS.md, "Training with
+    /// frozen layers".) The same function runs on the same variables: losses and weights are those
+    /// of the plain step, bit for bit.
+    #[default]
+    Specialized,
+    /// The exported `train_step` as it is, the mask fed at every step.
+    Plain,
+}
+
+/// `plain` specialized on the mask `values`, or `plain` itself (with a log line saying why)
+/// when its signature is not a single function call taking the mask as it is.
+fn specialized_step(
+    model: &mut LoadedModel,
+    plain: &BoundSignature,
+    values: &[f32],
+) -> Result<(BoundSignature, StepKind)> {
+    match plain.with_constant_input(model, "mask", values, &[values.len() as u64])? {
+        Ok(specialized) => Ok((specialized, StepKind::Specialized)),
+        Err(why) => {
+            log::info!(
+                "running `{TRAIN_STEP}` with the mask fed at every step: it cannot be specialized on the mask ({})",
+                why.0
+            );
+            Ok((plain.clone(), StepKind::Plain))
+        }
     }
 }
 

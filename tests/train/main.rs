@@ -11,6 +11,7 @@ mod keras_layers;
 mod output_size;
 mod plateau_parity;
 mod saved_model_source;
+mod specialized_step;
 mod tensorboard;
 mod train_cli;
 mod train_parity;
