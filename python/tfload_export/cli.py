@@ -99,6 +99,9 @@ def build_arg_parser():
                         "auto = the application's own preprocessing, else none")
     tr.add_argument("--jit-compile", action="store_true",
                     help="compile train_step with XLA (faster on small models; tfload runs it through the C API)")
+    tr.add_argument("--no-feature-cut", action="store_true",
+                    help="do not record the base/head cut nor export the features / head_train_step / "
+                         "head_eval_step signatures of tfload's frozen-base feature cache")
     p.add_argument("--name", help="model name recorded (default: the Keras model's name)")
     p.add_argument("--seed", type=int, default=0, help="seed for new layers (default 0)")
     p.add_argument("-o", "--out", help="output SavedModel directory")
@@ -181,7 +184,8 @@ def export_from_args(args):
     class_names = args.class_names.split(",") if args.class_names else None
     rec = export_trainable(model, args.out, optimizer=opt, loss=loss, outputs=outputs,
                            class_names=class_names, preprocess=preprocess, frozen_layers=frozen,
-                           force=args.force, model_name=args.name, jit_compile=args.jit_compile)
+                           force=args.force, model_name=args.name, jit_compile=args.jit_compile,
+                           head_names=head_names, feature_cache=not args.no_feature_cut)
     _print_summary(args, rec, opt)
 
 
