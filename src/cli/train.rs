@@ -14,9 +14,9 @@ use tfload::data::{split, BatchLoader, DataSource, Dataset, LoaderOptions, Purpo
 use tfload::import_weights::ImportPlan;
 use tfload::train::tensorboard::TensorBoard;
 use tfload::train::{
-    prepare, Callbacks, CheckpointPolicy, CheckpointsInOutput, Control, Decay, EarlyStopping, EpochReport, FitOptions,
-    FitOutcome, InitialWeights, LrSchedule, Mask, MaskSpec, MaskStart, Metrics, ReduceOnPlateau, RunData, RunPaths,
-    RunPlan, StepReport, TrainCallback, TrainableModel,
+    prepare, Callbacks, CheckpointPolicy, CheckpointsInOutput, Control, Decay, EarlyStopping, EpochReport,
+    FeatureCacheOptions, FitOptions, FitOutcome, InitialWeights, LrSchedule, Mask, MaskSpec, MaskStart, Metrics,
+    ReduceOnPlateau, RunData, RunPaths, RunPlan, StepReport, TrainCallback, TrainableModel,
 };
 use tfload::SessionConfig;
 
@@ -156,6 +156,13 @@ pub struct TrainArgs {
     /// Write TensorBoard event files to DIR/train and DIR/validation (loss, metrics, learning rate, samples/s per step and epoch, as Keras's TensorBoard callback).
     #[arg(long, value_name = "DIR")]
     pub logdir: Option<PathBuf>,
+    /// Always train through the full train_step, even when the base below the exported cut is
+    /// frozen (by default its features are computed once and the head trains on them).
+    #[arg(long)]
+    pub no_feature_cache: bool,
+    /// Memory for the feature cache (e.g. 2GiB, 512MiB); features beyond go to a file in OUT.partial.
+    #[arg(long, value_name = "SIZE", default_value = "2GiB", value_parser = tfload::train::feature_cache::parse_size)]
+    pub feature_cache_memory: u64,
 }
 
 /// Learning-rate schedules.
@@ -239,6 +246,11 @@ fn fit_options(args: &TrainArgs, model: &TrainableModel, mask: MaskSpec) -> Resu
             cooldown: args.plateau_cooldown,
             min_lr: f64::from(args.min_lr),
         }),
+        feature_cache: FeatureCacheOptions {
+            enabled: !args.no_feature_cache,
+            memory_budget: args.feature_cache_memory,
+            ..FeatureCacheOptions::default()
+        },
     })
 }
 
@@ -424,6 +436,7 @@ impl TrainCallback for Progress {
                 plan.steps_per_epoch,
                 plan.work_dir.display()
             );
+            eprintln!("{}", plan.feature_cache);
         }
     }
 

@@ -36,6 +36,9 @@ pub struct RunPlan {
     pub mask_size: usize,
     /// Where the run works.
     pub work_dir: PathBuf,
+    /// Whether the run trains its head on cached features of the frozen base, and why not
+    /// (`feature cache: on (...)` / `feature cache: off (...)`).
+    pub feature_cache: String,
 }
 
 /// Sent after each step.

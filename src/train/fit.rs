@@ -25,6 +25,7 @@ use crate::output_dir::{
 };
 use crate::session::loaded_model::SessionConfig;
 use crate::train::callbacks::{Control, EpochReport, RunPlan, StepReport, TrainCallback};
+use crate::train::feature_cache::{self, FeatureCacheOptions};
 use crate::train::mask::MaskSpec;
 use crate::train::plateau::{PlateauState, ReduceOnPlateau};
 use crate::train::run_lock::RunLock;
@@ -94,6 +95,8 @@ pub struct FitOptions {
     /// Reduce the rate when a monitored value stops improving (Keras's `ReduceLROnPlateau`);
     /// once it has reduced the rate, the reduced rate replaces the schedule's.
     pub reduce_on_plateau: Option<ReduceOnPlateau>,
+    /// The frozen-base feature cache (on by default where the model and mask allow it).
+    pub feature_cache: FeatureCacheOptions,
 }
 
 impl Default for FitOptions {
@@ -107,6 +110,7 @@ impl Default for FitOptions {
             early_stopping: None,
             initial_weights: None,
             reduce_on_plateau: None,
+            feature_cache: FeatureCacheOptions::default(),
         }
     }
 }
@@ -334,10 +338,19 @@ fn run_in(
             (copy, state, graph_source)
         }
     };
-    let trainer = Trainer::from_model(&model, model.mask(&state.mask)?, options.session)?;
+    let mut trainer = Trainer::from_model(&model, model.mask(&state.mask)?, options.session)?;
     check_data(&trainer, data)?;
+    // The frozen-base feature cache: rebuilt at every start (resume included), never saved.
+    let cached = feature_cache::activate(&mut trainer, data, &options.feature_cache, &work)?;
+    let cache_note = match &cached {
+        Ok(cache) => cache.describe(),
+        Err(reason) => format!("feature cache: off ({reason})"),
+    };
+    let data =
+        &cached.as_ref().map_or_else(|_| RunData { train: data.train, validation: data.validation }, |c| c.run_data());
     let schedule = options.schedule.unwrap_or_else(|| LrSchedule::constant(model.default_learning_rate()));
-    let mut run = Run { trainer, model, graph_source, state, work, checkpoints, options, schedule, log: None };
+    let mut run =
+        Run { trainer, model, graph_source, state, work, checkpoints, options, schedule, log: None, cache_note };
     run.log = Some(MetricsLog::open(&run.work, run.state.global_step)?);
     let outcome = run.train(data, callback, stop)?;
     match outcome {
@@ -365,6 +378,8 @@ struct Run<'o> {
     options: &'o FitOptions,
     schedule: LrSchedule,
     log: Option<MetricsLog>,
+    /// Whether the run trains on cached features, and why not, for the progress line.
+    cache_note: String,
 }
 
 impl Run<'_> {
@@ -383,6 +398,7 @@ impl Run<'_> {
             trainable: self.trainer.mask().trainable_count(),
             mask_size: self.trainer.mask().entries().len(),
             work_dir: self.work.clone(),
+            feature_cache: self.cache_note.clone(),
         });
         while self.state.epochs_done < self.options.epochs {
             let epoch = self.state.epochs_done + 1;

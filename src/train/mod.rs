@@ -4,6 +4,7 @@
 
 pub mod callbacks;
 pub mod contract;
+pub mod feature_cache;
 pub mod fit;
 pub mod mask;
 pub mod plateau;
@@ -17,6 +18,7 @@ pub mod trainer;
 
 pub use callbacks::{Callbacks, Control, EpochReport, RunPlan, Silent, StepReport, TrainCallback};
 pub use contract::TrainContract;
+pub use feature_cache::FeatureCacheOptions;
 pub use fit::{
     check_paths, fit, prepare, CheckpointPolicy, CheckpointsInOutput, EarlyStopping, FitOptions, FitOutcome,
     InitialWeights, PreparedRun, RunData, RunPaths,

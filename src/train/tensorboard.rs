@@ -181,6 +181,7 @@ mod tests {
             trainable: 1,
             mask_size: 1,
             work_dir: dir.path().into(),
+            feature_cache: String::new(),
         };
         board.on_begin(&plan);
         let running = metrics(&[("accuracy", 0.5), ("loss", 2.0)]);
@@ -234,6 +235,7 @@ mod tests {
             trainable: 1,
             mask_size: 1,
             work_dir: dir.path().into(),
+            feature_cache: String::new(),
         });
         board.finish().unwrap();
         let events = read_events(&only_file(&dir.path().join("train")));

@@ -42,6 +42,8 @@ pub struct Trainer {
     spare: SparePool,
     train_step: BoundSignature,
     eval_step: Option<BoundSignature>,
+    /// The input that batches feed: the model's, or `features` for the head steps.
+    input_key: String,
 }
 
 impl Trainer {
@@ -66,9 +68,8 @@ impl Trainer {
             .ok()
             .map(|_| BoundSignature::bind(&model, EVAL_STEP))
             .transpose()?;
-        let values = mask.values();
-        let mask_tensor = TensorData::Float32(ArrayD::from_shape_vec(IxDyn(&[values.len()]), values).expect("1-d"));
-        let mask_input = train_step.prepare(&Tensors::from([("mask".to_string(), mask_tensor)]))?;
+        let mask_input = mask_input(&train_step, &mask)?;
+        let input_key = contract.input_key().to_string();
         Ok(Trainer {
             source: dir.to_path_buf(),
             model,
@@ -79,7 +80,22 @@ impl Trainer {
             spare: SparePool::default(),
             train_step,
             eval_step,
+            input_key,
         })
+    }
+
+    /// Makes [`Trainer::train_batch`] and [`Trainer::evaluate`] run the signatures `train` and
+    /// `eval` of the same session, whose batches feed `input_key` (the feature cache's head
+    /// steps, fed cached features). The mask stays the one the trainer was built with.
+    pub fn use_steps(&mut self, train: &str, eval: &str, input_key: &str) -> Result<()> {
+        let train_step = BoundSignature::bind(&self.model, train)?;
+        self.mask_input = mask_input(&train_step, &self.mask)?;
+        self.eval_step = Some(BoundSignature::bind(&self.model, eval)?);
+        self.train_step = train_step;
+        self.input_key = input_key.to_string();
+        *self.rate_input.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = None;
+        self.spare = SparePool::default();
+        Ok(())
     }
 
     /// The directory the model was loaded from.
@@ -132,7 +148,7 @@ impl Trainer {
     pub fn preparer(&self) -> BatchPreparer {
         BatchPreparer {
             signature: self.train_step.clone(),
-            input_key: self.contract.input_key().to_string(),
+            input_key: self.input_key.clone(),
             spare: self.spare.clone(),
         }
     }
@@ -163,7 +179,7 @@ impl Trainer {
         };
         let preparer = BatchPreparer {
             signature: eval_step.clone(),
-            input_key: self.contract.input_key().to_string(),
+            input_key: self.input_key.clone(),
             spare: SparePool::default(),
         };
         let mut totals = WeightedMean::default();
@@ -226,6 +242,13 @@ impl SparePool {
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<PreparedInputs>> {
         self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+}
+
+/// The `mask` feed of `step`, prepared once for every step of a run.
+fn mask_input(step: &BoundSignature, mask: &Mask) -> Result<PreparedInputs> {
+    let values = mask.values();
+    let mask_tensor = TensorData::Float32(ArrayD::from_shape_vec(IxDyn(&[values.len()]), values).expect("1-d"));
+    step.prepare(&Tensors::from([("mask".to_string(), mask_tensor)]))
 }
 
 fn batch_inputs(input_key: &str, batch: &Batch) -> Tensors {
