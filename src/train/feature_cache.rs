@@ -111,7 +111,7 @@ pub fn fallback_reason(contract: &TrainContract, mask: &Mask, options: &FeatureC
         .collect();
     if let Some(first) = trained.first() {
         return Some(format!(
-            "the mask trains {} variable(s) below the cut at `{}` (e.g. `{first}`)",
+            "the mask trains {} variable(s) below the cut at `{}`, e.g. `{first}`",
             trained.len(),
             cut.layer
         ));
@@ -188,6 +188,16 @@ pub fn activate(
     };
     trainer.use_steps(HEAD_TRAIN_STEP, HEAD_EVAL_STEP, FEATURES)?;
     Ok(Ok(CachedData { train, validation, bytes, spilled, seconds: started.elapsed().as_secs_f64(), layer: cut.layer }))
+}
+
+/// Removes the features spilled to `work` (the cache is no part of the written model). Open
+/// handles keep reading the removed files until they are dropped.
+pub(crate) fn remove_spill(work: &Path) -> Result<()> {
+    let spill = work.join(SPILL_DIR);
+    if spill.is_dir() {
+        std::fs::remove_dir_all(&spill).map_err(|source| Error::Io { path: spill, source })?;
+    }
+    Ok(())
 }
 
 /// The features of every example of `loader`'s data set, in index order, batched as it batches.

@@ -564,6 +564,7 @@ impl Run<'_> {
         if input_copy.exists() {
             std::fs::remove_dir_all(&input_copy).map_err(io(&input_copy))?;
         }
+        feature_cache::remove_spill(&self.work)?;
         crate::fault::point("input-copy-removed");
         publish(&self.work, &paths.out, paths.overwrite)?;
         // Only now: until the output is in place, the checkpoints are what a resume needs.

@@ -5,6 +5,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod feature_cache;
 mod keras_layers;
 mod plateau_parity;
 mod saved_model_source;
