@@ -144,7 +144,7 @@ def _export_saved_model(args):
         optimizer=opt, loss=LOSS_ALIASES[args.loss], outputs=args.outputs,
         class_names=args.class_names.split(",") if args.class_names else None,
         train_restored=True if args.train_restored else None, force=args.force,
-        model_name=args.name, seed=args.seed), opt
+        model_name=args.name, seed=args.seed, feature_cache=not args.no_feature_cut), opt
 
 
 def _print_summary(args, rec, opt):

@@ -210,6 +210,10 @@ import bench_images  # noqa: E402  (image folder: pipeline and training beside t
 
 BENCHMARKS.update(bench_images.BENCHMARKS)
 
+import bench_tutorial  # noqa: E402  (the tutorial's workflow, feature cache on and off; its own module)
+
+BENCHMARKS["tutorial"] = bench_tutorial.bench_tutorial
+
 
 def machine_description():
     cpu = "unknown CPU"

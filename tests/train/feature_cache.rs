@@ -31,8 +31,11 @@ fn fixture(kind: &str) -> PathBuf {
 
 /// Runs `tfload train` on the fixture into `out`; returns stderr (the progress lines).
 fn train(fixture: &Path, out: &Path, extra: &[&str]) -> String {
-    let (model, data) = (fixture.join("model"), fixture.join("train.npz"));
-    let mut args = vec!["train", s(&model), "--data", s(&data), "--out", s(out), "--batch-size", "8"];
+    train_model(&fixture.join("model"), &fixture.join("train.npz"), out, extra)
+}
+
+fn train_model(model: &Path, data: &Path, out: &Path, extra: &[&str]) -> String {
+    let mut args = vec!["train", s(model), "--data", s(data), "--out", s(out), "--batch-size", "8"];
     args.extend(extra.iter().copied());
     let output = tfload(&args);
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
@@ -103,6 +106,21 @@ fn cnn_with_batch_norm_base_cached_path_equals_full_train_step() {
 #[test]
 fn mobilenet_v2_new_head_cached_path_equals_full_train_step() {
     assert_cached_equals_full("mobilenet", "2");
+}
+
+/// A TF2 SavedModel source with a new head: the restored function is the base.
+#[test]
+fn saved_model_source_new_head_cached_path_equals_full_train_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let made = python_json("parity/saved_model_source_reference.py", &["make", "save", s(dir.path())]);
+    let model = PathBuf::from(made["trainable"].as_str().unwrap());
+    let data = dir.path().join("train.npz");
+    let (cached, full) = (dir.path().join("cached"), dir.path().join("full"));
+    let progress = train_model(&model, &data, &cached, &["--epochs", "2"]);
+    assert!(progress.contains("feature cache: on (base frozen below `head"), "{progress}");
+    train_model(&model, &data, &full, &["--epochs", "2", "--no-feature-cache"]);
+    assert_close("per-step losses", &step_losses(&cached), &step_losses(&full));
+    assert_same_weights(&cached, &full);
 }
 
 /// A mask that trains a variable below the cut (`--train-all`, or `--train-last-layers` reaching
