@@ -12,6 +12,7 @@ use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use tfload::data::{split, BatchLoader, DataSource, Dataset, LoaderOptions, Purpose};
 use tfload::import_weights::ImportPlan;
+use tfload::train::feature_cache::FeatureCacheUse;
 use tfload::train::tensorboard::TensorBoard;
 use tfload::train::{
     prepare, Callbacks, CheckpointPolicy, CheckpointsInOutput, Control, Decay, EarlyStopping, EpochReport,
@@ -22,6 +23,7 @@ use tfload::SessionConfig;
 
 use super::data_args::{report_data_reading, TfRecordArgs};
 use super::output::format_rate;
+use super::variables::human_bytes;
 use super::{table, GlobalArgs};
 
 /// Arguments of `tfload train`.
@@ -423,6 +425,18 @@ impl Progress {
     }
 }
 
+/// `feature cache: on (...)` / `feature cache: off (why)`.
+fn feature_cache_line(cache: &FeatureCacheUse) -> String {
+    match cache {
+        FeatureCacheUse::On { layer, examples, bytes, spilled, seconds } => format!(
+            "feature cache: on (base frozen below `{layer}`: features of {examples} examples computed once in {seconds:.1} s, {} {})",
+            human_bytes(*bytes),
+            if *spilled { "partly in a file under the working directory" } else { "in memory" }
+        ),
+        FeatureCacheUse::Off { reason } => format!("feature cache: off ({reason})"),
+    }
+}
+
 impl TrainCallback for Progress {
     fn on_begin(&mut self, plan: &RunPlan) {
         self.steps_per_epoch = plan.steps_per_epoch;
@@ -436,7 +450,7 @@ impl TrainCallback for Progress {
                 plan.steps_per_epoch,
                 plan.work_dir.display()
             );
-            eprintln!("{}", plan.feature_cache);
+            eprintln!("{}", feature_cache_line(&plan.feature_cache));
         }
     }
 

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use ndarray::{ArrayD, Axis, IxDyn};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::data::{Batch, BatchLoader, Dataset, LoaderOptions};
 use crate::error::{Error, Result};
@@ -139,17 +139,39 @@ impl CachedData {
         RunData { train: &self.train, validation: self.validation.as_ref() }
     }
 
-    /// One line for the progress output.
-    pub fn describe(&self) -> String {
-        format!(
-            "feature cache: on (base frozen below `{}`: features of {} examples computed once in {:.1} s, {} {})",
-            self.layer,
-            self.train.dataset().len() + self.validation.as_ref().map_or(0, |v| v.dataset().len()),
-            self.seconds,
-            human_bytes(self.bytes),
-            if self.spilled { "partly in a file under the working directory" } else { "in memory" }
-        )
+    /// What the run's progress line reports.
+    pub fn status(&self) -> FeatureCacheUse {
+        FeatureCacheUse::On {
+            layer: self.layer.clone(),
+            examples: self.train.dataset().len() + self.validation.as_ref().map_or(0, |v| v.dataset().len()),
+            bytes: self.bytes,
+            spilled: self.spilled,
+            seconds: self.seconds,
+        }
     }
+}
+
+/// Whether a run trains its head on cached features of the frozen base.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub enum FeatureCacheUse {
+    /// It does.
+    On {
+        /// The first layer of the head.
+        layer: String,
+        /// Examples whose features are cached (training and validation).
+        examples: usize,
+        /// Bytes of features.
+        bytes: u64,
+        /// Whether some are in a file under the working directory.
+        spilled: bool,
+        /// Seconds computing them took.
+        seconds: f64,
+    },
+    /// It trains through the full `train_step`.
+    Off {
+        /// Why (`--no-feature-cache`, the mask trains a variable below the cut, ...).
+        reason: String,
+    },
 }
 
 /// Switches `trainer` to the head steps and computes the features of `data`, when the model,
@@ -394,22 +416,6 @@ fn concat_rows(parts: Vec<TensorData>) -> Result<TensorData> {
 
 fn cache_error(problem: String) -> Error {
     Error::FeatureCache { problem }
-}
-
-/// `1.5 MiB`.
-fn human_bytes(bytes: u64) -> String {
-    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < units.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", units[unit])
-    }
 }
 
 /// Parses a size such as `2GiB`, `512MiB`, `1.5G`, `1000000` (bytes) for `--feature-cache-memory`.

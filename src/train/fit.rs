@@ -25,7 +25,7 @@ use crate::output_dir::{
 };
 use crate::session::loaded_model::SessionConfig;
 use crate::train::callbacks::{Control, EpochReport, RunPlan, StepReport, TrainCallback};
-use crate::train::feature_cache::{self, FeatureCacheOptions};
+use crate::train::feature_cache::{self, FeatureCacheOptions, FeatureCacheUse};
 use crate::train::mask::MaskSpec;
 use crate::train::plateau::{PlateauState, ReduceOnPlateau};
 use crate::train::run_lock::RunLock;
@@ -342,15 +342,15 @@ fn run_in(
     check_data(&trainer, data)?;
     // The frozen-base feature cache: rebuilt at every start (resume included), never saved.
     let cached = feature_cache::activate(&mut trainer, data, &options.feature_cache, &work)?;
-    let cache_note = match &cached {
-        Ok(cache) => cache.describe(),
-        Err(reason) => format!("feature cache: off ({reason})"),
+    let cache_use = match &cached {
+        Ok(cache) => cache.status(),
+        Err(reason) => FeatureCacheUse::Off { reason: reason.clone() },
     };
     let data =
         &cached.as_ref().map_or_else(|_| RunData { train: data.train, validation: data.validation }, |c| c.run_data());
     let schedule = options.schedule.unwrap_or_else(|| LrSchedule::constant(model.default_learning_rate()));
     let mut run =
-        Run { trainer, model, graph_source, state, work, checkpoints, options, schedule, log: None, cache_note };
+        Run { trainer, model, graph_source, state, work, checkpoints, options, schedule, log: None, cache_use };
     run.log = Some(MetricsLog::open(&run.work, run.state.global_step)?);
     let outcome = run.train(data, callback, stop)?;
     match outcome {
@@ -379,7 +379,7 @@ struct Run<'o> {
     schedule: LrSchedule,
     log: Option<MetricsLog>,
     /// Whether the run trains on cached features, and why not, for the progress line.
-    cache_note: String,
+    cache_use: FeatureCacheUse,
 }
 
 impl Run<'_> {
@@ -398,7 +398,7 @@ impl Run<'_> {
             trainable: self.trainer.mask().trainable_count(),
             mask_size: self.trainer.mask().entries().len(),
             work_dir: self.work.clone(),
-            feature_cache: self.cache_note.clone(),
+            feature_cache: self.cache_use.clone(),
         });
         while self.state.epochs_done < self.options.epochs {
             let epoch = self.state.epochs_done + 1;

@@ -121,7 +121,7 @@ impl Trainer {
     /// Checks that a batch fits `train_step` (input shape and dtype, label dtype) without running
     /// it, so that bad data fails before the first step with a message about the data.
     pub fn check_batch(&self, batch: &Batch, what: &str) -> Result<()> {
-        let mut inputs = batch_inputs(self.contract.input_key(), batch);
+        let mut inputs = batch_inputs(&self.input_key, batch);
         inputs.insert("mask".to_string(), TensorData::Float32(ArrayD::zeros(IxDyn(&[self.mask.entries().len()]))));
         inputs.insert("learning_rate".to_string(), learning_rate(0.0));
         self.train_step.check_inputs(&inputs).map_err(|error| match error {
