@@ -200,7 +200,9 @@ def bench_tutorial():
                    f"{'met' if met else 'not met'} ({', '.join(f'{r:.1f}x' for r in ratios)})"),
         "notes": ("`--no-feature-cache` runs the full exported `train_step` on every batch: the forward pass "
                   "through the base and, until the step is specialized to the mask (issue 18 item 2), the "
-                  "gradient of every variable."),
+                  "gradient of every variable. With the cache on, what remains of tfload's wall time beyond "
+                  "the first epoch and the epochs after it is start-up, loading the session and the checkpoint "
+                  "taken at every epoch's end (a complete SavedModel each): the next thing to make cheaper."),
     }
 
 
