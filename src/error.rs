@@ -668,6 +668,16 @@ pub enum Error {
         /// What happened (its exit status).
         problem: String,
     },
+
+    // Frozen-base feature cache (issue 18 item 1).
+    /// The features of the frozen base could not be computed or cached.
+    #[error(
+        "the feature cache failed: {problem}. Run again with --no-feature-cache to train through the full train_step."
+    )]
+    FeatureCache {
+        /// What went wrong.
+        problem: String,
+    },
 }
 
 /// "The disk is full. " when `error` is about a full disk, else nothing.

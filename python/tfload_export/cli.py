@@ -119,6 +119,9 @@ def build_arg_parser():
     tr.add_argument("--allreduce-timeout", type=float, default=DEFAULT_TIMEOUT_SECONDS, metavar="SECONDS",
                     help="how long train_step_allreduce waits for a stalled peer in multi-worker training "
                          "(must cover the chief's validation and checkpoint time; default %(default)s)")
+    tr.add_argument("--no-feature-cut", action="store_true",
+                    help="do not record the base/head cut nor export the features / head_train_step / "
+                         "head_eval_step signatures of tfload's frozen-base feature cache")
     p.add_argument("--name", help="model name recorded (default: the Keras model's name)")
     p.add_argument("--seed", type=int, default=0, help="seed for new layers (default 0)")
     p.add_argument("-o", "--out", help="output SavedModel directory")
@@ -161,7 +164,7 @@ def _export_saved_model(args):
         optimizer=opt, loss=LOSS_ALIASES[args.loss], outputs=args.outputs,
         class_names=args.class_names.split(",") if args.class_names else None,
         train_restored=True if args.train_restored else None, force=args.force,
-        model_name=args.name, seed=args.seed), opt
+        model_name=args.name, seed=args.seed, feature_cache=not args.no_feature_cut), opt
 
 
 def _print_summary(args, rec, opt):
@@ -208,7 +211,8 @@ def export_from_args(args):
                            class_names=class_names, preprocess=preprocess, frozen_layers=frozen,
                            force=args.force, model_name=args.name, jit_compile=args.jit_compile,
                            label_smoothing=args.label_smoothing, sample_weights=args.sample_weights,
-                           allreduce_timeout=args.allreduce_timeout)
+                           allreduce_timeout=args.allreduce_timeout, head_names=head_names,
+                           feature_cache=not args.no_feature_cut)
     _print_summary(args, rec, opt)
     if loaded is not None:
         print(f"  {loaded.summary()} from {args.weights}")

@@ -23,6 +23,7 @@ from ._tf import import_tf
 from .allreduce import (DEFAULT_TIMEOUT_SECONDS, SIG_TRAIN_ALLREDUCE, add_allreduce_record,
                         allreduce_concrete_function, build_allreduce_step, collective_specs)
 from .check import check_export
+from . import feature_cut as fc
 from .contract import (CONTRACT_ASSET, KEY_LABELS, KEY_LOSS, KEY_LR, KEY_MASK, KEY_SAMPLE_WEIGHT, RESERVED_KEYS,
                        SIG_EVAL, SIG_SERVE, SIG_TRAIN, ContractError, build_record, checkpoint_key,
                        write_contract)
@@ -271,7 +272,7 @@ def export_trainable(model, out_dir, *, optimizer=None, loss="sparse_categorical
                      outputs="auto", class_names=None, preprocess="none", frozen_layers=(),
                      force=False, model_name=None, extra_info=None, jit_compile=False,
                      label_smoothing=0.0, sample_weights=False,
-                     allreduce_timeout=DEFAULT_TIMEOUT_SECONDS):
+                     allreduce_timeout=DEFAULT_TIMEOUT_SECONDS, head_names=None, feature_cache=True):
     """Export ``model`` to ``out_dir`` as a trainable SavedModel; returns the contract record.
 
     optimizer:      a dict from ``optimizer_config`` (default: SGD, Keras defaults)
@@ -291,6 +292,11 @@ def export_trainable(model, out_dir, *, optimizer=None, loss="sparse_categorical
     jit_compile:    compile ``train_step``'s body with XLA (fuses the per-variable update ops;
                     the mask-size check stays outside, since XLA drops Assert)
     allreduce_timeout: seconds ``train_step_allreduce``'s reduce waits for a stalled peer
+    head_names:     the layers of a new head (the cut of the feature cache is at the first);
+                    default: the model's own classification head
+    feature_cache:  record the base/head cut and export ``features``, ``head_train_step`` and
+                    ``head_eval_step`` (see feature_cut.py) where the model has a clean cut
+                    (not with ``sample_weights``: the head steps take no weights)
     The output directory appears atomically (written to a temporary sibling, then renamed).
     """
     tf, keras = import_tf()
@@ -378,9 +384,12 @@ def export_trainable(model, out_dir, *, optimizer=None, loss="sparse_categorical
             return {KEY_LOSS: compute_loss(labels, out, weight),
                     **compute_metrics(loss_name, from_logits, labels, out)}
 
+        def bn_flags(mask):
+            return {id(l): tf.reduce_max(tf.gather(mask, r["mask_indices"])) > 0.0
+                    for l, r in zip(bn_layers, bn_records) if r["mask_indices"]}
+
         def gradients_py(inputs, labels, mask, weight=None):
-            switch["flags"] = {id(l): tf.reduce_max(tf.gather(mask, r["mask_indices"])) > 0.0
-                               for l, r in zip(bn_layers, bn_records) if r["mask_indices"]}
+            switch["flags"] = bn_flags(mask)
             try:
                 with tf.GradientTape() as tape:
                     tape.watch(tf_mask_vars)
@@ -430,6 +439,16 @@ def export_trainable(model, out_dir, *, optimizer=None, loss="sparse_categorical
             allreduce_cf = allreduce_concrete_function(
                 gradients_py, update_py, metrics, check, (in_sig, labels_sig, mask_sig, lr_sig), jit_compile,
                 allreduce_timeout)
+        signatures = {SIG_SERVE: serve_cf, SIG_TRAIN: train_cf, SIG_EVAL: eval_cf,
+                      SIG_TRAIN_ALLREDUCE: allreduce_cf}
+        cut_records = None
+        if feature_cache and not sample_weights:
+            step = {"tf_mask_vars": tf_mask_vars, "opt": opt, "loss": compute_loss, "n_mask": n_mask,
+                    "metric_keys": list(metrics),
+                    "metrics": lambda labels, out: compute_metrics(loss_name, from_logits, labels, out)}
+            cut_records = _feature_cut(model, head_names, mask_vars, was_trainable, default_on, step, bn_flags,
+                                       switch, input_specs, (in_sig, labels_sig, mask_sig, lr_sig),
+                                       signatures)
     finally:
         for l in patched:
             object.__delattr__(l, "call")
@@ -449,7 +468,38 @@ def export_trainable(model, out_dir, *, optimizer=None, loss="sparse_categorical
         extra_info=extra_info, layer_records=layer_records, label_smoothing=label_smoothing,
         sample_weights=sample_weights)
     add_allreduce_record(record, allreduce_timeout)
-    _save_atomically(out_dir, force, record, (tf_mask_vars, tf_state_vars, opt.variables),
-                     {SIG_SERVE: serve_cf, SIG_TRAIN: train_cf, SIG_EVAL: eval_cf,
-                      SIG_TRAIN_ALLREDUCE: allreduce_cf})
+    if cut_records is not None:
+        record["feature_cut"], record["feature_cuts"] = cut_records
+    _save_atomically(out_dir, force, record, (tf_mask_vars, tf_state_vars, opt.variables), signatures)
     return record
+
+
+def _feature_cut(model, head_names, mask_vars, was_trainable, default_on, step, bn_flags, switch,
+                 input_specs, sigs, signatures):
+    """Adds the feature cache's signatures to ``signatures`` for the model's head cut; returns
+    the record's ``(feature_cut, feature_cuts)``, or ``None`` when the model has no clean cut."""
+    tf, keras = import_tf()
+    chosen, candidates = fc.keras_cuts(model, head_names, mask_vars, was_trainable, default_on)
+    if chosen is None:
+        return None
+    cut, head_model = chosen
+    base_model = keras.Model(model.inputs, model.layers[cut["layer_index"]].input)
+
+    def features_fn(inputs):
+        xs = [apply_preprocessing(inputs[s["key"]], s["preprocessing"]) for s in input_specs]
+        return base_model(xs[0] if len(xs) == 1 else xs, training=False)
+
+    def head_forward(features, training, mask):
+        switch["flags"] = bn_flags(mask) if training else None
+        try:
+            return head_model(features, training=training)
+        finally:
+            switch["flags"] = None
+
+    in_sig, labels_sig, mask_sig, lr_sig = sigs
+    head_ids = {id(step["tf_mask_vars"][i]) for i in cut["mask_indices_head"]}
+    signatures.update(fc.head_signatures(
+        features_fn=features_fn, head_forward=head_forward, step=step, in_sig=in_sig,
+        labels_sig=labels_sig, mask_sig=mask_sig, lr_sig=lr_sig,
+        features_shape=cut["features_shape"], head_var_ids=head_ids))
+    return fc.finish_record(cut, [s["key"] for s in input_specs], step["metric_keys"], candidates)

@@ -145,7 +145,7 @@ def export_saved_model_trainable(saved_model_dir, out_dir, *, signature=SIG_SERV
                                  num_classes=None, hidden_units=(), dropout=0.0, optimizer=None,
                                  loss="sparse_categorical_crossentropy", outputs="auto",
                                  class_names=None, train_restored=None, force=False, model_name=None,
-                                 seed=0):
+                                 seed=0, feature_cache=True):
     """Export a trainable SavedModel from ``saved_model_dir``'s ``signature``; returns the record.
 
     num_classes:    put a new head (``[Dropout] [Dense(h, relu)]... Dense(N)``) on ``output``,
@@ -154,6 +154,8 @@ def export_saved_model_trainable(saved_model_dir, out_dir, *, signature=SIG_SERV
                     added, trained otherwise)
     outputs:        what the (new or restored) output is: auto | probabilities | logits; auto is
                     probabilities for a new head, logits for a restored output
+    feature_cache:  with a new head, record the cut at it and export the feature cache's
+                    signatures (feature_cut.py); the restored function is the base
     """
     from .export import _save_atomically, checked_mask, step_input_specs, with_regularization  # shared
 
@@ -219,9 +221,12 @@ def export_saved_model_trainable(saved_model_dir, out_dir, *, signature=SIG_SERV
     loss_obj, labels_spec = loss_and_labels(loss_name, from_logits, out_shape)
     metrics = METRICS_FOR_LOSS[loss_name]
 
-    def forward(inputs, training):
+    def base(inputs):
         assert loaded is not None  # held until the traced functions are saved
-        out = fn(**{s["key"]: inputs[s["key"]] for s in input_specs})[out_key]
+        return fn(**{s["key"]: inputs[s["key"]] for s in input_specs})[out_key]
+
+    def forward(inputs, training):
+        out = base(inputs)
         return head(out, training=training) if head is not None else out
 
     def compute_loss(labels, out):
@@ -273,6 +278,12 @@ def export_saved_model_trainable(saved_model_dir, out_dir, *, signature=SIG_SERV
                             f"{signature!r} for {len(no_gradient)} of the variables it reads, e.g. "
                             f"{no_gradient[0]!r}: the function cannot be trained")
 
+    signatures = {SIG_SERVE: serve_cf, SIG_TRAIN: train_cf, SIG_EVAL: eval_cf, SIG_TRAIN_ALLREDUCE: allreduce_cf}
+    cut = None
+    if head is not None and feature_cache:
+        cut = _feature_cut(base, head, loss_name, from_logits, compute_loss, opt, mask_vars, len(restored),
+                           [s["key"] for s in input_specs], metrics,
+                           (in_sig, labels_sig, mask_sig, lr_sig), int(out_spec.shape[-1]), signatures)
     record = build_record(
         versions=(tf.__version__, keras.__version__),
         model_name=model_name or os.path.basename(os.path.normpath(saved_model_dir)),
@@ -286,13 +297,36 @@ def export_saved_model_trainable(saved_model_dir, out_dir, *, signature=SIG_SERV
                         "description": "restored functions run as traced (inference mode: frozen "
                                        "BatchNormalization statistics, no dropout)"}
     add_allreduce_record(record)
+    if cut is not None:
+        record["feature_cut"], record["feature_cuts"] = cut
     try:
-        _save_atomically(out_dir, force, record, (mask_vars, state_vars, opt.variables),
-                         {SIG_SERVE: serve_cf, SIG_TRAIN: train_cf, SIG_EVAL: eval_cf,
-                          SIG_TRAIN_ALLREDUCE: allreduce_cf})
+        _save_atomically(out_dir, force, record, (mask_vars, state_vars, opt.variables), signatures)
     except (ContractError, FileExistsError):
         raise
     except Exception as exc:
         raise ContractError(f"{saved_model_dir}: saving the trainable SavedModel failed "
                             f"({type(exc).__name__}: {_first_line(exc)})") from None
     return record
+
+
+def _feature_cut(base, head, loss_name, from_logits, compute_loss, opt, mask_vars, n_restored, input_keys,
+                 metrics, sigs, n_features, signatures):
+    """The feature cache's signatures (added to ``signatures``) with the cut at the new head: the
+    restored function (inference mode as traced, so nothing below is stochastic) is the base.
+    Returns the record's ``(feature_cut, feature_cuts)``."""
+    from . import feature_cut as fc
+
+    in_sig, labels_sig, mask_sig, lr_sig = sigs
+    step = {"tf_mask_vars": mask_vars, "opt": opt, "loss": compute_loss, "n_mask": len(mask_vars),
+            "metrics": lambda labels, out: compute_metrics(loss_name, from_logits, labels, out)}
+    cut = {"layer_index": None, "layer": head.layers[0].name, "features_shape": [None, n_features],
+           "mask_indices_below": list(range(n_restored)),
+           "mask_indices_head": list(range(n_restored, len(mask_vars))),
+           "stochastic_layers_below": [], "other_blockers_below": []}
+    signatures.update(fc.head_signatures(
+        features_fn=base,
+        head_forward=lambda features, training, mask: head(features, training=training),
+        step=step, in_sig=in_sig, labels_sig=labels_sig, mask_sig=mask_sig, lr_sig=lr_sig,
+        features_shape=cut["features_shape"], head_var_ids={id(v) for v in mask_vars[n_restored:]}))
+    candidates = [{k: cut[k] for k in ("layer_index", "layer", "features_shape", "mask_indices_below")}]
+    return fc.finish_record(cut, input_keys, metrics, candidates)

@@ -214,6 +214,10 @@ import bench_distributed  # noqa: E402  (multi-worker training beside MultiWorke
 
 BENCHMARKS["distributed"] = lambda: bench_distributed.bench_distributed(TFLOAD)
 
+import bench_tutorial  # noqa: E402  (the tutorial's workflow, feature cache on and off; its own module)
+
+BENCHMARKS["tutorial"] = bench_tutorial.bench_tutorial
+
 
 def machine_description():
     cpu = "unknown CPU"

@@ -18,11 +18,12 @@ use tfload::data::{
 };
 use tfload::import_weights::ImportPlan;
 use tfload::train::distributed::{ClusterSpec, ClusterWorker};
+use tfload::train::feature_cache::FeatureCacheUse;
 use tfload::train::tensorboard::TensorBoard;
 use tfload::train::{
-    prepare, Callbacks, CheckpointPolicy, CheckpointsInOutput, Control, Decay, EarlyStopping, EpochReport, FitOptions,
-    FitOutcome, InitialWeights, LrSchedule, Mask, MaskSpec, MaskStart, Metrics, ReduceOnPlateau, RunData, RunPaths,
-    RunPlan, StepKind, StepReport, TrainCallback, TrainableModel,
+    prepare, Callbacks, CheckpointPolicy, CheckpointsInOutput, Control, Decay, EarlyStopping, EpochReport,
+    FeatureCacheOptions, FitOptions, FitOutcome, InitialWeights, LrSchedule, Mask, MaskSpec, MaskStart, Metrics,
+    ReduceOnPlateau, RunData, RunPaths, RunPlan, StepKind, StepReport, TrainCallback, TrainableModel,
 };
 use tfload::SessionConfig;
 
@@ -203,6 +204,13 @@ pub struct TrainArgs {
     /// Write TensorBoard event files to DIR/train and DIR/validation (loss, metrics, learning rate, samples/s per step and epoch, as Keras's TensorBoard callback).
     #[arg(long, value_name = "DIR")]
     pub logdir: Option<PathBuf>,
+    /// Always train through the full train_step, even when the base below the exported cut is
+    /// frozen (by default its features are computed once and the head trains on them).
+    #[arg(long)]
+    pub no_feature_cache: bool,
+    /// Memory for the feature cache (e.g. 2GiB, 512MiB); features beyond go to a file in OUT.partial.
+    #[arg(long, value_name = "SIZE", default_value = "2GiB", value_parser = tfload::train::feature_cache::parse_size)]
+    pub feature_cache_memory: u64,
 }
 
 /// Learning-rate schedules.
@@ -300,6 +308,11 @@ fn fit_options(args: &TrainArgs, model: &TrainableModel, mask: MaskSpec) -> Resu
             min_lr: f64::from(args.min_lr),
         }),
         cluster: None,
+        feature_cache: FeatureCacheOptions {
+            enabled: !args.no_feature_cache,
+            memory_budget: args.feature_cache_memory,
+            ..FeatureCacheOptions::default()
+        },
     })
 }
 
@@ -548,6 +561,18 @@ impl Progress {
     }
 }
 
+/// `feature cache: on (...)` / `feature cache: off (why)`.
+fn feature_cache_line(cache: &FeatureCacheUse) -> String {
+    match cache {
+        FeatureCacheUse::On { layer, examples, bytes, spilled, seconds } => format!(
+            "feature cache: on (base frozen below `{layer}`: features of {examples} examples computed once in {seconds:.1} s, {} {})",
+            human_bytes(*bytes),
+            if *spilled { "partly in a file under the working directory" } else { "in memory" }
+        ),
+        FeatureCacheUse::Off { reason } => format!("feature cache: off ({reason})"),
+    }
+}
+
 impl TrainCallback for Progress {
     fn on_begin(&mut self, plan: &RunPlan) {
         self.steps_per_epoch = plan.steps_per_epoch;
@@ -561,6 +586,7 @@ impl TrainCallback for Progress {
                 plan.steps_per_epoch,
                 plan.work_dir.display()
             );
+            eprintln!("{}", feature_cache_line(&plan.feature_cache));
         }
     }
 

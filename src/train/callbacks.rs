@@ -36,6 +36,8 @@ pub struct RunPlan {
     pub mask_size: usize,
     /// Where the run works.
     pub work_dir: PathBuf,
+    /// Whether the run trains its head on cached features of the frozen base, and why not.
+    pub feature_cache: crate::train::feature_cache::FeatureCacheUse,
 }
 
 /// Sent after each step.

@@ -80,6 +80,9 @@ pub struct TrainContract {
     /// Whether `train_step` is compiled with XLA (informational).
     #[serde(default)]
     pub jit_compile: Option<bool>,
+    /// The base/head cut of the feature cache, where the exporter recorded one.
+    #[serde(default)]
+    pub feature_cut: Option<crate::train::feature_cache::FeatureCut>,
 }
 
 /// The input and output keys the record gives for one signature.

@@ -27,6 +27,7 @@ use crate::output_dir::{
 use crate::session::loaded_model::SessionConfig;
 use crate::train::callbacks::{Control, EpochReport, RunPlan, StepReport, TrainCallback};
 use crate::train::distributed::{ClusterWorker, TRAIN_STEP_ALLREDUCE};
+use crate::train::feature_cache::{self, FeatureCacheOptions, FeatureCacheUse};
 use crate::train::mask::MaskSpec;
 use crate::train::plateau::{PlateauState, ReduceOnPlateau};
 use crate::train::run_lock::RunLock;
@@ -102,6 +103,8 @@ pub struct FitOptions {
     /// The `train_step` the run executes: specialized on the run's mask (the default), or the
     /// exported step as it is.
     pub step: StepKind,
+    /// The frozen-base feature cache (on by default where the model and mask allow it).
+    pub feature_cache: FeatureCacheOptions,
 }
 
 impl Default for FitOptions {
@@ -117,6 +120,7 @@ impl Default for FitOptions {
             reduce_on_plateau: None,
             cluster: None,
             step: StepKind::default(),
+            feature_cache: FeatureCacheOptions::default(),
         }
     }
 }
@@ -363,6 +367,21 @@ fn run_in(
         }
     };
     let mut run = Run::start(model, graph_source, state, work, options, data)?;
+    // The frozen-base feature cache: rebuilt at every start (resume included), never saved.
+    let cached = match options.cluster {
+        Some(_) => Err("a multi-worker run trains through train_step_allreduce".to_string()),
+        None => {
+            let mut cache_options = options.feature_cache.clone();
+            cache_options.augmentation_enabled |= data.train.augmentation_enabled();
+            feature_cache::activate(&mut run.trainer, data, &cache_options, &run.work)?
+        }
+    };
+    run.cache_use = match &cached {
+        Ok(cache) => cache.status(),
+        Err(reason) => FeatureCacheUse::Off { reason: reason.clone() },
+    };
+    let data =
+        &cached.as_ref().map_or_else(|_| RunData { train: data.train, validation: data.validation }, |c| c.run_data());
     run.log = Some(MetricsLog::open(&run.work, run.state.global_step)?);
     let outcome = run.train(data, callback, stop)?;
     run.agree_on_end()?;
@@ -475,6 +494,8 @@ struct Run<'o> {
     /// The metrics log; `None` on the tasks of a multi-worker run that are not the chief, which
     /// write nothing.
     log: Option<MetricsLog>,
+    /// Whether the run trains on cached features, and why not, for the progress line.
+    cache_use: FeatureCacheUse,
 }
 
 impl<'o> Run<'o> {
@@ -501,7 +522,8 @@ impl<'o> Run<'o> {
         };
         check_data(&trainer, data)?;
         let checkpoints = Checkpoints::in_dir(&work);
-        Ok(Run { trainer, model, graph_source, state, work, checkpoints, options, schedule, log: None })
+        let cache_use = FeatureCacheUse::Off { reason: "not decided yet".into() };
+        Ok(Run { trainer, model, graph_source, state, work, checkpoints, options, schedule, log: None, cache_use })
     }
 
     /// In a multi-worker run, checks that every task ran as many steps.
@@ -542,6 +564,7 @@ impl<'o> Run<'o> {
             trainable: self.trainer.mask().trainable_count(),
             mask_size: self.trainer.mask().entries().len(),
             work_dir: self.work.clone(),
+            feature_cache: self.cache_use.clone(),
         });
         while self.state.epochs_done < self.options.epochs {
             let epoch = self.state.epochs_done + 1;
@@ -717,6 +740,7 @@ impl<'o> Run<'o> {
         if input_copy.exists() {
             std::fs::remove_dir_all(&input_copy).map_err(io(&input_copy))?;
         }
+        feature_cache::remove_spill(&self.work)?;
         crate::fault::point("input-copy-removed");
         publish(&self.work, &paths.out, paths.overwrite)?;
         // Only now: until the output is in place, the checkpoints are what a resume needs.

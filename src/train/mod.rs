@@ -5,6 +5,7 @@
 pub mod callbacks;
 pub mod contract;
 pub mod distributed;
+pub mod feature_cache;
 pub mod fit;
 pub mod mask;
 pub mod plateau;
@@ -18,6 +19,7 @@ pub mod trainer;
 
 pub use callbacks::{Callbacks, Control, EpochReport, RunPlan, Silent, StepReport, TrainCallback};
 pub use contract::TrainContract;
+pub use feature_cache::FeatureCacheOptions;
 pub use fit::{
     check_paths, fit, prepare, CheckpointPolicy, CheckpointsInOutput, EarlyStopping, FitOptions, FitOutcome,
     InitialWeights, PreparedRun, RunData, RunPaths,

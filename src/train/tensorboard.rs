@@ -140,6 +140,7 @@ mod tests {
     use crate::formats::tfrecord::{Compression, OnCorrupt, Shard};
     use crate::proto::{event, session_log, summary, Event};
     use crate::train::callbacks::Callbacks;
+    use crate::train::feature_cache::FeatureCacheUse;
     use crate::train::Metrics;
     use prost::Message;
 
@@ -181,6 +182,7 @@ mod tests {
             trainable: 1,
             mask_size: 1,
             work_dir: dir.path().into(),
+            feature_cache: FeatureCacheUse::Off { reason: String::new() },
         };
         board.on_begin(&plan);
         let running = metrics(&[("accuracy", 0.5), ("loss", 2.0)]);
@@ -234,6 +236,7 @@ mod tests {
             trainable: 1,
             mask_size: 1,
             work_dir: dir.path().into(),
+            feature_cache: FeatureCacheUse::Off { reason: String::new() },
         });
         board.finish().unwrap();
         let events = read_events(&only_file(&dir.path().join("train")));

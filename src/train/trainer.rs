@@ -52,6 +52,8 @@ pub struct Trainer {
     /// The collective inputs of `train_step_allreduce` on a cluster (group size and keys).
     collective: Option<Tensors>,
     collective_input: Option<PreparedInputs>,
+    /// The input that batches feed: the model's, or `features` for the head steps.
+    input_key: String,
 }
 
 impl Trainer {
@@ -129,12 +131,9 @@ impl Trainer {
         };
         let mask_input = match step {
             StepKind::Specialized => None,
-            StepKind::Plain => {
-                let mask_tensor =
-                    TensorData::Float32(ArrayD::from_shape_vec(IxDyn(&[values.len()]), values).expect("1-d"));
-                Some(train_step.prepare(&Tensors::from([("mask".to_string(), mask_tensor)]))?)
-            }
+            StepKind::Plain => Some(mask_input(&train_step, &mask)?),
         };
+        let input_key = contract.input_key().to_string();
         Ok(Trainer {
             source: dir.to_path_buf(),
             model,
@@ -148,7 +147,30 @@ impl Trainer {
             eval_step,
             collective,
             collective_input,
+            input_key,
         })
+    }
+
+    /// Makes [`Trainer::train_batch`] and [`Trainer::evaluate`] run the signatures `train` and
+    /// `eval` of the same session, whose batches feed `input_key` (the feature cache's head
+    /// steps, fed cached features). The mask stays the one the trainer was built with.
+    pub fn use_steps(&mut self, train: &str, eval: &str, input_key: &str) -> Result<()> {
+        let plain = BoundSignature::bind(&self.model, train)?;
+        let (train_step, step) = match self.step {
+            StepKind::Specialized => specialized_step(&mut self.model, &plain, &self.mask.values())?,
+            StepKind::Plain => (plain, StepKind::Plain),
+        };
+        self.mask_input = match step {
+            StepKind::Specialized => None,
+            StepKind::Plain => Some(mask_input(&train_step, &self.mask)?),
+        };
+        self.step = step;
+        self.eval_step = Some(BoundSignature::bind(&self.model, eval)?);
+        self.train_step = train_step;
+        self.input_key = input_key.to_string();
+        *self.rate_input.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = None;
+        self.spare = SparePool::default();
+        Ok(())
     }
 
     /// The directory the model was loaded from.
@@ -186,7 +208,7 @@ impl Trainer {
     /// Checks that a batch fits `train_step` (input shape and dtype, label dtype) without running
     /// it, so that bad data fails before the first step with a message about the data.
     pub fn check_batch(&self, batch: &Batch, what: &str) -> Result<()> {
-        let mut inputs = batch_inputs(self.contract.input_key(), batch);
+        let mut inputs = batch_inputs(&self.input_key, batch);
         if let Some(weights) = step_weights(self.train_step.signature(), batch)? {
             inputs.insert(SAMPLE_WEIGHT.to_string(), weights.into_owned());
         }
@@ -219,7 +241,7 @@ impl Trainer {
     pub fn preparer(&self) -> BatchPreparer {
         BatchPreparer {
             signature: self.train_step.clone(),
-            input_key: self.contract.input_key().to_string(),
+            input_key: self.input_key.clone(),
             spare: self.spare.clone(),
         }
     }
@@ -267,7 +289,7 @@ impl Trainer {
         };
         let preparer = BatchPreparer {
             signature: eval_step.clone(),
-            input_key: self.contract.input_key().to_string(),
+            input_key: self.input_key.clone(),
             spare: SparePool::default(),
         };
         let mut totals = WeightedMean::default();
@@ -367,6 +389,13 @@ impl SparePool {
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<PreparedInputs>> {
         self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+}
+
+/// The `mask` feed of `step`, prepared once for every step of a run.
+fn mask_input(step: &BoundSignature, mask: &Mask) -> Result<PreparedInputs> {
+    let values = mask.values();
+    let mask_tensor = TensorData::Float32(ArrayD::from_shape_vec(IxDyn(&[values.len()]), values).expect("1-d"));
+    step.prepare(&Tensors::from([("mask".to_string(), mask_tensor)]))
 }
 
 /// The `sample_weight` input of a step signature (train-step contract version 2).

@@ -7,6 +7,7 @@ mod common;
 
 mod augment;
 mod distributed;
+mod feature_cache;
 mod keras_layers;
 mod output_size;
 mod plateau_parity;
