@@ -4,8 +4,8 @@
 //! categorical cross-entropy on one-hot labels (validation labels given as class indices, which
 //! tfload makes one-hot), 3 epochs without shuffling. Keras does the same with `load_weights`,
 //! `for layer in model.layers[:-3]: layer.trainable = False` and `fit(..., validation_data)`.
-//! The fixture is made by scripts/fixtures/make_tutorial_fixture.py (a scaled-down stand-in for
-//! ResNet50, see there).
+//! The fixture is made by scripts/fixtures/make_tutorial_fixture.py: the tutorial's own ResNet50
+//! base at 32x32, and a scaled-down stand-in of the same shape (see there).
 
 use serde_json::Value;
 
@@ -29,8 +29,19 @@ fn floats(value: &Value) -> Vec<f64> {
 
 #[test]
 fn tutorial_recipe_trains_as_keras_fit_does() {
+    tutorial_recipe("--base=small");
+}
+
+/// The same on the tutorial's own architecture: keras.applications.ResNet50 (weights=None) at
+/// 32x32, GlobalAveragePooling2D, Dense(512, relu), Dense(3, softmax).
+#[test]
+fn tutorial_recipe_on_resnet50_trains_as_keras_fit_does() {
+    tutorial_recipe("--base=resnet50");
+}
+
+fn tutorial_recipe(base: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let made = python_json(SCRIPT, &["make", s(dir.path())]);
+    let made = python_json(SCRIPT, &["make", s(dir.path()), base]);
     let (weights, trainable) = (made["weights"].as_str().unwrap(), made["trainable"].as_str().unwrap());
     let (imported, out, preds) = (dir.path().join("imported"), dir.path().join("trained"), dir.path().join("preds"));
     let (data, val) = (dir.path().join("train.npz"), dir.path().join("val.npz"));
@@ -48,7 +59,7 @@ fn tutorial_recipe_trains_as_keras_fit_does() {
     let val_x = format!("image={}[x]", s(&val));
     tfload_ok(&["run", s(&out), "-i", &val_x, "--out", s(&preds), "-q"]);
     let preds_file = preds.join("outputs.npy");
-    let keras = python_json(SCRIPT, &["reference", s(dir.path()), s(&imported), s(&out), s(&preds_file)]);
+    let keras = python_json(SCRIPT, &["reference", s(dir.path()), s(&imported), s(&out), s(&preds_file), base]);
 
     // The trainable set is Keras's: only the head's variables moved, no BatchNormalization
     // statistics either (the frozen BN layers ran in inference mode).
