@@ -371,7 +371,7 @@ fn run_in(
     let cached = match options.cluster {
         Some(_) => Err("a multi-worker run trains through train_step_allreduce".to_string()),
         None => {
-            let mut cache_options = options.feature_cache.clone();
+            let mut cache_options = options.feature_cache;
             cache_options.augmentation_enabled |= data.train.augmentation_enabled();
             feature_cache::activate(&mut run.trainer, data, &cache_options, &run.work)?
         }
