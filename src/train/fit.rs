@@ -370,11 +370,7 @@ fn run_in(
     // The frozen-base feature cache: rebuilt at every start (resume included), never saved.
     let cached = match options.cluster {
         Some(_) => Err("a multi-worker run trains through train_step_allreduce".to_string()),
-        None => {
-            let mut cache_options = options.feature_cache;
-            cache_options.augmentation_enabled |= data.train.augmentation_enabled();
-            feature_cache::activate(&mut run.trainer, data, &cache_options, &run.work)?
-        }
+        None => feature_cache::activate(&mut run.trainer, data, &cache_options(options, data), &run.work)?,
     };
     run.cache_use = match &cached {
         Ok(cache) => cache.status(),
@@ -391,6 +387,14 @@ fn run_in(
         }
         RunEnd::Finished => run.finish(paths, data),
     }
+}
+
+/// The feature-cache options of a run: the caller's, with augmentation of the training data
+/// turning the cache off.
+fn cache_options(options: &FitOptions, data: &RunData<'_>) -> FeatureCacheOptions {
+    let mut cache = options.feature_cache;
+    cache.augmentation_enabled |= data.train.augmentation_enabled();
+    cache
 }
 
 /// The state of a run that starts from its first step.
@@ -512,6 +516,13 @@ impl<'o> Run<'o> {
         let mask = model.mask(&state.mask)?;
         let schedule = options.schedule.unwrap_or_else(|| LrSchedule::constant(model.default_learning_rate()));
         let trainer = match &options.cluster {
+            // Under the feature cache the head steps run instead of `train_step`: specializing it
+            // would only add to the session's graph (measured: about 5 s on MobileNetV2).
+            None if feature_cache::fallback_reason(model.contract(), &mask, &cache_options(options, data))
+                .is_none() =>
+            {
+                Trainer::from_model_with(&model, mask, options.session, StepKind::Plain)?
+            }
             None => Trainer::from_model_with(&model, mask, options.session, options.step)?,
             Some(cluster) => {
                 let facts = run_facts(&state, mask_fingerprint(&mask.values()), options, &schedule, data);

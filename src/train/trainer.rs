@@ -155,16 +155,11 @@ impl Trainer {
     /// `eval` of the same session, whose batches feed `input_key` (the feature cache's head
     /// steps, fed cached features). The mask stays the one the trainer was built with.
     pub fn use_steps(&mut self, train: &str, eval: &str, input_key: &str) -> Result<()> {
-        let plain = BoundSignature::bind(&self.model, train)?;
-        let (train_step, step) = match self.step {
-            StepKind::Specialized => specialized_step(&mut self.model, &plain, &self.mask.values())?,
-            StepKind::Plain => (plain, StepKind::Plain),
-        };
-        self.mask_input = match step {
-            StepKind::Specialized => None,
-            StepKind::Plain => Some(mask_input(&train_step, &self.mask)?),
-        };
-        self.step = step;
+        // The head steps run as exported: they are small, and a specialized copy would add its
+        // nodes to the session's (large) graph for little.
+        let train_step = BoundSignature::bind(&self.model, train)?;
+        self.mask_input = Some(mask_input(&train_step, &self.mask)?);
+        self.step = StepKind::Plain;
         self.eval_step = Some(BoundSignature::bind(&self.model, eval)?);
         self.train_step = train_step;
         self.input_key = input_key.to_string();
