@@ -678,6 +678,18 @@ pub enum Error {
         /// What went wrong.
         problem: String,
     },
+
+    // --- load-time graph cut (issue 18) ---
+    /// The model has the signature, but its session was loaded for others only.
+    #[error("signature `{key}` of {dir} was not loaded: this session was loaded for {loaded} only (the graph is cut to them). Load the model for `{key}` too (LoadScope::All, or a scope that lists it)")]
+    SignatureNotLoaded {
+        /// The SavedModel directory.
+        dir: PathBuf,
+        /// The requested signature key.
+        key: String,
+        /// The signatures the session was loaded for.
+        loaded: String,
+    },
 }
 
 /// "The disk is full. " when `error` is about a full disk, else nothing.

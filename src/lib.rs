@@ -38,7 +38,7 @@ pub use model::saved_model::SavedModel;
 pub use model::signature::{Signature, TensorEncoding, TensorSpec};
 pub use model::variables::{VariableInfo, VariableTotals};
 pub use session::call::{BoundSignature, Tensors};
-pub use session::loaded_model::{LoadedModel, SessionConfig};
+pub use session::loaded_model::{LoadScope, LoadedModel, SessionConfig};
 pub use tensor::dtype::DType;
 pub use tensor::shape::Shape;
 pub use tensor::TensorData;

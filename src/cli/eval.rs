@@ -60,7 +60,7 @@ struct NamedMetrics<'a> {
 }
 
 pub fn run(args: &EvalArgs, global: &GlobalArgs) -> Result<()> {
-    let serving = Predictor::load(&args.model.dir, &args.model.tag, "serving_default", SessionConfig::default())?;
+    let serving = Predictor::load_for_evaluation(&args.model.dir, &args.model.tag, SessionConfig::default())?;
     let input = serving.signature().inputs.first().context("evaluation feeds the signature's one input")?;
     let mut options = args.tfrecord.source_options(None, None);
     options.class_names = serving.record_class_names();

@@ -10,7 +10,7 @@ use clap::Args;
 use serde::Serialize;
 use serde_json::Value;
 use tfload::formats::npy::{write_npy, ArraySource};
-use tfload::{LoadedModel, SavedModel, SessionConfig, Tensors};
+use tfload::{LoadScope, LoadedModel, SavedModel, SessionConfig, Tensors};
 
 use super::output::{format_values, json_values};
 use super::ModelArgs;
@@ -77,7 +77,8 @@ pub fn run(args: &RunArgs) -> Result<()> {
     if let Some(out) = &args.out {
         check_out_dir(out)?;
     }
-    let model = LoadedModel::load(&args.model.dir, &args.model.tag, SessionConfig::default())?;
+    let scope = LoadScope::signatures(&[&args.signature]);
+    let model = LoadedModel::load_scoped(&args.model.dir, &args.model.tag, SessionConfig::default(), &scope)?;
     let outputs = model.run(&args.signature, &inputs)?;
     if let Some(out) = &args.out {
         write_all(out, &outputs)?;

@@ -45,7 +45,8 @@ impl Evaluation {
     }
 }
 
-/// Evaluates `serving` (a model's `serving_default`) and the model's `eval_step`, if any, on
+/// Evaluates `serving` (a model's `serving_default`) and the model's `eval_step`, if it has one
+/// and it was loaded ([`Predictor::load_for_evaluation`] loads both), on
 /// `data` in order, `batch_size` examples at a time. `on_batch` is told the examples done so
 /// far after each batch.
 pub fn evaluate(
@@ -56,9 +57,9 @@ pub fn evaluate(
 ) -> Result<Evaluation> {
     let model = serving.model();
     let (input, output) = single_input_and_output(serving)?;
-    let eval_step = match model.meta_graph().signature(EVAL_STEP) {
-        Ok(_) => Some(BoundSignature::bind(model, EVAL_STEP)?),
-        Err(_) => None,
+    let eval_step = match model.can_run(EVAL_STEP) {
+        true => Some(BoundSignature::bind(model, EVAL_STEP)?),
+        false => None,
     };
     let classes = serving.signature().output(&output).and_then(|spec| spec.shape.dims()?.get(1).copied().flatten());
     let mut totals = MetricTotals::default();

@@ -9,10 +9,11 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::formats::images::{ImageSpec, UnfitImageInput};
-use crate::model::record::RecordView;
+use crate::model::record::{RecordView, EVAL_STEP};
 use crate::model::signature::{Signature, TensorSpec};
+use crate::serving_export::SERVING_DEFAULT;
 use crate::session::call::{BoundSignature, Tensors};
-use crate::session::loaded_model::{LoadedModel, SessionConfig};
+use crate::session::loaded_model::{LoadScope, LoadedModel, SessionConfig};
 use crate::tensor::dtype::DType;
 use crate::tensor::TensorData;
 
@@ -40,7 +41,18 @@ impl Predictor {
         key: &str,
         config: SessionConfig,
     ) -> Result<Predictor> {
-        Predictor::new(LoadedModel::load(dir, tags, config)?, key)
+        Predictor::new(LoadedModel::load_scoped(dir, tags, config, &LoadScope::signatures(&[key]))?, key)
+    }
+
+    /// Like [`Predictor::load`] for `serving_default`, with the model's `eval_step` (if it has
+    /// one) also loaded, as [`evaluate`](crate::infer::evaluate::evaluate) runs both.
+    pub fn load_for_evaluation<S: AsRef<str>>(
+        dir: impl AsRef<Path>,
+        tags: &[S],
+        config: SessionConfig,
+    ) -> Result<Predictor> {
+        let scope = LoadScope::signatures(&[SERVING_DEFAULT, EVAL_STEP]);
+        Predictor::new(LoadedModel::load_scoped(dir, tags, config, &scope)?, SERVING_DEFAULT)
     }
 
     /// Binds signature `key` of an already loaded model.

@@ -3,6 +3,8 @@
 //! of the graph.
 
 pub mod duplicate_assets;
+pub(crate) mod graph_cut;
+pub(crate) mod graph_reach;
 pub mod handles;
 pub mod meta_graph;
 pub mod record;

@@ -2,11 +2,13 @@
 //! library cut down to what those nodes call, and the saver nodes that restore and save exactly
 //! the kept variables (TF Serving and the C++ loader run `SaverDef.restore_op_name`).
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::HashSet;
 
 use prost::Message;
 
 use crate::proto::{self as pb, attr_value};
+
+pub(super) use crate::model::graph_reach::{functions_in_attr, node_of, prune_library, reachable};
 
 /// `DataType` numbers of the dtypes the saver nodes use.
 const DT_STRING: i32 = 7;
@@ -15,31 +17,6 @@ pub(super) const SAVER_SCOPE: &str = "tfload_serving_saver";
 /// The checkpoint key under which TensorFlow keeps the checkpoint's object graph.
 pub(super) const OBJECT_GRAPH_KEY: &str = "_CHECKPOINTABLE_OBJECT_GRAPH";
 
-/// The graph node a tensor or control input names: `^a` and `a:1` both name `a`.
-pub(super) fn node_of(input: &str) -> &str {
-    let name = input.strip_prefix('^').unwrap_or(input);
-    name.rsplit_once(':').map_or(name, |(node, _)| node)
-}
-
-/// The names of the nodes reachable from `roots` through data and control inputs.
-pub(super) fn reachable(nodes: &[pb::NodeDef], roots: impl IntoIterator<Item = String>) -> HashSet<String> {
-    let by_name: HashMap<&str, &pb::NodeDef> = nodes.iter().map(|n| (n.name.as_str(), n)).collect();
-    let mut seen = HashSet::new();
-    let mut queue: VecDeque<String> = roots.into_iter().collect();
-    while let Some(name) = queue.pop_front() {
-        if !seen.insert(name.clone()) {
-            continue;
-        }
-        if let Some(node) = by_name.get(name.as_str()) {
-            queue.extend(node.input.iter().map(|input| node_of(input).to_string()));
-        }
-    }
-    seen
-}
-
-/// Drops the init op's control inputs that exist only to initialise state the export drops
-/// (an asset path variable no kept signature reads): those whose inputs reach a `VarHandleOp`
-/// outside `kept_handles`.
 pub(super) fn trim_init_op(nodes: &mut [pb::NodeDef], init_op: &str, kept_handles: &HashSet<String>) {
     let dropped_handles: HashSet<String> = nodes
         .iter()
@@ -60,86 +37,6 @@ pub(super) fn trim_init_op(nodes: &mut [pb::NodeDef], init_op: &str, kept_handle
     nodes[index].input = keep;
 }
 
-/// The function names one attribute value refers to (`f` of a call, lists of functions, and
-/// functions named inside those).
-pub(super) fn functions_in_attr(bytes: &[u8]) -> Vec<String> {
-    let Ok(value) = pb::AttrValue::decode(bytes) else {
-        return Vec::new();
-    };
-    let mut names = Vec::new();
-    collect_functions(&value, &mut names);
-    names
-}
-
-fn collect_functions(value: &pb::AttrValue, names: &mut Vec<String>) {
-    let from_list = |func: &pb::NameAttrList, names: &mut Vec<String>| {
-        names.push(func.name.clone());
-        for nested in func.attr.values() {
-            collect_functions(nested, names);
-        }
-    };
-    match &value.value {
-        Some(attr_value::Value::Func(func)) => from_list(func, names),
-        Some(attr_value::Value::List(list)) => list.func.iter().for_each(|func| from_list(func, names)),
-        _ => {}
-    }
-}
-
-/// The functions a node calls: its op when that is a library function, and those its
-/// attributes name.
-fn functions_called_by(node: &pb::NodeDef, library: &HashSet<&str>) -> Vec<String> {
-    let mut names: Vec<String> = node.attr.values().flat_map(|bytes| functions_in_attr(bytes)).collect();
-    if library.contains(node.op.as_str()) {
-        names.push(node.op.clone());
-    }
-    names
-}
-
-/// The library cut down to the functions `nodes` call, directly or through other functions;
-/// also returns the names kept. `extra_roots` are functions kept whether or not a node calls
-/// them (those the object graph's kept objects name).
-pub(super) fn prune_library(
-    library: &pb::FunctionDefLibrary,
-    nodes: &[&pb::NodeDef],
-    extra_roots: &[String],
-) -> (pb::FunctionDefLibrary, HashSet<String>) {
-    let summaries: HashMap<String, (usize, pb::FunctionSummary)> = library
-        .function
-        .iter()
-        .enumerate()
-        .filter_map(|(i, bytes)| {
-            let summary = pb::FunctionSummary::decode(bytes.as_slice()).ok()?;
-            Some((summary.signature.as_ref()?.name.clone(), (i, summary)))
-        })
-        .collect();
-    let names: HashSet<&str> = summaries.keys().map(String::as_str).collect();
-    let mut queue: VecDeque<String> = nodes.iter().flat_map(|n| functions_called_by(n, &names)).collect();
-    queue.extend(extra_roots.iter().cloned());
-    let mut kept = HashSet::new();
-    while let Some(name) = queue.pop_front() {
-        let Some((_, summary)) = summaries.get(&name) else {
-            continue;
-        };
-        if kept.insert(name) {
-            queue.extend(summary.node_def.iter().flat_map(|n| functions_called_by(n, &names)));
-        }
-    }
-    let mut indices: Vec<usize> = kept.iter().map(|name| summaries[name].0).collect();
-    indices.sort_unstable();
-    let pruned = pb::FunctionDefLibrary {
-        function: indices.into_iter().map(|i| library.function[i].clone()).collect(),
-        gradient: library
-            .gradient
-            .iter()
-            .filter(|g| kept.contains(&g.function_name) && kept.contains(&g.gradient_func))
-            .cloned()
-            .collect(),
-        registered_gradients: library.registered_gradients.clone(),
-    };
-    (pruned, kept)
-}
-
-/// The `dtype` attribute of a node (a `VarHandleOp`'s variable type), if it has one.
 pub(super) fn dtype_attr(node: &pb::NodeDef) -> Option<i32> {
     let value = pb::AttrValue::decode(node.attr.get("dtype")?.as_slice()).ok()?;
     match value.value {
@@ -286,29 +183,6 @@ mod tests {
     }
 
     #[test]
-    fn inputs_name_their_node() {
-        assert_eq!(node_of("^a/b"), "a/b");
-        assert_eq!(node_of("call:1"), "call");
-        assert_eq!(node_of("x"), "x");
-    }
-
-    #[test]
-    fn reachability_follows_data_and_control_inputs_only_backwards() {
-        let nodes = vec![
-            plain("x", "Placeholder", &[]),
-            plain("v", "VarHandleOp", &[]),
-            plain("w", "VarHandleOp", &[]),
-            plain("call", "StatefulPartitionedCall", &["x", "v:0"]),
-            plain("train", "StatefulPartitionedCall", &["x", "v", "w"]),
-            plain("init", "NoOp", &["^call"]),
-        ];
-        let reached = reachable(&nodes, ["init".to_string()]);
-        let mut reached: Vec<_> = reached.into_iter().collect();
-        reached.sort();
-        assert_eq!(reached, ["call", "init", "v", "x"]);
-    }
-
-    #[test]
     fn the_init_op_loses_only_initialisers_of_dropped_variables() {
         let mut nodes = vec![
             plain("asset_var", "VarHandleOp", &[]),
@@ -319,16 +193,5 @@ mod tests {
         ];
         trim_init_op(&mut nodes, "init", &HashSet::new());
         assert_eq!(nodes[4].input, ["^table_init"]);
-    }
-
-    #[test]
-    fn function_references_are_found_in_lists_and_nested_attrs() {
-        let inner = pb::NameAttrList { name: "inner".into(), attr: Default::default() };
-        let nested = pb::AttrValue { value: Some(attr_value::Value::Func(inner)) };
-        let outer =
-            pb::NameAttrList { name: "outer".into(), attr: [("body".to_string(), nested)].into_iter().collect() };
-        let list = attr_value::ListValue { func: vec![outer], ..Default::default() };
-        let value = pb::AttrValue { value: Some(attr_value::Value::List(list)) };
-        assert_eq!(functions_in_attr(&value.encode_to_vec()), ["outer", "inner"]);
     }
 }

@@ -9,9 +9,10 @@ use prost::Message;
 use super::graph::{self, SavedVariable, OBJECT_GRAPH_KEY, SAVER_SCOPE};
 use super::objects::{checkpoint_counterparts, prune_checkpoint_graph, ObjectPlan};
 use crate::formats::checkpoint_writer::CheckpointWriter;
+use crate::model::graph_reach::tensor_names;
 use crate::output_dir::{copy_tree, io_error};
+use crate::proto;
 use crate::proto::{self as pb, editable_object::Kind};
-use crate::proto::{self, tensor_info::Encoding};
 use crate::{Error, MetaGraph, Result};
 
 /// TensorFlow's init-op signature, kept with every export.
@@ -339,21 +340,4 @@ fn checkpoint_object_graph(checkpoint: &CheckpointWriter, source: &Source) -> Re
     })?;
     pb::TrackableObjectGraph::decode(bytes.as_slice())
         .map_err(|e| source.problem(&format!("its checkpoint's object graph cannot be decoded ({e})")))
-}
-
-/// Every graph tensor name a `TensorInfo` uses (one for dense tensors, more for sparse and
-/// composite ones).
-fn tensor_names(info: &proto::TensorInfo, names: &mut Vec<String>) {
-    match &info.encoding {
-        Some(Encoding::Name(name)) => names.push(name.clone()),
-        Some(Encoding::CooSparse(sparse)) => names.extend([
-            sparse.values_tensor_name.clone(),
-            sparse.indices_tensor_name.clone(),
-            sparse.dense_shape_tensor_name.clone(),
-        ]),
-        Some(Encoding::CompositeTensor(composite)) => {
-            composite.components.iter().for_each(|component| tensor_names(component, names))
-        }
-        None => {}
-    }
 }

@@ -49,12 +49,33 @@ fn config_proto(intra: u32, inter: u32) -> Vec<u8> {
     SessionConfig { intra_op_threads: intra, inter_op_threads: inter }.config_message().encode_to_vec()
 }
 
+/// Which signatures a loaded session can run. TensorFlow imports the whole graph of a SavedModel,
+/// and the first runs optimize against its whole function library; a session loaded for some
+/// signatures gets the graph cut down to what they, the saver and the init op reach (see
+/// `model::graph_cut`), which loads a large trainable export several times faster.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum LoadScope {
+    /// Every signature (the whole graph).
+    #[default]
+    All,
+    /// These signatures only: running another one fails as if the model did not have it.
+    Signatures(Vec<String>),
+}
+
+impl LoadScope {
+    /// A scope of the signatures `keys`.
+    pub fn signatures<S: AsRef<str>>(keys: &[S]) -> LoadScope {
+        LoadScope::Signatures(keys.iter().map(|key| key.as_ref().to_string()).collect())
+    }
+}
+
 /// A SavedModel loaded into a session: graph, session and the MetaGraph it came from.
 pub struct LoadedModel {
     dir: PathBuf,
     meta_graph: MetaGraph,
     graph: Graph,
     bundle: SavedModelBundle,
+    scope: LoadScope,
     /// The corrected copy TensorFlow loaded instead of `dir`, kept while the session lives.
     _corrected: Option<tempfile::TempDir>,
 }
@@ -62,20 +83,35 @@ pub struct LoadedModel {
 impl LoadedModel {
     /// Loads the MetaGraph with `tags` from `dir`, restoring its variables.
     pub fn load<S: AsRef<str>>(dir: impl AsRef<Path>, tags: &[S], config: SessionConfig) -> Result<LoadedModel> {
+        LoadedModel::load_scoped(dir, tags, config, &LoadScope::All)
+    }
+
+    /// Like [`LoadedModel::load`], for the signatures of `scope` only.
+    pub fn load_scoped<S: AsRef<str>>(
+        dir: impl AsRef<Path>,
+        tags: &[S],
+        config: SessionConfig,
+        scope: &LoadScope,
+    ) -> Result<LoadedModel> {
         let dir = dir.as_ref().to_path_buf();
         let meta_graph = SavedModel::open(&dir)?.meta_graph(tags)?;
-        LoadedModel::load_meta_graph(dir, meta_graph, config)
+        LoadedModel::load_meta_graph_with(dir, meta_graph, &config.to_options()?, scope)
     }
 
     /// Loads `meta_graph`, already read from `dir`'s `saved_model.pb`, restoring its variables
     /// (so that a caller that decoded the file does not decode it again).
     pub fn load_meta_graph(dir: PathBuf, meta_graph: MetaGraph, config: SessionConfig) -> Result<LoadedModel> {
-        LoadedModel::load_meta_graph_with(dir, meta_graph, &config.to_options()?)
+        LoadedModel::load_meta_graph_with(dir, meta_graph, &config.to_options()?, &LoadScope::All)
     }
 
     /// Like [`LoadedModel::load_meta_graph`] with ready session options (a multi-worker run's,
-    /// whose target is its TensorFlow server).
-    pub fn load_meta_graph_with(dir: PathBuf, meta_graph: MetaGraph, options: &SessionOptions) -> Result<LoadedModel> {
+    /// whose target is its TensorFlow server), for the signatures of `scope`.
+    pub fn load_meta_graph_with(
+        dir: PathBuf,
+        meta_graph: MetaGraph,
+        options: &SessionOptions,
+        scope: &LoadScope,
+    ) -> Result<LoadedModel> {
         let index = crate::formats::checkpoint_index::CheckpointIndex::path_in(&dir);
         if !index.is_file() {
             return Err(Error::MissingVariables { dir });
@@ -85,13 +121,15 @@ impl LoadedModel {
         crate::formats::checkpoint_index::CheckpointIndex::read(&index)?;
         crate::session::libtensorflow::check_version()?;
         let tag_list: Vec<&str> = meta_graph.tags().iter().map(String::as_str).collect();
-        let corrected = corrected_copy(&dir)?;
+        let corrected = corrected_copy(&dir, meta_graph.tags(), scope)?;
         let load_dir = corrected.as_ref().map_or(dir.as_path(), |copy| copy.path());
         let mut graph = Graph::new();
         let bundle = SavedModelBundle::load(options, &tag_list, &mut graph, load_dir).map_err(|status| {
             Error::Load { dir: dir.clone(), tags: tag_list.join(","), message: status.to_string() }
         })?;
-        let fills = handles_to_fill(&meta_graph)?;
+        let mut fills = handles_to_fill(&meta_graph)?;
+        // A cut graph keeps only the handles its signatures read.
+        fills.retain(|fill| graph.operation_by_name(&fill.handle).ok().flatten().is_some());
         if !fills.is_empty() {
             log::info!(
                 "{} variable handles that the functions read are not filled by the restore op (two handles per variable, as Keras 3's tf.saved_model.save writes); restoring them from the checkpoint",
@@ -99,7 +137,21 @@ impl LoadedModel {
             );
             fill_handles(&mut graph, &bundle.session, &dir, &fills)?;
         }
-        Ok(LoadedModel { dir, meta_graph, graph, bundle, _corrected: corrected })
+        Ok(LoadedModel { dir, meta_graph, graph, bundle, scope: scope.clone(), _corrected: corrected })
+    }
+
+    /// The signatures the session was loaded for.
+    pub fn scope(&self) -> &LoadScope {
+        &self.scope
+    }
+
+    /// Whether the model has signature `key` and its session was loaded for it.
+    pub fn can_run(&self, key: &str) -> bool {
+        let loaded = match &self.scope {
+            LoadScope::All => true,
+            LoadScope::Signatures(keys) => keys.iter().any(|k| k == key),
+        };
+        loaded && self.meta_graph.signature(key).is_ok()
     }
 
     /// The SavedModel directory.
@@ -128,22 +180,46 @@ impl LoadedModel {
     }
 }
 
-/// A temporary SavedModel directory whose `saved_model.pb` lists each asset once, with
-/// `variables/` and `assets/` linked to those of `dir`, when `dir`'s lists one twice (TensorFlow's
-/// C++ loader refuses that); `None` when `dir` loads as it is. The input is never modified.
-fn corrected_copy(dir: &Path) -> Result<Option<tempfile::TempDir>> {
+/// A temporary SavedModel directory with `variables/` and `assets/` linked to those of `dir` and
+/// a `saved_model.pb` that TensorFlow loads instead of `dir`'s: cut to the signatures of `scope`
+/// (see [`LoadScope`]), and listing each asset once where `dir`'s lists one twice (TensorFlow's
+/// C++ loader refuses that). `None` when `dir` loads as it is. The input is never modified.
+fn corrected_copy(dir: &Path, tags: &[String], scope: &LoadScope) -> Result<Option<tempfile::TempDir>> {
     let pb = dir.join("saved_model.pb");
     let bytes = std::fs::read(&pb).map_err(|source| Error::Io { path: pb.clone(), source })?;
     // Bytes that do not parse are left to TensorFlow, whose message is the one to show.
-    let Ok(Some((fixed, notes))) = crate::model::duplicate_assets::without_duplicate_assets(&bytes) else {
-        return Ok(None);
+    let (bytes, notes) = match crate::model::duplicate_assets::without_duplicate_assets(&bytes) {
+        Ok(Some((fixed, notes))) => (fixed, notes),
+        _ => (bytes, Vec::new()),
     };
+    let cut = match scope {
+        LoadScope::All => None,
+        LoadScope::Signatures(keys) => crate::model::graph_cut::cut_to_signatures(&bytes, tags, keys),
+    };
+    if cut.is_none() && notes.is_empty() {
+        return Ok(None);
+    }
+    if let Some(cut) = &cut {
+        log::debug!(
+            "{}: loading {} of {} graph nodes and {} of {} functions, what {} need",
+            dir.display(),
+            cut.nodes.0,
+            cut.nodes.1,
+            cut.functions.0,
+            cut.functions.1,
+            match scope {
+                LoadScope::Signatures(keys) => keys.join(", "),
+                LoadScope::All => String::new(),
+            }
+        );
+    }
     let copy = tempfile::Builder::new()
         .prefix("tfload-corrected-")
         .tempdir()
         .map_err(|source| Error::Io { path: std::env::temp_dir(), source })?;
     let io = |path: PathBuf| move |source| Error::Io { path, source };
-    std::fs::write(copy.path().join("saved_model.pb"), fixed).map_err(io(copy.path().join("saved_model.pb")))?;
+    let written = cut.map_or(bytes, |cut| cut.bytes);
+    std::fs::write(copy.path().join("saved_model.pb"), written).map_err(io(copy.path().join("saved_model.pb")))?;
     for name in ["variables", "assets", "assets.extra"] {
         let original = dir.join(name);
         if original.exists() {

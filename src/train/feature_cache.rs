@@ -27,7 +27,7 @@ use crate::tensor::TensorData;
 use crate::train::contract::{SignatureRecord, TrainContract};
 use crate::train::fit::RunData;
 use crate::train::mask::Mask;
-use crate::train::trainer::Trainer;
+use crate::train::trainer::{StepSet, Trainer};
 
 /// The signature that computes the head's input from the model input.
 pub const FEATURES: &str = "features";
@@ -174,16 +174,22 @@ pub enum FeatureCacheUse {
     },
 }
 
-/// Switches `trainer` to the head steps and computes the features of `data`, when the model,
-/// the mask and `options` allow it; else leaves the trainer as it is and says why not.
+/// Computes the features of `data` for a trainer loaded by [`Trainer::for_feature_cache`], when
+/// the model, the mask and `options` allow it ([`fallback_reason`] says, before loading, whether
+/// they do); else says why not. A trainer loaded for the full `train_step` has no head steps.
 pub fn activate(
-    trainer: &mut Trainer,
+    trainer: &Trainer,
     data: &RunData<'_>,
     options: &FeatureCacheOptions,
     work: &Path,
 ) -> Result<std::result::Result<CachedData, String>> {
     if let Some(reason) = fallback_reason(trainer.contract(), trainer.mask(), options) {
         return Ok(Err(reason));
+    }
+    if trainer.steps() != StepSet::Head {
+        return Ok(Err(
+            "the trainer was loaded for the full train_step (Trainer::for_feature_cache loads the head steps)".into(),
+        ));
     }
     let cut = trainer.contract().feature_cut.clone().expect("checked by fallback_reason");
     let features = BoundSignature::bind(trainer.model(), FEATURES)?;
@@ -208,7 +214,6 @@ pub fn activate(
         }
         None => None,
     };
-    trainer.use_steps(HEAD_TRAIN_STEP, HEAD_EVAL_STEP, FEATURES)?;
     Ok(Ok(CachedData { train, validation, bytes, spilled, seconds: started.elapsed().as_secs_f64(), layer: cut.layer }))
 }
 

@@ -370,7 +370,7 @@ fn run_in(
     // The frozen-base feature cache: rebuilt at every start (resume included), never saved.
     let cached = match options.cluster {
         Some(_) => Err("a multi-worker run trains through train_step_allreduce".to_string()),
-        None => feature_cache::activate(&mut run.trainer, data, &cache_options(options, data), &run.work)?,
+        None => feature_cache::activate(&run.trainer, data, &cache_options(options, data), &run.work)?,
     };
     run.cache_use = match &cached {
         Ok(cache) => cache.status(),
@@ -516,12 +516,12 @@ impl<'o> Run<'o> {
         let mask = model.mask(&state.mask)?;
         let schedule = options.schedule.unwrap_or_else(|| LrSchedule::constant(model.default_learning_rate()));
         let trainer = match &options.cluster {
-            // Under the feature cache the head steps run instead of `train_step`: specializing it
-            // would only add to the session's graph (measured: about 5 s on MobileNetV2).
+            // Under the feature cache the head steps run instead of `train_step`, and the
+            // session loads only them and `features`.
             None if feature_cache::fallback_reason(model.contract(), &mask, &cache_options(options, data))
                 .is_none() =>
             {
-                Trainer::from_model_with(&model, mask, options.session, StepKind::Plain)?
+                Trainer::for_feature_cache(&model, mask, options.session)?
             }
             None => Trainer::from_model_with(&model, mask, options.session, options.step)?,
             Some(cluster) => {

@@ -11,12 +11,13 @@ use ndarray::{arr0, ArrayD, IxDyn};
 use crate::data::{Batch, BatchLoader};
 use crate::error::{Error, Result};
 use crate::model::signature::Signature;
-use crate::session::call::{BoundSignature, PreparedInputs, Tensors};
-use crate::session::loaded_model::{LoadedModel, SessionConfig};
+use crate::session::call::{check_inputs, BoundSignature, PreparedInputs, Tensors};
+use crate::session::loaded_model::{LoadScope, LoadedModel, SessionConfig};
 use crate::session::run_metadata::ExecutedOps;
 use crate::tensor::TensorData;
 use crate::train::contract::{TrainContract, EVAL_STEP, TRAIN_STEP};
 use crate::train::distributed::{ClusterWorker, TRAIN_STEP_ALLREDUCE};
+use crate::train::feature_cache::{FEATURES, HEAD_EVAL_STEP, HEAD_TRAIN_STEP};
 use crate::train::mask::{Mask, MaskSpec};
 use crate::train::trainable_model::TrainableModel;
 
@@ -43,6 +44,9 @@ pub struct Trainer {
     /// in the graph).
     mask_input: Option<PreparedInputs>,
     step: StepKind,
+    steps: StepSet,
+    /// The model's own step signature, which [`Trainer::check_batch`] checks data against.
+    data_signature: Signature,
     /// The learning-rate feed of the last step, rebuilt only when the rate changes.
     rate_input: Mutex<Option<(u32, PreparedInputs)>>,
     /// Tensors of batches whose step is over, for the next batches to be copied into.
@@ -69,7 +73,7 @@ impl Trainer {
     /// started with), without decoding its graph again; its `train_step` specialized on the mask
     /// (see [`StepKind::Specialized`]).
     pub fn from_model(opened: &TrainableModel, mask: Mask, session: SessionConfig) -> Result<Trainer> {
-        Trainer::build(opened, mask, &session.to_options()?, None, StepKind::Specialized)
+        Trainer::build(opened, mask, &session.to_options()?, None, StepKind::Specialized, StepSet::Full)
     }
 
     /// Like [`Trainer::from_model`], running the `train_step` that `step` asks for.
@@ -79,7 +83,15 @@ impl Trainer {
         session: SessionConfig,
         step: StepKind,
     ) -> Result<Trainer> {
-        Trainer::build(opened, mask, &session.to_options()?, None, step)
+        Trainer::build(opened, mask, &session.to_options()?, None, step, StepSet::Full)
+    }
+
+    /// Loads an opened model for the frozen-base feature cache: only its `features`,
+    /// `head_train_step` and `head_eval_step` (see [`StepSet::Head`]), which
+    /// [`feature_cache::activate`](crate::train::feature_cache::activate) then runs. The steps run
+    /// as exported (small: a specialized copy would only add nodes to the session's graph).
+    pub fn for_feature_cache(opened: &TrainableModel, mask: Mask, session: SessionConfig) -> Result<Trainer> {
+        Trainer::build(opened, mask, &session.to_options()?, None, StepKind::Plain, StepSet::Head)
     }
 
     /// Loads an opened model into a session of `worker`'s TensorFlow server, its steps calling
@@ -96,7 +108,7 @@ impl Trainer {
             return Err(Error::NoAllreduceStep { dir: opened.dir().to_path_buf() });
         }
         let options = worker.session_options(session)?;
-        Trainer::build(opened, mask, &options, Some(worker.step_inputs()), StepKind::Plain)
+        Trainer::build(opened, mask, &options, Some(worker.step_inputs()), StepKind::Plain, StepSet::Allreduce)
     }
 
     fn build(
@@ -105,19 +117,23 @@ impl Trainer {
         options: &tensorflow::SessionOptions,
         collective: Option<Tensors>,
         step: StepKind,
+        steps: StepSet,
     ) -> Result<Trainer> {
         let dir = opened.dir();
         let contract = opened.contract().clone();
-        let mut model = LoadedModel::load_meta_graph_with(dir.to_path_buf(), opened.meta_graph().clone(), options)?;
-        let step_key = if collective.is_some() { TRAIN_STEP_ALLREDUCE } else { TRAIN_STEP };
-        let plain_step = BoundSignature::bind(&model, step_key)?;
+        // What `check_batch` checks the data against: the model's own step, whatever runs.
+        let data_signature = opened.meta_graph().signature(steps.data_step())?;
+        let (train_key, eval_key) = steps.keys();
+        let has_eval = opened.meta_graph().signature(eval_key).is_ok();
+        let mut loaded: Vec<&str> = vec![train_key];
+        loaded.extend(has_eval.then_some(eval_key));
+        loaded.extend((steps == StepSet::Head).then_some(FEATURES));
+        let scope = LoadScope::signatures(&loaded);
+        let mut model =
+            LoadedModel::load_meta_graph_with(dir.to_path_buf(), opened.meta_graph().clone(), options, &scope)?;
+        let plain_step = BoundSignature::bind(&model, train_key)?;
         let collective_input = collective.as_ref().map(|inputs| plain_step.prepare(inputs)).transpose()?;
-        let eval_step = model
-            .meta_graph()
-            .signature(EVAL_STEP)
-            .ok()
-            .map(|_| BoundSignature::bind(&model, EVAL_STEP))
-            .transpose()?;
+        let eval_step = has_eval.then(|| BoundSignature::bind(&model, eval_key)).transpose()?;
         let values = mask.values();
         let (train_step, step) = match step {
             // XLA compiles the step's body as one cluster that the session does not inline, so a
@@ -133,7 +149,10 @@ impl Trainer {
             StepKind::Specialized => None,
             StepKind::Plain => Some(mask_input(&train_step, &mask)?),
         };
-        let input_key = contract.input_key().to_string();
+        let input_key = match steps {
+            StepSet::Head => FEATURES.to_string(),
+            StepSet::Full | StepSet::Allreduce => contract.input_key().to_string(),
+        };
         Ok(Trainer {
             source: dir.to_path_buf(),
             model,
@@ -141,31 +160,21 @@ impl Trainer {
             mask,
             mask_input,
             step,
+            steps,
             rate_input: Mutex::new(None),
             spare: SparePool::default(),
             train_step,
             eval_step,
+            data_signature,
             collective,
             collective_input,
             input_key,
         })
     }
 
-    /// Makes [`Trainer::train_batch`] and [`Trainer::evaluate`] run the signatures `train` and
-    /// `eval` of the same session, whose batches feed `input_key` (the feature cache's head
-    /// steps, fed cached features). The mask stays the one the trainer was built with.
-    pub fn use_steps(&mut self, train: &str, eval: &str, input_key: &str) -> Result<()> {
-        // The head steps run as exported: they are small, and a specialized copy would add its
-        // nodes to the session's (large) graph for little.
-        let train_step = BoundSignature::bind(&self.model, train)?;
-        self.mask_input = Some(mask_input(&train_step, &self.mask)?);
-        self.step = StepKind::Plain;
-        self.eval_step = Some(BoundSignature::bind(&self.model, eval)?);
-        self.train_step = train_step;
-        self.input_key = input_key.to_string();
-        *self.rate_input.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = None;
-        self.spare = SparePool::default();
-        Ok(())
+    /// The steps this trainer runs, which are the signatures its session loaded.
+    pub fn steps(&self) -> StepSet {
+        self.steps
     }
 
     /// The directory the model was loaded from.
@@ -203,29 +212,23 @@ impl Trainer {
     /// Checks that a batch fits `train_step` (input shape and dtype, label dtype) without running
     /// it, so that bad data fails before the first step with a message about the data.
     pub fn check_batch(&self, batch: &Batch, what: &str) -> Result<()> {
-        let mut inputs = batch_inputs(&self.input_key, batch);
-        if let Some(weights) = step_weights(self.train_step.signature(), batch)? {
+        let signature = &self.data_signature;
+        let mut inputs = batch_inputs(self.contract.input_key(), batch);
+        if let Some(weights) = step_weights(signature, batch)? {
             inputs.insert(SAMPLE_WEIGHT.to_string(), weights.into_owned());
         }
-        if self.mask_input.is_some() {
-            inputs.insert("mask".to_string(), TensorData::Float32(ArrayD::zeros(IxDyn(&[self.mask.entries().len()]))));
-        }
+        inputs.insert("mask".to_string(), TensorData::Float32(ArrayD::zeros(IxDyn(&[self.mask.entries().len()]))));
         inputs.insert("learning_rate".to_string(), learning_rate(0.0));
         inputs.extend(self.collective.iter().flatten().map(|(k, v)| (k.clone(), v.clone())));
-        self.train_step.check_inputs(&inputs).map_err(|error| match error {
+        check_inputs(signature, &inputs).map_err(|error| match error {
             Error::InputMismatch { problem, .. } => Error::DataMismatch(format!(
                 "{what} does not fit the model: {problem}. The model takes `{}` as {} and labels as {}",
                 self.contract.input_key(),
-                self.train_step
-                    .signature()
+                signature
                     .input(self.contract.input_key())
                     .map(|s| format!("{} {}", s.dtype, s.shape))
                     .unwrap_or_default(),
-                self.train_step
-                    .signature()
-                    .input("labels")
-                    .map(|s| format!("{} {}", s.dtype, s.shape))
-                    .unwrap_or_default(),
+                signature.input("labels").map(|s| format!("{} {}", s.dtype, s.shape)).unwrap_or_default(),
             )),
             other => other,
         })
@@ -294,6 +297,38 @@ impl Trainer {
             totals.add(&scalars(&outputs), batch.len);
         }
         Ok(Some(totals.mean()))
+    }
+}
+
+/// The pair of step signatures a [`Trainer`] runs; its session loads only those (with
+/// `features` for [`StepSet::Head`]), so that a run does not pay for the rest of the graph.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepSet {
+    /// `train_step` and `eval_step`, fed the model's inputs.
+    Full,
+    /// The feature cache's `head_train_step` and `head_eval_step`, fed the output of
+    /// `features` (the base's, computed once per example).
+    Head,
+    /// `train_step_allreduce` and `eval_step`, a multi-worker run's.
+    Allreduce,
+}
+
+impl StepSet {
+    /// The keys of the train and eval signatures.
+    fn keys(self) -> (&'static str, &'static str) {
+        match self {
+            StepSet::Full => (TRAIN_STEP, EVAL_STEP),
+            StepSet::Head => (HEAD_TRAIN_STEP, HEAD_EVAL_STEP),
+            StepSet::Allreduce => (TRAIN_STEP_ALLREDUCE, EVAL_STEP),
+        }
+    }
+
+    /// The signature whose inputs the training data must fit.
+    fn data_step(self) -> &'static str {
+        match self {
+            StepSet::Full | StepSet::Head => TRAIN_STEP,
+            StepSet::Allreduce => TRAIN_STEP_ALLREDUCE,
+        }
     }
 }
 

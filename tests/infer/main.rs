@@ -7,6 +7,7 @@ mod common;
 
 mod eval_parity;
 mod jpeg_parity;
+mod load_scope;
 mod predict_cli;
 mod predict_concurrency;
 mod predict_image_parity;
