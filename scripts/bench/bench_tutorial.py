@@ -191,8 +191,7 @@ def bench_tutorial():
                  "process (imports and start-up included). Ratio: Keras wall time / this way's. First epoch: tfload's "
                  "includes computing the cached features; `after`: median epoch after the first. Weights are "
                  "random (weights=None): the cost is that of the pretrained model. One process per way, one "
-                 f"after the other; load average {min(load):.1f}-{max(load):.1f} (the machine is shared by 6 agents: "
-                 "absolute figures are noisy, ratios less so)."),
+                 f"after the other; release build; load average {min(load):.1f}-{max(load):.1f} of the 2-core machine."),
         "header": ["model", "way", "wall s", "Keras / way", "first epoch s", "epoch after s", "feature cache",
                    "peak RSS MiB", "Keras RSS / way"],
         "rows": rows,
