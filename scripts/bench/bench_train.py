@@ -632,10 +632,7 @@ function body, not the call: a specialized copy of the step function in which a 
 call of its branch and a `tf.where` on a constant a plain edge (no control edge), or a leaner exported step that
 skips frozen variables' updates by construction. Not done in this round.
 
-**Reading these figures.** One round per row (the machine's load was 9-13 while they ran, with 5 other agents
-building and testing), so single ratios move by 30 % and more: the CNN's "all trainable" rows show the plain and
-specialized steps 0.8x apart although they run the same graph minus one `Select` per variable. Peak RSS of the
-MobileNetV2 run (1,183 MiB against Keras's 893) is above Keras's.
+**Reading these figures.** One round per row, release build, idle machine (load about 1-2): single ratios still move by 20 % and more between runs. Peak RSS of the MobileNetV2 run (cache off) is above Keras's.
 """
 
 BENCHMARKS = {
