@@ -57,10 +57,7 @@ pub fn evaluate(
 ) -> Result<Evaluation> {
     let model = serving.model();
     let (input, output) = single_input_and_output(serving)?;
-    let eval_step = match model.can_run(EVAL_STEP) {
-        true => Some(BoundSignature::bind(model, EVAL_STEP)?),
-        false => None,
-    };
+    let eval_step = model.can_run(EVAL_STEP).then(|| BoundSignature::bind(model, EVAL_STEP)).transpose()?;
     let classes = serving.signature().output(&output).and_then(|spec| spec.shape.dims()?.get(1).copied().flatten());
     let mut totals = MetricTotals::default();
     let mut confusion = classes.map(|c| ConfusionMatrix::new(c as usize));

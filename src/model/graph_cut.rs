@@ -15,7 +15,7 @@ use crate::model::graph_reach::{node_of, prune_library, reachable, tensor_names}
 use crate::proto::{self as pb};
 
 /// TensorFlow's init-op signature key; its op runs at every load.
-const INIT_OP_KEY: &str = "__saved_model_init_op";
+pub(crate) const INIT_OP_KEY: &str = "__saved_model_init_op";
 
 /// A `saved_model.pb` cut to some signatures, with what it kept.
 #[derive(Debug)]
@@ -60,7 +60,8 @@ pub(crate) fn cut_to_signatures(bytes: &[u8], tags: &[String], keep: &[String]) 
     Some(GraphCut { bytes: cut_model.encode_to_vec(), ..cut })
 }
 
-fn sorted_tags(meta_graph: &pb::EditableMetaGraphDef) -> Vec<String> {
+/// The tag set of a losslessly decoded MetaGraph, sorted.
+pub(crate) fn sorted_tags(meta_graph: &pb::EditableMetaGraphDef) -> Vec<String> {
     let info = pb::meta_graph_def::MetaInfoDef::decode(meta_graph.meta_info_def.as_slice()).unwrap_or_default();
     let mut tags = info.tags;
     tags.sort();

@@ -17,6 +17,9 @@ pub(super) const SAVER_SCOPE: &str = "tfload_serving_saver";
 /// The checkpoint key under which TensorFlow keeps the checkpoint's object graph.
 pub(super) const OBJECT_GRAPH_KEY: &str = "_CHECKPOINTABLE_OBJECT_GRAPH";
 
+/// Drops the init op's control inputs that exist only to initialise state the export drops
+/// (an asset path variable no kept signature reads): those whose inputs reach a `VarHandleOp`
+/// outside `kept_handles`.
 pub(super) fn trim_init_op(nodes: &mut [pb::NodeDef], init_op: &str, kept_handles: &HashSet<String>) {
     let dropped_handles: HashSet<String> = nodes
         .iter()

@@ -9,14 +9,13 @@ use prost::Message;
 use super::graph::{self, SavedVariable, OBJECT_GRAPH_KEY, SAVER_SCOPE};
 use super::objects::{checkpoint_counterparts, prune_checkpoint_graph, ObjectPlan};
 use crate::formats::checkpoint_writer::CheckpointWriter;
+use crate::model::graph_cut::{sorted_tags, INIT_OP_KEY};
 use crate::model::graph_reach::tensor_names;
 use crate::output_dir::{copy_tree, io_error};
 use crate::proto;
 use crate::proto::{self as pb, editable_object::Kind};
 use crate::{Error, MetaGraph, Result};
 
-/// TensorFlow's init-op signature, kept with every export.
-const INIT_OP_KEY: &str = "__saved_model_init_op";
 /// Attribute name of a variable's value in the checkpoint's object graph.
 const VARIABLE_VALUE: &str = "VARIABLE_VALUE";
 
@@ -130,15 +129,8 @@ impl<'a> Source<'a> {
         let bytes = std::fs::read(&pb_path).map_err(io_error(&pb_path))?;
         let model = pb::EditableSavedModel::decode(bytes.as_slice())
             .map_err(|source| Error::CorruptSavedModel { path: pb_path.clone(), source })?;
-        let tags_of = |meta_graph: &pb::EditableMetaGraphDef| {
-            let info =
-                proto::meta_graph_def::MetaInfoDef::decode(meta_graph.meta_info_def.as_slice()).unwrap_or_default();
-            let mut found = info.tags;
-            found.sort();
-            found
-        };
         let meta_graph =
-            model.meta_graphs.into_iter().find(|m| tags_of(m) == tags).ok_or_else(|| Error::ServingExport {
+            model.meta_graphs.into_iter().find(|m| sorted_tags(m) == tags).ok_or_else(|| Error::ServingExport {
                 dir: dir.to_path_buf(),
                 problem: "its MetaGraph could not be decoded again".to_string(),
             })?;

@@ -9,7 +9,7 @@ use tensorflow::{Operation, SessionRunArgs};
 use crate::error::{Error, Result};
 use crate::model::signature::{Signature, TensorSpec};
 use crate::session::feed::FeedTensor;
-use crate::session::loaded_model::{LoadScope, LoadedModel};
+use crate::session::loaded_model::LoadedModel;
 use crate::session::run_metadata::{self, ExecutedOps};
 use crate::session::specialize::{self, NotSpecializable};
 use crate::tensor::TensorData;
@@ -38,15 +38,7 @@ impl BoundSignature {
     /// Resolves signature `key` of `model`.
     pub fn bind(model: &LoadedModel, key: &str) -> Result<BoundSignature> {
         let signature = model.meta_graph().signature(key)?;
-        if let LoadScope::Signatures(loaded) = model.scope() {
-            if !loaded.iter().any(|k| k == key) {
-                return Err(Error::SignatureNotLoaded {
-                    dir: model.dir().to_path_buf(),
-                    key: key.to_string(),
-                    loaded: loaded.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", "),
-                });
-            }
-        }
+        model.check_loaded(key)?;
         let resolve = |specs: &[TensorSpec]| -> Result<Vec<Endpoint>> {
             specs.iter().map(|spec| resolve(model, &signature.key, spec)).collect()
         };

@@ -67,6 +67,14 @@ impl LoadScope {
     pub fn signatures<S: AsRef<str>>(keys: &[S]) -> LoadScope {
         LoadScope::Signatures(keys.iter().map(|key| key.as_ref().to_string()).collect())
     }
+
+    /// Whether a session loaded for this scope holds signature `key` (if the model has it).
+    pub fn includes(&self, key: &str) -> bool {
+        match self {
+            LoadScope::All => true,
+            LoadScope::Signatures(keys) => keys.iter().any(|k| k == key),
+        }
+    }
 }
 
 /// A SavedModel loaded into a session: graph, session and the MetaGraph it came from.
@@ -128,8 +136,10 @@ impl LoadedModel {
             Error::Load { dir: dir.clone(), tags: tag_list.join(","), message: status.to_string() }
         })?;
         let mut fills = handles_to_fill(&meta_graph)?;
-        // A cut graph keeps only the handles its signatures read.
-        fills.retain(|fill| graph.operation_by_name(&fill.handle).ok().flatten().is_some());
+        if scope != &LoadScope::All {
+            // A cut graph keeps only the handles its signatures read.
+            fills.retain(|fill| graph.operation_by_name(&fill.handle).ok().flatten().is_some());
+        }
         if !fills.is_empty() {
             log::info!(
                 "{} variable handles that the functions read are not filled by the restore op (two handles per variable, as Keras 3's tf.saved_model.save writes); restoring them from the checkpoint",
@@ -145,13 +155,21 @@ impl LoadedModel {
         &self.scope
     }
 
+    /// `Error::SignatureNotLoaded` when the session was loaded for other signatures than `key`.
+    pub(crate) fn check_loaded(&self, key: &str) -> Result<()> {
+        match &self.scope {
+            LoadScope::Signatures(loaded) if !self.scope.includes(key) => Err(Error::SignatureNotLoaded {
+                dir: self.dir.clone(),
+                key: key.to_string(),
+                loaded: loaded.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", "),
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// Whether the model has signature `key` and its session was loaded for it.
     pub fn can_run(&self, key: &str) -> bool {
-        let loaded = match &self.scope {
-            LoadScope::All => true,
-            LoadScope::Signatures(keys) => keys.iter().any(|k| k == key),
-        };
-        loaded && self.meta_graph.signature(key).is_ok()
+        self.scope.includes(key) && self.meta_graph.signature(key).is_ok()
     }
 
     /// The SavedModel directory.
@@ -194,24 +212,21 @@ fn corrected_copy(dir: &Path, tags: &[String], scope: &LoadScope) -> Result<Opti
     };
     let cut = match scope {
         LoadScope::All => None,
-        LoadScope::Signatures(keys) => crate::model::graph_cut::cut_to_signatures(&bytes, tags, keys),
+        LoadScope::Signatures(keys) => {
+            let cut = crate::model::graph_cut::cut_to_signatures(&bytes, tags, keys);
+            if let Some(cut) = &cut {
+                let ((nodes, all_nodes), (functions, all_functions)) = (cut.nodes, cut.functions);
+                log::debug!(
+                    "{}: loading {nodes} of {all_nodes} graph nodes and {functions} of {all_functions} functions, what {} need",
+                    dir.display(),
+                    keys.join(", ")
+                );
+            }
+            cut
+        }
     };
     if cut.is_none() && notes.is_empty() {
         return Ok(None);
-    }
-    if let Some(cut) = &cut {
-        log::debug!(
-            "{}: loading {} of {} graph nodes and {} of {} functions, what {} need",
-            dir.display(),
-            cut.nodes.0,
-            cut.nodes.1,
-            cut.functions.0,
-            cut.functions.1,
-            match scope {
-                LoadScope::Signatures(keys) => keys.join(", "),
-                LoadScope::All => String::new(),
-            }
-        );
     }
     let copy = tempfile::Builder::new()
         .prefix("tfload-corrected-")
