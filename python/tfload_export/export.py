@@ -272,7 +272,8 @@ def export_trainable(model, out_dir, *, optimizer=None, loss="sparse_categorical
                      outputs="auto", class_names=None, preprocess="none", frozen_layers=(),
                      force=False, model_name=None, extra_info=None, jit_compile=False,
                      label_smoothing=0.0, sample_weights=False,
-                     allreduce_timeout=DEFAULT_TIMEOUT_SECONDS, head_names=None, feature_cache=True):
+                     allreduce_timeout=DEFAULT_TIMEOUT_SECONDS, head_names=None, feature_cache=True,
+                     branch_train_step=True):
     """Export ``model`` to ``out_dir`` as a trainable SavedModel; returns the contract record.
 
     optimizer:      a dict from ``optimizer_config`` (default: SGD, Keras defaults)
@@ -297,6 +298,11 @@ def export_trainable(model, out_dir, *, optimizer=None, loss="sparse_categorical
     feature_cache:  record the base/head cut and export ``features``, ``head_train_step`` and
                     ``head_eval_step`` (see feature_cut.py) where the model has a clean cut
                     (not with ``sample_weights``: the head steps take no weights)
+    branch_train_step: make ``train_step`` a ``tf.switch_case`` on the mask: when every variable
+                    below a clean cut (see ``feature_cut.clean_cuts``) is masked 0, the step runs
+                    that base forward in inference mode and the head's step alone, with no
+                    gradient below the cut; otherwise the full step (not with ``sample_weights``
+                    or ``jit_compile``). Recorded as ``train_step_branches``.
     The output directory appears atomically (written to a temporary sibling, then renamed).
     """
     tf, keras = import_tf()
@@ -408,7 +414,15 @@ def export_trainable(model, out_dir, *, optimizer=None, loss="sparse_categorical
             update_py(grads, mask, learning_rate)
             return {KEY_LOSS: loss_value, **metric_values}
 
+        step = {"tf_mask_vars": tf_mask_vars, "opt": opt, "loss": compute_loss, "n_mask": n_mask,
+                "metric_keys": list(metrics),
+                "metrics": lambda labels, out: compute_metrics(loss_name, from_logits, labels, out)}
         train_body = tf.function(train_body_py, jit_compile=True) if jit_compile else train_body_py
+        branch_cuts = []
+        if branch_train_step and not jit_compile and not sample_weights:
+            branch_cuts = _branch_cuts(model, mask_vars, was_trainable)
+            if branch_cuts:
+                train_body = _branching_body(train_body, model, branch_cuts, step, bn_flags, switch, input_specs)
         serve_cf = tf.function(serve).get_concrete_function(in_sig)
         check = lambda m: checked_mask(m, n_mask)  # noqa: E731
         if sample_weights:
@@ -443,9 +457,6 @@ def export_trainable(model, out_dir, *, optimizer=None, loss="sparse_categorical
                       SIG_TRAIN_ALLREDUCE: allreduce_cf}
         cut_records = None
         if feature_cache and not sample_weights:
-            step = {"tf_mask_vars": tf_mask_vars, "opt": opt, "loss": compute_loss, "n_mask": n_mask,
-                    "metric_keys": list(metrics),
-                    "metrics": lambda labels, out: compute_metrics(loss_name, from_logits, labels, out)}
             cut_records = _feature_cut(model, head_names, mask_vars, was_trainable, default_on, step, bn_flags,
                                        switch, input_specs, (in_sig, labels_sig, mask_sig, lr_sig),
                                        signatures)
@@ -470,6 +481,9 @@ def export_trainable(model, out_dir, *, optimizer=None, loss="sparse_categorical
     add_allreduce_record(record, allreduce_timeout)
     if cut_records is not None:
         record["feature_cut"], record["feature_cuts"] = cut_records
+    if branch_cuts:
+        record["train_step_branches"] = [{k: rec[k] for k in ("layer_index", "layer", "mask_indices_below")}
+                                         for rec, _ in branch_cuts]
     _save_atomically(out_dir, force, record, (tf_mask_vars, tf_state_vars, opt.variables), signatures)
     return record
 
@@ -483,19 +497,8 @@ def _feature_cut(model, head_names, mask_vars, was_trainable, default_on, step, 
     if chosen is None:
         return None
     cut, head_model = chosen
-    base_model = keras.Model(model.inputs, model.layers[cut["layer_index"]].input)
-
-    def features_fn(inputs):
-        xs = [apply_preprocessing(inputs[s["key"]], s["preprocessing"]) for s in input_specs]
-        return base_model(xs[0] if len(xs) == 1 else xs, training=False)
-
-    def head_forward(features, training, mask):
-        switch["flags"] = bn_flags(mask) if training else None
-        try:
-            return head_model(features, training=training)
-        finally:
-            switch["flags"] = None
-
+    features_fn = _base_forward(model, cut["layer_index"], input_specs)
+    head_forward = _head_forward(head_model, bn_flags, switch)
     in_sig, labels_sig, mask_sig, lr_sig = sigs
     head_ids = {id(step["tf_mask_vars"][i]) for i in cut["mask_indices_head"]}
     signatures.update(fc.head_signatures(
@@ -503,3 +506,61 @@ def _feature_cut(model, head_names, mask_vars, was_trainable, default_on, step, 
         labels_sig=labels_sig, mask_sig=mask_sig, lr_sig=lr_sig,
         features_shape=cut["features_shape"], head_var_ids=head_ids))
     return fc.finish_record(cut, [s["key"] for s in input_specs], step["metric_keys"], candidates)
+
+
+def _base_forward(model, layer_index, input_specs):
+    """``inputs -> the input of model.layers[layer_index]``, preprocessing included, in inference
+    mode (the base of a cut, frozen)."""
+    _, keras = import_tf()
+    base_model = keras.Model(model.inputs, model.layers[layer_index].input)
+
+    def forward(inputs):
+        xs = [apply_preprocessing(inputs[s["key"]], s["preprocessing"]) for s in input_specs]
+        return base_model(xs[0] if len(xs) == 1 else xs, training=False)
+
+    return forward
+
+
+def _head_forward(head_model, bn_flags, switch):
+    """``(features, training, mask) -> output`` of a cut's head, its BatchNormalization layers
+    training by their mask entries as in ``train_step``."""
+    def forward(features, training, mask):
+        switch["flags"] = bn_flags(mask) if training else None
+        try:
+            return head_model(features, training=training)
+        finally:
+            switch["flags"] = None
+
+    return forward
+
+
+def _branch_cuts(model, mask_vars, was_trainable):
+    """The clean cuts a branching ``train_step`` switches on, lowest first, one per set of mask
+    entries below (of cuts with the same set, the highest: the smallest head). A cut whose head
+    holds every mask variable would only repeat the full step."""
+    by_below = {}
+    for rec, head in fc.clean_cuts(model, mask_vars, was_trainable):
+        if rec["mask_indices_below"]:
+            by_below[tuple(rec["mask_indices_below"])] = (rec, head)
+    return sorted(by_below.values(), key=lambda cut: cut[0]["layer_index"])
+
+
+def _branching_body(full_body, model, cuts, step, bn_flags, switch, input_specs):
+    """``train_step``'s body as a ``tf.switch_case`` on the mask (``feature_cut.branch_index``):
+    the full step, or for the highest cut with everything below it masked 0, the base forward in
+    inference mode then the head's step (``feature_cut.head_step_body``), which changes exactly
+    what the full step changes with that mask (the feature cache's parity)."""
+    tf, _ = import_tf()
+    branches = [full_body]
+    for rec, head_model in cuts:
+        base = _base_forward(model, rec["layer_index"], input_specs)
+        head_ids = {id(step["tf_mask_vars"][i]) for i in rec["mask_indices_head"]}
+        head_step = fc.head_step_body(_head_forward(head_model, bn_flags, switch), step, head_ids)
+        branches.append(lambda inputs, labels, mask, lr, _base=base, _step=head_step:
+                        _step(_base(inputs), labels, mask, lr))
+
+    def body(inputs, labels, mask, learning_rate):
+        index = fc.branch_index(mask, [rec for rec, _ in cuts])
+        return tf.switch_case(index, [lambda f=f: f(inputs, labels, mask, learning_rate) for f in branches])
+
+    return body

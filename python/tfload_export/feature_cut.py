@@ -97,15 +97,9 @@ def _cut_record(model, index, head, mask_vars, bn_was_trainable):
             "stochastic_layers_below": stochastic, "other_blockers_below": other}
 
 
-def keras_cuts(model, head_names, mask_vars, bn_was_trainable, default_on):
-    """``(chosen, candidates)`` for a Keras model: every chain cut among the last
-    ``CANDIDATE_LAYERS`` layers, and the chosen one, ``(record, head_model)`` or ``None``.
-
-    The chosen cut: at the first layer of ``head_names`` (a new head) when given; else the
-    highest candidate with no variable trainable by default (``default_on``: ids) and nothing
-    stochastic below it, so that the default mask can use the cache; else the model's own
-    classification head.
-    """
+def _found_cuts(model, mask_vars, bn_was_trainable):
+    """``({layer_index: (record, head_model)}, own_head_index)``: every chain cut among the last
+    ``CANDIDATE_LAYERS`` layers and at the model's own classification head."""
     from .contract import ContractError
     from .head import head_layers
 
@@ -122,12 +116,37 @@ def keras_cuts(model, head_names, mask_vars, bn_was_trainable, default_on):
         head = _head_model(model, index, shared)
         if head is not None:
             found[index] = (_cut_record(model, index, head, mask_vars, bn_was_trainable), head)
+    return found, own_head
+
+
+def _is_clean(record):
+    """Whether the base below a cut is a function of its input and frozen variables alone."""
+    return not record["stochastic_layers_below"] and not record["other_blockers_below"]
+
+
+def clean_cuts(model, mask_vars, bn_was_trainable):
+    """The chain cuts (``(record, head_model)``, lowest layer first) with nothing stochastic or
+    otherwise blocking below them: the branches of a branching ``train_step``."""
+    found, _ = _found_cuts(model, mask_vars, bn_was_trainable)
+    return [found[i] for i in sorted(found) if _is_clean(found[i][0])]
+
+
+def keras_cuts(model, head_names, mask_vars, bn_was_trainable, default_on):
+    """``(chosen, candidates)`` for a Keras model: every chain cut among the last
+    ``CANDIDATE_LAYERS`` layers, and the chosen one, ``(record, head_model)`` or ``None``.
+
+    The chosen cut: at the first layer of ``head_names`` (a new head) when given; else the
+    highest candidate with no variable trainable by default (``default_on``: ids) and nothing
+    stochastic below it, so that the default mask can use the cache; else the model's own
+    classification head.
+    """
+    names = [l.name for l in model.layers]
+    found, own_head = _found_cuts(model, mask_vars, bn_was_trainable)
     if head_names:
         chosen_index = min(names.index(n) for n in head_names if n in names)
     else:
         usable = [i for i, (rec, _) in found.items()
-                  if not rec["stochastic_layers_below"] and not rec["other_blockers_below"]
-                  and not any(id(mask_vars[j]) in default_on for j in rec["mask_indices_below"])]
+                  if _is_clean(rec) and not any(id(mask_vars[j]) in default_on for j in rec["mask_indices_below"])]
         chosen_index = max(usable) if usable else own_head
     candidates = [{k: rec[k] for k in ("layer_index", "layer", "features_shape", "mask_indices_below")}
                   for _, (rec, _) in sorted(found.items())]
@@ -159,22 +178,14 @@ def head_signatures(*, features_fn, head_forward, step, in_sig, labels_sig, mask
     from .export import checked_mask
 
     feat_sig = tf.TensorSpec(features_shape, tf.float32, name=KEY_FEATURES)
-    variables = step["tf_mask_vars"]
-    head_vars = [v for v in variables if id(v) in head_var_ids]
 
     def features(inputs):
         return {KEY_FEATURES: tf.cast(features_fn(inputs), tf.float32)}
 
+    head_step = head_step_body(head_forward, step, head_var_ids)
+
     def head_train_step(features, labels, mask, learning_rate):
-        mask = checked_mask(mask, step["n_mask"])
-        with tf.GradientTape() as tape:
-            tape.watch(head_vars)
-            out = head_forward(features, True, mask)
-            loss_value = step["loss"](labels, out)
-        grads = dict(zip([id(v) for v in head_vars], tape.gradient(loss_value, head_vars)))
-        metric_values = step["metrics"](labels, out)
-        step["opt"].apply([grads.get(id(v)) for v in variables], variables, mask, learning_rate)
-        return {KEY_LOSS: loss_value, **metric_values}
+        return head_step(features, labels, checked_mask(mask, step["n_mask"]), learning_rate)
 
     def head_eval_step(features, labels):
         out = head_forward(features, False, None)
@@ -185,6 +196,38 @@ def head_signatures(*, features_fn, head_forward, step, in_sig, labels_sig, mask
         SIG_HEAD_TRAIN: tf.function(head_train_step).get_concrete_function(feat_sig, labels_sig, mask_sig, lr_sig),
         SIG_HEAD_EVAL: tf.function(head_eval_step).get_concrete_function(feat_sig, labels_sig),
     }
+
+
+def head_step_body(head_forward, step, head_var_ids):
+    """``(features, labels, mask, learning_rate) -> {loss, metrics}``: one training step of the
+    head alone (gradients of the head's variables only, the shared optimizer's masked update of
+    every variable), ``mask`` being the full, already checked mask. See ``head_signatures``."""
+    tf, _ = import_tf()
+    variables = step["tf_mask_vars"]
+    head_vars = [v for v in variables if id(v) in head_var_ids]
+
+    def body(features, labels, mask, learning_rate):
+        with tf.GradientTape() as tape:
+            tape.watch(head_vars)
+            out = head_forward(features, True, mask)
+            loss_value = step["loss"](labels, out)
+        grads = dict(zip([id(v) for v in head_vars], tape.gradient(loss_value, head_vars)))
+        metric_values = step["metrics"](labels, out)
+        step["opt"].apply([grads.get(id(v)) for v in variables], variables, mask, learning_rate)
+        return {KEY_LOSS: loss_value, **metric_values}
+
+    return body
+
+
+def branch_index(mask, cuts):
+    """Which branch of a branching ``train_step`` runs for ``mask`` (a traced int32 scalar): 0 for
+    the full step, ``k`` for ``cuts[k - 1]`` (lowest first), the highest cut below which every
+    mask entry is 0. Frozen-below is monotone in the cut (a higher cut has more below it), so
+    the count of frozen-below cuts is that index."""
+    tf, _ = import_tf()
+    frozen = [tf.reduce_max(tf.gather(mask, rec["mask_indices_below"])) <= 0.0
+              if rec["mask_indices_below"] else tf.constant(True) for rec in cuts]
+    return tf.add_n([tf.cast(f, tf.int32) for f in frozen])
 
 
 def finish_record(cut, input_keys, metric_keys, candidates):

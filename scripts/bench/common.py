@@ -42,9 +42,22 @@ def run_logged(command, out_dir):
     return result.stdout, wall
 
 
+def exporter_mtime():
+    """When the exporter's sources (python/tfload_export) last changed: exports older than that
+    are made again, so a benchmark never measures what an earlier exporter wrote."""
+    src = os.path.join(ROOT, "python", "tfload_export")
+    return max(os.path.getmtime(os.path.join(src, name)) for name in os.listdir(src) if name.endswith(".py"))
+
+
+def is_current_export(path):
+    """Whether PATH holds a SavedModel written after the exporter's sources last changed."""
+    pb = os.path.join(path, "saved_model.pb")
+    return os.path.exists(pb) and os.path.getmtime(pb) >= exporter_mtime()
+
+
 def export_once(path, args):
-    """`tfload-export ARGS --out PATH` unless PATH already holds a SavedModel; returns PATH."""
-    if not os.path.exists(os.path.join(path, "saved_model.pb")):
+    """`tfload-export ARGS --out PATH` unless PATH already holds a current export; returns PATH."""
+    if not is_current_export(path):
         subprocess.run([EXPORTER, *args, "--out", path, "--force"], check=True, stdout=subprocess.DEVNULL)
     return path
 
