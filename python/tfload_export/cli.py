@@ -122,9 +122,9 @@ def build_arg_parser():
     tr.add_argument("--no-feature-cut", action="store_true",
                     help="do not record the base/head cut nor export the features / head_train_step / "
                          "head_eval_step signatures of tfload's frozen-base feature cache")
-    tr.add_argument("--no-step-branches", action="store_true",
-                    help="export train_step as one full step, without the branches that skip the backward pass "
-                         "below a cut when the mask freezes everything under it")
+    tr.add_argument("--no-frozen-base-steps", action="store_true",
+                    help="do not export the train_step_from_<layer> signatures (a step that runs no backward pass "
+                         "below a cut, which tfload runs when the mask freezes everything under it)")
     p.add_argument("--name", help="model name recorded (default: the Keras model's name)")
     p.add_argument("--seed", type=int, default=0, help="seed for new layers (default 0)")
     p.add_argument("-o", "--out", help="output SavedModel directory")
@@ -215,7 +215,7 @@ def export_from_args(args):
                            force=args.force, model_name=args.name, jit_compile=args.jit_compile,
                            label_smoothing=args.label_smoothing, sample_weights=args.sample_weights,
                            allreduce_timeout=args.allreduce_timeout, head_names=head_names,
-                           feature_cache=not args.no_feature_cut, branch_train_step=not args.no_step_branches)
+                           feature_cache=not args.no_feature_cut, frozen_base_steps=not args.no_frozen_base_steps)
     _print_summary(args, rec, opt)
     if loaded is not None:
         print(f"  {loaded.summary()} from {args.weights}")

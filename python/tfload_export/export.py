@@ -273,7 +273,7 @@ def export_trainable(model, out_dir, *, optimizer=None, loss="sparse_categorical
                      force=False, model_name=None, extra_info=None, jit_compile=False,
                      label_smoothing=0.0, sample_weights=False,
                      allreduce_timeout=DEFAULT_TIMEOUT_SECONDS, head_names=None, feature_cache=True,
-                     branch_train_step=True):
+                     frozen_base_steps=True):
     """Export ``model`` to ``out_dir`` as a trainable SavedModel; returns the contract record.
 
     optimizer:      a dict from ``optimizer_config`` (default: SGD, Keras defaults)
@@ -298,11 +298,12 @@ def export_trainable(model, out_dir, *, optimizer=None, loss="sparse_categorical
     feature_cache:  record the base/head cut and export ``features``, ``head_train_step`` and
                     ``head_eval_step`` (see feature_cut.py) where the model has a clean cut
                     (not with ``sample_weights``: the head steps take no weights)
-    branch_train_step: make ``train_step`` a ``tf.switch_case`` on the mask: when every variable
-                    below a clean cut (see ``feature_cut.clean_cuts``) is masked 0, the step runs
-                    that base forward in inference mode and the head's step alone, with no
-                    gradient below the cut; otherwise the full step (not with ``sample_weights``
-                    or ``jit_compile``). Recorded as ``train_step_branches``.
+    frozen_base_steps: export, for each clean cut (see ``feature_cut.clean_cuts``), a signature
+                    ``train_step_from_<layer index>`` taking ``train_step``'s inputs: the base below
+                    the cut forward in inference mode, then the head's step alone (no gradient, no
+                    backward pass below the cut); for masks with every entry below the cut 0, it
+                    changes exactly what ``train_step`` changes (others are refused at run time).
+                    Recorded as ``frozen_base_steps`` (not with ``sample_weights`` or ``jit_compile``).
     The output directory appears atomically (written to a temporary sibling, then renamed).
     """
     tf, keras = import_tf()
@@ -418,11 +419,6 @@ def export_trainable(model, out_dir, *, optimizer=None, loss="sparse_categorical
                 "metric_keys": list(metrics),
                 "metrics": lambda labels, out: compute_metrics(loss_name, from_logits, labels, out)}
         train_body = tf.function(train_body_py, jit_compile=True) if jit_compile else train_body_py
-        branch_cuts = []
-        if branch_train_step and not jit_compile and not sample_weights:
-            branch_cuts = _branch_cuts(model, mask_vars, was_trainable)
-            if branch_cuts:
-                train_body = _branching_body(train_body, model, branch_cuts, step, bn_flags, switch, input_specs)
         serve_cf = tf.function(serve).get_concrete_function(in_sig)
         check = lambda m: checked_mask(m, n_mask)  # noqa: E731
         if sample_weights:
@@ -455,6 +451,11 @@ def export_trainable(model, out_dir, *, optimizer=None, loss="sparse_categorical
                 allreduce_timeout)
         signatures = {SIG_SERVE: serve_cf, SIG_TRAIN: train_cf, SIG_EVAL: eval_cf,
                       SIG_TRAIN_ALLREDUCE: allreduce_cf}
+        frozen_steps = []
+        if frozen_base_steps and not jit_compile and not sample_weights:
+            cuts = _cuts_for_frozen_base_steps(model, mask_vars, was_trainable)
+            frozen_steps = _frozen_base_steps(model, cuts, step, bn_flags, switch, input_specs, check,
+                                              (in_sig, labels_sig, mask_sig, lr_sig), signatures)
         cut_records = None
         if feature_cache and not sample_weights:
             cut_records = _feature_cut(model, head_names, mask_vars, was_trainable, default_on, step, bn_flags,
@@ -481,9 +482,8 @@ def export_trainable(model, out_dir, *, optimizer=None, loss="sparse_categorical
     add_allreduce_record(record, allreduce_timeout)
     if cut_records is not None:
         record["feature_cut"], record["feature_cuts"] = cut_records
-    if branch_cuts:
-        record["train_step_branches"] = [{k: rec[k] for k in ("layer_index", "layer", "mask_indices_below")}
-                                         for rec, _ in branch_cuts]
+    if frozen_steps:
+        record["frozen_base_steps"] = frozen_steps
     _save_atomically(out_dir, force, record, (tf_mask_vars, tf_state_vars, opt.variables), signatures)
     return record
 
@@ -534,10 +534,10 @@ def _head_forward(head_model, bn_flags, switch):
     return forward
 
 
-def _branch_cuts(model, mask_vars, was_trainable):
-    """The clean cuts a branching ``train_step`` switches on, lowest first, one per set of mask
-    entries below (of cuts with the same set, the highest: the smallest head). A cut whose head
-    holds every mask variable would only repeat the full step."""
+def _cuts_for_frozen_base_steps(model, mask_vars, was_trainable):
+    """The clean cuts that get a frozen-base step, lowest first, one per set of mask entries below
+    (of cuts with the same set, the highest: the smallest head). A cut with nothing below it
+    would only repeat ``train_step``."""
     by_below = {}
     for rec, head in fc.clean_cuts(model, mask_vars, was_trainable):
         if rec["mask_indices_below"]:
@@ -545,22 +545,31 @@ def _branch_cuts(model, mask_vars, was_trainable):
     return sorted(by_below.values(), key=lambda cut: cut[0]["layer_index"])
 
 
-def _branching_body(full_body, model, cuts, step, bn_flags, switch, input_specs):
-    """``train_step``'s body as a ``tf.switch_case`` on the mask (``feature_cut.branch_index``):
-    the full step, or for the highest cut with everything below it masked 0, the base forward in
-    inference mode then the head's step (``feature_cut.head_step_body``), which changes exactly
-    what the full step changes with that mask (the feature cache's parity)."""
+def _frozen_base_steps(model, cuts, step, bn_flags, switch, input_specs, check, sigs, signatures):
+    """Adds a ``train_step_from_<layer index>`` signature to ``signatures`` for each cut: the base
+    forward in inference mode, then the head's step (``feature_cut.head_step_body``), which
+    changes exactly what the full step changes when the mask freezes everything below the cut
+    (the feature cache's parity). A mask with an entry below the cut on fails its run (an
+    ``Assert``, folded away when the mask is a constant). Returns the record's entries."""
     tf, _ = import_tf()
-    branches = [full_body]
+    records = []
     for rec, head_model in cuts:
+        name = fc.frozen_base_step_name(rec["layer_index"])
         base = _base_forward(model, rec["layer_index"], input_specs)
         head_ids = {id(step["tf_mask_vars"][i]) for i in rec["mask_indices_head"]}
         head_step = fc.head_step_body(_head_forward(head_model, bn_flags, switch), step, head_ids)
-        branches.append(lambda inputs, labels, mask, lr, _base=base, _step=head_step:
-                        _step(_base(inputs), labels, mask, lr))
+        below = rec["mask_indices_below"]
+        message = (f"{name} trains the layers from {rec['layer']} up only: every mask entry below it "
+                   f"({len(below)} entries) must be 0; run train_step for this mask")
 
-    def body(inputs, labels, mask, learning_rate):
-        index = fc.branch_index(mask, [rec for rec, _ in cuts])
-        return tf.switch_case(index, [lambda f=f: f(inputs, labels, mask, learning_rate) for f in branches])
+        def frozen_step(inputs, labels, mask, learning_rate, _base=base, _step=head_step, _below=below,
+                        _message=message):
+            mask = check(mask)
+            frozen = tf.debugging.Assert(tf.reduce_max(tf.gather(mask, _below)) <= 0.0, [_message])
+            with tf.control_dependencies([frozen]):
+                mask = tf.identity(mask)
+            return _step(_base(inputs), labels, mask, learning_rate)
 
-    return body
+        signatures[name] = tf.function(frozen_step).get_concrete_function(*sigs)
+        records.append({"signature": name, **{k: rec[k] for k in ("layer_index", "layer", "mask_indices_below")}})
+    return records

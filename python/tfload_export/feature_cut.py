@@ -20,6 +20,8 @@ FEATURE_CUT_VERSION = 1
 SIG_FEATURES = "features"
 SIG_HEAD_TRAIN = "head_train_step"
 SIG_HEAD_EVAL = "head_eval_step"
+# Frozen-base steps: ``train_step_from_<layer index>`` (see export.py ``frozen_base_steps``).
+SIG_FROZEN_BASE_STEP_PREFIX = "train_step_from_"
 KEY_FEATURES = "features"
 # How many of the last ``model.layers`` are tried as cuts for the record's ``feature_cuts``.
 CANDIDATE_LAYERS = 4
@@ -126,7 +128,7 @@ def _is_clean(record):
 
 def clean_cuts(model, mask_vars, bn_was_trainable):
     """The chain cuts (``(record, head_model)``, lowest layer first) with nothing stochastic or
-    otherwise blocking below them: the branches of a branching ``train_step``."""
+    otherwise blocking below them: where frozen-base steps can stand in for ``train_step``."""
     found, _ = _found_cuts(model, mask_vars, bn_was_trainable)
     return [found[i] for i in sorted(found) if _is_clean(found[i][0])]
 
@@ -219,15 +221,9 @@ def head_step_body(head_forward, step, head_var_ids):
     return body
 
 
-def branch_index(mask, cuts):
-    """Which branch of a branching ``train_step`` runs for ``mask`` (a traced int32 scalar): 0 for
-    the full step, ``k`` for ``cuts[k - 1]`` (lowest first), the highest cut below which every
-    mask entry is 0. Frozen-below is monotone in the cut (a higher cut has more below it), so
-    the count of frozen-below cuts is that index."""
-    tf, _ = import_tf()
-    frozen = [tf.reduce_max(tf.gather(mask, rec["mask_indices_below"])) <= 0.0
-              if rec["mask_indices_below"] else tf.constant(True) for rec in cuts]
-    return tf.add_n([tf.cast(f, tf.int32) for f in frozen])
+def frozen_base_step_name(layer_index):
+    """The signature key of the frozen-base step that trains ``model.layers[layer_index:]``."""
+    return f"{SIG_FROZEN_BASE_STEP_PREFIX}{layer_index}"
 
 
 def finish_record(cut, input_keys, metric_keys, candidates):

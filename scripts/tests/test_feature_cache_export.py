@@ -3,11 +3,9 @@
 
 Run: .venv/bin/python -m pytest scripts/tests/test_feature_cache_export.py -x -q
 
-The exports here have no branching ``train_step`` (``branch_train_step=False``), so that
-``train_step`` is the full step. Both paths run in TF1 sessions, as tfload runs them through the
-C API: same batches, same mask, per-step losses compared, then every saved variable (weights, BN
-statistics, optimizer slots, ``iterations``, dropout seed states) compared after saving through
-the SaverDef.
+Both paths run in TF1 sessions, as tfload runs them through the C API: same batches, same mask,
+per-step losses compared, then every saved variable (weights, BN statistics, optimizer slots,
+``iterations``, dropout seed states) compared after saving through the SaverDef.
 """
 from __future__ import annotations
 
@@ -89,7 +87,7 @@ def assert_same_training(export_dir, tmp_path, data, mask):
 def test_head_step_after_features_equals_train_step_with_frozen_base(tmp_path):
     out = str(tmp_path / "cnn")
     rec = te.export_trainable(cnn_with_bn_base(), out, optimizer=optimizer_config("adam"),
-                              frozen_layers=["conv", "bn"], branch_train_step=False)
+                              frozen_layers=["conv", "bn"])
     cut = rec["feature_cut"]
     assert cut["version"] == fc.FEATURE_CUT_VERSION and cut["mask"] == "full"
     # The highest cut with every default-trainable variable above it: the dropout is in the head.
@@ -116,8 +114,7 @@ def test_application_new_head_cut_is_at_the_head(tmp_path):
     frozen = [l.name for l in model.layers if l.name not in head_names]
     out = str(tmp_path / "mnv2")
     rec = te.export_trainable(model, out, optimizer=optimizer_config("adam", learning_rate=1e-3),
-                              frozen_layers=frozen, preprocess="tf", head_names=head_names,
-                              branch_train_step=False)
+                              frozen_layers=frozen, preprocess="tf", head_names=head_names)
     cut = rec["feature_cut"]
     assert cut["layer"] == head_names[0] and cut["features_shape"][-1] == model.layers[-1].input.shape[-1]
     assert cut["mask_indices_head"] == [len(rec["mask_variables"]) - 2, len(rec["mask_variables"]) - 1]

@@ -112,7 +112,8 @@ pub struct TrainArgs {
     pub no_shuffle: bool,
     /// Run the exported train_step as it is, the mask fed at every step. By default the step is
     /// specialized on the mask, so that frozen layers cost no weight gradient and no update (same
-    /// losses and weights, bit for bit).
+    /// losses and weights, bit for bit), and where the export has a frozen-base step that the mask
+    /// allows (train_step_from_N), that step runs: no backward pass below its cut.
     #[arg(long)]
     pub no_specialize_step: bool,
     /// Leave out the last batch of an epoch when it is smaller than --batch-size.
@@ -587,6 +588,12 @@ impl TrainCallback for Progress {
                 plan.work_dir.display()
             );
             eprintln!("{}", feature_cache_line(&plan.feature_cache));
+            if let Some(step) = &plan.frozen_base_step {
+                eprintln!(
+                    "step: `{}` (every variable below layer `{}` is frozen: no backward pass below it)",
+                    step.signature, step.layer
+                );
+            }
         }
     }
 

@@ -38,6 +38,9 @@ pub struct RunPlan {
     pub work_dir: PathBuf,
     /// Whether the run trains its head on cached features of the frozen base, and why not.
     pub feature_cache: crate::train::feature_cache::FeatureCacheUse,
+    /// The frozen-base step that runs instead of `train_step` (no backward pass below its cut),
+    /// when the mask allows one and the feature cache is off.
+    pub frozen_base_step: Option<crate::train::frozen_base_step::FrozenBaseStep>,
 }
 
 /// Sent after each step.

@@ -83,6 +83,10 @@ pub struct TrainContract {
     /// The base/head cut of the feature cache, where the exporter recorded one.
     #[serde(default)]
     pub feature_cut: Option<crate::train::feature_cache::FeatureCut>,
+    /// The frozen-base steps the exporter wrote (`train_step_from_<layer index>`), lowest cut
+    /// first; empty for older exports.
+    #[serde(default)]
+    pub frozen_base_steps: Vec<crate::train::frozen_base_step::FrozenBaseStep>,
 }
 
 /// The input and output keys the record gives for one signature.

@@ -576,6 +576,7 @@ impl<'o> Run<'o> {
             mask_size: self.trainer.mask().entries().len(),
             work_dir: self.work.clone(),
             feature_cache: self.cache_use.clone(),
+            frozen_base_step: self.trainer.frozen_base_step().cloned(),
         });
         while self.state.epochs_done < self.options.epochs {
             let epoch = self.state.epochs_done + 1;

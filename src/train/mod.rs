@@ -7,6 +7,7 @@ pub mod contract;
 pub mod distributed;
 pub mod feature_cache;
 pub mod fit;
+pub mod frozen_base_step;
 pub mod mask;
 pub mod plateau;
 pub(crate) mod run_lock;

@@ -183,6 +183,7 @@ mod tests {
             mask_size: 1,
             work_dir: dir.path().into(),
             feature_cache: FeatureCacheUse::Off { reason: String::new() },
+            frozen_base_step: None,
         };
         board.on_begin(&plan);
         let running = metrics(&[("accuracy", 0.5), ("loss", 2.0)]);
@@ -237,6 +238,7 @@ mod tests {
             mask_size: 1,
             work_dir: dir.path().into(),
             feature_cache: FeatureCacheUse::Off { reason: String::new() },
+            frozen_base_step: None,
         });
         board.finish().unwrap();
         let events = read_events(&only_file(&dir.path().join("train")));

@@ -18,6 +18,7 @@ use crate::tensor::TensorData;
 use crate::train::contract::{TrainContract, EVAL_STEP, TRAIN_STEP};
 use crate::train::distributed::{ClusterWorker, TRAIN_STEP_ALLREDUCE};
 use crate::train::feature_cache::{FEATURES, HEAD_EVAL_STEP, HEAD_TRAIN_STEP};
+use crate::train::frozen_base_step::{self, FrozenBaseStep};
 use crate::train::mask::{Mask, MaskSpec};
 use crate::train::trainable_model::TrainableModel;
 
@@ -52,6 +53,11 @@ pub struct Trainer {
     /// Tensors of batches whose step is over, for the next batches to be copied into.
     spare: SparePool,
     train_step: BoundSignature,
+    /// The key of the signature behind `train_step`: `train_step`, a frozen-base step, or the
+    /// head's or the all-reducing one.
+    train_key: String,
+    /// The frozen-base step behind `train_step`, when the mask allows one.
+    frozen_base: Option<FrozenBaseStep>,
     eval_step: Option<BoundSignature>,
     /// The collective inputs of `train_step_allreduce` on a cluster (group size and keys).
     collective: Option<Tensors>,
@@ -124,6 +130,24 @@ impl Trainer {
         // What `check_batch` checks the data against: the model's own step, whatever runs.
         let data_signature = opened.meta_graph().signature(steps.data_step())?;
         let (train_key, eval_key) = steps.keys();
+        let frozen_base = match (steps, step) {
+            (StepSet::Full, StepKind::Specialized) if contract.jit_compile != Some(true) => {
+                frozen_base_step::for_mask(&contract.frozen_base_steps, &mask.values(), |key| {
+                    opened.meta_graph().signature(key).is_ok()
+                })
+                .cloned()
+            }
+            _ => None,
+        };
+        if let Some(frozen) = &frozen_base {
+            log::info!(
+                "training through `{}`: the mask freezes every variable below layer `{}`, so the step runs no backward pass below it",
+                frozen.signature,
+                frozen.layer
+            );
+        }
+        let train_key = frozen_base.as_ref().map_or(train_key.to_string(), |frozen| frozen.signature.clone());
+        let train_key = train_key.as_str();
         let has_eval = opened.meta_graph().signature(eval_key).is_ok();
         let mut loaded: Vec<&str> = vec![train_key];
         loaded.extend(has_eval.then_some(eval_key));
@@ -164,6 +188,8 @@ impl Trainer {
             rate_input: Mutex::new(None),
             spare: SparePool::default(),
             train_step,
+            train_key: train_key.to_string(),
+            frozen_base,
             eval_step,
             data_signature,
             collective,
@@ -175,6 +201,18 @@ impl Trainer {
     /// The steps this trainer runs, which are the signatures its session loaded.
     pub fn steps(&self) -> StepSet {
         self.steps
+    }
+
+    /// The key of the step signature this trainer runs: `train_step`, or the frozen-base step
+    /// that its mask allows (see [`crate::train::frozen_base_step`]), `head_train_step` under the
+    /// feature cache, `train_step_allreduce` on a cluster.
+    pub fn train_signature(&self) -> &str {
+        &self.train_key
+    }
+
+    /// The frozen-base step this trainer runs instead of `train_step`, when its mask allows one.
+    pub fn frozen_base_step(&self) -> Option<&FrozenBaseStep> {
+        self.frozen_base.as_ref()
     }
 
     /// The directory the model was loaded from.
@@ -304,7 +342,8 @@ impl Trainer {
 /// `features` for [`StepSet::Head`]), so that a run does not pay for the rest of the graph.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StepSet {
-    /// `train_step` and `eval_step`, fed the model's inputs.
+    /// `train_step` (or, specialized, the frozen-base step that the mask allows: see
+    /// [`crate::train::frozen_base_step`]) and `eval_step`, fed the model's inputs.
     Full,
     /// The feature cache's `head_train_step` and `head_eval_step`, fed the output of
     /// `features` (the base's, computed once per example).

@@ -19,10 +19,10 @@ const SCRIPT: &str = "parity/feature_cache_reference.py";
 const RTOL: f64 = 1e-5;
 
 /// The exported model `kind` (`cnn`, `mobilenet`) and its data, made once per build directory.
-fn fixture(kind: &str) -> PathBuf {
+pub(crate) fn fixture(kind: &str) -> PathBuf {
     static MAKING: Mutex<()> = Mutex::new(());
     let _one_at_a_time = MAKING.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("feature_cache_v1_{kind}"));
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("feature_cache_v2_{kind}"));
     if !dir.join("model/saved_model.pb").is_file() {
         python_json(SCRIPT, &["make", kind, s(&dir)]);
     }
@@ -30,11 +30,11 @@ fn fixture(kind: &str) -> PathBuf {
 }
 
 /// Runs `tfload train` on the fixture into `out`; returns stderr (the progress lines).
-fn train(fixture: &Path, out: &Path, extra: &[&str]) -> String {
+pub(crate) fn train(fixture: &Path, out: &Path, extra: &[&str]) -> String {
     train_model(&fixture.join("model"), &fixture.join("train.npz"), out, extra)
 }
 
-fn train_model(model: &Path, data: &Path, out: &Path, extra: &[&str]) -> String {
+pub(crate) fn train_model(model: &Path, data: &Path, out: &Path, extra: &[&str]) -> String {
     let mut args = vec!["train", s(model), "--data", s(data), "--out", s(out), "--batch-size", "8"];
     args.extend(extra.iter().copied());
     let output = tfload(&args);
@@ -43,7 +43,7 @@ fn train_model(model: &Path, data: &Path, out: &Path, extra: &[&str]) -> String 
     stderr
 }
 
-fn assert_close(what: &str, ours: &[f64], theirs: &[f64]) {
+pub(crate) fn assert_close(what: &str, ours: &[f64], theirs: &[f64]) {
     assert_eq!(ours.len(), theirs.len(), "{what}: {} values against {}", ours.len(), theirs.len());
     for (i, (a, b)) in ours.iter().zip(theirs).enumerate() {
         assert!((a - b).abs() <= RTOL * b.abs().max(1e-3), "{what}[{i}]: {a} against {b}");
@@ -51,7 +51,7 @@ fn assert_close(what: &str, ours: &[f64], theirs: &[f64]) {
 }
 
 /// Every saved variable of `a` within 1e-5 relative of `b`'s.
-fn assert_same_weights(a: &Path, b: &Path) {
+pub(crate) fn assert_same_weights(a: &Path, b: &Path) {
     let answer = python_json(SCRIPT, &["weights", s(a), s(b)]);
     let diffs = answer["max_relative"].as_object().unwrap_or_else(|| panic!("{answer}"));
     assert!(!diffs.is_empty());
@@ -60,7 +60,7 @@ fn assert_same_weights(a: &Path, b: &Path) {
     }
 }
 
-fn epoch_validation(out: &Path) -> Vec<f64> {
+pub(crate) fn epoch_validation(out: &Path) -> Vec<f64> {
     std::fs::read_to_string(out.join("metrics.jsonl"))
         .unwrap()
         .lines()
@@ -71,7 +71,7 @@ fn epoch_validation(out: &Path) -> Vec<f64> {
 }
 
 /// The written model's outputs in Python (`tf.saved_model.load`) equal `tfload run`'s.
-fn assert_python_outputs_equal_tfload(model: &Path, fixture: &Path, scratch: &Path) {
+pub(crate) fn assert_python_outputs_equal_tfload(model: &Path, fixture: &Path, scratch: &Path) {
     let x = fixture.join("x.npy");
     let ours = scratch.join("ours");
     let output = tfload(&["run", s(model), "-i", &format!("inputs={}", s(&x)), "--out", s(&ours), "-q"]);
@@ -88,10 +88,12 @@ fn assert_cached_equals_full(kind: &str, epochs: &str) {
     let common = ["--epochs", epochs, "--validation-split", "0.25"];
     let progress = train(&fixture, &cached, &common);
     assert!(progress.contains("feature cache: on (base frozen below"), "{progress}");
+    // The full `train_step` itself: not specialized, so not a frozen-base step either.
     let mut no_cache = common.to_vec();
-    no_cache.push("--no-feature-cache");
+    no_cache.extend(["--no-feature-cache", "--no-specialize-step"]);
     let progress = train(&fixture, &full, &no_cache);
     assert!(progress.contains("feature cache: off (--no-feature-cache)"), "{progress}");
+    assert!(!progress.contains("step: `train_step_from_"), "{progress}");
     assert_close("per-step losses", &step_losses(&cached), &step_losses(&full));
     assert_close("validation losses", &epoch_validation(&cached), &epoch_validation(&full));
     assert_same_weights(&cached, &full);
@@ -118,7 +120,7 @@ fn saved_model_source_new_head_cached_path_equals_full_train_step() {
     let (cached, full) = (dir.path().join("cached"), dir.path().join("full"));
     let progress = train_model(&model, &data, &cached, &["--epochs", "2"]);
     assert!(progress.contains("feature cache: on (base frozen below `head"), "{progress}");
-    train_model(&model, &data, &full, &["--epochs", "2", "--no-feature-cache"]);
+    train_model(&model, &data, &full, &["--epochs", "2", "--no-feature-cache", "--no-specialize-step"]);
     assert_close("per-step losses", &step_losses(&cached), &step_losses(&full));
     assert_same_weights(&cached, &full);
 }

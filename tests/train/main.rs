@@ -8,6 +8,7 @@ mod common;
 mod augment;
 mod distributed;
 mod feature_cache;
+mod frozen_base_step;
 mod keras_layers;
 mod output_size;
 mod plateau_parity;
