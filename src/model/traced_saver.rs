@@ -132,6 +132,7 @@ enum Source<'a> {
 }
 
 impl<'a> Body<'a> {
+    /// Indexes `function`, refusing it if it runs an op outside `allowed`.
     fn new(function: &'a pb::FunctionBody, allowed: &[&str]) -> Result<Body<'a>, String> {
         let signature = function.signature.as_ref();
         let name = signature.map_or("", |s| s.name.as_str());
@@ -167,6 +168,7 @@ impl<'a> Body<'a> {
         }
     }
 
+    /// The one node of type `op`; several or none are refused.
     fn only(&self, op: &str) -> Result<&'a pb::NodeDef, String> {
         let mut found = self.nodes.values().filter(|n| n.op == op);
         match (found.next(), found.next()) {
@@ -476,6 +478,18 @@ mod tests {
     fn a_save_that_writes_a_key_from_another_handle_than_the_restore_fills_is_refused() {
         let error = read(&fixture::meta_graph("read_b", None)).unwrap_err();
         assert!(error.contains("other keys or handles"), "{error}");
+    }
+
+    #[test]
+    fn a_handle_assigned_from_two_keys_is_refused() {
+        let mut meta_graph = fixture::meta_graph("read_a", None);
+        let library = meta_graph.graph_def.as_mut().unwrap().library.as_mut().unwrap();
+        let mut body = pb::FunctionBody::decode(library.function[2].as_slice()).unwrap();
+        let assign = body.node_def.iter_mut().find(|n| n.name == "AssignVariableOp_1").unwrap();
+        assign.input[0] = "assign_b".into();
+        library.function[2] = body.encode_to_vec();
+        let error = read(&meta_graph).unwrap_err();
+        assert!(error.contains("two checkpoint keys to one handle"), "{error}");
     }
 
     #[test]
