@@ -6,16 +6,28 @@
 //! command that runs one of them paid for all (MobileNetV2 0.35: 16 MB of graph, of which the
 //! feature cache's run needs 1.6 MB). The cut copies every kept message byte for byte; the
 //! object graph is kept whole (TensorFlow's session loader does not read it).
+//!
+//! The cut also swaps the model's traced saver (`__traced_restore`, `__traced_save`: one
+//! function of one op per variable, which TensorFlow instantiates and optimizes at its first
+//! run) for graph-level saver nodes that restore and write the same keys from the same handles
+//! (`model::graph_saver`), when `model::traced_saver` can read exactly what the traced one does
+//! and the kept signatures read no variable handle outside it.
 
 use std::collections::HashSet;
 
 use prost::Message;
 
 use crate::model::graph_reach::{node_of, prune_library, reachable, tensor_names};
+use crate::model::graph_saver::{dtype_attr, saver_nodes};
+use crate::model::meta_graph::SaverSpec;
+use crate::model::traced_saver::{self, TracedSaver};
 use crate::proto::{self as pb};
+use crate::tensor::dtype::DType;
 
 /// TensorFlow's init-op signature key; its op runs at every load.
 pub(crate) const INIT_OP_KEY: &str = "__saved_model_init_op";
+/// Prefix of the graph-level saver nodes a cut adds.
+pub(crate) const GRAPH_SAVER_SCOPE: &str = "tfload_saver";
 
 /// A `saved_model.pb` cut to some signatures, with what it kept.
 #[derive(Debug)]
@@ -26,6 +38,9 @@ pub(crate) struct GraphCut {
     pub nodes: (usize, usize),
     /// Library functions kept, of how many.
     pub functions: (usize, usize),
+    /// The graph-level saver the cut's `SaverDef` names instead of the model's traced one, with
+    /// the number of variables it restores and saves; or why the model's own saver was kept.
+    pub saver: Result<(SaverSpec, usize), String>,
 }
 
 /// `bytes` (a whole `saved_model.pb`) with only the MetaGraph of `tags` (sorted), cut to the
@@ -34,20 +49,44 @@ pub(crate) struct GraphCut {
 pub(crate) fn cut_to_signatures(bytes: &[u8], tags: &[String], keep: &[String]) -> Option<GraphCut> {
     let model = pb::EditableSavedModel::decode(bytes).ok()?;
     let mut meta_graph = model.meta_graphs.into_iter().find(|m| sorted_tags(m) == tags)?;
-    let roots = roots(&meta_graph, keep);
+    let mut roots = roots(&meta_graph, keep);
+    let saver = graph_saver(&meta_graph, &roots);
     let graph = meta_graph.graph_def.as_mut()?;
+    let total_nodes = graph.node.len();
+    let saver = saver.map(|traced| {
+        let saver_def = meta_graph.saver_def.as_mut().expect("read by traced_saver");
+        let nodes = saver_nodes(GRAPH_SAVER_SCOPE, &traced.filename_node, &traced.variables, &traced.object_graph);
+        graph.node.extend(nodes.nodes);
+        saver_def.restore_op_name = nodes.restore_op;
+        saver_def.save_tensor_name = nodes.save_tensor;
+        let spec = SaverSpec {
+            filename_tensor: saver_def.filename_tensor_name.clone(),
+            save_tensor: saver_def.save_tensor_name.clone(),
+            restore_op: saver_def.restore_op_name.clone(),
+        };
+        (spec, traced.variables.len())
+    });
+    if let Some(saver) = &meta_graph.saver_def {
+        roots.extend(
+            [&saver.filename_tensor_name, &saver.save_tensor_name, &saver.restore_op_name]
+                .into_iter()
+                .filter(|t| !t.is_empty())
+                .map(|t| node_of(t).to_string()),
+        );
+    }
     let library = graph.library.take().unwrap_or_default();
     let reached = reachable(&graph.node, roots);
-    let total_nodes = graph.node.len();
     graph.node.retain(|node| reached.contains(&node.name));
     let nodes: Vec<&pb::NodeDef> = graph.node.iter().collect();
     let (pruned, kept) = prune_library(&library, &nodes, &[]);
+    let added = graph.node.iter().filter(|n| n.name.starts_with(&format!("{GRAPH_SAVER_SCOPE}/"))).count();
     let cut = GraphCut {
         bytes: Vec::new(),
-        nodes: (graph.node.len(), total_nodes),
+        nodes: (graph.node.len() - added, total_nodes),
         functions: (kept.len(), library.function.len()),
+        saver,
     };
-    if cut.nodes.0 == cut.nodes.1 && cut.functions.0 == cut.functions.1 {
+    if cut.nodes.0 == cut.nodes.1 && cut.functions.0 == cut.functions.1 && cut.saver.is_err() {
         return None;
     }
     graph.library = Some(pruned);
@@ -60,6 +99,36 @@ pub(crate) fn cut_to_signatures(bytes: &[u8], tags: &[String], keep: &[String]) 
     Some(GraphCut { bytes: cut_model.encode_to_vec(), ..cut })
 }
 
+/// The model's traced saver, read, and the names of the graph-level saver that replaces it; or
+/// why it cannot be replaced. It cannot when the nodes the signatures reach (`roots`) read a
+/// variable handle that the traced saver does not restore: a model with two handles per
+/// variable (Keras 3), whose functions read handles that only tfload's own fill after the load
+/// gives values, must keep its saver so that the fill sees what it expects.
+fn graph_saver(meta_graph: &pb::EditableMetaGraphDef, roots: &[String]) -> Result<TracedSaver, String> {
+    let traced = traced_saver::read(meta_graph)?;
+    let nodes = meta_graph.graph_def.as_ref().map(|g| g.node.as_slice()).unwrap_or_default();
+    if let Some(node) = nodes.iter().find(|n| n.name.starts_with(&format!("{GRAPH_SAVER_SCOPE}/"))) {
+        return Err(format!("its graph already has a node `{}` where tfload's saver would go", node.name));
+    }
+    let restored: HashSet<&str> = traced.variables.iter().map(|v| v.handle.as_str()).collect();
+    let reached = reachable(nodes, roots.iter().cloned());
+    let unrestored: Vec<&str> = nodes
+        .iter()
+        .filter(|n| n.op == "VarHandleOp" && reached.contains(&n.name) && !restored.contains(n.name.as_str()))
+        .filter(|n| dtype_attr(n).map(DType::from_proto) != Some(DType::String))
+        .map(|n| n.name.as_str())
+        .collect();
+    if !unrestored.is_empty() {
+        let shown: Vec<&str> = unrestored.iter().take(4).copied().collect();
+        return Err(format!(
+            "its functions read {} variable handles that its saver does not restore ({}; two handles per variable, as Keras 3 writes)",
+            unrestored.len(),
+            shown.join(", ")
+        ));
+    }
+    Ok(traced)
+}
+
 /// The tag set of a losslessly decoded MetaGraph, sorted.
 pub(crate) fn sorted_tags(meta_graph: &pb::EditableMetaGraphDef) -> Vec<String> {
     let info = pb::meta_graph_def::MetaInfoDef::decode(meta_graph.meta_info_def.as_slice()).unwrap_or_default();
@@ -68,9 +137,9 @@ pub(crate) fn sorted_tags(meta_graph: &pb::EditableMetaGraphDef) -> Vec<String> 
     tags
 }
 
-/// The nodes a load and the kept signatures run: every tensor the kept signatures and the
-/// init-op signature feed or fetch, the saver's filename, save and restore nodes, the nodes that
-/// TF1 collections name (main op, legacy init op, table initializers) and the asset tensors.
+/// The nodes a load and the kept signatures run, the saver aside: every tensor the kept
+/// signatures and the init-op signature feed or fetch, the nodes that TF1 collections name (main
+/// op, legacy init op, table initializers) and the asset tensors.
 fn roots(meta_graph: &pb::EditableMetaGraphDef, keep: &[String]) -> Vec<String> {
     let mut tensors = Vec::new();
     for key in keep.iter().map(String::as_str).chain([INIT_OP_KEY]) {
@@ -81,10 +150,6 @@ fn roots(meta_graph: &pb::EditableMetaGraphDef, keep: &[String]) -> Vec<String> 
         for info in def.inputs.values().chain(def.outputs.values()) {
             tensor_names(info, &mut tensors);
         }
-    }
-    if let Some(saver) = &meta_graph.saver_def {
-        tensors
-            .extend([&saver.filename_tensor_name, &saver.save_tensor_name, &saver.restore_op_name].map(Clone::clone));
     }
     for collection in meta_graph.collection_def.values() {
         if let Some(list) = pb::CollectionSummary::decode(collection.as_slice()).ok().and_then(|c| c.node_list) {
@@ -206,5 +271,44 @@ mod tests {
         assert!(cut_to_signatures(&model(), &["serve".into()], &all).is_none());
         assert!(cut_to_signatures(&model(), &["train".into()], &all[..1]).is_none());
         assert!(cut_to_signatures(b"\xff\xff not a model", &["serve".into()], &all[..1]).is_none());
+    }
+
+    fn traced_model(extra: Option<&str>) -> Vec<u8> {
+        let meta_graph = crate::model::traced_saver::fixture::meta_graph("read_a", extra);
+        pb::EditableSavedModel { saved_model_schema_version: 1, meta_graphs: vec![meta_graph] }.encode_to_vec()
+    }
+
+    #[test]
+    fn a_cut_swaps_the_traced_saver_for_graph_level_nodes_of_the_same_keys() {
+        let cut = cut_to_signatures(&traced_model(None), &["serve".into()], &["serving_default".into()]).expect("cut");
+        let (spec, variables) = cut.saver.clone().expect("graph-level saver");
+        assert_eq!(variables, 2);
+        assert_eq!(spec.restore_op, "tfload_saver/restore_all");
+        let decoded = pb::EditableSavedModel::decode(cut.bytes.as_slice()).unwrap();
+        let meta_graph = &decoded.meta_graphs[0];
+        let saver = meta_graph.saver_def.as_ref().unwrap();
+        assert_eq!(
+            (saver.restore_op_name.as_str(), saver.save_tensor_name.as_str()),
+            ("tfload_saver/restore_all", "tfload_saver/save_all:0")
+        );
+        let graph = meta_graph.graph_def.as_ref().unwrap();
+        let names: Vec<&str> = graph.node.iter().map(|n| n.name.as_str()).collect();
+        assert!(!names.contains(&"restore_call") && !names.contains(&"save_call"), "{names:?}");
+        let keys = graph.node.iter().find(|n| n.name == "tfload_saver/restore/tensor_names").unwrap();
+        let keys = crate::model::traced_saver::const_strings(keys).unwrap();
+        assert_eq!(keys, ["b/.ATTRIBUTES/VARIABLE_VALUE", "a/.ATTRIBUTES/VARIABLE_VALUE"]);
+        let assign = graph.node.iter().find(|n| n.name == "tfload_saver/restore/assign_0").unwrap();
+        assert_eq!(assign.input, ["b", "tfload_saver/restore/RestoreV2:0"]);
+        assert_eq!(cut.functions, (1, 3), "the traced saver functions are dropped");
+    }
+
+    #[test]
+    fn a_handle_the_traced_saver_does_not_restore_keeps_the_model_saver() {
+        let cut =
+            cut_to_signatures(&traced_model(Some("a_1")), &["serve".into()], &["serving_default".into()]).expect("cut");
+        let reason = cut.saver.unwrap_err();
+        assert!(reason.contains("1 variable handles") && reason.contains("a_1"), "{reason}");
+        let decoded = pb::EditableSavedModel::decode(cut.bytes.as_slice()).unwrap();
+        assert_eq!(decoded.meta_graphs[0].saver_def.as_ref().unwrap().restore_op_name, "restore_call");
     }
 }

@@ -5,9 +5,11 @@
 pub mod duplicate_assets;
 pub(crate) mod graph_cut;
 pub(crate) mod graph_reach;
+pub(crate) mod graph_saver;
 pub mod handles;
 pub mod meta_graph;
 pub mod record;
 pub mod saved_model;
 pub mod signature;
+pub(crate) mod traced_saver;
 pub mod variables;

@@ -8,7 +8,7 @@ use tensorflow::{DataType, Graph, Operation, Output, SavedModelBundle, SessionOp
 
 use crate::error::{Error, Result};
 use crate::model::handles::{handles_to_fill, HandleToFill};
-use crate::model::meta_graph::MetaGraph;
+use crate::model::meta_graph::{MetaGraph, SaverSpec};
 use crate::model::saved_model::SavedModel;
 use crate::proto;
 
@@ -84,6 +84,8 @@ pub struct LoadedModel {
     graph: Graph,
     bundle: SavedModelBundle,
     scope: LoadScope,
+    /// The graph-level saver the corrected copy has instead of the model's traced one.
+    graph_saver: Option<SaverSpec>,
     /// The corrected copy TensorFlow loaded instead of `dir`, kept while the session lives.
     _corrected: Option<tempfile::TempDir>,
 }
@@ -129,7 +131,10 @@ impl LoadedModel {
         crate::formats::checkpoint_index::CheckpointIndex::read(&index)?;
         crate::session::libtensorflow::check_version()?;
         let tag_list: Vec<&str> = meta_graph.tags().iter().map(String::as_str).collect();
-        let corrected = corrected_copy(&dir, meta_graph.tags(), scope)?;
+        let (corrected, graph_saver) = match corrected_copy(&dir, meta_graph.tags(), scope)? {
+            Some((copy, saver)) => (Some(copy), saver),
+            None => (None, None),
+        };
         let load_dir = corrected.as_ref().map_or(dir.as_path(), |copy| copy.path());
         let mut graph = Graph::new();
         let bundle = SavedModelBundle::load(options, &tag_list, &mut graph, load_dir).map_err(|status| {
@@ -147,7 +152,7 @@ impl LoadedModel {
             );
             fill_handles(&mut graph, &bundle.session, &dir, &fills)?;
         }
-        Ok(LoadedModel { dir, meta_graph, graph, bundle, scope: scope.clone(), _corrected: corrected })
+        Ok(LoadedModel { dir, meta_graph, graph, bundle, scope: scope.clone(), graph_saver, _corrected: corrected })
     }
 
     /// The signatures the session was loaded for.
@@ -177,6 +182,13 @@ impl LoadedModel {
         &self.dir
     }
 
+    /// The saver that writes this session's variables: the graph-level one that a load for some
+    /// signatures puts in place of the model's traced `__traced_save` (same keys, same handles,
+    /// same object graph; see `model::graph_cut`), else the model's own.
+    pub fn saver(&self) -> Option<SaverSpec> {
+        self.graph_saver.clone().or_else(|| self.meta_graph.saver())
+    }
+
     /// The MetaGraph (signatures, variables, saver) of the loaded tag set.
     pub fn meta_graph(&self) -> &MetaGraph {
         &self.meta_graph
@@ -200,9 +212,15 @@ impl LoadedModel {
 
 /// A temporary SavedModel directory with `variables/` and `assets/` linked to those of `dir` and
 /// a `saved_model.pb` that TensorFlow loads instead of `dir`'s: cut to the signatures of `scope`
-/// (see [`LoadScope`]), and listing each asset once where `dir`'s lists one twice (TensorFlow's
-/// C++ loader refuses that). `None` when `dir` loads as it is. The input is never modified.
-fn corrected_copy(dir: &Path, tags: &[String], scope: &LoadScope) -> Result<Option<tempfile::TempDir>> {
+/// (see [`LoadScope`]) with a graph-level saver where it can have one, and listing each asset
+/// once where `dir`'s lists one twice (TensorFlow's C++ loader refuses that). With the copy, the
+/// names of its graph-level saver, if it has one. `None` when `dir` loads as it is. The input is
+/// never modified.
+fn corrected_copy(
+    dir: &Path,
+    tags: &[String],
+    scope: &LoadScope,
+) -> Result<Option<(tempfile::TempDir, Option<SaverSpec>)>> {
     let pb = dir.join("saved_model.pb");
     let bytes = std::fs::read(&pb).map_err(|source| Error::Io { path: pb.clone(), source })?;
     // Bytes that do not parse are left to TensorFlow, whose message is the one to show.
@@ -221,10 +239,18 @@ fn corrected_copy(dir: &Path, tags: &[String], scope: &LoadScope) -> Result<Opti
                     dir.display(),
                     keys.join(", ")
                 );
+                match &cut.saver {
+                    Ok((_, variables)) => log::debug!(
+                        "{}: restoring and saving its {variables} variables through graph-level RestoreV2/SaveV2 nodes instead of its traced saver functions",
+                        dir.display()
+                    ),
+                    Err(reason) => log::info!("{}: keeping the model's own saver: {reason}", dir.display()),
+                }
             }
             cut
         }
     };
+    let graph_saver = cut.as_ref().and_then(|cut| cut.saver.as_ref().ok()).map(|(spec, _)| spec.clone());
     if cut.is_none() && notes.is_empty() {
         return Ok(None);
     }
@@ -248,7 +274,7 @@ fn corrected_copy(dir: &Path, tags: &[String], scope: &LoadScope) -> Result<Opti
             dir.display()
         );
     }
-    Ok(Some(copy))
+    Ok(Some((copy, graph_saver)))
 }
 
 /// Restores the checkpoint values of `fills` into their handles: one `RestoreV2` of all their keys

@@ -1,5 +1,6 @@
 //! Saving a loaded model's variables through the model's own saver (the `SaverDef` in
-//! `saved_model.pb`), so that every variable the graph reads is the one written.
+//! `saved_model.pb`, or the graph-level saver a cut load puts in its place, which writes the same
+//! keys from the same handles), so that every variable the graph reads is the one written.
 
 use std::path::Path;
 
@@ -10,7 +11,7 @@ use crate::session::loaded_model::LoadedModel;
 
 /// Runs the model's save op with checkpoint prefix `prefix` (`.../variables/variables`).
 pub fn save_variables(model: &LoadedModel, prefix: &Path) -> Result<()> {
-    let saver = model.meta_graph().saver().ok_or_else(|| Error::MalformedSavedModel {
+    let saver = model.saver().ok_or_else(|| Error::MalformedSavedModel {
         path: model.dir().join("saved_model.pb"),
         problem: "it has no SaverDef, so its variables cannot be saved".to_string(),
     })?;
