@@ -631,18 +631,16 @@ saved variable are bit-identical to the plain step's (tests/train/specialized_st
 XLA-compiled step (`--jit-compile`) is one cluster the session does not inline: the constant folds nothing there
 (same executed graph, 76 against 75 nodes on the CNN), so tfload runs it as exported.
 
-**What is left: the backward pass through a frozen base with BatchNormalization.** Folding a `tf.where`
-keeps a control edge to the input it drops (Grappler's rule), so a frozen variable's gradient, though no longer
-computed as a value, keeps its inputs alive; where those pass through a BatchNormalization layer's gradient
-`tf.cond`, already lowered to Switch/Merge when Grappler runs (Merge cannot become a no-op), the whole chain of
-input gradients below the head stays. Measured: MobileNetV2 (Adam export, head only) 16,173 -> 10,668 executed
-nodes, all 35 + 17 filter gradients gone but all 34 + 17 input gradients left, which is why its step is 2x the
-plain one yet 0.62x Keras fit (Keras computes no gradient below the head); the digits CNN keeps conv2's one input
-gradient above the frozen bn1. (A prototype on an SGD export of the same MobileNetV2 kept none: 10,006 -> 3,864
-nodes, 2.3-2.8x faster than plain; the Adam slots' `tf.where`s are what pull the chain in.) The fix is in the
-function body, not the call: a specialized copy of the step function in which a `tf.cond` on a constant becomes a
-call of its branch and a `tf.where` on a constant a plain edge (no control edge), or a leaner exported step that
-skips frozen variables' updates by construction. Not done in this round.
+**Frozen-base steps.** Specializing `train_step` alone left the backward pass through a frozen base with
+BatchNormalization: folding a `tf.where` keeps a control edge to the input it drops (Grappler's rule), and a
+BatchNormalization gradient `tf.cond` is already lowered to Switch/Merge when Grappler runs, so every input
+gradient below the head stayed (MobileNetV2 head only: 0/51 weight and 51/51 input gradients left, 0.49x Keras fit
+in the last round). A `tf.switch_case` on the mask inside `train_step` did not fold either (all branches stayed in
+the executed graph, and the first step cost twice as much). So the exporter now writes, beside `train_step`, one
+step per clean cut among the last layers, `train_step_from_<layer index>`: the base below the cut forward in
+inference mode, then the head's step; tfload runs the highest one the mask allows (specialized on the mask as
+`train_step` is). Models here are exported at bench time (the committed `saved_models/` predate these steps).
+Parity with `train_step`: tests/train/frozen_base_step.rs and scripts/tests/test_frozen_base_steps.py.
 
 **Reading these figures.** One round per row, release build, idle machine (load about 1-2): single ratios still move by 20 % and more between runs. Peak RSS of the MobileNetV2 run (cache off) is above Keras's.
 """

@@ -22,7 +22,6 @@ import tfload_export as te  # noqa: E402
 from tensorflow.core.protobuf import saved_model_pb2  # noqa: E402
 from tfload_export.contract import read_contract  # noqa: E402
 from tfload_export.optimizers import optimizer_config  # noqa: E402
-from tfload_export.sources import build_application  # noqa: E402
 
 from test_feature_cache_export import RTOL, batches, checkpoint, cnn_with_bn_base  # noqa: E402
 
@@ -137,20 +136,3 @@ def test_no_frozen_base_steps_where_they_cannot_stand_in(tmp_path):
         with tf.Graph().as_default() as g, tf.compat.v1.Session(graph=g) as sess:
             sigs = tf.compat.v1.saved_model.loader.load(sess, ["serve"], str(tmp_path / name)).signature_def
             assert not [k for k in sigs if k.startswith("train_step_from_")], name
-
-
-def test_application_with_new_head_base_frozen(tmp_path):
-    keras.utils.set_random_seed(0)
-    base = build_application("MobileNetV2", (32, 32, 3), alpha=0.35)
-    model = te.replace_head(base, 3, whole_model_is_base=True)[0]
-    frozen = [l.name for l in model.layers if l.name != "head"]
-    out = str(tmp_path / "mnv2")
-    rec = te.export_trainable(model, out, optimizer=optimizer_config("adam", learning_rate=1e-3),
-                              frozen_layers=frozen, preprocess="tf")
-    top = rec["frozen_base_steps"][-1]
-    assert top["layer"] == "head"
-    mask = np.array(rec["default_mask"], np.float32)
-    assert mask_of(rec, {"head/kernel", "head/bias"}).tolist() == mask.tolist()
-    assert_same_steps(rec, out, top["signature"], tmp_path, batches(3, 4, (32, 32, 3), 3), mask, "frozen")
-    assert "DepthwiseConv2dNativeBackpropFilter" in op_types(out, "train_step")
-    assert not op_types(out, top["signature"]) & BACKWARD

@@ -380,7 +380,9 @@ pub enum StepKind {
     /// gradient, its optimizer update and its `tf.where`s. (Input gradients that pass through a
     /// frozen BatchNormalization layer's gradient `cond` stay: see BENCHMARKS.md, "Training with
     /// frozen layers".) The same function runs on the same variables: losses and weights are those
-    /// of the plain step, bit for bit.
+    /// of the plain step, bit for bit. Where the export has a frozen-base step that the mask
+    /// allows, that step is the one specialized (no backward pass below its cut; the full step's
+    /// losses and weights within 1e-5, see [`crate::train::frozen_base_step`]).
     #[default]
     Specialized,
     /// The exported `train_step` as it is, the mask fed at every step.
