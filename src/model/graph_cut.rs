@@ -46,7 +46,14 @@ pub(crate) struct GraphCut {
 /// `bytes` (a whole `saved_model.pb`) with only the MetaGraph of `tags` (sorted), cut to the
 /// signatures `keep` (keys that are not signatures keep nothing). `None` when the bytes do not
 /// decode losslessly or the cut would drop nothing: the model then loads as it is.
-pub(crate) fn cut_to_signatures(bytes: &[u8], tags: &[String], keep: &[String]) -> Option<GraphCut> {
+/// `checkpoint_has_object_graph`: the checkpoint the model loads holds
+/// `_CHECKPOINTABLE_OBJECT_GRAPH`, which the graph-level restore then reads too (and checks).
+pub(crate) fn cut_to_signatures(
+    bytes: &[u8],
+    tags: &[String],
+    keep: &[String],
+    checkpoint_has_object_graph: bool,
+) -> Option<GraphCut> {
     let model = pb::EditableSavedModel::decode(bytes).ok()?;
     let mut meta_graph = model.meta_graphs.into_iter().find(|m| sorted_tags(m) == tags)?;
     let mut roots = roots(&meta_graph, keep);
@@ -55,7 +62,13 @@ pub(crate) fn cut_to_signatures(bytes: &[u8], tags: &[String], keep: &[String]) 
     let total_nodes = graph.node.len();
     let saver = saver.map(|traced| {
         let saver_def = meta_graph.saver_def.as_mut().expect("read by traced_saver");
-        let nodes = saver_nodes(GRAPH_SAVER_SCOPE, &traced.filename_node, &traced.variables, &traced.object_graph);
+        let nodes = saver_nodes(
+            GRAPH_SAVER_SCOPE,
+            &traced.filename_node,
+            &traced.variables,
+            &traced.object_graph,
+            checkpoint_has_object_graph,
+        );
         graph.node.extend(nodes.nodes);
         saver_def.restore_op_name = nodes.restore_op;
         saver_def.save_tensor_name = nodes.save_tensor;
@@ -244,7 +257,7 @@ mod tests {
 
     #[test]
     fn a_cut_keeps_the_signatures_asked_for_with_the_saver_and_init_op() {
-        let cut = cut_to_signatures(&model(), &["serve".into()], &["serving_default".into()]).expect("cut");
+        let cut = cut_to_signatures(&model(), &["serve".into()], &["serving_default".into()], true).expect("cut");
         assert_eq!((cut.nodes, cut.functions), ((6, 7), (2, 3)));
         let decoded = pb::EditableSavedModel::decode(cut.bytes.as_slice()).unwrap();
         let meta_graph = &decoded.meta_graphs[0];
@@ -268,9 +281,9 @@ mod tests {
     #[test]
     fn nothing_to_drop_or_other_tags_or_bad_bytes_load_as_they_are() {
         let all = ["serving_default".to_string(), "train_step".to_string()];
-        assert!(cut_to_signatures(&model(), &["serve".into()], &all).is_none());
-        assert!(cut_to_signatures(&model(), &["train".into()], &all[..1]).is_none());
-        assert!(cut_to_signatures(b"\xff\xff not a model", &["serve".into()], &all[..1]).is_none());
+        assert!(cut_to_signatures(&model(), &["serve".into()], &all, true).is_none());
+        assert!(cut_to_signatures(&model(), &["train".into()], &all[..1], true).is_none());
+        assert!(cut_to_signatures(b"\xff\xff not a model", &["serve".into()], &all[..1], true).is_none());
     }
 
     fn traced_model(extra: Option<&str>) -> Vec<u8> {
@@ -280,7 +293,8 @@ mod tests {
 
     #[test]
     fn a_cut_swaps_the_traced_saver_for_graph_level_nodes_of_the_same_keys() {
-        let cut = cut_to_signatures(&traced_model(None), &["serve".into()], &["serving_default".into()]).expect("cut");
+        let cut =
+            cut_to_signatures(&traced_model(None), &["serve".into()], &["serving_default".into()], true).expect("cut");
         let (spec, variables) = cut.saver.clone().expect("graph-level saver");
         assert_eq!(variables, 2);
         assert_eq!(spec.restore_op, "tfload_saver/restore_all");
@@ -296,7 +310,11 @@ mod tests {
         assert!(!names.contains(&"restore_call") && !names.contains(&"save_call"), "{names:?}");
         let keys = graph.node.iter().find(|n| n.name == "tfload_saver/restore/tensor_names").unwrap();
         let keys = crate::model::traced_saver::const_strings(keys).unwrap();
-        assert_eq!(keys, ["b/.ATTRIBUTES/VARIABLE_VALUE", "a/.ATTRIBUTES/VARIABLE_VALUE"]);
+        // The object graph is read too, so that a corrupt one fails the load.
+        assert_eq!(
+            keys,
+            ["b/.ATTRIBUTES/VARIABLE_VALUE", "a/.ATTRIBUTES/VARIABLE_VALUE", "_CHECKPOINTABLE_OBJECT_GRAPH"]
+        );
         let assign = graph.node.iter().find(|n| n.name == "tfload_saver/restore/assign_0").unwrap();
         assert_eq!(assign.input, ["b", "tfload_saver/restore/RestoreV2:0"]);
         assert_eq!(cut.functions, (1, 3), "the traced saver functions are dropped");
@@ -304,8 +322,8 @@ mod tests {
 
     #[test]
     fn a_handle_the_traced_saver_does_not_restore_keeps_the_model_saver() {
-        let cut =
-            cut_to_signatures(&traced_model(Some("a_1")), &["serve".into()], &["serving_default".into()]).expect("cut");
+        let cut = cut_to_signatures(&traced_model(Some("a_1")), &["serve".into()], &["serving_default".into()], true)
+            .expect("cut");
         let reason = cut.saver.unwrap_err();
         assert!(reason.contains("1 variable handles") && reason.contains("a_1"), "{reason}");
         let decoded = pb::EditableSavedModel::decode(cut.bytes.as_slice()).unwrap();

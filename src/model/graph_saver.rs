@@ -44,7 +44,8 @@ pub(crate) struct SaverNodes {
     pub save_tensor: String,
 }
 
-/// Builds restore (`RestoreV2` then one `AssignVariableOp` per variable, joined by a `NoOp`)
+/// Builds restore (`RestoreV2` of every variable, and of the object graph when
+/// `restore_reads_object_graph`, then one `AssignVariableOp` per variable, joined by a `NoOp`)
 /// and save (`SaveV2` of every variable and the checkpoint's object graph, then the filename
 /// through an `Identity`) for exactly `variables`, reading the prefix from `filename_node`,
 /// every node named under `scope/`.
@@ -53,20 +54,35 @@ pub(crate) fn saver_nodes(
     filename_node: &str,
     variables: &[SavedVariable],
     object_graph: &[u8],
+    restore_reads_object_graph: bool,
 ) -> SaverNodes {
     let scoped = |name: &str| format!("{scope}/{name}");
     let mut nodes = Vec::new();
     let keys: Vec<Vec<u8>> = variables.iter().map(|v| v.checkpoint_key.as_bytes().to_vec()).collect();
     let dtypes: Vec<i32> = variables.iter().map(|v| v.dtype).collect();
 
-    nodes.push(string_const(&scoped("restore/tensor_names"), keys.clone(), Some(keys.len())));
-    nodes.push(string_const(&scoped("restore/shape_and_slices"), vec![Vec::new(); keys.len()], Some(keys.len())));
+    // With `restore_reads_object_graph` (the checkpoint has one) the restore reads the object
+    // graph too, its output unused: `RestoreV2` checks the length and CRC-32C of every tensor it
+    // reads, so a checkpoint whose object graph is corrupt fails the load, as it did through the
+    // model's traced saver.
+    let mut restore_keys = keys.clone();
+    let mut restore_dtypes = dtypes.clone();
+    if restore_reads_object_graph {
+        restore_keys.push(OBJECT_GRAPH_KEY.as_bytes().to_vec());
+        restore_dtypes.push(DT_STRING);
+    }
+    nodes.push(string_const(&scoped("restore/tensor_names"), restore_keys.clone(), Some(restore_keys.len())));
+    nodes.push(string_const(
+        &scoped("restore/shape_and_slices"),
+        vec![Vec::new(); restore_keys.len()],
+        Some(restore_keys.len()),
+    ));
     let restore = scoped("restore/RestoreV2");
     nodes.push(node(
         &restore,
         "RestoreV2",
         vec![filename_node.to_string(), scoped("restore/tensor_names"), scoped("restore/shape_and_slices")],
-        vec![("dtypes", type_list(dtypes.clone()))],
+        vec![("dtypes", type_list(restore_dtypes))],
     ));
     let mut assigns = Vec::new();
     for (i, variable) in variables.iter().enumerate() {

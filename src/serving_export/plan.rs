@@ -82,7 +82,7 @@ impl ServingPlan {
             return Err(source.problem(&format!("its kept graph already has nodes under `{SAVER_SCOPE}/`")));
         }
         let saved: Vec<SavedVariable> = variables.iter().map(|(_, v)| v.clone()).collect();
-        let saver_nodes = graph::saver_nodes(SAVER_SCOPE, &filename_node, &saved, &object_graph_bytes);
+        let saver_nodes = graph::saver_nodes(SAVER_SCOPE, &filename_node, &saved, &object_graph_bytes, false);
         let graph_def = source.meta_graph.graph_def.as_mut().expect("checked by Source::read");
         graph_def.node.retain(|n| reached.contains(&n.name));
         graph_def.node.extend(saver_nodes.nodes);

@@ -128,10 +128,11 @@ impl LoadedModel {
         }
         // TensorFlow's own table reader trusts the index's block sizes (a corrupt footer made it
         // allocate 2 GiB and abort): the strict reader checks the index before TensorFlow sees it.
-        crate::formats::checkpoint_index::CheckpointIndex::read(&index)?;
+        let checkpoint = crate::formats::checkpoint_index::CheckpointIndex::read(&index)?;
+        let has_object_graph = checkpoint.get(crate::model::graph_saver::OBJECT_GRAPH_KEY).is_some();
         crate::session::libtensorflow::check_version()?;
         let tag_list: Vec<&str> = meta_graph.tags().iter().map(String::as_str).collect();
-        let (corrected, graph_saver) = match corrected_copy(&dir, meta_graph.tags(), scope)? {
+        let (corrected, graph_saver) = match corrected_copy(&dir, meta_graph.tags(), scope, has_object_graph)? {
             Some((copy, saver)) => (Some(copy), saver),
             None => (None, None),
         };
@@ -220,6 +221,7 @@ fn corrected_copy(
     dir: &Path,
     tags: &[String],
     scope: &LoadScope,
+    checkpoint_has_object_graph: bool,
 ) -> Result<Option<(tempfile::TempDir, Option<SaverSpec>)>> {
     let pb = dir.join("saved_model.pb");
     let bytes = std::fs::read(&pb).map_err(|source| Error::Io { path: pb.clone(), source })?;
@@ -231,7 +233,7 @@ fn corrected_copy(
     let cut = match scope {
         LoadScope::All => None,
         LoadScope::Signatures(keys) => {
-            let cut = crate::model::graph_cut::cut_to_signatures(&bytes, tags, keys);
+            let cut = crate::model::graph_cut::cut_to_signatures(&bytes, tags, keys, checkpoint_has_object_graph);
             if let Some(cut) = &cut {
                 let ((nodes, all_nodes), (functions, all_functions)) = (cut.nodes, cut.functions);
                 log::debug!(
