@@ -62,10 +62,15 @@ def run_steps(export_dir, data, mask, cached, out_dir, lr=0.01):
             feed = {sig.inputs[first[0]].name: first[1], sig.inputs["labels"].name: y,
                     sig.inputs["mask"].name: mask, sig.inputs["learning_rate"].name: np.float32(lr)}
             losses.append(sess.run(sig.outputs["loss"].name, feed))
-        sd = mg.saver_def
-        os.makedirs(os.path.join(out_dir, "variables"), exist_ok=True)
-        sess.run(sd.save_tensor_name, {sd.filename_tensor_name: os.path.join(out_dir, "variables", "variables")})
+        save_through_saver_def(sess, mg, out_dir)
     return np.array(losses)
+
+
+def save_through_saver_def(sess, meta_graph, out_dir):
+    """Writes the session's variables to ``out_dir/variables`` through the MetaGraph's SaverDef."""
+    sd = meta_graph.saver_def
+    os.makedirs(os.path.join(out_dir, "variables"), exist_ok=True)
+    sess.run(sd.save_tensor_name, {sd.filename_tensor_name: os.path.join(out_dir, "variables", "variables")})
 
 
 def checkpoint(out_dir):

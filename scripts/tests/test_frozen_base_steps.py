@@ -23,7 +23,8 @@ from tensorflow.core.protobuf import saved_model_pb2  # noqa: E402
 from tfload_export.contract import read_contract  # noqa: E402
 from tfload_export.optimizers import optimizer_config  # noqa: E402
 
-from test_feature_cache_export import RTOL, batches, checkpoint, cnn_with_bn_base  # noqa: E402
+from test_feature_cache_export import (RTOL, batches, checkpoint, cnn_with_bn_base,  # noqa: E402
+                                      save_through_saver_def)
 
 tf, keras = te._import_tf()
 BACKWARD = {"Conv2DBackpropFilter", "Conv2DBackpropInput", "DepthwiseConv2dNativeBackpropFilter",
@@ -40,9 +41,7 @@ def run_steps(export_dir, signature, data, mask, out_dir, lr=0.01):
             feed = {sig.inputs["inputs"].name: x, sig.inputs["labels"].name: y,
                     sig.inputs["mask"].name: mask, sig.inputs["learning_rate"].name: np.float32(lr)}
             losses.append(sess.run(sig.outputs["loss"].name, feed))
-        sd = mg.saver_def
-        os.makedirs(os.path.join(out_dir, "variables"), exist_ok=True)
-        sess.run(sd.save_tensor_name, {sd.filename_tensor_name: os.path.join(out_dir, "variables", "variables")})
+        save_through_saver_def(sess, mg, out_dir)
     return np.array(losses)
 
 

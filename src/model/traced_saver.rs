@@ -480,26 +480,30 @@ mod tests {
         assert!(error.contains("other keys or handles"), "{error}");
     }
 
-    #[test]
-    fn a_handle_assigned_from_two_keys_is_refused() {
+    /// Why `read` refuses the fixture once `edit` has changed its traced restore's body.
+    fn refusal_with_restore_edited(edit: impl FnOnce(&mut pb::FunctionBody)) -> String {
         let mut meta_graph = fixture::meta_graph("read_a", None);
         let library = meta_graph.graph_def.as_mut().unwrap().library.as_mut().unwrap();
         let mut body = pb::FunctionBody::decode(library.function[2].as_slice()).unwrap();
-        let assign = body.node_def.iter_mut().find(|n| n.name == "AssignVariableOp_1").unwrap();
-        assign.input[0] = "assign_b".into();
+        edit(&mut body);
         library.function[2] = body.encode_to_vec();
-        let error = read(&meta_graph).unwrap_err();
+        read(&meta_graph).unwrap_err()
+    }
+
+    #[test]
+    fn a_handle_assigned_from_two_keys_is_refused() {
+        let error = refusal_with_restore_edited(|body| {
+            let assign = body.node_def.iter_mut().find(|n| n.name == "AssignVariableOp_1").unwrap();
+            assign.input[0] = "assign_b".into();
+        });
         assert!(error.contains("two checkpoint keys to one handle"), "{error}");
     }
 
     #[test]
     fn a_restore_that_does_more_than_assign_variables_is_refused() {
-        let mut meta_graph = fixture::meta_graph("read_a", None);
-        let library = meta_graph.graph_def.as_mut().unwrap().library.as_mut().unwrap();
-        let mut body = pb::FunctionBody::decode(library.function[2].as_slice()).unwrap();
-        body.node_def.push(fixture::node("table", "LookupTableImportV2", &["RestoreV2:tensors:1"], vec![]));
-        library.function[2] = body.encode_to_vec();
-        let error = read(&meta_graph).unwrap_err();
+        let error = refusal_with_restore_edited(|body| {
+            body.node_def.push(fixture::node("table", "LookupTableImportV2", &["RestoreV2:tensors:1"], vec![]));
+        });
         assert!(error.contains("LookupTableImportV2"), "{error}");
     }
 
