@@ -71,12 +71,7 @@ pub(crate) fn saver_nodes(
         restore_keys.push(OBJECT_GRAPH_KEY.as_bytes().to_vec());
         restore_dtypes.push(DT_STRING);
     }
-    nodes.push(string_const(&scoped("restore/tensor_names"), restore_keys.clone(), Some(restore_keys.len())));
-    nodes.push(string_const(
-        &scoped("restore/shape_and_slices"),
-        vec![Vec::new(); restore_keys.len()],
-        Some(restore_keys.len()),
-    ));
+    nodes.extend(key_consts(&scoped("restore"), restore_keys));
     let restore = scoped("restore/RestoreV2");
     nodes.push(node(
         &restore,
@@ -100,12 +95,7 @@ pub(crate) fn saver_nodes(
 
     let mut save_keys = keys;
     save_keys.push(OBJECT_GRAPH_KEY.as_bytes().to_vec());
-    nodes.push(string_const(&scoped("save/tensor_names"), save_keys.clone(), Some(save_keys.len())));
-    nodes.push(string_const(
-        &scoped("save/shape_and_slices"),
-        vec![Vec::new(); save_keys.len()],
-        Some(save_keys.len()),
-    ));
+    nodes.extend(key_consts(&scoped("save"), save_keys));
     nodes.push(string_const(&scoped("save/object_graph"), vec![object_graph.to_vec()], None));
     let mut save_inputs = vec![filename_node.to_string(), scoped("save/tensor_names"), scoped("save/shape_and_slices")];
     for (i, variable) in variables.iter().enumerate() {
@@ -143,6 +133,16 @@ fn node(name: &str, op: &str, input: Vec<String>, attrs: Vec<(&str, pb::AttrValu
 }
 
 /// A string `Const`: a vector of `len` values, or a scalar when `len` is `None`.
+/// The `tensor_names` and (whole-tensor) `shape_and_slices` constants of a `RestoreV2` or `SaveV2`
+/// named under `prefix/`.
+fn key_consts(prefix: &str, keys: Vec<Vec<u8>>) -> [pb::NodeDef; 2] {
+    let n = keys.len();
+    [
+        string_const(&format!("{prefix}/tensor_names"), keys, Some(n)),
+        string_const(&format!("{prefix}/shape_and_slices"), vec![Vec::new(); n], Some(n)),
+    ]
+}
+
 fn string_const(name: &str, values: Vec<Vec<u8>>, len: Option<usize>) -> pb::NodeDef {
     let dim = len.map(|n| pb::tensor_shape_proto::Dim { size: n as i64, name: String::new() });
     let tensor = pb::TensorProto {

@@ -53,9 +53,6 @@ pub struct Trainer {
     /// Tensors of batches whose step is over, for the next batches to be copied into.
     spare: SparePool,
     train_step: BoundSignature,
-    /// The key of the signature behind `train_step`: `train_step`, a frozen-base step, or the
-    /// head's or the all-reducing one.
-    train_key: String,
     /// The frozen-base step behind `train_step`, when the mask allows one.
     frozen_base: Option<FrozenBaseStep>,
     eval_step: Option<BoundSignature>,
@@ -129,10 +126,11 @@ impl Trainer {
         let contract = opened.contract().clone();
         // What `check_batch` checks the data against: the model's own step, whatever runs.
         let data_signature = opened.meta_graph().signature(steps.data_step())?;
-        let (train_key, eval_key) = steps.keys();
+        let (_, eval_key) = steps.keys();
+        let values = mask.values();
         let frozen_base = match (steps, step) {
             (StepSet::Full, StepKind::Specialized) if contract.jit_compile != Some(true) => {
-                frozen_base_step::for_mask(&contract.frozen_base_steps, &mask.values(), |key| {
+                frozen_base_step::for_mask(&contract.frozen_base_steps, &values, |key| {
                     opened.meta_graph().signature(key).is_ok()
                 })
                 .cloned()
@@ -146,8 +144,7 @@ impl Trainer {
                 frozen.layer
             );
         }
-        let train_key = frozen_base.as_ref().map_or(train_key.to_string(), |frozen| frozen.signature.clone());
-        let train_key = train_key.as_str();
+        let train_key = train_signature(steps, frozen_base.as_ref());
         let has_eval = opened.meta_graph().signature(eval_key).is_ok();
         let mut loaded: Vec<&str> = vec![train_key];
         loaded.extend(has_eval.then_some(eval_key));
@@ -158,7 +155,6 @@ impl Trainer {
         let plain_step = BoundSignature::bind(&model, train_key)?;
         let collective_input = collective.as_ref().map(|inputs| plain_step.prepare(inputs)).transpose()?;
         let eval_step = has_eval.then(|| BoundSignature::bind(&model, eval_key)).transpose()?;
-        let values = mask.values();
         let (train_step, step) = match step {
             // XLA compiles the step's body as one cluster that the session does not inline, so a
             // constant mask folds nothing there (measured: the same executed graph and time).
@@ -188,7 +184,6 @@ impl Trainer {
             rate_input: Mutex::new(None),
             spare: SparePool::default(),
             train_step,
-            train_key: train_key.to_string(),
             frozen_base,
             eval_step,
             data_signature,
@@ -207,7 +202,7 @@ impl Trainer {
     /// that its mask allows (see [`crate::train::frozen_base_step`]), `head_train_step` under the
     /// feature cache, `train_step_allreduce` on a cluster.
     pub fn train_signature(&self) -> &str {
-        &self.train_key
+        train_signature(self.steps, self.frozen_base.as_ref())
     }
 
     /// The frozen-base step this trainer runs instead of `train_step`, when its mask allows one.
@@ -387,6 +382,12 @@ pub enum StepKind {
     Specialized,
     /// The exported `train_step` as it is, the mask fed at every step.
     Plain,
+}
+
+/// The key of the step signature that `steps` trains through: the frozen-base step's when there
+/// is one, else the set's own train step.
+fn train_signature(steps: StepSet, frozen_base: Option<&FrozenBaseStep>) -> &str {
+    frozen_base.map_or(steps.keys().0, |frozen| frozen.signature.as_str())
 }
 
 /// `plain` specialized on the mask `values`, or `plain` itself (with a log line saying why)
