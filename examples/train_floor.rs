@@ -25,7 +25,8 @@
 //! Every loop runs the `train_step` that `tfload train` runs: specialized on the mask (see
 //! `tfload::train::StepKind`), or the exported one with `--plain-step`. `--count-ops` prints the
 //! ops TensorFlow executes for one step of each kind and exits:
-//! `{"event":"ops","step":"plain","nodes":..,"weight_gradients":..,"input_gradients":..,"selects":..}`.
+//! `{"event":"ops","step":"plain","nodes":..,"weight_gradients":..,"input_gradients":..,"selects":..,"by_type":{..}}`
+//! (`by_type`: the executed nodes by op type).
 //!
 //! Prints one JSON line per timed epoch on stdout:
 //! `{"event":"epoch","layer":"floor","epoch":1,"seconds":..,"samples_per_sec":..}`.
@@ -176,12 +177,13 @@ fn count_ops(setup: &Setup) -> Result<()> {
         let batch = trainer.preparer().prepare(&setup.batches[0])?;
         let (_, ops) = trainer.train_prepared_counting_ops(&batch, setup.lr)?;
         println!(
-            "{{\"event\":\"ops\",\"step\":\"{}\",\"nodes\":{},\"weight_gradients\":{},\"input_gradients\":{},\"selects\":{}}}",
+            "{{\"event\":\"ops\",\"step\":\"{}\",\"nodes\":{},\"weight_gradients\":{},\"input_gradients\":{},\"selects\":{},\"by_type\":{}}}",
             if trainer.step_kind() == StepKind::Plain { "plain" } else { "specialized" },
             ops.total(),
             ops.count_containing("BackpropFilter"),
             ops.count_containing("BackpropInput"),
             ops.count_containing("Select"),
+            serde_json::to_string(&ops.by_type)?,
         );
     }
     Ok(())

@@ -10,7 +10,11 @@ model is reached through a closure inside the traced functions.
 
 A BatchNormalization layer whose trainable variables (gamma/beta) are all masked 0 runs in
 inference mode during ``train_step`` and leaves its moving statistics alone (the semantics of the
-Keras transfer-learning guide); this is a ``tf.cond`` per BN layer on its mask entries.
+Keras transfer-learning guide). Keras's two modes differ only in the statistics they normalize
+with and in the moving-statistics update, so the step computes both and picks with ``tf.where``
+on the layer's mask entries (a renormalizing layer takes a ``tf.cond`` instead): selects fold
+when tfload specializes the step on a constant mask, a lowered ``tf.cond`` does not (both
+branches and their gradient's Switch/Merge nodes stay in the executed step).
 """
 from __future__ import annotations
 
@@ -196,6 +200,8 @@ def _patch_batch_norm(bn_layers, mask_vars, state_vars, default_on, was_trainabl
             flag = flags.get(id(_layer))
             if flag is None:  # BN without gamma/beta: follows its Keras trainable flag
                 return _orig(inputs, training=_static, mask=mask)
+            if not _layer.renorm:
+                return _batch_norm_selected(_layer, inputs, mask, flag)
             return tf.cond(flag,
                            lambda: _orig(inputs, training=True, mask=mask),
                            lambda: _orig(inputs, training=False, mask=mask))
@@ -203,6 +209,30 @@ def _patch_batch_norm(bn_layers, mask_vars, state_vars, default_on, was_trainabl
         object.__setattr__(l, "call", bn_call)
         patched.append(l)
     return bn_records
+
+
+def _batch_norm_selected(layer, inputs, mask, training):
+    """Keras 3's ``BatchNormalization.call`` (without renorm) in training mode where the scalar
+    bool ``training`` is true and in inference mode where it is false, by ``tf.where`` on the
+    statistics: the same ops as Keras's, in the same order, in either mode. Where ``training`` is
+    false the moving statistics are assigned their own value, bit for bit."""
+    tf, keras = import_tf()
+    ops, backend = keras.ops, keras.backend
+    inputs = ops.cast(inputs, backend.result_type(inputs.dtype, "float32"))
+    moving_mean = ops.cast(layer.moving_mean, inputs.dtype)
+    moving_variance = ops.cast(layer.moving_variance, inputs.dtype)
+    gamma = ops.cast(layer.gamma, inputs.dtype) if layer.scale else None
+    beta = ops.cast(layer.beta, inputs.dtype) if layer.center else None
+    batch_mean, batch_variance = layer._moments(inputs, mask)
+    for var, moving, batch in ((layer.moving_mean, moving_mean, batch_mean),
+                               (layer.moving_variance, moving_variance, batch_variance)):
+        updated = ops.cast(moving * layer.momentum + batch * (1.0 - layer.momentum), var.dtype)
+        var.assign(tf.where(training, updated, var.value))
+    outputs = ops.batch_normalization(
+        x=inputs, mean=tf.where(training, batch_mean, moving_mean),
+        variance=tf.where(training, batch_variance, moving_variance), axis=layer.axis, offset=beta,
+        scale=gamma, epsilon=layer.epsilon)
+    return ops.cast(outputs, layer.compute_dtype)
 
 
 def step_input_specs(input_specs, labels_spec, n_mask):

@@ -5,6 +5,15 @@ Each class writes one Keras 3 optimizer's update rule with plain TF ops; its sta
 ``MaskedOptimizer`` applies a rule per variable under the ``mask`` input: a variable whose mask
 entry is 0 keeps its value bit for bit and so do its slots.
 
+A rule with a ``fused`` form (SGD, SGD with momentum, Adam, AdamW) updates a variable with
+TensorFlow's in-place training op (``ResourceApplyAdam``, ``ResourceApplyKerasMomentum``,
+``ResourceApplyGradientDescent``: the same formula as Keras 3's, one kernel instead of a dozen ops
+and three selects), run under a ``tf.cond`` on the variable's mask entry. TensorFlow does not fold
+that ``tf.cond`` when tfload specializes the step on a constant mask (its Switch nodes stay), so
+the gradient reaches the ``tf.cond`` through a ``tf.where`` on the same entry that does fold: a
+masked variable's gradient is then pruned from the specialized step, as with the selects. The
+other rules write ``update``'s composite math and keep it under ``tf.where`` selects.
+
 Adding an optimizer is one class: subclass ``Optimizer``, set ``name`` and ``defaults`` (the
 Keras defaults; every key but ``learning_rate`` becomes a ``tfload-export`` flag), list its
 per-variable slots and write ``update``; decorate it with ``@register``.
@@ -73,6 +82,10 @@ class Optimizer:
         """
         raise NotImplementedError
 
+    fused = None
+    """``fused(tf, var, g, lr, slots)``, when set: the update of ``update`` done in place on
+    ``var`` and its slots by TensorFlow's training ops (called only where the variable trains)."""
+
 
 @register
 class SGD(Optimizer):
@@ -92,6 +105,15 @@ class SGD(Optimizer):
         if self.cfg["nesterov"]:
             return old + (m_new * mom - g * lr), {"momentum": m_new}
         return old + m_new, {"momentum": m_new}
+
+    def fused(self, tf, var, g, lr, slots):
+        if "momentum" not in slots:
+            tf.raw_ops.ResourceApplyGradientDescent(var=var.handle, alpha=lr, delta=g)
+            return
+        # accum = accum * momentum - grad * lr; var += accum (Nesterov: accum * momentum - grad * lr)
+        tf.raw_ops.ResourceApplyKerasMomentum(var=var.handle, accum=slots["momentum"].handle, lr=lr, grad=g,
+                                              momentum=tf.constant(self.cfg["momentum"], var.dtype),
+                                              use_nesterov=self.cfg["nesterov"])
 
 
 @register
@@ -116,6 +138,20 @@ class Adam(Optimizer):
         v_new = slots["v"] + (tf.square(g) - slots["v"]) * (1.0 - b2)
         new = old - (m_new * alpha) / (tf.sqrt(v_new) + eps)
         return new, {"m": m_new, "v": v_new, "step": step}
+
+    def fused(self, tf, var, g, lr, slots):
+        # ResourceApplyAdam's CPU kernel computes what ``update`` writes, in the same order:
+        # alpha = lr * sqrt(1 - b2^t) / (1 - b1^t); m += (g - m) * (1 - b1);
+        # v += (g^2 - v) * (1 - b2); var -= m * alpha / (sqrt(v) + eps).
+        dtype = var.dtype
+        step = slots["step"].read_value() + 1
+        t = tf.cast(step, dtype)
+        b1 = tf.constant(self.cfg["beta_1"], dtype)
+        b2 = tf.constant(self.cfg["beta_2"], dtype)
+        tf.raw_ops.ResourceApplyAdam(var=var.handle, m=slots["m"].handle, v=slots["v"].handle,
+                                     beta1_power=tf.pow(b1, t), beta2_power=tf.pow(b2, t), lr=lr, beta1=b1,
+                                     beta2=b2, epsilon=tf.constant(self.cfg["epsilon"], dtype), grad=g)
+        slots["step"].assign(step)
 
 
 @register
@@ -294,9 +330,27 @@ class MaskedOptimizer:
             on = mask[i] > 0.0
             slots = self.slots[i]
             lr_ = tf.cast(lr, var.dtype)
+            if self.rule.fused is not None:
+                self._apply_fused(tf, on, var, g, lr_, slots)
+                continue
             old = tf.identity(var)
             new, new_slots = self.rule.update(tf, self._decayed(tf, old, lr_), g, lr_, slots)
             for s, value in new_slots.items():
                 slots[s].assign(tf.where(on, value, slots[s]))
             var.assign(tf.where(on, new, old))
         self.iterations.assign_add(1)
+
+    def _apply_fused(self, tf, on, var, g, lr, slots):
+        """The rule's fused update of ``var``, run only when ``on``: a masked variable and its
+        slots are not written at all. The ``tf.where`` feeding the gradient folds to a constant
+        when the mask does (tfload's specialized step), so a masked gradient is not computed."""
+        g = tf.where(on, g, tf.zeros(var.shape, g.dtype))
+
+        def train():
+            decay = self.cfg.get(WEIGHT_DECAY)
+            if decay:
+                old = var.read_value()
+                var.assign(old - old * tf.constant(decay, var.dtype) * lr)
+            self.rule.fused(tf, var, g, lr, slots)
+
+        tf.cond(on, train, lambda: None)

@@ -625,8 +625,14 @@ def bench_train_frozen():
 FROZEN_NOTES = """**How the step is specialized.** After loading, tfload adds to the session's graph a copy of
 the `train_step` signature's call node (`StatefulPartitionedCall`, same function, same variable handles) whose
 `mask` input is a `Const` holding the run's mask (src/session/specialize.rs). The TF1 session inlines the function
-body, and Grappler's constant folding turns each `tf.where(mask[i] > 0, new, old)` into `old` for a frozen variable,
-after which the frozen gradients and optimizer updates have no consumer and are pruned. Losses, metrics and every
+body, and Grappler's constant folding folds every `tf.where` on a mask entry, after which a frozen variable's
+gradient has no consumer and is pruned. Updates are TensorFlow's fused in-place ops (`ResourceApplyAdam`,
+`ResourceApplyKerasMomentum`, `ResourceApplyGradientDescent`: Keras 3's formulas, one kernel per variable instead
+of about 30 composite ops and selects), each under a `tf.cond` on its mask entry, which does NOT fold (a lowered
+cond's Switch nodes stay even with a constant predicate; checked on a 2-variable model): its gradient reaches it
+through a `tf.where` that does, so a frozen gradient is still pruned. BatchNormalization picks its training mode
+by `tf.where` on the statistics instead of a `tf.cond` (whose two branches and Optional* gradient nodes all ran).
+CNN, all trainable: 576 -> 389 executed nodes; Keras's own step is about 528. Losses, metrics and every
 saved variable are bit-identical to the plain step's (tests/train/specialized_step.rs, also against Python). An
 XLA-compiled step (`--jit-compile`) is one cluster the session does not inline: the constant folds nothing there
 (same executed graph, 76 against 75 nodes on the CNN), so tfload runs it as exported.
@@ -642,7 +648,7 @@ inference mode, then the head's step; tfload runs the highest one the mask allow
 `train_step` is). Models here are exported at bench time (the committed `saved_models/` predate these steps).
 Parity with `train_step`: tests/train/frozen_base_step.rs and scripts/tests/test_frozen_base_steps.py.
 
-**Reading these figures.** One round per row, release build, idle machine (load about 1-2): single ratios still move by 20 % and more between runs. Peak RSS of the MobileNetV2 run (cache off) is above Keras's.
+**Reading these figures.** One round per row, release build, idle machine (load about 1-2): single ratios still move by 20 % and more between runs. Peak RSS of the MobileNetV2 run (cache off) is above Keras's. This table was measured on an AMD EPYC 2-core machine, the other sections on an Intel Xeon: compare its ratios, not its samples/s, with theirs.
 """
 
 BENCHMARKS = {

@@ -19,6 +19,10 @@ tf, keras = te.import_tf()
 STEPS = 4
 
 CASES = {
+    "adam": ({"learning_rate": 0.01}, lambda: keras.optimizers.Adam(0.01)),
+    "sgd": ({"learning_rate": 0.5}, lambda: keras.optimizers.SGD(0.5)),
+    "sgd_momentum_nesterov": ({"learning_rate": 0.5, "momentum": 0.9, "nesterov": True},
+                              lambda: keras.optimizers.SGD(0.5, momentum=0.9, nesterov=True)),
     "rmsprop": ({"learning_rate": 0.01}, lambda: keras.optimizers.RMSprop(0.01)),
     "rmsprop_momentum_centered": ({"learning_rate": 0.01, "momentum": 0.9, "centered": True},
                                   lambda: keras.optimizers.RMSprop(0.01, momentum=0.9, centered=True)),

@@ -66,7 +66,13 @@ fn frozen_keys(opened: &TrainableModel, mask: &Mask) -> BTreeSet<String> {
 
 /// Trains `STEPS` batches of `name` with both steps under `spec` and compares everything.
 fn assert_specialized_is_exact(name: &str, spec: MaskSpec, expect_frozen: usize) {
-    let opened = TrainableModel::open(model(name)).unwrap();
+    assert_specialized_is_exact_at(&model(name), spec, expect_frozen);
+}
+
+/// [`assert_specialized_is_exact`] of the model in `dir`.
+fn assert_specialized_is_exact_at(model_dir: &std::path::Path, spec: MaskSpec, expect_frozen: usize) {
+    let name = model_dir.file_name().unwrap().to_string_lossy().into_owned();
+    let opened = TrainableModel::open(model_dir).unwrap();
     let mask = opened.mask(&spec).unwrap();
     let frozen = frozen_keys(&opened, &mask);
     assert!(frozen.len() >= expect_frozen, "{name}: {} frozen keys, expected at least {expect_frozen}", frozen.len());
@@ -103,7 +109,7 @@ fn assert_specialized_is_exact(name: &str, spec: MaskSpec, expect_frozen: usize)
     let python = python_json(
         "parity/specialized_reference.py",
         &[
-            s(&model(name)),
+            s(model_dir),
             s(&root().join("saved_models/data/digits_5_9_train.npz")),
             s(&plain_prefix),
             s(&specialized_prefix),
@@ -166,6 +172,48 @@ fn adam_cnn_all_trainable() {
 fn sgd_momentum_mlp_head_only_and_all() {
     assert_specialized_is_exact("mlp_digits", spec(MaskStart::ModelDefault, Some(1)), 2 + 2);
     assert_specialized_is_exact("mlp_digits", spec(MaskStart::AllTrainable, None), 0);
+}
+
+/// The step as the current exporter writes it (the committed models predate it): Adam and SGD
+/// with momentum as fused in-place training ops under a `tf.cond` on each mask entry, and
+/// BatchNormalization's training mode picked by `tf.where`. A frozen layer inside `train_step`
+/// (conv2 alone, or bn1 alone with conv1 training through its inference mode: masks without a
+/// frozen-base step) must stay byte-identical in both steps, and the specialized step must not
+/// compute a frozen kernel's gradient.
+#[test]
+fn fresh_export_fused_updates_stay_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cnn, mlp) = (dir.path().join("cnn_twin"), dir.path().join("mlp_twin"));
+    python_json("fixtures/make_digits_models.py", &["--twin", "cnn", "--out", s(&cnn)]);
+    python_json("fixtures/make_digits_models.py", &["--twin", "mlp", "--out", s(&mlp)]);
+    let freeze = |pattern: &str| MaskSpec {
+        start: MaskStart::AllTrainable,
+        freeze: vec![pattern.to_string()],
+        ..MaskSpec::default()
+    };
+    assert_specialized_is_exact_at(&cnn, spec(MaskStart::AllTrainable, None), 0);
+    assert_specialized_is_exact_at(&cnn, spec(MaskStart::ModelDefault, Some(2)), 3 + 3 * 3 + 2);
+    // conv2's kernel and bias with their m, v and step.
+    assert_specialized_is_exact_at(&cnn, freeze("conv2"), 2 + 6);
+    // gamma, beta, their 6 slots and the moving statistics.
+    assert_specialized_is_exact_at(&cnn, freeze("bn1"), 2 + 6 + 2);
+    assert_specialized_is_exact_at(&mlp, spec(MaskStart::AllTrainable, None), 0);
+    assert_specialized_is_exact_at(&mlp, spec(MaskStart::ModelDefault, Some(1)), 2 + 2);
+
+    let opened = TrainableModel::open(&cnn).unwrap();
+    let ops = |spec: &MaskSpec, step| {
+        let trainer =
+            Trainer::from_model_with(&opened, opened.mask(spec).unwrap(), SessionConfig::default(), step).unwrap();
+        let prepared = trainer.preparer().prepare(&batches()[0]).unwrap();
+        trainer.train_prepared_counting_ops(&prepared, LR).unwrap().1
+    };
+    let all = ops(&spec(MaskStart::AllTrainable, None), StepKind::Specialized);
+    assert_eq!(all.count_containing("ResourceApplyAdam"), 7, "{all:?}");
+    assert_eq!(all.count_containing("SelectV2"), 0, "{all:?}");
+    assert_eq!(all.count_containing("OptionalFromValue"), 0, "no BatchNormalization tf.cond left: {all:?}");
+    let conv2_frozen = ops(&freeze("conv2"), StepKind::Specialized);
+    assert_eq!(conv2_frozen.count_containing("Conv2DBackpropFilter"), 1, "conv1's only: {conv2_frozen:?}");
+    assert_eq!(ops(&freeze("conv2"), StepKind::Plain).count_containing("Conv2DBackpropFilter"), 2);
 }
 
 /// The executed graph of a frozen-base step: no weight gradient and no `tf.where` left, fewer
