@@ -129,6 +129,12 @@ pub struct TrainArgs {
     /// Leave the best epoch's checkpoint (early stopping) in OUT/checkpoints/best.
     #[arg(long)]
     pub keep_best: bool,
+    /// Write every variable into each checkpoint. By default a checkpoint writes only the values
+    /// that differ from the model the run started from and hard-links that model's data shard
+    /// (a frozen base costs nothing to checkpoint); either way each checkpoint is a complete
+    /// SavedModel, and the trained model has one data shard.
+    #[arg(long)]
+    pub full_checkpoints: bool,
     /// Stop when the monitored validation value has not improved for N epochs; the output gets the best epoch's weights.
     #[arg(long, value_name = "N")]
     pub early_stopping_patience: Option<u64>,
@@ -290,6 +296,7 @@ fn fit_options(args: &TrainArgs, model: &TrainableModel, mask: MaskSpec) -> Resu
             every_steps: args.checkpoint_every_steps,
             keep: args.keep_checkpoints.unwrap_or(2),
             in_output: CheckpointsInOutput { steps: args.keep_checkpoints.is_some(), best: args.keep_best },
+            link_unchanged: !args.full_checkpoints,
         },
         early_stopping: args.early_stopping_patience.map(|patience| EarlyStopping {
             monitor: args.monitor.clone(),

@@ -24,6 +24,10 @@ pub struct CheckpointEntry {
     pub shape: Shape,
     /// Bytes the tensor takes in the data shard.
     pub size: u64,
+    /// The data shard that holds the tensor (`variables.data-SHARD-of-N`).
+    pub shard: u32,
+    /// Where the tensor's bytes start in that shard.
+    pub offset: u64,
 }
 
 /// The decoded index: checkpoint key to entry, sorted by key.
@@ -49,6 +53,8 @@ impl CheckpointIndex {
                     dtype: DType::from_proto(entry.dtype),
                     shape: Shape::from_proto(entry.shape.as_ref()),
                     size: entry.size.unsigned_abs(),
+                    shard: entry.shard_id.unsigned_abs(),
+                    offset: entry.offset.unsigned_abs(),
                 };
                 (key, entry)
             })

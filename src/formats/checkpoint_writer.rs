@@ -28,7 +28,6 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use prost::Message;
-use sstable::{Options, TableBuilder};
 
 use crate::error::{Error, Result};
 use crate::formats::checkpoint_index::{read_records, CheckpointIndex};
@@ -172,11 +171,7 @@ impl CheckpointWriter {
                 problem: format!("the checkpoint read from {} has no such string scalar", self.source.display()),
             });
         };
-        let mut bytes = Vec::with_capacity(value.len() + 14);
-        prost::encoding::encode_varint(value.len() as u64, &mut bytes);
-        let length_crc = mask_crc(crc32c::crc32c(&(value.len() as u32).to_le_bytes()));
-        bytes.extend_from_slice(&length_crc.to_le_bytes());
-        bytes.extend_from_slice(value);
+        let bytes = string_scalar_bytes(value);
         entry.proto.crc32c = string_tensor_crc32c(&bytes, Some(1)).expect("a string scalar just encoded");
         entry.bytes = bytes;
         Ok(())
@@ -210,7 +205,7 @@ fn check_output(source: &Path, out: &Path, overwrite: bool) -> Result<()> {
 }
 
 /// The header and the entry records of an index file, in key order; partitioned variables refused.
-fn read_index(path: &Path) -> Result<(proto::BundleHeaderProto, Vec<(String, proto::BundleEntryProto)>)> {
+pub(crate) fn read_index(path: &Path) -> Result<(proto::BundleHeaderProto, Vec<(String, proto::BundleEntryProto)>)> {
     let (header, records) = read_records(path)?;
     if let Some((name, _)) = records.iter().find(|(_, record)| !record.slices.is_empty()) {
         return Err(corrupt(path, &format!("entry `{name}` is a partitioned variable, which tfload cannot rewrite")));
@@ -224,7 +219,7 @@ fn read_shards(index_path: &Path, num_shards: i32) -> Result<Vec<(PathBuf, Vec<u
     let num_shards = num_shards.max(1);
     (0..num_shards)
         .map(|shard| {
-            let path = index_path.with_file_name(format!("variables.data-{shard:05}-of-{num_shards:05}"));
+            let path = index_path.with_file_name(data_file_name(shard, num_shards));
             let bytes = std::fs::read(&path).map_err(io_error(&path))?;
             Ok((path, bytes))
         })
@@ -260,12 +255,7 @@ fn entry_bytes(
             ))
         }
     };
-    let actual = if DType::from_proto(record.dtype) == DType::String {
-        string_tensor_crc32c(bytes, element_count(record))
-    } else {
-        Some(masked_crc32c(bytes))
-    };
-    if actual != Some(record.crc32c) {
+    if entry_crc32c(record, bytes) != Some(record.crc32c) {
         return Err(data_error(
             data_path,
             key,
@@ -273,6 +263,31 @@ fn entry_bytes(
         ));
     }
     Ok(bytes.to_vec())
+}
+
+/// A scalar string in TensorFlow's bundle layout for string tensors (varint length, masked
+/// CRC32C of the length, bytes).
+pub(crate) fn string_scalar_bytes(value: &[u8]) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(value.len() + 14);
+    prost::encoding::encode_varint(value.len() as u64, &mut bytes);
+    let length_crc = mask_crc(crc32c::crc32c(&(value.len() as u32).to_le_bytes()));
+    bytes.extend_from_slice(&length_crc.to_le_bytes());
+    bytes.extend_from_slice(value);
+    bytes
+}
+
+/// The checksum a bundle stores for the entry `record` whose bytes are `bytes`; `None` when the
+/// bytes cannot be a string tensor of the record's shape.
+pub(crate) fn entry_crc32c(record: &proto::BundleEntryProto, bytes: &[u8]) -> Option<u32> {
+    match DType::from_proto(record.dtype) {
+        DType::String => string_tensor_crc32c(bytes, element_count(record)),
+        _ => Some(masked_crc32c(bytes)),
+    }
+}
+
+/// The file name of data shard `shard` of a bundle of `num_shards` shards.
+pub(crate) fn data_file_name(shard: i32, num_shards: i32) -> String {
+    format!("variables.data-{shard:05}-of-{num_shards:05}")
 }
 
 /// TensorFlow's checksum of a string tensor (`WriteStringTensor` in tensor_bundle.cc): the CRC32C
@@ -303,25 +318,22 @@ fn element_count(record: &proto::BundleEntryProto) -> Option<u64> {
     dims.iter().try_fold(1u64, |product, dim| product.checked_mul(u64::try_from(dim.size).ok()?))
 }
 
-fn data_error(path: &Path, key: &str, problem: String) -> Error {
+pub(crate) fn data_error(path: &Path, key: &str, problem: String) -> Error {
     Error::CorruptCheckpointData { path: path.to_path_buf(), key: key.to_string(), problem }
 }
 
 /// Writes the index table: the header under the empty key, then the entries in key order.
-fn write_index(
+pub(crate) fn write_index(
     path: &Path,
     header: &proto::BundleHeaderProto,
     records: &[(&str, proto::BundleEntryProto)],
 ) -> Result<()> {
     let file = File::create(path).map_err(io_error(path))?;
-    let table_error =
-        |e: sstable::Status| Error::Io { path: path.to_path_buf(), source: std::io::Error::other(e.to_string()) };
-    let mut builder = TableBuilder::new_no_filter(Options::default(), BufWriter::new(file));
-    builder.add(b"", &header.encode_to_vec()).map_err(table_error)?;
-    for (key, record) in records {
-        builder.add(key.as_bytes(), &record.encode_to_vec()).map_err(table_error)?;
-    }
-    builder.finish().map_err(table_error)?;
+    let mut out = BufWriter::new(file);
+    let entries = std::iter::once((&b""[..], header.encode_to_vec()))
+        .chain(records.iter().map(|(key, record)| (key.as_bytes(), record.encode_to_vec())));
+    crate::formats::table_writer::write_table(&mut out, entries).map_err(io_error(path))?;
+    out.flush().map_err(io_error(path))?;
     Ok(())
 }
 

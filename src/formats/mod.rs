@@ -10,5 +10,7 @@ pub mod example;
 pub mod images;
 pub mod jpeg;
 pub mod keras_h5;
+pub mod linked_bundle;
 pub mod npy;
+pub mod table_writer;
 pub mod tfrecord;

@@ -18,7 +18,7 @@ use std::collections::HashSet;
 use prost::Message;
 
 use crate::model::graph_reach::{node_of, prune_library, reachable, tensor_names};
-use crate::model::graph_saver::{dtype_attr, saver_nodes};
+use crate::model::graph_saver::{dtype_attr, saver_nodes, SaverWrites};
 use crate::model::meta_graph::SaverSpec;
 use crate::model::traced_saver::{self, TracedSaver};
 use crate::proto::{self as pb};
@@ -39,8 +39,8 @@ pub(crate) struct GraphCut {
     /// Library functions kept, of how many.
     pub functions: (usize, usize),
     /// The graph-level saver the cut's `SaverDef` names instead of the model's traced one, with
-    /// the number of variables it restores and saves; or why the model's own saver was kept.
-    pub saver: Result<(SaverSpec, usize), String>,
+    /// what it saves; or why the model's own saver was kept.
+    pub saver: Result<(SaverSpec, SaverWrites), String>,
 }
 
 /// `bytes` (a whole `saved_model.pb`) with only the MetaGraph of `tags` (sorted), cut to the
@@ -77,7 +77,7 @@ pub(crate) fn cut_to_signatures(
             save_tensor: saver_def.save_tensor_name.clone(),
             restore_op: saver_def.restore_op_name.clone(),
         };
-        (spec, traced.variables.len())
+        (spec, nodes.writes)
     });
     if let Some(saver) = &meta_graph.saver_def {
         roots.extend(
@@ -295,8 +295,9 @@ mod tests {
     fn a_cut_swaps_the_traced_saver_for_graph_level_nodes_of_the_same_keys() {
         let cut =
             cut_to_signatures(&traced_model(None), &["serve".into()], &["serving_default".into()], true).expect("cut");
-        let (spec, variables) = cut.saver.clone().expect("graph-level saver");
-        assert_eq!(variables, 2);
+        let (spec, writes) = cut.saver.clone().expect("graph-level saver");
+        assert_eq!(writes.reads.len(), 2);
+        assert!(writes.reads.iter().all(|read| read.tensor.starts_with("tfload_saver/save/read_")), "{writes:?}");
         assert_eq!(spec.restore_op, "tfload_saver/restore_all");
         let decoded = pb::EditableSavedModel::decode(cut.bytes.as_slice()).unwrap();
         let meta_graph = &decoded.meta_graphs[0];

@@ -8,6 +8,7 @@
 use prost::Message;
 
 use crate::proto::{self as pb, attr_value};
+use crate::tensor::dtype::DType;
 
 /// `DataType` number of strings (filenames, keys, the object graph).
 const DT_STRING: i32 = 7;
@@ -42,6 +43,31 @@ pub(crate) struct SaverNodes {
     pub restore_op: String,
     /// `SaverDef.save_tensor_name`: the filename, once `SaveV2` has run.
     pub save_tensor: String,
+    /// What its `SaveV2` writes, in order.
+    pub writes: SaverWrites,
+}
+
+/// What a graph-level saver's `SaveV2` writes, in the order it writes them: each variable's value
+/// (read by a `ReadVariableOp` the session can also fetch), then the checkpoint's object graph.
+/// With it, a caller can write the same checkpoint from fetched values (see
+/// `formats::linked_bundle`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SaverWrites {
+    /// The variables, in `SaveV2`'s order.
+    pub reads: Vec<SavedRead>,
+    /// The bytes saved under `_CHECKPOINTABLE_OBJECT_GRAPH`, after the variables.
+    pub object_graph: Vec<u8>,
+}
+
+/// One variable value a graph-level saver writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SavedRead {
+    /// Its checkpoint key.
+    pub key: String,
+    /// Its element type.
+    pub dtype: DType,
+    /// The graph tensor (`tfload_saver/save/read_N:0`) that holds its value.
+    pub tensor: String,
 }
 
 /// Builds restore (`RestoreV2` of every variable, and of the object graph when
@@ -98,6 +124,7 @@ pub(crate) fn saver_nodes(
     nodes.extend(key_consts(&scoped("save"), save_keys));
     nodes.push(string_const(&scoped("save/object_graph"), vec![object_graph.to_vec()], None));
     let mut save_inputs = vec![filename_node.to_string(), scoped("save/tensor_names"), scoped("save/shape_and_slices")];
+    let mut reads = Vec::with_capacity(variables.len());
     for (i, variable) in variables.iter().enumerate() {
         let read = scoped(&format!("save/read_{i}"));
         nodes.push(node(
@@ -106,6 +133,11 @@ pub(crate) fn saver_nodes(
             vec![variable.handle.clone()],
             vec![("dtype", type_attr(variable.dtype))],
         ));
+        reads.push(SavedRead {
+            key: variable.checkpoint_key.clone(),
+            dtype: DType::from_proto(variable.dtype),
+            tensor: format!("{read}:0"),
+        });
         save_inputs.push(read);
     }
     save_inputs.push(scoped("save/object_graph"));
@@ -119,7 +151,8 @@ pub(crate) fn saver_nodes(
         vec![filename_node.to_string(), format!("^{}", scoped("save/SaveV2"))],
         vec![("T", type_attr(DT_STRING))],
     ));
-    SaverNodes { nodes, restore_op, save_tensor: format!("{save_tensor}:0") }
+    let writes = SaverWrites { reads, object_graph: object_graph.to_vec() };
+    SaverNodes { nodes, restore_op, save_tensor: format!("{save_tensor}:0"), writes }
 }
 
 fn node(name: &str, op: &str, input: Vec<String>, attrs: Vec<(&str, pb::AttrValue)>) -> pb::NodeDef {

@@ -7,6 +7,7 @@ use prost::Message;
 use tensorflow::{DataType, Graph, Operation, Output, SavedModelBundle, SessionOptions, SessionRunArgs, Tensor};
 
 use crate::error::{Error, Result};
+use crate::model::graph_saver::SaverWrites;
 use crate::model::handles::{handles_to_fill, HandleToFill};
 use crate::model::meta_graph::{MetaGraph, SaverSpec};
 use crate::model::saved_model::SavedModel;
@@ -84,8 +85,9 @@ pub struct LoadedModel {
     graph: Graph,
     bundle: SavedModelBundle,
     scope: LoadScope,
-    /// The graph-level saver the corrected copy has instead of the model's traced one.
-    graph_saver: Option<SaverSpec>,
+    /// The graph-level saver the corrected copy has instead of the model's traced one, and what
+    /// it writes.
+    graph_saver: Option<(SaverSpec, SaverWrites)>,
     /// The corrected copy TensorFlow loaded instead of `dir`, kept while the session lives.
     _corrected: Option<tempfile::TempDir>,
 }
@@ -187,7 +189,27 @@ impl LoadedModel {
     /// signatures puts in place of the model's traced `__traced_save` (same keys, same handles,
     /// same object graph; see `model::graph_cut`), else the model's own.
     pub fn saver(&self) -> Option<SaverSpec> {
-        self.graph_saver.clone().or_else(|| self.meta_graph.saver())
+        self.graph_saver.as_ref().map(|(spec, _)| spec.clone()).or_else(|| self.meta_graph.saver())
+    }
+
+    /// What the graph-level saver writes, in its order, when the session has one (`None` with the
+    /// model's own traced saver, whose values the graph does not expose).
+    pub(crate) fn saver_writes(&self) -> Option<&SaverWrites> {
+        self.graph_saver.as_ref().map(|(_, writes)| writes)
+    }
+
+    /// Whether the session saves through graph-level saver nodes whose values it can fetch.
+    pub fn has_graph_level_saver(&self) -> bool {
+        self.graph_saver.is_some()
+    }
+
+    /// The checkpoint keys in the order the session's `SaveV2` writes them, when it has a
+    /// graph-level saver (empty otherwise).
+    pub fn saver_write_order(&self) -> Vec<&str> {
+        let Some(writes) = self.saver_writes() else {
+            return Vec::new();
+        };
+        writes.reads.iter().map(|read| read.key.as_str()).chain([crate::model::graph_saver::OBJECT_GRAPH_KEY]).collect()
     }
 
     /// The MetaGraph (signatures, variables, saver) of the loaded tag set.
@@ -211,6 +233,9 @@ impl LoadedModel {
     }
 }
 
+/// A corrected copy of a SavedModel directory and, if it has one, its graph-level saver.
+type CorrectedCopy = (tempfile::TempDir, Option<(SaverSpec, SaverWrites)>);
+
 /// A temporary SavedModel directory with `variables/` and `assets/` linked to those of `dir` and
 /// a `saved_model.pb` that TensorFlow loads instead of `dir`'s: cut to the signatures of `scope`
 /// (see [`LoadScope`]) with a graph-level saver where it can have one, and listing each asset
@@ -222,7 +247,7 @@ fn corrected_copy(
     tags: &[String],
     scope: &LoadScope,
     checkpoint_has_object_graph: bool,
-) -> Result<Option<(tempfile::TempDir, Option<SaverSpec>)>> {
+) -> Result<Option<CorrectedCopy>> {
     let pb = dir.join("saved_model.pb");
     let bytes = std::fs::read(&pb).map_err(|source| Error::Io { path: pb.clone(), source })?;
     // Bytes that do not parse are left to TensorFlow, whose message is the one to show.
@@ -242,9 +267,10 @@ fn corrected_copy(
                     keys.join(", ")
                 );
                 match &cut.saver {
-                    Ok((_, variables)) => log::debug!(
-                        "{}: restoring and saving its {variables} variables through graph-level RestoreV2/SaveV2 nodes instead of its traced saver functions",
-                        dir.display()
+                    Ok((_, writes)) => log::debug!(
+                        "{}: restoring and saving its {} variables through graph-level RestoreV2/SaveV2 nodes instead of its traced saver functions",
+                        dir.display(),
+                        writes.reads.len()
                     ),
                     Err(reason) => log::info!("{}: keeping the model's own saver: {reason}", dir.display()),
                 }
@@ -252,7 +278,7 @@ fn corrected_copy(
             cut
         }
     };
-    let graph_saver = cut.as_ref().and_then(|cut| cut.saver.as_ref().ok()).map(|(spec, _)| spec.clone());
+    let graph_saver = cut.as_ref().and_then(|cut| cut.saver.as_ref().ok()).cloned();
     if cut.is_none() && notes.is_empty() {
         return Ok(None);
     }

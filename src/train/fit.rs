@@ -19,6 +19,7 @@ use serde::Serialize;
 
 use crate::data::BatchLoader;
 use crate::error::{Error, Result};
+use crate::formats::linked_bundle::{self, BaseBundle};
 use crate::import_weights::{ImportOptions, ImportPlan};
 use crate::output_dir::{
     build_then_place, check_not_input, copy_model_files, copy_saved_model, copy_tree, io_error as io, move_into_place,
@@ -31,7 +32,7 @@ use crate::train::feature_cache::{self, FeatureCacheOptions, FeatureCacheUse};
 use crate::train::mask::MaskSpec;
 use crate::train::plateau::{PlateauState, ReduceOnPlateau};
 use crate::train::run_lock::RunLock;
-use crate::train::savedmodel_writer::write_model_files;
+use crate::train::savedmodel_writer::{write_checkpoint_files, write_model_files};
 use crate::train::schedule::LrSchedule;
 use crate::train::state::{
     partial_dir, write_state, BestRecord, Checkpoints, DataOrder, LogLine, MetricsLog, TrainState,
@@ -136,11 +137,16 @@ pub struct CheckpointPolicy {
     /// Which checkpoints stay in `OUT/checkpoints` once the run completes; by default none, and
     /// the output holds the model and `metrics.jsonl` only.
     pub in_output: CheckpointsInOutput,
+    /// Checkpoints write only the values that differ from the checkpoint the run started from,
+    /// whose data shards they hard-link (`formats::linked_bundle`); each is still a complete
+    /// SavedModel. Where the session cannot say what its saver writes (a model that keeps its
+    /// traced saver), checkpoints write everything whatever this says.
+    pub link_unchanged: bool,
 }
 
 impl Default for CheckpointPolicy {
     fn default() -> CheckpointPolicy {
-        CheckpointPolicy { every_steps: None, keep: 2, in_output: CheckpointsInOutput::default() }
+        CheckpointPolicy { every_steps: None, keep: 2, in_output: CheckpointsInOutput::default(), link_unchanged: true }
     }
 }
 
@@ -324,6 +330,31 @@ fn copy_input(model: &TrainableModel, weights: Option<&ImportPlan>, work: &Path)
     model.same_files_in(&copy)?.ok_or_else(|| Error::InputChanged { dir: model.dir().to_path_buf() })
 }
 
+/// The folder in the working directory that holds the run's checkpoint base.
+pub const CHECKPOINT_BASE: &str = "checkpoint-base";
+
+/// The base the run's checkpoints link to: hard links, in `work/checkpoint-base` (made anew),
+/// of the variables the trainer's session was restored from. `None` when the session cannot say
+/// what its saver writes, or the files cannot be linked (checkpoints then write every variable).
+fn link_checkpoint_base(trainer: &Trainer, work: &Path) -> Result<Option<BaseBundle>> {
+    let model = trainer.model();
+    if !model.has_graph_level_saver() {
+        log::debug!("checkpoints write every variable: the session keeps the model's own saver");
+        return Ok(None);
+    }
+    let into = work.join(CHECKPOINT_BASE);
+    if into.exists() {
+        std::fs::remove_dir_all(&into).map_err(io(&into))?;
+    }
+    match BaseBundle::link(&model.dir().join("variables"), &into) {
+        Ok(base) => Ok(Some(base)),
+        Err(error) => {
+            log::info!("checkpoints write every variable: cannot link the run's base ({error})");
+            Ok(None)
+        }
+    }
+}
+
 /// The working directory's copy of the model's graph and assets for a resumed run: the one the
 /// run started with, or, when a run was killed after removing it, the same files again from the
 /// checkpoint (every checkpoint holds them).
@@ -500,6 +531,9 @@ struct Run<'o> {
     log: Option<MetricsLog>,
     /// Whether the run trains on cached features, and why not, for the progress line.
     cache_use: FeatureCacheUse,
+    /// The bundle the run's checkpoints link to (hard links of the variables the session was
+    /// restored from, in `work/checkpoint-base`); `None` when checkpoints write every variable.
+    checkpoint_base: Option<BaseBundle>,
 }
 
 impl<'o> Run<'o> {
@@ -534,7 +568,26 @@ impl<'o> Run<'o> {
         check_data(&trainer, data)?;
         let checkpoints = Checkpoints::in_dir(&work);
         let cache_use = FeatureCacheUse::Off { reason: "not decided yet".into() };
-        Ok(Run { trainer, model, graph_source, state, work, checkpoints, options, schedule, log: None, cache_use })
+        // Only a task that writes checkpoints links (the tasks of a multi-worker run may share
+        // the working directory).
+        let writes = options.cluster.as_ref().is_none_or(|cluster| cluster.is_chief());
+        let checkpoint_base = match options.checkpoints.link_unchanged && writes {
+            true => link_checkpoint_base(&trainer, &work)?,
+            false => None,
+        };
+        Ok(Run {
+            trainer,
+            model,
+            graph_source,
+            state,
+            work,
+            checkpoints,
+            options,
+            schedule,
+            log: None,
+            cache_use,
+            checkpoint_base,
+        })
     }
 
     /// In a multi-worker run, checks that every task ran as many steps.
@@ -701,9 +754,14 @@ impl<'o> Run<'o> {
         Ok(path)
     }
 
-    fn save_model_with_state(&self, path: &Path) -> Result<()> {
+    fn save_model_with_state(&mut self, path: &Path) -> Result<()> {
+        let (model, source) = (self.trainer.model(), &self.graph_source);
+        let base = &mut self.checkpoint_base;
         build_then_place(path, |dir| {
-            write_model_files(self.trainer.model(), &self.graph_source, dir)?;
+            match base {
+                Some(base) => write_checkpoint_files(model, base, source, dir)?,
+                None => write_model_files(model, source, dir)?,
+            }
             write_state(dir, &self.state)?;
             crate::fault::point("checkpoint-built");
             Ok(())
@@ -753,6 +811,10 @@ impl<'o> Run<'o> {
             std::fs::remove_dir_all(&input_copy).map_err(io(&input_copy))?;
         }
         feature_cache::remove_spill(&self.work)?;
+        let base = self.work.join(CHECKPOINT_BASE);
+        if base.exists() {
+            std::fs::remove_dir_all(&base).map_err(io(&base))?;
+        }
         crate::fault::point("input-copy-removed");
         publish(&self.work, &paths.out, paths.overwrite)?;
         // Only now: until the output is in place, the checkpoints are what a resume needs.
@@ -779,7 +841,14 @@ impl Run<'_> {
             }
         }
         copy_model_files(weights, &self.work)?;
-        copy_tree(&weights.join("variables"), &self.work.join("variables"))?;
+        let variables = weights.join("variables");
+        if linked_bundle::shard_count(&variables)? > 1 {
+            // A linked checkpoint: the published model gets the one data shard SaveV2 writes.
+            let order = self.trainer.model().saver_write_order();
+            linked_bundle::copy_as_one_shard(&variables, &self.work.join("variables"), &order)?;
+        } else {
+            copy_tree(&variables, &self.work.join("variables"))?;
+        }
         // The graph and record the run decoded and checked when it started, byte for byte.
         if self.model.same_files_in(&self.work)?.is_none() {
             return Err(Error::Output {

@@ -5,6 +5,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod checkpoint_bytes;
 mod import_weights;
 mod import_weights_messages;
 mod missing_weights;

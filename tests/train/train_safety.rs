@@ -336,21 +336,29 @@ fn a_full_disk_gives_a_clear_error_loses_nothing_and_resume_finishes() {
     };
     drop(probe);
     // Disks too small for the first checkpoint, at sizes where the copy of the input, our own
-    // writes or TensorFlow's SaveV2 hit the limit: a clear error, and nothing left on the disk.
-    let mut tensorflow_hit_it = false;
-    for kib in (140..=176).step_by(4) {
-        let disk = SmallDisk::mount(&dir.path().join(format!("disk-{kib}")), kib).unwrap();
-        let error = tfload_err(&strs(&run_args(&model("mlp_digits"), &disk.dir.join("out"))));
-        assert!(error.to_lowercase().contains("no space left on"), "{kib} KiB: {error}");
-        assert!(
-            !error.contains("allocated tensors") && !error.contains("(os error 28): No space"),
-            "{kib} KiB: {error}"
-        );
-        tensorflow_hit_it |= error.contains("while saving variables");
-        let left: Vec<_> = std::fs::read_dir(&disk.dir).unwrap().flatten().map(|e| e.file_name()).collect();
-        assert!(left.is_empty(), "{kib} KiB: a failed run before its first checkpoint left {left:?}");
+    // writes or TensorFlow's SaveV2 (which writes every value with --full-checkpoints; linked
+    // checkpoints write the changed values themselves) hit the limit: a clear error, and nothing
+    // left on the disk.
+    for full in [false, true] {
+        let mut tensorflow_hit_it = false;
+        for kib in (140..=176).step_by(4) {
+            let disk = SmallDisk::mount(&dir.path().join(format!("disk-{kib}-{full}")), kib).unwrap();
+            let mut args = run_args(&model("mlp_digits"), &disk.dir.join("out"));
+            if full {
+                args.push("--full-checkpoints".into());
+            }
+            let error = tfload_err(&strs(&args));
+            assert!(error.to_lowercase().contains("no space left on"), "{kib} KiB: {error}");
+            assert!(
+                !error.contains("allocated tensors") && !error.contains("(os error 28): No space"),
+                "{kib} KiB: {error}"
+            );
+            tensorflow_hit_it |= error.contains("while saving variables");
+            let left: Vec<_> = std::fs::read_dir(&disk.dir).unwrap().flatten().map(|e| e.file_name()).collect();
+            assert!(left.is_empty(), "{kib} KiB: a failed run before its first checkpoint left {left:?}");
+        }
+        assert!(tensorflow_hit_it || !full, "no disk size made TensorFlow's save fail; adjust the sizes");
     }
-    assert!(tensorflow_hit_it, "no disk size made TensorFlow's save fail; adjust the sizes");
 
     // Room for checkpoints but not for the final model: the last good checkpoint is kept, and
     // resuming once there is room writes the uninterrupted run's model.
@@ -412,4 +420,75 @@ fn the_output_is_checked_before_the_data_is_read() {
     let resume = dir.path().join("never-started");
     let error = tfload_err(&["train", s(&mlp), "--data", s(&missing), "--out", s(&resume), "--resume"]);
     assert!(error.contains("no unfinished run") && !error.contains("no-such-data"), "{error}");
+}
+
+/// The data shards of the bundle in `dir/variables`.
+fn data_shards(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir.join("variables"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().into_string().unwrap())
+        .filter(|n| n.starts_with("variables.data-"))
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn checkpoints_that_link_the_frozen_values_write_the_same_model_and_load_everywhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let (linked, full) = (dir.path().join("linked"), dir.path().join("full"));
+    let mut args = run_args(&model("mlp_digits"), &linked);
+    args.extend(["--keep-checkpoints".to_string(), "2".to_string()]);
+    tfload_ok(&strs(&args));
+    let mut args = run_args(&model("mlp_digits"), &full);
+    args.extend(["--keep-checkpoints".to_string(), "2".to_string(), "--full-checkpoints".to_string()]);
+    tfload_ok(&strs(&args));
+
+    // The trained model is one shard, file for file what full checkpoints give.
+    let model_only = |out: &Path| {
+        let copy = dir.path().join(format!("{}-model", out.file_name().unwrap().to_string_lossy()));
+        let files = ["saved_model.pb", "metrics.jsonl", "assets/tfload_contract.json", "variables/variables.index"];
+        for file in files.into_iter().chain(["variables/variables.data-00000-of-00001"]) {
+            std::fs::create_dir_all(copy.join(file).parent().unwrap()).unwrap();
+            std::fs::copy(out.join(file), copy.join(file)).unwrap();
+        }
+        copy
+    };
+    assert_eq!(data_shards(&linked), ["variables.data-00000-of-00001"]);
+    assert_same_files(&model_only(&linked), &model_only(&full));
+
+    // A kept checkpoint holds the input's frozen values in a shard shared with the others (one
+    // file on disk) and the changed values in its own; it is a SavedModel that tfload and Python
+    // load, giving the outputs of the full checkpoint of the same step.
+    let steps = |out: &Path| {
+        let mut names: Vec<PathBuf> =
+            std::fs::read_dir(out.join("checkpoints")).unwrap().flatten().map(|e| e.path()).collect();
+        names.sort();
+        names
+    };
+    let (linked_steps, full_steps) = (steps(&linked), steps(&full));
+    assert_eq!(linked_steps.len(), 2);
+    let base_shard = |step: &Path| std::fs::metadata(step.join("variables/variables.data-00000-of-00002")).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        base_shard(&linked_steps[0]).ino(),
+        base_shard(&linked_steps[1]).ino(),
+        "the frozen values are one file"
+    );
+    for (at, (linked_step, full_step)) in linked_steps.iter().zip(&full_steps).enumerate() {
+        assert_eq!(linked_step.file_name(), full_step.file_name());
+        assert_eq!(data_shards(linked_step).len(), 2, "{}", linked_step.display());
+        assert_eq!(data_shards(full_step).len(), 1, "{}", full_step.display());
+        let scratch = dir.path().join(format!("scratch-{at}"));
+        std::fs::create_dir_all(&scratch).unwrap();
+        assert_loads_everywhere(linked_step, &scratch);
+        let x = val_x(&scratch);
+        let outputs = |step: &Path, name: &str| {
+            let out = scratch.join(name);
+            tfload_ok(&["run", s(step), "-i", &format!("inputs={}", s(&x)), "--out", s(&out), "-q"]);
+            std::fs::read(out.join("outputs.npy")).unwrap()
+        };
+        assert!(outputs(linked_step, "from-linked") == outputs(full_step, "from-full"), "{}", linked_step.display());
+    }
 }
