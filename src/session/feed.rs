@@ -94,7 +94,9 @@ fn fill<T: tensorflow::TensorType + Clone>(tensor: &mut Tensor<T>, array: &Array
     }
 }
 
-/// A TensorFlow tensor built from a `TensorData`, kept alive while a run borrows it.
+/// A TensorFlow tensor of one of the element types tfload handles: built from a `TensorData`
+/// and kept alive while a run borrows it, or fetched and left in the buffer TensorFlow handed
+/// over ([`FeedTensor::fetch_numbers`]).
 pub(crate) enum FeedTensor {
     Float16(Tensor<f16>),
     Float32(Tensor<f32>),
@@ -139,6 +141,90 @@ impl FeedTensor {
             FeedTensor::Bytes(t) => args.add_feed(operation, index, t),
         }
     }
+}
+
+/// Calls `$body` with `$t` bound to the tensor inside a number or bool [`FeedTensor`];
+/// `$otherwise` for strings and bytes.
+macro_rules! with_number_tensor {
+    ($value:expr, $t:ident => $body:expr, _ => $otherwise:expr) => {
+        match $value {
+            FeedTensor::Float16($t) => $body,
+            FeedTensor::Float32($t) => $body,
+            FeedTensor::Float64($t) => $body,
+            FeedTensor::Int8($t) => $body,
+            FeedTensor::Int16($t) => $body,
+            FeedTensor::Int32($t) => $body,
+            FeedTensor::Int64($t) => $body,
+            FeedTensor::UInt8($t) => $body,
+            FeedTensor::UInt16($t) => $body,
+            FeedTensor::UInt32($t) => $body,
+            FeedTensor::UInt64($t) => $body,
+            FeedTensor::Bool($t) => $body,
+            FeedTensor::String(_) | FeedTensor::Bytes(_) => $otherwise,
+        }
+    };
+}
+
+impl FeedTensor {
+    /// Whether [`FeedTensor::fetch_numbers`] takes tensors of `dtype`: numbers and bools.
+    pub(crate) fn holds_numbers(dtype: DType) -> bool {
+        use DType::*;
+        matches!(
+            dtype,
+            Float16 | Float32 | Float64 | Int8 | Int16 | Int32 | Int64 | UInt8 | UInt16 | UInt32 | UInt64 | Bool
+        )
+    }
+
+    /// Takes a fetched tensor of numbers or bools of type `dtype` out of the run arguments, left
+    /// in the buffer TensorFlow handed over (a variable's value is shared, not copied, until the
+    /// variable is next written). `None` for a type [`FeedTensor::holds_numbers`] refuses.
+    pub(crate) fn fetch_numbers(
+        args: &mut SessionRunArgs<'_>,
+        token: FetchToken,
+        dtype: DType,
+    ) -> Option<tensorflow::Result<FeedTensor>> {
+        let fetched = match dtype {
+            DType::Float16 => args.fetch(token).map(FeedTensor::Float16),
+            DType::Float32 => args.fetch(token).map(FeedTensor::Float32),
+            DType::Float64 => args.fetch(token).map(FeedTensor::Float64),
+            DType::Int8 => args.fetch(token).map(FeedTensor::Int8),
+            DType::Int16 => args.fetch(token).map(FeedTensor::Int16),
+            DType::Int32 => args.fetch(token).map(FeedTensor::Int32),
+            DType::Int64 => args.fetch(token).map(FeedTensor::Int64),
+            DType::UInt8 => args.fetch(token).map(FeedTensor::UInt8),
+            DType::UInt16 => args.fetch(token).map(FeedTensor::UInt16),
+            DType::UInt32 => args.fetch(token).map(FeedTensor::UInt32),
+            DType::UInt64 => args.fetch(token).map(FeedTensor::UInt64),
+            DType::Bool => args.fetch(token).map(FeedTensor::Bool),
+            _ => return None,
+        };
+        Some(fetched)
+    }
+
+    /// The tensor's dimensions.
+    pub(crate) fn dims(&self) -> &[u64] {
+        match self {
+            FeedTensor::String(t) => t.dims(),
+            FeedTensor::Bytes(t) => t.dims(),
+            numbers => with_number_tensor!(numbers, t => t.dims(), _ => unreachable!("strings matched above")),
+        }
+    }
+
+    /// The elements' bytes, in the little-endian layout a checkpoint bundle stores; `None` for
+    /// strings, whose elements are not laid out in place.
+    pub(crate) fn number_bytes(&self) -> Option<&[u8]> {
+        with_number_tensor!(self, t => Some(as_bytes(t)), _ => None)
+    }
+}
+
+/// The bytes of a slice of numbers (or bools, one byte each, 0 or 1), as they lie in memory:
+/// little-endian, the order a checkpoint bundle stores, on the little-endian hosts TensorFlow's
+/// CPU wheels are built for.
+fn as_bytes<T: Copy>(values: &[T]) -> &[u8] {
+    const { assert!(cfg!(target_endian = "little"), "checkpoint bundles are little-endian") };
+    // SAFETY: `T` is a plain number type or bool (the variants `with_number_tensor` binds): no
+    // padding, every byte initialized; the slice borrows `values`, so it lives no longer than they do.
+    unsafe { std::slice::from_raw_parts(values.as_ptr().cast::<u8>(), std::mem::size_of_val(values)) }
 }
 
 /// One element of a TensorFlow string tensor as raw bytes. The crate's `Tensor<String>` needs

@@ -4,12 +4,13 @@
 
 use std::path::Path;
 
-use tensorflow::{FetchToken, SessionRunArgs, Tensor};
+use tensorflow::{SessionRunArgs, Tensor};
 
 use crate::error::{Error, Result};
 use crate::formats::checkpoint_writer::string_scalar_bytes;
 use crate::formats::linked_bundle::{BaseBundle, LinkedWrite, SavedValue};
 use crate::model::graph_saver::{SaverWrites, OBJECT_GRAPH_KEY};
+use crate::session::feed::FeedTensor;
 use crate::session::loaded_model::LoadedModel;
 use crate::tensor::dtype::DType;
 
@@ -61,16 +62,21 @@ pub fn save_variables_linked(
         .reads
         .iter()
         .zip(&values)
-        .map(|(read, value)| SavedValue { key: &read.key, dtype: read.dtype, dims: value.dims(), bytes: value.bytes() })
+        .map(|(read, value)| SavedValue {
+            key: &read.key,
+            dtype: read.dtype,
+            dims: value.dims(),
+            bytes: value.number_bytes().expect("fetch_values fetches numbers only"),
+        })
         .collect();
     saved.push(SavedValue { key: OBJECT_GRAPH_KEY, dtype: DType::String, dims: &[], bytes: &object_graph });
     base.write_linked(&saved, variables_dir).map(Some)
 }
 
-/// The values of every read the saver writes, fetched in one run; `None` when one has a type
-/// [`FetchedValue`] does not hold.
-fn fetch_values(model: &LoadedModel, writes: &SaverWrites) -> Result<Option<Vec<FetchedValue>>> {
-    if writes.reads.iter().any(|read| !FetchedValue::holds(read.dtype)) {
+/// The values of every read the saver writes, fetched in one run; `None` when one is not a
+/// tensor of numbers or bools ([`FeedTensor::holds_numbers`]).
+fn fetch_values(model: &LoadedModel, writes: &SaverWrites) -> Result<Option<Vec<FeedTensor>>> {
+    if writes.reads.iter().any(|read| !FeedTensor::holds_numbers(read.dtype)) {
         return Ok(None);
     }
     let mut args = SessionRunArgs::new();
@@ -82,90 +88,8 @@ fn fetch_values(model: &LoadedModel, writes: &SaverWrites) -> Result<Option<Vec<
     let failed =
         |status: tensorflow::Status| Error::from_tensorflow("reading the variables to save".to_string(), &status);
     model.session().run(&mut args).map_err(failed)?;
-    let values = tokens.into_iter().map(|(token, dtype)| FetchedValue::take(&mut args, token, dtype));
+    let values = tokens.into_iter().map(|(token, dtype)| {
+        FeedTensor::fetch_numbers(&mut args, token, dtype).expect("holds_numbers checked every dtype")
+    });
     values.collect::<std::result::Result<Vec<_>, _>>().map(Some).map_err(failed)
-}
-
-/// A fetched tensor of numbers, left in the buffer TensorFlow handed over (a variable's value
-/// is shared, not copied, until the variable is next written).
-enum FetchedValue {
-    Float16(Tensor<half::f16>),
-    Float32(Tensor<f32>),
-    Float64(Tensor<f64>),
-    Int8(Tensor<i8>),
-    Int16(Tensor<i16>),
-    Int32(Tensor<i32>),
-    Int64(Tensor<i64>),
-    UInt8(Tensor<u8>),
-    UInt16(Tensor<u16>),
-    UInt32(Tensor<u32>),
-    UInt64(Tensor<u64>),
-    Bool(Tensor<bool>),
-}
-
-/// Calls `$body` with `$t` bound to the tensor inside any [`FetchedValue`].
-macro_rules! with_tensor {
-    ($value:expr, $t:ident => $body:expr) => {
-        match $value {
-            FetchedValue::Float16($t) => $body,
-            FetchedValue::Float32($t) => $body,
-            FetchedValue::Float64($t) => $body,
-            FetchedValue::Int8($t) => $body,
-            FetchedValue::Int16($t) => $body,
-            FetchedValue::Int32($t) => $body,
-            FetchedValue::Int64($t) => $body,
-            FetchedValue::UInt8($t) => $body,
-            FetchedValue::UInt16($t) => $body,
-            FetchedValue::UInt32($t) => $body,
-            FetchedValue::UInt64($t) => $body,
-            FetchedValue::Bool($t) => $body,
-        }
-    };
-}
-
-impl FetchedValue {
-    fn holds(dtype: DType) -> bool {
-        use DType::*;
-        matches!(
-            dtype,
-            Float16 | Float32 | Float64 | Int8 | Int16 | Int32 | Int64 | UInt8 | UInt16 | UInt32 | UInt64 | Bool
-        )
-    }
-
-    fn take(args: &mut SessionRunArgs<'_>, token: FetchToken, dtype: DType) -> tensorflow::Result<FetchedValue> {
-        Ok(match dtype {
-            DType::Float16 => FetchedValue::Float16(args.fetch(token)?),
-            DType::Float32 => FetchedValue::Float32(args.fetch(token)?),
-            DType::Float64 => FetchedValue::Float64(args.fetch(token)?),
-            DType::Int8 => FetchedValue::Int8(args.fetch(token)?),
-            DType::Int16 => FetchedValue::Int16(args.fetch(token)?),
-            DType::Int32 => FetchedValue::Int32(args.fetch(token)?),
-            DType::Int64 => FetchedValue::Int64(args.fetch(token)?),
-            DType::UInt8 => FetchedValue::UInt8(args.fetch(token)?),
-            DType::UInt16 => FetchedValue::UInt16(args.fetch(token)?),
-            DType::UInt32 => FetchedValue::UInt32(args.fetch(token)?),
-            DType::UInt64 => FetchedValue::UInt64(args.fetch(token)?),
-            DType::Bool => FetchedValue::Bool(args.fetch(token)?),
-            other => unreachable!("FetchedValue::holds refused {other}"),
-        })
-    }
-
-    fn dims(&self) -> &[u64] {
-        with_tensor!(self, t => t.dims())
-    }
-
-    /// The elements' bytes, in the little-endian layout a bundle stores.
-    fn bytes(&self) -> &[u8] {
-        with_tensor!(self, t => as_bytes(t))
-    }
-}
-
-/// The bytes of a slice of numbers (or bools, one byte each, 0 or 1), as they lie in memory:
-/// little-endian, the order a checkpoint bundle stores, on the little-endian hosts TensorFlow's
-/// CPU wheels are built for.
-fn as_bytes<T: Copy>(values: &[T]) -> &[u8] {
-    const { assert!(cfg!(target_endian = "little"), "checkpoint bundles are little-endian") };
-    // SAFETY: `T` is a plain number type or bool (see `FetchedValue`): no padding, every byte
-    // initialized; the slice borrows `values`, so it lives no longer than they do.
-    unsafe { std::slice::from_raw_parts(values.as_ptr().cast::<u8>(), std::mem::size_of_val(values)) }
 }
