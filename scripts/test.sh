@@ -9,6 +9,8 @@ export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
 # Habits first, they fail in seconds: formatting (rustfmt.toml), lints, docs on public items.
 cargo fmt --check
 cargo clippy --locked --all-targets -- -D warnings
+# examples/service has its own Cargo.lock: a dependency change in tfload must update it too.
+cargo tree --locked --offline --manifest-path examples/service/Cargo.toml >/dev/null
 # The fuzz test in scripts/tests runs the built binaries.
 cargo build --locked --bins
 if [[ -d scripts/tests ]]; then
