@@ -8,10 +8,12 @@ entry is 0 keeps its value bit for bit and so do its slots.
 A rule with a ``fused`` form (SGD, SGD with momentum, Adam, AdamW) updates a variable with
 TensorFlow's in-place training op (``ResourceApplyAdam``, ``ResourceApplyKerasMomentum``,
 ``ResourceApplyGradientDescent``: the same formula as Keras 3's, one kernel instead of a dozen ops
-and three selects), run under a ``tf.cond`` on the variable's mask entry. TensorFlow does not fold
-that ``tf.cond`` when tfload specializes the step on a constant mask (its Switch nodes stay), so
-the gradient reaches the ``tf.cond`` through a ``tf.where`` on the same entry that does fold: a
-masked variable's gradient is then pruned from the specialized step, as with the selects. The
+and three selects), run under a ``tf.cond`` on the variable's mask entry, in the name scope
+``UPDATE_SCOPE`` + its index. TensorFlow does not fold that ``tf.cond`` when tfload specializes the
+step on a constant mask (its Switch nodes stay), so tfload replaces it with the taken branch by
+its name; and the gradient reaches the ``tf.cond`` through a ``tf.where`` on the same entry that
+does fold: a masked variable's gradient is then pruned from the specialized step, as with the
+selects. The
 other rules write ``update``'s composite math and keep it under ``tf.where`` selects.
 
 Adding an optimizer is one class: subclass ``Optimizer``, set ``name`` and ``defaults`` (the
@@ -34,6 +36,13 @@ from .contract import ContractError
 
 OPTIMIZERS = {}
 """Registered optimizer classes by name, in registration order."""
+
+UPDATE_SCOPE = "tfload_masked_update_"
+"""Name scope of variable ``i``'s fused update: its ``tf.cond`` is the node
+``tfload_masked_update_<i>/cond`` and its predicate is ``mask[i] > 0``. tfload's specialized step
+reads the index from that name and replaces the ``tf.cond`` with the branch its constant mask
+takes (src/model/taken_branches.rs), which TensorFlow cannot do itself once the ``tf.cond`` is
+lowered to Switch and Merge nodes."""
 
 CLIPPING = {
     "clipnorm": "clip each gradient to this L2 norm (Keras clipnorm)",
@@ -331,7 +340,8 @@ class MaskedOptimizer:
             slots = self.slots[i]
             lr_ = tf.cast(lr, var.dtype)
             if self.rule.fused is not None:
-                self._apply_fused(tf, on, var, g, lr_, slots)
+                with tf.name_scope(f"{UPDATE_SCOPE}{i}"):
+                    self._apply_fused(tf, on, var, g, lr_, slots)
                 continue
             old = tf.identity(var)
             new, new_slots = self.rule.update(tf, self._decayed(tf, old, lr_), g, lr_, slots)

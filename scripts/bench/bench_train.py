@@ -628,11 +628,14 @@ the `train_step` signature's call node (`StatefulPartitionedCall`, same function
 body, and Grappler's constant folding folds every `tf.where` on a mask entry, after which a frozen variable's
 gradient has no consumer and is pruned. Updates are TensorFlow's fused in-place ops (`ResourceApplyAdam`,
 `ResourceApplyKerasMomentum`, `ResourceApplyGradientDescent`: Keras 3's formulas, one kernel per variable instead
-of about 30 composite ops and selects), each under a `tf.cond` on its mask entry, which does NOT fold (a lowered
-cond's Switch nodes stay even with a constant predicate; checked on a 2-variable model): its gradient reaches it
-through a `tf.where` that does, so a frozen gradient is still pruned. BatchNormalization picks its training mode
+of about 30 composite ops and selects), each under a `tf.cond` on its mask entry named
+`tfload_masked_update_<i>/cond`. TensorFlow does not fold that cond (it is lowered to Switch/Merge before Grappler
+runs, and a lowered cond's Switch nodes stay even with a constant predicate), so tfload copies the step's functions
+with each such `If` node replaced by the branch the mask takes: a call of the fused update, or a `NoOp` for a
+frozen variable (src/model/taken_branches.rs); its gradient reaches it through a `tf.where` that folds, so a
+frozen gradient is pruned. BatchNormalization picks its training mode
 by `tf.where` on the statistics instead of a `tf.cond` (whose two branches and Optional* gradient nodes all ran).
-CNN, all trainable: 576 -> 389 executed nodes; Keras's own step is about 528. Losses, metrics and every
+CNN, all trainable: 576 executed nodes before these changes, 389 with the selected BatchNormalization, and the table's "step nodes" with the conds resolved; Keras's own step is about 528. Losses, metrics and every
 saved variable are bit-identical to the plain step's (tests/train/specialized_step.rs, also against Python). An
 XLA-compiled step (`--jit-compile`) is one cluster the session does not inline: the constant folds nothing there
 (same executed graph, 76 against 75 nodes on the CNN), so tfload runs it as exported.

@@ -11,5 +11,6 @@ pub mod meta_graph;
 pub mod record;
 pub mod saved_model;
 pub mod signature;
+pub(crate) mod taken_branches;
 pub(crate) mod traced_saver;
 pub mod variables;

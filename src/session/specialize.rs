@@ -3,13 +3,21 @@
 //! placeholders. The session picks the new node up on its next run; a TF1 session inlines the
 //! function body there, so TensorFlow's graph optimizer folds everything the constant decides
 //! (for a `train_step` and its mask: the `tf.where`s that keep frozen variables, their weight
-//! gradients and optimizer updates; not the input gradients that a lowered `tf.cond` keeps alive). The function, its
-//! variables and every other input are shared with the original call, so the two compute the
-//! same thing and can be mixed in one session.
+//! gradients and optimizer updates; not the input gradients that a lowered `tf.cond` keeps alive).
+//! The `tf.cond` of each fused optimizer update, which TensorFlow does not fold, is resolved here
+//! instead: the copy calls renamed copies of the step's functions in which each takes the branch
+//! the constant decides ([`crate::model::taken_branches`]). The variables and every other input
+//! are shared with the original call, so the two compute the same thing and can be mixed in one
+//! session.
 
-use tensorflow::{Graph, Operation, Output};
+use std::collections::HashMap;
+
+use prost::Message;
+use tensorflow::{Function, Graph, Operation, Output};
 
 use crate::error::{Error, Result};
+use crate::model::taken_branches::{self, NotResolved};
+use crate::proto;
 use crate::session::loaded_model::const_node;
 
 /// The op types whose copy is a call of the same function (what `tf.saved_model.save` writes
@@ -76,6 +84,12 @@ pub fn call_with_constant(
         .into_iter()
         .map(|input| if fed(&input) { Output { operation: constant.clone(), index: 0 } } else { input })
         .collect();
+    let mut attrs = Vec::new();
+    for attr in CALL_ATTRS.into_iter().filter(|attr| call.get_attr_metadata(attr).is_ok()) {
+        let proto = call.get_attr_value_proto(attr).map_err(edit)?;
+        let proto = if attr == "f" { with_taken_branches(graph, &proto, value, name)? } else { proto };
+        attrs.push((attr, proto));
+    }
     let mut copy = graph.new_operation(&op_type, name).map_err(|error| edit(error.into()))?;
     copy.add_input_list(&inputs);
     for control in call.control_inputs() {
@@ -86,13 +100,51 @@ pub fn call_with_constant(
             copy.set_device(&device).map_err(|error| edit(error.into()))?;
         }
     }
-    for attr in CALL_ATTRS {
-        if call.get_attr_metadata(attr).is_ok() {
-            let value = call.get_attr_value_proto(attr).map_err(edit)?;
-            copy.set_attr_value_proto(attr, &value).map_err(edit)?;
-        }
+    for (attr, proto) in &attrs {
+        copy.set_attr_value_proto(attr, proto).map_err(edit)?;
     }
     copy.finish().map(Ok).map_err(edit)
+}
+
+/// The call's `f` attribute (a serialized `AttrValue`) pointing at a copy of its function whose
+/// masked updates take the branch `mask` decides (see [`crate::model::taken_branches`]), the
+/// copies added to `graph`; `f` as it is when the function has no such update or the copy
+/// cannot be made (then logged: the step runs with its `tf.cond`s, as exported).
+fn with_taken_branches(graph: &mut Graph, f: &[u8], mask: &[f32], name: &str) -> Result<Vec<u8>> {
+    let Ok(mut attr) = proto::AttrValue::decode(f) else {
+        return Ok(f.to_vec());
+    };
+    let Some(proto::attr_value::Value::Func(call)) = &mut attr.value else {
+        return Ok(f.to_vec());
+    };
+    let library: HashMap<String, Function> = graph
+        .get_functions()
+        .map_err(|status| Error::from_tensorflow(format!("listing the functions for `{name}`"), &status))?
+        .into_iter()
+        .filter_map(|function| Some((function.get_name().ok()?, function)))
+        .collect();
+    let lookup = |function: &str| library.get(function).and_then(|f| f.to_function_def().ok());
+    let resolved = match taken_branches::resolve_masked_updates(&lookup, &call.name, mask) {
+        Ok(Some(resolved)) => resolved,
+        Ok(None) => return Ok(f.to_vec()),
+        Err(NotResolved(why)) => {
+            log::warn!("`{name}` keeps its masked updates' tf.conds: {why}");
+            return Ok(f.to_vec());
+        }
+    };
+    for (function, bytes) in &resolved.functions {
+        if library.contains_key(function) {
+            continue; // the same mask specialized before: the same copy
+        }
+        let added = Function::import_function_def(bytes).and_then(|copy| graph.copy_function(&copy, None));
+        if let Err(status) = added {
+            log::warn!("`{name}` keeps its masked updates' tf.conds: adding `{function}` failed: {status}");
+            return Ok(f.to_vec());
+        }
+    }
+    log::debug!("`{name}`: {} masked updates replaced with the branch the mask takes", resolved.resolved);
+    call.name = resolved.root;
+    Ok(attr.encode_to_vec())
 }
 
 #[cfg(test)]

@@ -211,8 +211,15 @@ fn fresh_export_fused_updates_stay_exact() {
     assert_eq!(all.count_containing("ResourceApplyAdam"), 7, "{all:?}");
     assert_eq!(all.count_containing("SelectV2"), 0, "{all:?}");
     assert_eq!(all.count_containing("OptionalFromValue"), 0, "no BatchNormalization tf.cond left: {all:?}");
+    // Each update's tf.cond is replaced by the branch the mask takes: no Switch or Merge runs.
+    assert_eq!(all.count_containing("Switch"), 0, "{all:?}");
+    assert_eq!(all.count_containing("Merge"), 0, "{all:?}");
+    let plain = ops(&spec(MaskStart::AllTrainable, None), StepKind::Plain);
+    assert!(plain.count_containing("Switch") >= 7, "the plain step keeps its tf.conds: {plain:?}");
     let conv2_frozen = ops(&freeze("conv2"), StepKind::Specialized);
     assert_eq!(conv2_frozen.count_containing("Conv2DBackpropFilter"), 1, "conv1's only: {conv2_frozen:?}");
+    assert_eq!(conv2_frozen.count_containing("ResourceApplyAdam"), 5, "conv2's two updates gone: {conv2_frozen:?}");
+    assert_eq!(conv2_frozen.count_containing("Switch"), 0, "{conv2_frozen:?}");
     assert_eq!(ops(&freeze("conv2"), StepKind::Plain).count_containing("Conv2DBackpropFilter"), 2);
 }
 
