@@ -159,6 +159,11 @@ def tfload_way(model, folder, cache):
             "cache": on.group(2) if on else "off"}
 
 
+ROUNDS = int(os.environ.get("TFLOAD_BENCH_TUTORIAL_ROUNDS", "3"))
+"""Rounds of the three ways per model: a single process's wall time moves by 20 % and more here."""
+WAYS = ["Keras fit", "tfload", "tfload --no-feature-cache"]
+
+
 def bench_tutorial():
     """Registered in scripts/bench/bench.py as `tutorial`: one row per model and way."""
     os.makedirs(OUT, exist_ok=True)
@@ -169,16 +174,21 @@ def bench_tutorial():
     for app, size, alpha, model in models:
         name = f"{app}{f' a={alpha}' if alpha else ''} {size}x{size}"
         print(f"bench tutorial: {name}", file=sys.stderr, flush=True)
-        keras = keras_way(app, size, alpha, folder)
-        ways = [("Keras fit", keras), ("tfload", tfload_way(model, folder, True)),
-                ("tfload --no-feature-cache", tfload_way(model, folder, False))]
+        measured_rounds = []
+        for _ in range(ROUNDS):  # each round the three ways one after the other
+            measured_rounds.append([("Keras fit", keras_way(app, size, alpha, folder)),
+                                    ("tfload", tfload_way(model, folder, True)),
+                                    ("tfload --no-feature-cache", tfload_way(model, folder, False))])
         load.append(os.getloadavg()[0])
-        for way, r in ways:
-            ratio = keras["wall"] / r["wall"]
+        for w, way in enumerate(WAYS):
+            runs = [round_[w][1] for round_ in measured_rounds]
+            ratio = statistics.median(round_[0][1]["wall"] / round_[w][1]["wall"] for round_ in measured_rounds)
+            keras_rss = statistics.median(round_[0][1]["rss"] for round_ in measured_rounds)
+            r = {key: statistics.median(run[key] for run in runs) for key in ("wall", "first", "after", "rss")}
             if way == "tfload":
                 ratios.append(ratio)
             rows.append([name, way, f"{r['wall']:.1f}", f"{ratio:.2f}x", f"{r['first']:.2f}", f"{r['after']:.3f}",
-                         r["cache"], f"{r['rss']:.0f}", f"{keras['rss'] / r['rss']:.2f}x"])
+                         runs[0]["cache"], f"{r['rss']:.0f}", f"{keras_rss / r['rss']:.2f}x"])
         with open(os.path.join(OUT, "rows.json"), "w") as f:  # what a run cut short had measured
             json.dump({"rows": rows, "load": load}, f)
     met = all(r >= 5.0 for r in ratios)
@@ -191,7 +201,7 @@ def bench_tutorial():
                  "process (imports and start-up included). Ratio: Keras wall time / this way's. First epoch: tfload's "
                  "includes computing the cached features; `after`: median epoch after the first. Weights are "
                  "random (weights=None): the cost is that of the pretrained model. One process per way, one "
-                 f"after the other; release build; load average {min(load):.1f}-{max(load):.1f} of the 2-core machine."),
+                 f"after the other, {ROUNDS} rounds: medians, the ratio the median of each round's; release build; load average {min(load):.1f}-{max(load):.1f} of the 2-core machine."),
         "header": ["model", "way", "wall s", "Keras / way", "first epoch s", "epoch after s", "feature cache",
                    "peak RSS MiB", "Keras RSS / way"],
         "rows": rows,
