@@ -10,6 +10,7 @@ mod distributed;
 mod feature_cache;
 mod frozen_base_step;
 mod keras_layers;
+mod linked_checkpoints_users;
 mod output_size;
 mod plateau_parity;
 mod saved_model_source;

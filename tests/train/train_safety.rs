@@ -66,13 +66,13 @@ fn tfload_with_fault(args: &[String], fault: &str) -> Output {
         .unwrap()
 }
 
-fn strs(args: &[String]) -> Vec<&str> {
+pub(crate) fn strs(args: &[String]) -> Vec<&str> {
     args.iter().map(String::as_str).collect()
 }
 
 /// Every file under `dir` (relative path -> bytes); `metrics.jsonl` with
 /// its wall-time fields (`seconds`, `samples_per_sec`) removed.
-fn model_files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+pub(crate) fn model_files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     let mut files = BTreeMap::new();
     collect(dir, dir, &mut files);
     if let Some(log) = files.get_mut("metrics.jsonl") {
@@ -107,7 +107,7 @@ fn without_timings(log: &[u8]) -> Vec<u8> {
     out
 }
 
-fn assert_same_files(actual: &Path, expected: &Path) {
+pub(crate) fn assert_same_files(actual: &Path, expected: &Path) {
     let (actual_files, expected_files) = (model_files(actual), model_files(expected));
     assert_eq!(
         actual_files.keys().collect::<Vec<_>>(),
@@ -127,15 +127,21 @@ fn assert_same_files(actual: &Path, expected: &Path) {
 /// The whole model loads in tfload (signatures, run) and in Python, and Python's outputs equal
 /// tfload's.
 fn assert_loads_everywhere(dir: &Path, scratch: &Path) {
+    let x = val_x(scratch);
+    assert_loads_everywhere_with(dir, "inputs", &x, scratch);
+}
+
+/// [`assert_loads_everywhere`] for any model: `serving_default` is fed `x` (a `.npy` file) as its
+/// input `key`; tfload's outputs go in `scratch/ours`, Python's in `scratch/python.npz`.
+pub(crate) fn assert_loads_everywhere_with(dir: &Path, key: &str, x: &Path, scratch: &Path) {
     let listing = tfload_ok(&["signatures", s(dir)]);
     assert!(listing.contains("serving_default") && listing.contains("train_step"), "{listing}");
-    let x = val_x(scratch);
     let ours = scratch.join("ours");
-    tfload_ok(&["run", s(dir), "-i", &format!("inputs={}", s(&x)), "--out", s(&ours), "-q"]);
+    tfload_ok(&["run", s(dir), "-i", &format!("{key}={}", s(x)), "--out", s(&ours), "-q"]);
     let python = scratch.join("python.npz");
     let status = Command::new(root().join(".venv/bin/python"))
         .arg(root().join("scripts/parity/py_parity.py"))
-        .args(["run", s(dir), "serving_default", s(&python), &format!("inputs={}", s(&x))])
+        .args(["run", s(dir), "serving_default", s(&python), &format!("{key}={}", s(x))])
         .env("TF_CPP_MIN_LOG_LEVEL", "3")
         .status()
         .unwrap();
@@ -423,7 +429,7 @@ fn the_output_is_checked_before_the_data_is_read() {
 }
 
 /// The data shards of the bundle in `dir/variables`.
-fn data_shards(dir: &Path) -> Vec<String> {
+pub(crate) fn data_shards(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir.join("variables"))
         .unwrap()
         .flatten()
