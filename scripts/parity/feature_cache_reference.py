@@ -4,6 +4,10 @@ train, and compares what tfload wrote.
     feature_cache_reference.py make cnn|mobilenet DIR   -> DIR/model, DIR/train.npz, DIR/x.npy
     feature_cache_reference.py weights A B              -> largest relative difference per variable
     feature_cache_reference.py outputs MODEL X.npy Y.npy -> tf.saved_model.load outputs against Y
+    feature_cache_reference.py keras-fit cnn|mobilenet DIR EPOCHS BATCH TFLOAD_OUT
+        -> Keras's own frozen-base fine-tuning of DIR/model's architecture and weights
+           (`layer.trainable = False` below the head, `train_on_batch` on DIR/train.npz in order):
+           its per-step losses, and each variable's largest relative difference from TFLOAD_OUT's
 
 Each prints one JSON document on stdout.
 """
@@ -85,9 +89,63 @@ def outputs(model_dir, x_path, ours_path):
             "max_relative": float(np.max(np.abs(ours - theirs) / np.maximum(np.abs(theirs), 1.0)))}
 
 
+BUILDERS = {"cnn": small_cnn, "mobilenet": mobilenet}
+
+
+def keras_model_like(kind, model_dir):
+    """The Keras model `make` exported, holding the export's variables, frozen as its default mask."""
+    model = BUILDERS[kind]()[0]
+    with open(os.path.join(model_dir, "assets", "tfload_contract.json")) as f:
+        record = json.load(f)
+    reader = tf.train.load_checkpoint(os.path.join(model_dir, "variables", "variables"))
+    entries = record["mask_variables"] + record["non_trainable_variables"]
+    by_path = {v.path: v for v in model.weights}
+    missing = [e["name"] for e in entries if e["name"] not in by_path]
+    if missing or len(entries) != len(model.weights):
+        raise SystemExit(f"the export's variables do not match the Keras model's: missing {missing}")
+    for entry in entries:
+        by_path[entry["name"]].assign(reader.get_tensor(entry["checkpoint_key"]))
+    frozen = {v["layer"] for v in record["mask_variables"] if not record["default_mask"][v["index"]]}
+    for layer in model.layers:
+        if layer.name in frozen:
+            layer.trainable = False
+    return model, record, entries
+
+
+def keras_fit(kind, fixture_dir, epochs, batch_size, tfload_out):
+    """What the tutorial does in Keras, on the batches `tfload train --no-shuffle` takes."""
+    model_dir = os.path.join(fixture_dir, "model")
+    model, record, entries = keras_model_like(kind, model_dir)
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy")
+    spec = record["inputs"][0]["preprocessing"]
+    data = np.load(os.path.join(fixture_dir, "train.npz"))
+    assert not spec["reverse_channels"], spec
+    x = data["x"] * np.float32(spec["scale"][0]) + np.float32(spec["offset"][0])
+    y, batch_size = data["y"], int(batch_size)
+    losses = []
+    for _ in range(int(epochs)):
+        for start in range(0, len(x), batch_size):
+            end = start + batch_size
+            losses.append(float(model.train_on_batch(x[start:end], y[start:end])))
+    reader = tf.train.load_checkpoint(os.path.join(tfload_out, "variables", "variables"))
+    by_path = {v.path: v for v in model.weights}
+    diff = {}
+    for entry in entries:
+        ours = np.asarray(reader.get_tensor(entry["checkpoint_key"]), np.float64)
+        theirs = np.asarray(by_path[entry["name"]].numpy(), np.float64)
+        diff[entry["name"]] = float(np.max(np.abs(ours - theirs) / np.maximum(np.abs(theirs), 1.0)))
+    # Keras 3 adds the weight regularizers of trainable variables only (Layer.losses); the
+    # exported steps add every variable's, so tfload's loss is Keras's plus this constant.
+    frozen_penalty = sum(float(v.regularizer(v)) for v in model.non_trainable_weights
+                         if getattr(v, "regularizer", None) is not None)
+    return {"losses": losses, "max_relative": diff, "frozen_regularization": frozen_penalty,
+            "frozen_layers": sorted(l.name for l in model.layers if not l.trainable)}
+
+
 def main(argv):
     command, args = argv[1], argv[2:]
-    answer = {"make": make, "weights": weights, "outputs": outputs}[command](*args)
+    commands = {"make": make, "weights": weights, "outputs": outputs, "keras-fit": keras_fit}
+    answer = commands[command](*args)
     print(json.dumps(answer))
 
 

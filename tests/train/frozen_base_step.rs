@@ -14,7 +14,7 @@ use tfload::train::trainer::StepKind;
 use tfload::train::{MaskSpec, MaskStart, TrainableModel, Trainer};
 use tfload::SessionConfig;
 
-use crate::common::model;
+use crate::common::{model, python_json, s};
 use crate::feature_cache::{
     assert_close, assert_python_outputs_equal_tfload, assert_same_weights, epoch_validation, fixture, train,
 };
@@ -98,6 +98,55 @@ fn mobilenet_v2_frozen_base_step_trains_as_the_full_train_step() {
     let top = record.contract().frozen_base_steps.last().expect("the export has frozen-base steps").clone();
     assert_eq!(top.layer, "head");
     assert_frozen_base_equals_full("mobilenet", "1", &top.signature, "head");
+}
+
+/// The tutorial's own way, in Keras: the same architecture and weights, `layer.trainable = False`
+/// below the head (BatchNormalization then runs in inference mode), `train_on_batch` on the same
+/// batches in the same order. tfload's frozen-base step and its feature cache must give Keras's
+/// per-step losses and final variables within 1e-5 relative. One known difference, asserted so
+/// that it cannot grow unseen: Keras 3 adds the weight regularizers of trainable variables only,
+/// the exported steps add every variable's, so tfload's loss is Keras's plus the frozen layers'
+/// penalty (a constant: those variables do not change, and the gradients are the same).
+fn assert_frozen_base_matches_keras_fit(kind: &str, epochs: &str) -> f64 {
+    let fixture = fixture(kind);
+    let dir = tempfile::tempdir().unwrap();
+    let mut penalties = Vec::new();
+    for (path, extra, says) in [
+        ("frozen_base_step", &["--no-feature-cache"][..], "step: `train_step_from_"),
+        ("feature_cache", &[][..], "feature cache: on (base frozen below"),
+    ] {
+        let out = dir.path().join(path);
+        let mut args = vec!["--epochs", epochs, "--no-shuffle"];
+        args.extend(extra);
+        let progress = train(&fixture, &out, &args);
+        assert!(progress.contains(says), "{path}: {progress}");
+        let keras =
+            python_json("parity/feature_cache_reference.py", &["keras-fit", kind, s(&fixture), epochs, "8", s(&out)]);
+        assert!(!keras["frozen_layers"].as_array().unwrap().is_empty(), "{keras}");
+        let penalty = keras["frozen_regularization"].as_f64().unwrap();
+        let expected: Vec<f64> =
+            keras["losses"].as_array().unwrap().iter().map(|loss| loss.as_f64().unwrap() + penalty).collect();
+        assert_close(&format!("{path}: per-step losses against Keras's"), &step_losses(&out), &expected);
+        let diffs = keras["max_relative"].as_object().unwrap();
+        assert!(!diffs.is_empty());
+        for (name, diff) in diffs {
+            assert!(diff.as_f64().unwrap() <= 1e-5, "{path}: `{name}` is {diff} from Keras's");
+        }
+        penalties.push(penalty);
+    }
+    penalties[0]
+}
+
+#[test]
+fn cnn_frozen_base_training_matches_keras_fit() {
+    let penalty = assert_frozen_base_matches_keras_fit("cnn", "2");
+    assert!(penalty > 1e-4, "the frozen conv's L2 penalty ({penalty}) is what the losses differ by");
+}
+
+#[test]
+fn mobilenet_v2_frozen_base_training_matches_keras_fit() {
+    let penalty = assert_frozen_base_matches_keras_fit("mobilenet", "2");
+    assert_eq!(penalty, 0.0, "keras.applications' MobileNetV2 has no regularizers");
 }
 
 /// The trainer picks the highest cut the mask allows, `train_step` when none does (or when the
