@@ -11,6 +11,7 @@
 //! Nothing here needs a session: the functions come and go as serialized `FunctionDef`s.
 
 use std::collections::HashMap;
+use std::rc::Rc;
 
 use prost::Message;
 
@@ -48,8 +49,15 @@ pub fn resolve_masked_updates(
     root: &str,
     mask: &[f32],
 ) -> Result<Option<ResolvedFunctions>, NotResolved> {
-    let mut rewriter =
-        Rewriter { lookup, mask, suffix: mask_suffix(mask), renamed: HashMap::new(), out: Vec::new(), resolved: 0 };
+    let mut rewriter = Rewriter {
+        lookup,
+        fetched: HashMap::new(),
+        mask,
+        suffix: mask_suffix(mask),
+        renamed: HashMap::new(),
+        out: Vec::new(),
+        resolved: 0,
+    };
     let new_root = rewriter.visit(root)?;
     Ok(new_root.map(|root| ResolvedFunctions { root, functions: rewriter.out, resolved: rewriter.resolved }))
 }
@@ -76,6 +84,9 @@ fn mask_suffix(mask: &[f32]) -> String {
 
 struct Rewriter<'a> {
     lookup: &'a dyn Fn(&str) -> Option<Vec<u8>>,
+    /// What `lookup` gave for each name asked so far: a branch is asked for twice (as a callee,
+    /// and to see whether it does nothing), and each lookup serializes the function anew.
+    fetched: HashMap<String, Option<Rc<[u8]>>>,
     mask: &'a [f32],
     suffix: String,
     /// Function name -> its rewritten copy's name, or `None` when it needs none (or is being
@@ -86,17 +97,23 @@ struct Rewriter<'a> {
 }
 
 impl Rewriter<'_> {
+    /// The serialized `FunctionDef` of library function `name`, looked up once.
+    fn function_bytes(&mut self, name: &str) -> Option<Rc<[u8]>> {
+        let lookup = self.lookup;
+        self.fetched.entry(name.to_string()).or_insert_with(|| lookup(name).map(Rc::from)).clone()
+    }
+
     /// The new name of function `name` once rewritten, `None` when it stays as it is (or is not
     /// a library function).
     fn visit(&mut self, name: &str) -> Result<Option<String>, NotResolved> {
         if let Some(done) = self.renamed.get(name) {
             return Ok(done.clone());
         }
-        let Some(bytes) = (self.lookup)(name) else {
+        let Some(bytes) = self.function_bytes(name) else {
             return Ok(None);
         };
         self.renamed.insert(name.to_string(), None);
-        let mut function = pb::EditableFunctionDef::decode(bytes.as_slice())
+        let mut function = pb::EditableFunctionDef::decode(&*bytes)
             .map_err(|error| NotResolved(format!("function `{name}` does not decode: {error}")))?;
         let mut changed = false;
         for node in &mut function.node_def {
@@ -211,11 +228,11 @@ impl Rewriter<'_> {
     }
 
     /// Whether function `name` has no nodes and no outputs.
-    fn does_nothing(&self, name: &str) -> Result<bool, NotResolved> {
-        let Some(bytes) = (self.lookup)(name) else {
+    fn does_nothing(&mut self, name: &str) -> Result<bool, NotResolved> {
+        let Some(bytes) = self.function_bytes(name) else {
             return Err(NotResolved(format!("branch `{name}` is not in the function library")));
         };
-        let function = pb::EditableFunctionDef::decode(bytes.as_slice())
+        let function = pb::EditableFunctionDef::decode(&*bytes)
             .map_err(|error| NotResolved(format!("function `{name}` does not decode: {error}")))?;
         Ok(function.node_def.is_empty() && function.ret.is_empty() && function.control_ret.is_empty())
     }
@@ -350,6 +367,24 @@ mod tests {
         // An entry the mask does not have leaves that cond as it is.
         let short = resolve(&[0.0], "inner").unwrap();
         assert_eq!((short.resolved, decoded(&short, "inner_").node_def[2].op.as_str()), (1, "If"));
+    }
+
+    #[test]
+    fn each_function_is_looked_up_once() {
+        let library = library();
+        let asked = std::cell::RefCell::new(Vec::new());
+        let lookup = |name: &str| {
+            asked.borrow_mut().push(name.to_string());
+            library.get(name).cloned()
+        };
+        let resolved = resolve_masked_updates(&lookup, "outer", &[1.0, 0.0, 0.0]).unwrap().unwrap();
+        assert_eq!(resolved.resolved, 2, "variable 0's update called, variable 2's a NoOp");
+        let mut names = asked.into_inner();
+        let asked_for = names.len();
+        names.sort();
+        names.dedup();
+        assert_eq!(asked_for, names.len(), "asked twice among {names:?}");
+        assert!(names.contains(&"keep".to_string()), "the empty branch was looked at: {names:?}");
     }
 
     #[test]
