@@ -207,7 +207,11 @@ fn new_record(value: &SavedValue<'_>, shard: i32, offset: u64) -> Result<proto::
 /// bundle in `to` (created if needed): the entries of `order` first, in that order, then the
 /// rest by key, each checked against its stored checksum on the way. With `order` the order in
 /// which a `SaveV2` writes, the result is the bundle that `SaveV2` would have written.
-pub fn copy_as_one_shard(from: &Path, to: &Path, order: &[&str]) -> Result<()> {
+///
+/// With `draft` (see [`crate::formats::output_draft`]), that file becomes the new data shard:
+/// each value's bytes are compared with the draft's at their place and written only where they
+/// differ, so the result is the same bundle, byte for byte, whatever the draft held.
+pub fn copy_as_one_shard(from: &Path, to: &Path, order: &[&str], draft: Option<&Path>) -> Result<()> {
     let index_path = from.join(INDEX_FILE);
     let (header, records) = read_index(&index_path)?;
     let num_shards = header.num_shards.max(1);
@@ -223,7 +227,7 @@ pub fn copy_as_one_shard(from: &Path, to: &Path, order: &[&str]) -> Result<()> {
 
     std::fs::create_dir_all(to).map_err(io_error(to))?;
     let data_path = to.join(data_file_name(0, 1));
-    let mut data = File::create(&data_path).map_err(io_error(&data_path))?;
+    let (mut data, mut patch) = open_shard(&data_path, draft)?;
     let mut buffer = Vec::new();
     let mut written = Vec::with_capacity(sorted.len());
     let mut run: Option<Run> = None;
@@ -256,6 +260,13 @@ pub fn copy_as_one_shard(from: &Path, to: &Path, order: &[&str]) -> Result<()> {
             ));
         }
         let shard_index = record.shard_id as usize;
+        if let Some(patch) = &mut patch {
+            patch.put(&data, &data_path, offset, &buffer)?;
+            written
+                .push((key.as_str(), proto::BundleEntryProto { shard_id: 0, offset: offset as i64, ..record.clone() }));
+            offset += size;
+            continue;
+        }
         match &mut run {
             Some(open) if open.shard == shard_index && open.start + open.length == start => open.length += size,
             _ => {
@@ -271,11 +282,62 @@ pub fn copy_as_one_shard(from: &Path, to: &Path, order: &[&str]) -> Result<()> {
     if let Some(done) = run {
         done.copy(&shards[done.shard], &mut data, &data_path)?;
     }
+    if let Some(patch) = &patch {
+        data.set_len(offset).map_err(io_error(&data_path))?;
+        log::debug!("{}: {} of {offset} bytes differed from the draft", data_path.display(), patch.written_bytes);
+    }
     data.sync_all().map_err(io_error(&data_path))?;
     written.sort_by(|a, b| a.0.cmp(b.0));
     let header = proto::BundleHeaderProto { num_shards: 1, ..header };
     write_index(&to.join(INDEX_FILE), &header, &written)?;
     CheckpointIndex::read(&to.join(INDEX_FILE)).map(|_| ())
+}
+
+/// The new data shard at `data_path`: the draft moved there and opened to be patched, or, without
+/// a draft (or when it cannot be moved), a new empty file to append to.
+fn open_shard(data_path: &Path, draft: Option<&Path>) -> Result<(File, Option<Patch>)> {
+    if let Some(draft) = draft.filter(|draft| draft.is_file()) {
+        match std::fs::rename(draft, data_path) {
+            Ok(()) => {
+                let file = std::fs::OpenOptions::new().read(true).write(true).open(data_path);
+                let file = file.map_err(io_error(data_path))?;
+                let length = file.metadata().map_err(io_error(data_path))?.len();
+                return Ok((file, Some(Patch { length, found: Vec::new(), written_bytes: 0 })));
+            }
+            Err(error) => {
+                log::debug!("writing {} anew: the draft cannot be moved there ({error})", data_path.display())
+            }
+        }
+    }
+    Ok((File::create(data_path).map_err(io_error(data_path))?, None))
+}
+
+/// Writes values into a draft in place, only where its bytes differ.
+struct Patch {
+    /// The file's length.
+    length: u64,
+    /// The draft's bytes at a value's place, reused.
+    found: Vec<u8>,
+    /// Bytes written so far.
+    written_bytes: u64,
+}
+
+impl Patch {
+    /// Makes `bytes` the content of `data` at `offset`.
+    fn put(&mut self, data: &File, data_path: &Path, offset: u64, bytes: &[u8]) -> Result<()> {
+        let end = offset + bytes.len() as u64;
+        let same = end <= self.length && {
+            self.found.resize(bytes.len(), 0);
+            data.read_exact_at(&mut self.found, offset).map_err(io_error(data_path))?;
+            self.found == bytes
+        };
+        if !same {
+            data.write_all_at(bytes, offset).map_err(io_error(data_path))?;
+            self.written_bytes += bytes.len() as u64;
+            self.length = self.length.max(end);
+        }
+        Ok(())
+    }
 }
 
 /// Consecutive bytes of one source shard that go to the new shard as they are: a frozen base's
@@ -462,13 +524,47 @@ mod tests {
         by_offset.sort_by_key(|r| r.offset);
         let order: Vec<&str> = by_offset.iter().map(|r| r.key.as_str()).collect();
         let copy = dir.path().join("copy");
-        copy_as_one_shard(&linked, &copy, &order).unwrap();
+        copy_as_one_shard(&linked, &copy, &order, None).unwrap();
         let name = data_file_name(0, 1);
         let (ours, original) =
             (std::fs::read(copy.join(&name)).unwrap(), std::fs::read(variables.join(&name)).unwrap());
         assert!(ours == original, "the data shard differs from the one TensorFlow wrote");
         let index = |dir: &Path| std::fs::read(dir.join(INDEX_FILE)).unwrap();
         assert!(index(&copy) == index(&variables), "the index differs from the one TensorFlow wrote");
+    }
+
+    #[test]
+    fn a_draft_of_any_content_becomes_the_same_one_shard_copy() {
+        use std::os::unix::fs::MetadataExt;
+        let (dir, variables) = base_copy();
+        let mut base = BaseBundle::link(&variables, &dir.path().join("base")).unwrap();
+        let mut reads = entries(&variables);
+        let at = bias(&reads);
+        reads[at].bytes[0] ^= 0x40;
+        let values: Vec<SavedValue> = reads.iter().map(Read::value).collect();
+        let linked = dir.path().join("linked");
+        base.write_linked(&values, &linked).unwrap();
+        let name = data_file_name(0, 1);
+        let expected = dir.path().join("expected");
+        copy_as_one_shard(&linked, &expected, &[], None).unwrap();
+        let base_shard = std::fs::read(variables.join(&name)).unwrap();
+        let mut longer = base_shard.clone();
+        longer.extend_from_slice(b"bytes past the end");
+        let drafts: [(&str, &[u8]); 4] =
+            [("the base shard", &base_shard), ("empty", b""), ("garbage", &[0xa5; 100]), ("longer", &longer)];
+        for (i, (what, content)) in drafts.into_iter().enumerate() {
+            let draft = dir.path().join(format!("draft-{i}"));
+            std::fs::write(&draft, content).unwrap();
+            let inode = std::fs::metadata(&draft).unwrap().ino();
+            let copy = dir.path().join(format!("copy-{i}"));
+            copy_as_one_shard(&linked, &copy, &[], Some(&draft)).unwrap();
+            assert!(!draft.exists(), "{what}: the draft was taken over");
+            assert_eq!(std::fs::metadata(copy.join(&name)).unwrap().ino(), inode, "{what}: written in place");
+            let read = |dir: &Path, file: &str| std::fs::read(dir.join(file)).unwrap();
+            assert!(read(&copy, &name) == read(&expected, &name), "{what}: the data shard differs");
+            assert!(read(&copy, INDEX_FILE) == read(&expected, INDEX_FILE), "{what}: the index differs");
+        }
+        assert!(std::fs::read(variables.join(&name)).unwrap() == base_shard, "the base is untouched");
     }
 
     #[test]
@@ -485,13 +581,13 @@ mod tests {
         let mut bytes = std::fs::read(&new_shard).unwrap();
         bytes[3] ^= 0x01;
         std::fs::write(&new_shard, &bytes).unwrap();
-        let error = copy_as_one_shard(&linked, &dir.path().join("copy"), &[]).unwrap_err();
+        let error = copy_as_one_shard(&linked, &dir.path().join("copy"), &[], None).unwrap_err();
         assert!(
             matches!(error, Error::CorruptCheckpointData { .. }) && error.to_string().contains("checksum"),
             "{error}"
         );
         std::fs::write(&new_shard, &bytes[..20]).unwrap();
-        let error = copy_as_one_shard(&linked, &dir.path().join("copy2"), &[]).unwrap_err();
+        let error = copy_as_one_shard(&linked, &dir.path().join("copy2"), &[], None).unwrap_err();
         assert!(error.to_string().contains("truncated"), "{error}");
     }
 }

@@ -12,5 +12,6 @@ pub mod jpeg;
 pub mod keras_h5;
 pub mod linked_bundle;
 pub mod npy;
+pub mod output_draft;
 pub mod table_writer;
 pub mod tfrecord;

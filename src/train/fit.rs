@@ -20,6 +20,7 @@ use serde::Serialize;
 use crate::data::BatchLoader;
 use crate::error::{Error, Result};
 use crate::formats::linked_bundle::{self, BaseBundle};
+use crate::formats::output_draft;
 use crate::import_weights::{ImportOptions, ImportPlan};
 use crate::output_dir::{
     build_then_place, check_not_input, copy_model_files, copy_saved_model, copy_tree, io_error as io, move_into_place,
@@ -355,6 +356,18 @@ fn link_checkpoint_base(trainer: &Trainer, work: &Path) -> Result<Option<BaseBun
     }
 }
 
+/// The draft of the shard the run will publish, made from its checkpoint base (see
+/// [`output_draft`]); `None`, the run then writing that shard at the end, when it cannot be made.
+fn start_output_draft(base: &BaseBundle, work: &Path) -> Option<PathBuf> {
+    match output_draft::start(base.dir(), work) {
+        Ok(draft) => draft,
+        Err(error) => {
+            log::info!("the published model's data shard is written at the end: no draft ({error})");
+            None
+        }
+    }
+}
+
 /// The working directory's copy of the model's graph and assets for a resumed run: the one the
 /// run started with, or, when a run was killed after removing it, the same files again from the
 /// checkpoint (every checkpoint holds them).
@@ -534,6 +547,9 @@ struct Run<'o> {
     /// The bundle the run's checkpoints link to (hard links of the variables the session was
     /// restored from, in `work/checkpoint-base`); `None` when checkpoints write every variable.
     checkpoint_base: Option<BaseBundle>,
+    /// The draft of the data shard the run publishes, flushed while it trains (see
+    /// [`output_draft`]); `None` when the run writes that shard at the end.
+    output_draft: Option<PathBuf>,
 }
 
 impl<'o> Run<'o> {
@@ -575,6 +591,7 @@ impl<'o> Run<'o> {
             true => link_checkpoint_base(&trainer, &work)?,
             false => None,
         };
+        let output_draft = checkpoint_base.as_ref().and_then(|base| start_output_draft(base, &work));
         Ok(Run {
             trainer,
             model,
@@ -587,6 +604,7 @@ impl<'o> Run<'o> {
             log: None,
             cache_use,
             checkpoint_base,
+            output_draft,
         })
     }
 
@@ -811,6 +829,7 @@ impl<'o> Run<'o> {
             std::fs::remove_dir_all(&input_copy).map_err(io(&input_copy))?;
         }
         feature_cache::remove_spill(&self.work)?;
+        output_draft::remove(&self.work)?;
         let base = self.work.join(CHECKPOINT_BASE);
         if base.exists() {
             std::fs::remove_dir_all(&base).map_err(io(&base))?;
@@ -845,7 +864,8 @@ impl Run<'_> {
         if linked_bundle::shard_count(&variables)? > 1 {
             // A linked checkpoint: the published model gets the one data shard SaveV2 writes.
             let order = self.trainer.model().saver_write_order();
-            linked_bundle::copy_as_one_shard(&variables, &self.work.join("variables"), &order)?;
+            let draft = self.output_draft.as_deref();
+            linked_bundle::copy_as_one_shard(&variables, &self.work.join("variables"), &order, draft)?;
         } else {
             copy_tree(&variables, &self.work.join("variables"))?;
         }

@@ -21,7 +21,7 @@ fn assert_copy_is_byte_identical(variables: &Path, out: &Path) {
     let mut entries: Vec<_> = index.entries().collect();
     entries.sort_by_key(|(_, entry)| (entry.shard, entry.offset));
     let order: Vec<&str> = entries.iter().map(|(key, _)| *key).collect();
-    copy_as_one_shard(variables, out, &order).unwrap();
+    copy_as_one_shard(variables, out, &order, None).unwrap();
     for file in [INDEX, DATA] {
         let (ours, theirs) = (std::fs::read(out.join(file)).unwrap(), std::fs::read(variables.join(file)).unwrap());
         assert!(

@@ -31,7 +31,7 @@ fn make_npz(path: &Path, x: &str, y: &str) {
 /// The bundle's data, one shard with the values in key order, whatever shards `dir` has.
 fn values_by_key(dir: &Path) -> Vec<u8> {
     let copy = tempfile::tempdir().unwrap();
-    tfload::formats::linked_bundle::copy_as_one_shard(&dir.join("variables"), copy.path(), &[]).unwrap();
+    tfload::formats::linked_bundle::copy_as_one_shard(&dir.join("variables"), copy.path(), &[], None).unwrap();
     std::fs::read(copy.path().join("variables.data-00000-of-00001")).unwrap()
 }
 
