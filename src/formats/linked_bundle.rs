@@ -533,9 +533,9 @@ mod tests {
         assert!(index(&copy) == index(&variables), "the index differs from the one TensorFlow wrote");
     }
 
-    #[test]
-    fn a_draft_of_any_content_becomes_the_same_one_shard_copy() {
-        use std::os::unix::fs::MetadataExt;
+    /// A base copy and a linked checkpoint of it in which one bias changed:
+    /// `(dir, base variables, linked checkpoint)`.
+    fn linked_with_a_changed_bias() -> (tempfile::TempDir, PathBuf, PathBuf) {
         let (dir, variables) = base_copy();
         let mut base = BaseBundle::link(&variables, &dir.path().join("base")).unwrap();
         let mut reads = entries(&variables);
@@ -544,6 +544,13 @@ mod tests {
         let values: Vec<SavedValue> = reads.iter().map(Read::value).collect();
         let linked = dir.path().join("linked");
         base.write_linked(&values, &linked).unwrap();
+        (dir, variables, linked)
+    }
+
+    #[test]
+    fn a_draft_of_any_content_becomes_the_same_one_shard_copy() {
+        use std::os::unix::fs::MetadataExt;
+        let (dir, variables, linked) = linked_with_a_changed_bias();
         let name = data_file_name(0, 1);
         let expected = dir.path().join("expected");
         copy_as_one_shard(&linked, &expected, &[], None).unwrap();
@@ -569,14 +576,7 @@ mod tests {
 
     #[test]
     fn a_corrupt_or_truncated_linked_shard_is_refused_by_the_copy() {
-        let (dir, variables) = base_copy();
-        let mut base = BaseBundle::link(&variables, &dir.path().join("base")).unwrap();
-        let mut reads = entries(&variables);
-        let at = bias(&reads);
-        reads[at].bytes[0] ^= 0x40;
-        let values: Vec<SavedValue> = reads.iter().map(Read::value).collect();
-        let linked = dir.path().join("linked");
-        base.write_linked(&values, &linked).unwrap();
+        let (dir, _, linked) = linked_with_a_changed_bias();
         let new_shard = linked.join(data_file_name(1, 2));
         let mut bytes = std::fs::read(&new_shard).unwrap();
         bytes[3] ^= 0x01;
