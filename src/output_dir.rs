@@ -156,6 +156,14 @@ pub fn sibling(path: &Path, kind: &str) -> PathBuf {
     path.with_file_name(format!(".{name}.tfload-{kind}-{}", std::process::id()))
 }
 
+/// Removes the folder `dir` and everything in it; nothing to do when there is no such folder.
+pub fn remove_dir_if_present(dir: &Path) -> Result<()> {
+    match std::fs::remove_dir_all(dir) {
+        Err(error) if error.kind() != std::io::ErrorKind::NotFound => Err(io_error(dir)(error)),
+        _ => Ok(()),
+    }
+}
+
 /// Copies a file or a folder tree.
 pub fn copy_tree(from: &Path, to: &Path) -> Result<()> {
     if !from.is_dir() {

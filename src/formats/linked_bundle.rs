@@ -260,16 +260,10 @@ pub fn copy_as_one_shard(from: &Path, to: &Path, order: &[&str], draft: Option<&
             ));
         }
         let shard_index = record.shard_id as usize;
-        if let Some(patch) = &mut patch {
-            patch.put(&data, &data_path, offset, &buffer)?;
-            written
-                .push((key.as_str(), proto::BundleEntryProto { shard_id: 0, offset: offset as i64, ..record.clone() }));
-            offset += size;
-            continue;
-        }
-        match &mut run {
-            Some(open) if open.shard == shard_index && open.start + open.length == start => open.length += size,
-            _ => {
+        match (&mut patch, &mut run) {
+            (Some(patch), _) => patch.put(&data, &data_path, offset, &buffer)?,
+            (None, Some(open)) if open.shard == shard_index && open.start + open.length == start => open.length += size,
+            (None, _) => {
                 if let Some(done) = run.take() {
                     done.copy(&shards[done.shard], &mut data, &data_path)?;
                 }

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::Result;
 use crate::formats::checkpoint_writer::{data_file_name, read_index, INDEX_FILE};
-use crate::output_dir::io_error;
+use crate::output_dir::{io_error, remove_dir_if_present};
 
 /// The folder of the draft in a run's working directory.
 pub const DRAFT_DIR: &str = "output-draft";
@@ -50,11 +50,7 @@ pub fn start(base_variables: &Path, work: &Path) -> Result<Option<PathBuf>> {
 
 /// Removes the draft folder of `work`, if any (a run that published without it).
 pub fn remove(work: &Path) -> Result<()> {
-    let dir = work.join(DRAFT_DIR);
-    match std::fs::remove_dir_all(&dir) {
-        Err(error) if error.kind() != std::io::ErrorKind::NotFound => Err(io_error(&dir)(error)),
-        _ => Ok(()),
-    }
+    remove_dir_if_present(&work.join(DRAFT_DIR))
 }
 
 #[cfg(test)]

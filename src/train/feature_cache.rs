@@ -220,11 +220,7 @@ pub fn activate(
 /// Removes the features spilled to `work` (the cache is no part of the written model). Open
 /// handles keep reading the removed files until they are dropped.
 pub(crate) fn remove_spill(work: &Path) -> Result<()> {
-    let spill = work.join(SPILL_DIR);
-    if spill.is_dir() {
-        std::fs::remove_dir_all(&spill).map_err(|source| Error::Io { path: spill, source })?;
-    }
-    Ok(())
+    crate::output_dir::remove_dir_if_present(&work.join(SPILL_DIR))
 }
 
 /// The features of every example of `loader`'s data set, in index order, batched as it batches.

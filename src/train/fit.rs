@@ -25,7 +25,7 @@ use crate::formats::output_draft;
 use crate::import_weights::{ImportOptions, ImportPlan};
 use crate::output_dir::{
     build_then_place, check_not_input, copy_model_files, copy_saved_model, copy_tree, io_error as io, move_into_place,
-    remove_leftovers,
+    remove_dir_if_present, remove_leftovers,
 };
 use crate::session::loaded_model::SessionConfig;
 use crate::train::callbacks::{Control, EpochReport, RunPlan, StepReport, TrainCallback};
@@ -345,9 +345,7 @@ fn link_checkpoint_base(trainer: &Trainer, work: &Path) -> Result<Option<BaseBun
         return Ok(None);
     }
     let into = work.join(CHECKPOINT_BASE);
-    if into.exists() {
-        std::fs::remove_dir_all(&into).map_err(io(&into))?;
-    }
+    remove_dir_if_present(&into)?;
     match BaseBundle::link(&model.dir().join("variables"), &into) {
         Ok(base) => Ok(Some(base)),
         Err(error) => {
@@ -826,15 +824,11 @@ impl<'o> Run<'o> {
             _ => data.validation.map(|v| self.trainer.evaluate(v)).transpose()?.flatten(),
         };
         let input_copy = self.work.join(INPUT_COPY);
-        if input_copy.exists() {
-            std::fs::remove_dir_all(&input_copy).map_err(io(&input_copy))?;
-        }
+        remove_dir_if_present(&input_copy)?;
         feature_cache::remove_spill(&self.work)?;
         output_draft::remove(&self.work)?;
         let base = self.work.join(CHECKPOINT_BASE);
-        if base.exists() {
-            std::fs::remove_dir_all(&base).map_err(io(&base))?;
-        }
+        remove_dir_if_present(&base)?;
         crate::fault::point("input-copy-removed");
         publish(&self.work, &paths.out, paths.overwrite)?;
         // Only now: until the output is in place, the checkpoints are what a resume needs.
@@ -907,8 +901,8 @@ fn remove_checkpoints(out: &Path, keep: CheckpointsInOutput) -> Result<()> {
         checkpoints.remove_unfinished()?;
     }
     let best = checkpoints.best();
-    if !keep.best && best.exists() {
-        std::fs::remove_dir_all(&best).map_err(io(&best))?;
+    if !keep.best {
+        remove_dir_if_present(&best)?;
     }
     let folder = out.join(crate::train::state::CHECKPOINTS);
     if folder.is_dir() && std::fs::read_dir(&folder).map_err(io(&folder))?.next().is_none() {
@@ -975,9 +969,7 @@ fn prepare_work_dir(input: &Path, paths: &RunPaths) -> Result<PathBuf> {
         // Stopped before its first checkpoint: resuming is starting again, which loses nothing.
         log::warn!("{} holds no checkpoint yet; the run starts from the beginning", work.display());
     }
-    if work.exists() {
-        std::fs::remove_dir_all(&work).map_err(io(&work))?;
-    }
+    remove_dir_if_present(&work)?;
     std::fs::create_dir_all(&work).map_err(|source| Error::Output {
         path: work.clone(),
         problem: format!("cannot be created ({source}). Choose a writable --out"),
