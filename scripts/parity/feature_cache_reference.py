@@ -51,8 +51,11 @@ def mobilenet():
     return model, [l.name for l in model.layers if l.name not in head], head, "tf"
 
 
+BUILDERS = {"cnn": small_cnn, "mobilenet": mobilenet}
+
+
 def make(kind, out):
-    model, frozen, head, preprocess = {"cnn": small_cnn, "mobilenet": mobilenet}[kind]()
+    model, frozen, head, preprocess = BUILDERS[kind]()
     os.makedirs(out, exist_ok=True)
     te.export_trainable(model, os.path.join(out, "model"), optimizer=optimizer_config("adam", learning_rate=0.01),
                         frozen_layers=frozen, head_names=head, preprocess=preprocess, force=True)
@@ -70,15 +73,17 @@ def checkpoint(model_dir):
     return {k: reader.get_tensor(k) for k in reader.get_variable_to_shape_map() if "VARIABLE_VALUE" in k}
 
 
+def max_relative(ours, theirs):
+    """The largest |ours - theirs| / max(|theirs|, 1) over the elements (0 for empty values)."""
+    x, y = np.asarray(ours, np.float64), np.asarray(theirs, np.float64)
+    return float(np.max(np.abs(x - y) / np.maximum(np.abs(y), 1.0))) if x.size else 0.0
+
+
 def weights(a, b):
     va, vb = checkpoint(a), checkpoint(b)
     if va.keys() != vb.keys():
         return {"error": f"different variables: {sorted(va.keys() ^ vb.keys())}"}
-    diff = {}
-    for key in va:
-        x, y = np.asarray(va[key], np.float64), np.asarray(vb[key], np.float64)
-        diff[key] = float(np.max(np.abs(x - y) / np.maximum(np.abs(y), 1.0))) if x.size else 0.0
-    return {"max_relative": diff}
+    return {"max_relative": {key: max_relative(va[key], vb[key]) for key in va}}
 
 
 def outputs(model_dir, x_path, ours_path):
@@ -87,9 +92,6 @@ def outputs(model_dir, x_path, ours_path):
     ours = np.load(ours_path)
     return {"same_shape": ours.shape == theirs.shape,
             "max_relative": float(np.max(np.abs(ours - theirs) / np.maximum(np.abs(theirs), 1.0)))}
-
-
-BUILDERS = {"cnn": small_cnn, "mobilenet": mobilenet}
 
 
 def keras_model_like(kind, model_dir):
@@ -129,11 +131,8 @@ def keras_fit(kind, fixture_dir, epochs, batch_size, tfload_out):
             losses.append(float(model.train_on_batch(x[start:end], y[start:end])))
     reader = tf.train.load_checkpoint(os.path.join(tfload_out, "variables", "variables"))
     by_path = {v.path: v for v in model.weights}
-    diff = {}
-    for entry in entries:
-        ours = np.asarray(reader.get_tensor(entry["checkpoint_key"]), np.float64)
-        theirs = np.asarray(by_path[entry["name"]].numpy(), np.float64)
-        diff[entry["name"]] = float(np.max(np.abs(ours - theirs) / np.maximum(np.abs(theirs), 1.0)))
+    diff = {entry["name"]: max_relative(reader.get_tensor(entry["checkpoint_key"]), by_path[entry["name"]].numpy())
+            for entry in entries}
     # Keras 3 adds the weight regularizers of trainable variables only (Layer.losses); the
     # exported steps add every variable's, so tfload's loss is Keras's plus this constant.
     frozen_penalty = sum(float(v.regularizer(v)) for v in model.non_trainable_weights
