@@ -24,6 +24,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import tfload_export as te  # noqa: E402
 from tfload_export.optimizers import optimizer_config  # noqa: E402
 from tfload_export.sources import build_application  # noqa: E402
+from keras_from_export import load_export_into  # noqa: E402
 
 tf, keras = te._import_tf()
 
@@ -97,20 +98,7 @@ def outputs(model_dir, x_path, ours_path):
 def keras_model_like(kind, model_dir):
     """The Keras model `make` exported, holding the export's variables, frozen as its default mask."""
     model = BUILDERS[kind]()[0]
-    with open(os.path.join(model_dir, "assets", "tfload_contract.json")) as f:
-        record = json.load(f)
-    reader = tf.train.load_checkpoint(os.path.join(model_dir, "variables", "variables"))
-    entries = record["mask_variables"] + record["non_trainable_variables"]
-    by_path = {v.path: v for v in model.weights}
-    missing = [e["name"] for e in entries if e["name"] not in by_path]
-    if missing or len(entries) != len(model.weights):
-        raise SystemExit(f"the export's variables do not match the Keras model's: missing {missing}")
-    for entry in entries:
-        by_path[entry["name"]].assign(reader.get_tensor(entry["checkpoint_key"]))
-    frozen = {v["layer"] for v in record["mask_variables"] if not record["default_mask"][v["index"]]}
-    for layer in model.layers:
-        if layer.name in frozen:
-            layer.trainable = False
+    record, entries = load_export_into(tf, model, model_dir)
     return model, record, entries
 
 

@@ -17,6 +17,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 import tfload_export as te  # noqa: E402
+from keras_from_export import load_export_into  # noqa: E402
 
 
 def _fixture_script(name):
@@ -34,17 +35,7 @@ digits = _fixture_script("make_digits_models")
 def keras_model_with_saved_weights(keras, tf, model_dir):
     """The cnn_digits architecture in Keras, holding the SavedModel's variables."""
     model, _ = te.replace_head(digits.build_cnn_base_with_head(keras), 5, activation="softmax", seed=digits.SEED)
-    with open(os.path.join(model_dir, "assets", "tfload_contract.json")) as f:
-        record = json.load(f)
-    reader = tf.train.load_checkpoint(os.path.join(model_dir, "variables", "variables"))
-    by_path = {v.path: v for v in model.weights}
-    for entry in record["mask_variables"] + record["non_trainable_variables"]:
-        if entry["name"] in by_path:
-            by_path[entry["name"]].assign(reader.get_tensor(entry["checkpoint_key"]))
-    frozen = [v["layer"] for v in record["mask_variables"] if not record["default_mask"][v["index"]]]
-    for layer in model.layers:
-        if layer.name in frozen:
-            layer.trainable = False
+    load_export_into(tf, model, model_dir)
     return model
 
 
