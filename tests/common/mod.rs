@@ -71,6 +71,10 @@ pub fn python_json(script: &str, args: &[&str]) -> serde_json::Value {
     serde_json::from_slice(&output.stdout).expect("the script prints JSON")
 }
 
+/// `tfload train` flags of a run whose numbers repeat exactly from run to run: quiet, one thread
+/// in each TensorFlow pool.
+pub const QUIET_ONE_THREAD: [&str; 5] = ["-q", "--intra-op-threads", "1", "--inter-op-threads", "1"];
+
 /// Copies a directory tree (a model) into `to`.
 pub fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();

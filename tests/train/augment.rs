@@ -9,7 +9,7 @@ use tfload::data::augment::{Augmentation, Dims, FillMode, Transform};
 use tfload::formats::npy::read_npz;
 use tfload::TensorData;
 
-use crate::common::{model, python_json, root, s, tfload_err, tfload_ok};
+use crate::common::{model, python_json, root, s, tfload_err, tfload_ok, QUIET_ONE_THREAD};
 use crate::train_parity::step_losses;
 
 const SPEC: &str = "flip=horizontal,rotation=0.1,zoom=0.2,brightness=0.2,contrast=0.2";
@@ -72,8 +72,8 @@ fn train_args(out: &Path, augment: Option<&str>, extra: &[&str]) -> Vec<String> 
     let data = root().join("saved_models/data/digits_5_9_train.npz");
     let mut args: Vec<String> = ["train", s(&model("cnn_digits")), "--data", s(&data), "--out", s(out)]
         .iter()
-        .chain(&["--epochs", "2", "--batch-size", "64", "--seed", "5", "-q", "--intra-op-threads", "1"])
-        .chain(&["--inter-op-threads", "1"])
+        .chain(&["--epochs", "2", "--batch-size", "64", "--seed", "5"])
+        .chain(&QUIET_ONE_THREAD)
         .chain(extra)
         .map(|a| a.to_string())
         .collect();

@@ -20,7 +20,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::common::{copy_dir, python_json, root, s, tfload_ok};
+use crate::common::{copy_dir, python_json, root, s, tfload_ok, QUIET_ONE_THREAD};
 use crate::train_safety::{assert_loads_everywhere_with, assert_same_files, data_shards, model_files, strs};
 
 const FIXTURE: &str = "fixtures/linked_checkpoints_fixture.py";
@@ -88,13 +88,9 @@ fn train(made: &Made, out: &Path, extra: &[&str]) {
         "2",
         "--seed",
         "5",
-        "-q",
-        "--intra-op-threads",
-        "1",
-        "--inter-op-threads",
-        "1",
     ]
     .iter()
+    .chain(&QUIET_ONE_THREAD)
     .chain(extra)
     .map(|a| a.to_string())
     .collect();

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{model, root, s, tfload_err, tfload_ok};
+use crate::common::{model, root, s, tfload_err, tfload_ok, QUIET_ONE_THREAD};
 use serde_json::Value;
 
 fn train_data() -> PathBuf {
@@ -165,13 +165,9 @@ fn long_run_args(data: &Path, out: &Path) -> Vec<String> {
         "16",
         "--seed",
         "3",
-        "-q",
-        "--intra-op-threads",
-        "1",
-        "--inter-op-threads",
-        "1",
     ]
     .iter()
+    .chain(&QUIET_ONE_THREAD)
     .map(|a| a.to_string())
     .collect()
 }

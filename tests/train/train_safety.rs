@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{model, root, s, tfload_err, tfload_ok};
+use crate::common::{model, root, s, tfload_err, tfload_ok, QUIET_ONE_THREAD};
 
 fn train_data() -> PathBuf {
     root().join("saved_models/data/digits_5_9_train.npz")
@@ -46,13 +46,9 @@ fn run_args(input: &Path, out: &Path) -> Vec<String> {
         "25",
         "--seed",
         "5",
-        "-q",
-        "--intra-op-threads",
-        "1",
-        "--inter-op-threads",
-        "1",
     ]
     .iter()
+    .chain(&QUIET_ONE_THREAD)
     .map(|a| a.to_string())
     .collect()
 }
