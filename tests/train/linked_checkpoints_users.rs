@@ -189,6 +189,12 @@ fn assert_linked_checkpoints_match_full(dir: &Path, made: &Made) {
     let scratch = dir.join("scratch");
     let from_input = outputs(&made.trainable, made, &scratch.join("input"));
     std::thread::scope(|threads| {
+        // The published model too: its shard was built from the run's draft (output_draft).
+        let published = scratch.join("published");
+        threads.spawn(move || {
+            std::fs::create_dir_all(&published).unwrap();
+            assert_loads_everywhere_with(&linked, &made.key, &made.x, &published);
+        });
         for (at, (linked_step, full_step)) in linked_steps.iter().zip(&full_steps).enumerate() {
             let (scratch, from_input) = (scratch.join(format!("step-{at}")), &from_input);
             threads.spawn(move || {
