@@ -211,11 +211,21 @@ def _patch_batch_norm(bn_layers, mask_vars, state_vars, default_on, was_trainabl
     return bn_records
 
 
+FUSED_MIN_EPSILON = 1.001e-5
+"""The smallest epsilon TensorFlow's fused batch normalization takes (``tf.nn.fused_batch_norm``
+raises a smaller one to this); a layer with a smaller epsilon keeps Keras's composite ops."""
+
+
 def _batch_norm_selected(layer, inputs, mask, training):
     """Keras 3's ``BatchNormalization.call`` (without renorm) in training mode where the scalar
-    bool ``training`` is true and in inference mode where it is false, by ``tf.where`` on the
-    statistics: the same ops as Keras's, in the same order, in either mode. Where ``training`` is
-    false the moving statistics are assigned their own value, bit for bit."""
+    bool ``training`` is true and in inference mode where it is false, by ``tf.where``. Where
+    ``training`` is false the moving statistics are assigned their own value, bit for bit.
+
+    The training mode runs TensorFlow's fused kernel (``FusedBatchNormV3`` and its gradient, two
+    kernels where Keras 3's composite ``moments`` and ``batch_normalization`` run some thirty ops
+    forward and back over the activations; 2-2.5x faster on a CPU at the sizes of MobileNetV2's
+    layers) where the layer allows it (see ``_fusable``); the result equals Keras's to float32
+    rounding (about 1e-6 relative). Otherwise the same ops as Keras's, in the same order."""
     tf, keras = import_tf()
     ops, backend = keras.ops, keras.backend
     inputs = ops.cast(inputs, backend.result_type(inputs.dtype, "float32"))
@@ -223,16 +233,94 @@ def _batch_norm_selected(layer, inputs, mask, training):
     moving_variance = ops.cast(layer.moving_variance, inputs.dtype)
     gamma = ops.cast(layer.gamma, inputs.dtype) if layer.scale else None
     beta = ops.cast(layer.beta, inputs.dtype) if layer.center else None
+    if _fusable(layer, inputs, mask):
+        # Each mode reads its own fork of the input, whose gradient is the taken mode's, and the
+        # output is picked between the modes: on a constant ``training`` everything of the mode
+        # not taken is pruned, forward and back. In inference mode gamma and beta are masked 0 (the
+        # layer trains when one of them does), so that mode takes no gradient for them.
+        for_training, for_inference = _fork(tf, training, inputs)
+        trained, batch_mean, batch_variance = _fused_training(tf, layer, for_training, gamma, beta)
+        _update_moving(tf, ops, layer, training, moving_mean, moving_variance, batch_mean, batch_variance)
+        inference = ops.batch_normalization(
+            x=for_inference, mean=moving_mean, variance=moving_variance,
+            axis=layer.axis, offset=None if beta is None else tf.stop_gradient(beta),
+            scale=None if gamma is None else tf.stop_gradient(gamma), epsilon=layer.epsilon)
+        return ops.cast(_pick(tf, training, trained, inference), layer.compute_dtype)
     batch_mean, batch_variance = layer._moments(inputs, mask)
-    for var, moving, batch in ((layer.moving_mean, moving_mean, batch_mean),
-                               (layer.moving_variance, moving_variance, batch_variance)):
-        updated = ops.cast(moving * layer.momentum + batch * (1.0 - layer.momentum), var.dtype)
-        var.assign(tf.where(training, updated, var.value))
+    _update_moving(tf, ops, layer, training, moving_mean, moving_variance, batch_mean, batch_variance)
     outputs = ops.batch_normalization(
         x=inputs, mean=tf.where(training, batch_mean, moving_mean),
         variance=tf.where(training, batch_variance, moving_variance), axis=layer.axis, offset=beta,
         scale=gamma, epsilon=layer.epsilon)
     return ops.cast(outputs, layer.compute_dtype)
+
+
+def _update_moving(tf, ops, layer, training, moving_mean, moving_variance, batch_mean, batch_variance):
+    """Keras 3's moving-statistics update where ``training``; elsewhere each keeps its value."""
+    for var, moving, batch in ((layer.moving_mean, moving_mean, batch_mean),
+                               (layer.moving_variance, moving_variance, batch_variance)):
+        updated = ops.cast(moving * layer.momentum + batch * (1.0 - layer.momentum), var.dtype)
+        var.assign(tf.where(training, updated, var.value))
+
+
+def _pick(tf, condition, when_true, when_false):
+    """``tf.where(condition, when_true, when_false)`` for a scalar ``condition`` and two tensors of
+    one shape, with a gradient that TensorFlow's graph optimizer folds when ``condition`` is a
+    constant. ``tf.where``'s own gradient selects against a scalar zero, a broadcast that the
+    optimizer cannot prove shape-preserving on a dynamic batch, so neither of its selects folds
+    and the mode not taken keeps its backward pass; here each side selects against zeros of its
+    own shape."""
+
+    @tf.custom_gradient
+    def pick(a, b):
+        def grad(dy):
+            return tf.where(condition, dy, tf.zeros_like(a)), tf.where(condition, tf.zeros_like(b), dy)
+
+        return tf.where(condition, a, b), grad
+
+    return pick(when_true, when_false)
+
+
+def _fork(tf, condition, x):
+    """Two copies of ``x`` whose gradient is the first one's where the scalar ``condition`` is
+    true and the second one's where it is false: one select of two tensors of one shape, which
+    folds on a constant ``condition`` and leaves the other copy's gradient unused (pruned)."""
+
+    @tf.custom_gradient
+    def fork(value):
+        def grad(when_true, when_false):
+            return tf.where(condition, when_true, when_false)
+
+        return (tf.identity(value), tf.identity(value)), grad
+
+    return fork(x)
+
+
+def _fusable(layer, inputs, mask):
+    """Whether ``FusedBatchNormV3`` computes ``layer``'s training mode: no mask, a float32 input
+    of rank 4 or 5 normalized over its last axis (NHWC / NDHWC, Keras's default), not
+    synchronized across replicas, and an epsilon the fused kernel takes."""
+    rank = inputs.shape.rank
+    return (mask is None and rank in (4, 5) and layer.axis % rank == rank - 1
+            and inputs.dtype.name == "float32" and not getattr(layer, "synchronized", False)
+            and layer.epsilon >= FUSED_MIN_EPSILON)
+
+
+def _fused_training(tf, layer, inputs, gamma, beta):
+    """``(outputs, batch mean, batch variance)`` of ``layer`` in training mode by
+    ``FusedBatchNormV3``. The kernel returns the variance with Bessel's correction (n / (n - 1),
+    n the values per channel) for moving averages; Keras 3 averages the plain (biased) variance,
+    so the correction is undone."""
+    channels = inputs.shape[-1]
+    scale = gamma if gamma is not None else tf.ones([channels], inputs.dtype)
+    offset = beta if beta is not None else tf.zeros([channels], inputs.dtype)
+    empty = tf.constant([], inputs.dtype)
+    outputs, batch_mean, corrected, _, _, _ = tf.raw_ops.FusedBatchNormV3(
+        x=inputs, scale=scale, offset=offset, mean=empty, variance=empty, epsilon=layer.epsilon,
+        exponential_avg_factor=1.0, data_format="NHWC" if inputs.shape.rank == 4 else "NDHWC", is_training=True)
+    per_channel = tf.cast(tf.size(inputs, out_type=tf.int64) // channels, inputs.dtype)
+    uncorrect = tf.where(per_channel > 1.0, (per_channel - 1.0) / per_channel, 1.0)
+    return outputs, batch_mean, corrected * uncorrect
 
 
 def step_input_specs(input_specs, labels_spec, n_mask):

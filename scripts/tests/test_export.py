@@ -460,6 +460,60 @@ def test_optimizer_matches_keras(tmp_path, name, settings, keras_opt):
         np.testing.assert_allclose(loaded.mask_variables[i].numpy(), v.numpy(), rtol=1e-5, atol=1e-6)
 
 
+def batch_norm_model(kind):
+    """A small model whose BatchNormalization takes the fused kernel in training mode (conv2d,
+    conv3d, gamma only) or keeps Keras's composite ops (after a Dense, an epsilon below the fused
+    kernel's)."""
+    keras.utils.set_random_seed(6)
+    shape = {"conv3d": (3, 4, 4, 1), "dense": (6,)}.get(kind, (5, 5, 2))
+    inp = keras.Input(shape)
+    if kind == "conv3d":
+        x = keras.layers.Conv3D(3, 2, padding="same", use_bias=False, name="conv")(inp)
+    elif kind == "dense":
+        x = keras.layers.Dense(5, use_bias=False, name="conv")(inp)
+    else:  # no bias before BatchNormalization: its gradient is rounding noise, which Adam scales up
+        x = keras.layers.Conv2D(3, 3, padding="same", use_bias=False, name="conv")(inp)
+    bn_args = {"gamma_only": {"center": False}, "tiny_epsilon": {"epsilon": 1e-6}}.get(kind, {})
+    x = keras.layers.BatchNormalization(name="bn", momentum=0.8, **bn_args)(x)
+    x = keras.layers.Flatten(name="flat")(keras.layers.ReLU(name="relu")(x))
+    return keras.Model(inp, keras.layers.Dense(3, activation="softmax", name="head")(x), name=f"bn_{kind}")
+
+
+@pytest.mark.parametrize("kind,fused", [("conv2d", True), ("conv3d", True), ("gamma_only", True),
+                                        ("dense", False), ("tiny_epsilon", False)])
+def test_batch_norm_in_training_mode_trains_like_keras(tmp_path, kind, fused):
+    """All trainable, BatchNormalization in training mode: the step's losses, weights and moving
+    statistics equal Keras's own ``train_on_batch`` (relative 1e-5) over steps of different batch
+    sizes (one of a single example), whether the step runs the fused kernel or Keras's composite
+    ops; and the exported step holds the fused kernel exactly where the layer allows it."""
+    model = batch_norm_model(kind)
+    exp_dir = str(tmp_path / kind)
+    te.export_trainable(model, exp_dir, optimizer=te.optimizer_config("adam", learning_rate=0.01))
+    loaded = tf.saved_model.load(exp_dir)
+    ops = {node.op for f in loaded.signatures["train_step"].graph.as_graph_def().library.function
+           for node in f.node_def}
+    assert ("FusedBatchNormV3" in ops) is fused, sorted(ops)
+    ref = keras.models.clone_model(model)
+    ref.set_weights(model.get_weights())
+    ref.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy")
+    n_mask = len(loaded.mask_variables)
+    rng = np.random.RandomState(7)
+    for batch in (8, 5, 8, 1, 8):
+        x = rng.uniform(0, 1, (batch, *model.input_shape[1:])).astype(np.float32)
+        y = rng.randint(0, 3, batch).astype(np.int64)
+        out = loaded.signatures["train_step"](inputs=tf.constant(x), labels=tf.constant(y), mask=tf.ones([n_mask]),
+                                              learning_rate=tf.constant(0.01))
+        keras_loss = float(ref.train_on_batch(x, y))
+        assert abs(float(out["loss"]) - keras_loss) <= 1e-5 * max(1.0, abs(keras_loss)), (batch, out["loss"], keras_loss)
+    ours = {v.name.split(":")[0]: v.numpy() for v in loaded.mask_variables + loaded.state_variables}
+    checked = 0
+    for v in ref.weights:
+        if v.path in ours:
+            np.testing.assert_allclose(ours[v.path], v.numpy(), rtol=1e-5, atol=1e-6, err_msg=v.path)
+            checked += 1
+    assert checked == len(ref.weights), (sorted(ours), [v.path for v in ref.weights])
+
+
 @pytest.mark.parametrize("loss,outputs", [("binary_crossentropy", "sigmoid"), ("mse", "linear"),
                                           ("sparse_categorical_crossentropy", "linear")])
 def test_other_losses(tmp_path, loss, outputs):
