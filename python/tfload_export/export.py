@@ -319,7 +319,9 @@ def _fused_training(tf, layer, inputs, gamma, beta):
         x=inputs, scale=scale, offset=offset, mean=empty, variance=empty, epsilon=layer.epsilon,
         exponential_avg_factor=1.0, data_format="NHWC" if inputs.shape.rank == 4 else "NDHWC", is_training=True)
     per_channel = tf.cast(tf.size(inputs, out_type=tf.int64) // channels, inputs.dtype)
-    uncorrect = tf.where(per_channel > 1.0, (per_channel - 1.0) / per_channel, 1.0)
+    # (n - 1) / n; with one value per channel both variances are 0 and so is this (no select,
+    # which would stay in the specialized step: n is known only at run time).
+    uncorrect = tf.maximum(per_channel - 1.0, 0.0) / tf.maximum(per_channel, 1.0)
     return outputs, batch_mean, corrected * uncorrect
 
 

@@ -176,10 +176,10 @@ fn sgd_momentum_mlp_head_only_and_all() {
 
 /// The step as the current exporter writes it (the committed models predate it): Adam and SGD
 /// with momentum as fused in-place training ops under a `tf.cond` on each mask entry, and
-/// BatchNormalization's training mode picked by `tf.where`. A frozen layer inside `train_step`
-/// (conv2 alone, or bn1 alone with conv1 training through its inference mode: masks without a
-/// frozen-base step) must stay byte-identical in both steps, and the specialized step must not
-/// compute a frozen kernel's gradient.
+/// BatchNormalization's training mode (the fused kernel) picked by `tf.where`. A frozen layer
+/// inside `train_step` (conv2 alone, or bn1 alone with conv1 training through its inference mode:
+/// masks without a frozen-base step) must stay byte-identical in both steps, and the specialized
+/// step must not compute a frozen kernel's gradient.
 #[test]
 fn fresh_export_fused_updates_stay_exact() {
     let dir = tempfile::tempdir().unwrap();
@@ -211,6 +211,10 @@ fn fresh_export_fused_updates_stay_exact() {
     assert_eq!(all.count_containing("ResourceApplyAdam"), 7, "{all:?}");
     assert_eq!(all.count_containing("SelectV2"), 0, "{all:?}");
     assert_eq!(all.count_containing("OptionalFromValue"), 0, "no BatchNormalization tf.cond left: {all:?}");
+    // bn1 trains through the fused kernel, and nothing of its inference mode is left.
+    assert_eq!(all.count_containing("FusedBatchNormV3"), 1, "{all:?}");
+    assert_eq!(all.count_containing("FusedBatchNormGradV3"), 1, "{all:?}");
+    assert_eq!(all.count_containing("Rsqrt"), 0, "{all:?}");
     // Each update's tf.cond is replaced by the branch the mask takes: no Switch or Merge runs.
     assert_eq!(all.count_containing("Switch"), 0, "{all:?}");
     assert_eq!(all.count_containing("Merge"), 0, "{all:?}");
@@ -221,6 +225,10 @@ fn fresh_export_fused_updates_stay_exact() {
     assert_eq!(conv2_frozen.count_containing("ResourceApplyAdam"), 5, "conv2's two updates gone: {conv2_frozen:?}");
     assert_eq!(conv2_frozen.count_containing("Switch"), 0, "{conv2_frozen:?}");
     assert_eq!(ops(&freeze("conv2"), StepKind::Plain).count_containing("Conv2DBackpropFilter"), 2);
+    // bn1 frozen with conv1 training below it: inference mode only, no fused kernel left over.
+    let bn1_frozen = ops(&freeze("bn1"), StepKind::Specialized);
+    assert_eq!(bn1_frozen.count_containing("FusedBatchNorm"), 0, "{bn1_frozen:?}");
+    assert_eq!(bn1_frozen.count_containing("Conv2DBackpropFilter"), 2, "conv1's and conv2's: {bn1_frozen:?}");
 }
 
 /// The executed graph of a frozen-base step: no weight gradient and no `tf.where` left, fewer
