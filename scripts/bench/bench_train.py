@@ -658,7 +658,7 @@ BroadcastTo and their gradients); the exporter runs TensorFlow's fused kernel th
 (scripts/tests/test_export.py::test_batch_norm_in_training_mode_trains_like_keras, against `train_on_batch`, 1e-5).
 Each mode reads its own fork of the input and the output is picked between them with gradients that fold on a
 constant mask, so the mode a run does not take is pruned forward and back (tests/train/specialized_step.rs checks
-both ways). CNN, all trainable: 344 -> 302 executed nodes, and the bare `Session::run` floor went from about 85 k to
+both ways). CNN, all trainable: 344 -> 303 executed nodes, and the bare `Session::run` floor went from about 85 k to
 130 k samples/s at batch 256 and from 39 k to 49 k at batch 64 (train_floor, 3 alternating rounds). The frozen
 masks do not change: there bn1 runs in inference mode.
 
