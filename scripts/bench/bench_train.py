@@ -510,7 +510,8 @@ FROZEN_MASKS = {
     "cnn": [("base frozen (head only)", [], "@head"),
             ("last 3 layers (conv2, flatten, head)", ["--train-last-layers", "3"], "conv2,@head"),
             ("all trainable", ["--train-all"], "all")],
-    "mobilenet": [("base frozen (head only)", ["--train-last-layers", "1"], "@head")],
+    "mobilenet": [("base frozen (head only)", ["--train-last-layers", "1"], "@head"),
+                  ("all trainable", ["--train-all"], "all")],
 }
 
 
