@@ -22,6 +22,7 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import tfload_export as te  # noqa: E402  (installed by scripts/setup.sh: pip install -e python/)
+from test_frozen_base_steps import op_types  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SAVED = os.path.join(ROOT, "saved_models")
@@ -489,10 +490,9 @@ def test_batch_norm_in_training_mode_trains_like_keras(tmp_path, kind, fused):
     model = batch_norm_model(kind)
     exp_dir = str(tmp_path / kind)
     te.export_trainable(model, exp_dir, optimizer=te.optimizer_config("adam", learning_rate=0.01))
-    loaded = tf.saved_model.load(exp_dir)
-    ops = {node.op for f in loaded.signatures["train_step"].graph.as_graph_def().library.function
-           for node in f.node_def}
+    ops = op_types(exp_dir, "train_step")
     assert ("FusedBatchNormV3" in ops) is fused, sorted(ops)
+    loaded = tf.saved_model.load(exp_dir)
     ref = keras.models.clone_model(model)
     ref.set_weights(model.get_weights())
     ref.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy")
