@@ -92,7 +92,7 @@ def outputs(model_dir, x_path, ours_path):
     theirs = fn(inputs=tf.constant(np.load(x_path)))["outputs"].numpy()
     ours = np.load(ours_path)
     return {"same_shape": ours.shape == theirs.shape,
-            "max_relative": float(np.max(np.abs(ours - theirs) / np.maximum(np.abs(theirs), 1.0)))}
+            "max_relative": max_relative(ours, theirs)}
 
 
 def keras_model_like(kind, model_dir):
