@@ -7,9 +7,9 @@
 //! cannot change the output), checkpoints (each a complete SavedModel plus `state.json`),
 //! `metrics.jsonl`, and a draft of the data shard it will publish, flushed while it trains
 //! (`output-draft/`, see [`output_draft`]). On completion the trained SavedModel is assembled in
-//! that folder, checked, and the folder is renamed to `OUT`. An interrupted or failed run leaves `OUT.partial/` with
-//! its last good checkpoint, and `resume` continues from it. One run at a time may use an
-//! output: a lock beside it (`run_lock`) refuses a second one.
+//! that folder, checked, and the folder is renamed to `OUT`. An interrupted or failed run leaves
+//! `OUT.partial/` with its last good checkpoint, and `resume` continues from it. One run at a time
+//! may use an output: a lock beside it (`run_lock`) refuses a second one.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
