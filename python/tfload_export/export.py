@@ -225,7 +225,9 @@ def _batch_norm_selected(layer, inputs, mask, training):
     kernels where Keras 3's composite ``moments`` and ``batch_normalization`` run some thirty ops
     forward and back over the activations; 2-2.5x faster on a CPU at the sizes of MobileNetV2's
     layers) where the layer allows it (see ``_fusable``); the result equals Keras's to float32
-    rounding (about 1e-6 relative). Otherwise the same ops as Keras's, in the same order."""
+    rounding per layer and step (about 1e-6 relative), not bit for bit, so a deep network
+    trained from random weights soon follows its own trajectory (docs/train-step-contract.md).
+    Otherwise the same ops as Keras's, in the same order."""
     tf, keras = import_tf()
     ops, backend = keras.ops, keras.backend
     inputs = ops.cast(inputs, backend.result_type(inputs.dtype, "float32"))
