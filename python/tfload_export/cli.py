@@ -125,6 +125,9 @@ def build_arg_parser():
     tr.add_argument("--no-frozen-base-steps", action="store_true",
                     help="do not export the train_step_from_<layer> signatures (a step that runs no backward pass "
                          "below a cut, which tfload runs when the mask freezes everything under it)")
+    tr.add_argument("--no-fused-batch-norm", action="store_true",
+                    help="train BatchNormalization layers with Keras's own composite ops instead of TensorFlow's "
+                         "fused kernel (slower; the step then equals Keras train_on_batch bit for bit on one thread)")
     p.add_argument("--name", help="model name recorded (default: the Keras model's name)")
     p.add_argument("--seed", type=int, default=0, help="seed for new layers (default 0)")
     p.add_argument("-o", "--out", help="output SavedModel directory")
@@ -215,7 +218,8 @@ def export_from_args(args):
                            force=args.force, model_name=args.name, jit_compile=args.jit_compile,
                            label_smoothing=args.label_smoothing, sample_weights=args.sample_weights,
                            allreduce_timeout=args.allreduce_timeout, head_names=head_names,
-                           feature_cache=not args.no_feature_cut, frozen_base_steps=not args.no_frozen_base_steps)
+                           feature_cache=not args.no_feature_cut, frozen_base_steps=not args.no_frozen_base_steps,
+                           fused_batch_norm=not args.no_fused_batch_norm)
     _print_summary(args, rec, opt)
     if loaded is not None:
         print(f"  {loaded.summary()} from {args.weights}")

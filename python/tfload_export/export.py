@@ -172,8 +172,10 @@ def _variable_records(model, mask_vars, state_vars, default_on, bn_layers):
     return mask_records, state_records
 
 
-def _patch_batch_norm(bn_layers, mask_vars, state_vars, default_on, was_trainable, switch, patched):
-    """Make each BN layer train in ``train_step`` only if one of gamma/beta is masked 1.
+def _patch_batch_norm(bn_layers, mask_vars, state_vars, default_on, was_trainable, switch, patched,
+                      fused=True):
+    """Make each BN layer train in ``train_step`` only if one of gamma/beta is masked 1; its
+    training mode runs the fused kernel where ``fused`` and the layer allows it.
 
     Replaces each layer's ``call`` (undone by the caller through ``patched``); the traced
     ``train_step`` puts its per-layer flags in ``switch["flags"]``. Returns the record's
@@ -201,7 +203,7 @@ def _patch_batch_norm(bn_layers, mask_vars, state_vars, default_on, was_trainabl
             if flag is None:  # BN without gamma/beta: follows its Keras trainable flag
                 return _orig(inputs, training=_static, mask=mask)
             if not _layer.renorm:
-                return _batch_norm_selected(_layer, inputs, mask, flag)
+                return _batch_norm_selected(_layer, inputs, mask, flag, fused=fused)
             return tf.cond(flag,
                            lambda: _orig(inputs, training=True, mask=mask),
                            lambda: _orig(inputs, training=False, mask=mask))
@@ -216,7 +218,7 @@ FUSED_MIN_EPSILON = 1.001e-5
 raises a smaller one to this); a layer with a smaller epsilon keeps Keras's composite ops."""
 
 
-def _batch_norm_selected(layer, inputs, mask, training):
+def _batch_norm_selected(layer, inputs, mask, training, fused=True):
     """Keras 3's ``BatchNormalization.call`` (without renorm) in training mode where the scalar
     bool ``training`` is true and in inference mode where it is false, by ``tf.where``. Where
     ``training`` is false the moving statistics are assigned their own value, bit for bit.
@@ -224,10 +226,11 @@ def _batch_norm_selected(layer, inputs, mask, training):
     The training mode runs TensorFlow's fused kernel (``FusedBatchNormV3`` and its gradient, two
     kernels where Keras 3's composite ``moments`` and ``batch_normalization`` run some thirty ops
     forward and back over the activations; 2-2.5x faster on a CPU at the sizes of MobileNetV2's
-    layers) where the layer allows it (see ``_fusable``); the result equals Keras's to float32
-    rounding per layer and step (about 1e-6 relative), not bit for bit, so a deep network
-    trained from random weights soon follows its own trajectory (docs/train-step-contract.md).
-    Otherwise the same ops as Keras's, in the same order."""
+    layers) where ``fused`` and the layer allows it (see ``_fusable``); the result equals
+    Keras's to float32 rounding (one layer against float64: as close as Keras's ops, about 1e-7),
+    not bit for bit, so a deep network trained from random weights, whose float32 training is
+    chaotic, soon follows its own trajectory (docs/train-step-contract.md,
+    scripts/tests/test_fused_batch_norm.py). Otherwise the same ops as Keras's, in the same order."""
     tf, keras = import_tf()
     ops, backend = keras.ops, keras.backend
     inputs = ops.cast(inputs, backend.result_type(inputs.dtype, "float32"))
@@ -235,7 +238,7 @@ def _batch_norm_selected(layer, inputs, mask, training):
     moving_variance = ops.cast(layer.moving_variance, inputs.dtype)
     gamma = ops.cast(layer.gamma, inputs.dtype) if layer.scale else None
     beta = ops.cast(layer.beta, inputs.dtype) if layer.center else None
-    if _fusable(layer, inputs, mask):
+    if fused and _fusable(layer, inputs, mask):
         # Each mode reads its own fork of the input, whose gradient is the taken mode's, and the
         # output is picked between the modes: on a constant ``training`` everything of the mode
         # not taken is pruned, forward and back. In inference mode gamma and beta are masked 0 (the
@@ -395,7 +398,7 @@ def export_trainable(model, out_dir, *, optimizer=None, loss="sparse_categorical
                      force=False, model_name=None, extra_info=None, jit_compile=False,
                      label_smoothing=0.0, sample_weights=False,
                      allreduce_timeout=DEFAULT_TIMEOUT_SECONDS, head_names=None, feature_cache=True,
-                     frozen_base_steps=True):
+                     frozen_base_steps=True, fused_batch_norm=True):
     """Export ``model`` to ``out_dir`` as a trainable SavedModel; returns the contract record.
 
     optimizer:      a dict from ``optimizer_config`` (default: SGD, Keras defaults)
@@ -426,6 +429,11 @@ def export_trainable(model, out_dir, *, optimizer=None, loss="sparse_categorical
                     backward pass below the cut); for masks with every entry below the cut 0, it
                     changes exactly what ``train_step`` changes (others are refused at run time).
                     Recorded as ``frozen_base_steps`` (not with ``sample_weights`` or ``jit_compile``).
+    fused_batch_norm: run a training-mode BatchNormalization through TensorFlow's fused kernel
+                    where the layer allows it (faster; equal to Keras to float32 rounding per
+                    step); False keeps Keras's composite ops, whose step equals Keras's
+                    ``train_on_batch`` bit for bit on one thread. Recorded as ``fused_batch_norm``
+                    when the model has a BatchNormalization layer.
     The output directory appears atomically (written to a temporary sibling, then renamed).
     """
     tf, keras = import_tf()
@@ -483,7 +491,7 @@ def export_trainable(model, out_dir, *, optimizer=None, loss="sparse_categorical
         layer_records = _layer_records(model, mask_vars)
         switch = {"flags": None}
         bn_records = _patch_batch_norm(bn_layers, mask_vars, state_vars, default_on, was_trainable,
-                                       switch, patched)
+                                       switch, patched, fused=fused_batch_norm)
 
         tf_mask_vars = [v.value for v in mask_vars]
         tf_state_vars = [v.value for v in state_vars]
@@ -606,6 +614,8 @@ def export_trainable(model, out_dir, *, optimizer=None, loss="sparse_categorical
         record["feature_cut"], record["feature_cuts"] = cut_records
     if frozen_steps:
         record["frozen_base_steps"] = frozen_steps
+    if bn_records:
+        record["fused_batch_norm"] = bool(fused_batch_norm)
     _save_atomically(out_dir, force, record, (tf_mask_vars, tf_state_vars, opt.variables), signatures)
     return record
 

@@ -599,12 +599,14 @@ def test_source_weights_files_plus_architecture(tmp_path):
 
 
 def test_cli_application_source(tmp_path):
-    """MobileNetV2 alpha 0.35 at 32x32 (weights=None) through the command line; not trained."""
+    """MobileNetV2 alpha 0.35 at 32x32 (weights=None) through the command line; not trained. With
+    ``--no-fused-batch-norm`` the step keeps Keras's composite batch-norm ops, as recorded."""
     out = str(tmp_path / "mnv2")
     res = subprocess.run(
         [EXPORTER, "--application", "MobileNetV2",
          "--input-shape", "32,32,3", "--alpha", "0.35", "--num-classes", "3", "--dropout", "0.2",
-         "--default-freeze-base", "--optimizer", "adamw", "--class-names", "a,b,c", "-o", out],
+         "--default-freeze-base", "--optimizer", "adamw", "--class-names", "a,b,c", "--no-fused-batch-norm",
+         "-o", out],
         capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     rec = te.check_export(out)
@@ -615,6 +617,7 @@ def test_cli_application_source(tmp_path):
     assert on == ["head/kernel", "head/bias"]
     assert len(rec["batch_norm_layers"]) > 10
     assert not any(b["training_by_default"] for b in rec["batch_norm_layers"])
+    assert rec["fused_batch_norm"] is False and "FusedBatchNormV3" not in op_types(out, "train_step")
     kinds = {r["kind"] for r in rec["non_trainable_variables"]}
     assert kinds == {"batch_norm_moving_mean", "batch_norm_moving_variance", "seed_generator_state"}
     loaded = tf.saved_model.load(out)
