@@ -127,7 +127,7 @@ def build_arg_parser():
                          "below a cut, which tfload runs when the mask freezes everything under it)")
     tr.add_argument("--no-fused-batch-norm", action="store_true",
                     help="train BatchNormalization layers with Keras's own composite ops instead of TensorFlow's "
-                         "fused kernel (slower; the step then equals Keras train_on_batch bit for bit on one thread)")
+                         "fused kernel (slower; the step then equals Keras train_on_batch to float32 rounding of the same ops)")
     p.add_argument("--name", help="model name recorded (default: the Keras model's name)")
     p.add_argument("--seed", type=int, default=0, help="seed for new layers (default 0)")
     p.add_argument("-o", "--out", help="output SavedModel directory")

@@ -432,7 +432,8 @@ def export_trainable(model, out_dir, *, optimizer=None, loss="sparse_categorical
     fused_batch_norm: run a training-mode BatchNormalization through TensorFlow's fused kernel
                     where the layer allows it (faster; equal to Keras to float32 rounding per
                     step); False keeps Keras's composite ops, whose step equals Keras's
-                    ``train_on_batch`` bit for bit on one thread. Recorded as ``fused_batch_norm``
+                    ``train_on_batch`` to float32 rounding of the same ops (MobileNetV2: 254 of
+                    262 variables identical, the rest within 1.2e-7). Recorded as ``fused_batch_norm``
                     when the model has a BatchNormalization layer.
     The output directory appears atomically (written to a temporary sibling, then renamed).
     """
