@@ -172,8 +172,8 @@ def _variable_records(model, mask_vars, state_vars, default_on, bn_layers):
     return mask_records, state_records
 
 
-def _patch_batch_norm(bn_layers, mask_vars, state_vars, default_on, was_trainable, switch, patched,
-                      fused=True):
+def _patch_batch_norm(bn_layers, mask_vars, state_vars, default_on, was_trainable, switch, patched, *,
+                      fused):
     """Make each BN layer train in ``train_step`` only if one of gamma/beta is masked 1; its
     training mode runs the fused kernel where ``fused`` and the layer allows it.
 
@@ -218,7 +218,7 @@ FUSED_MIN_EPSILON = 1.001e-5
 raises a smaller one to this); a layer with a smaller epsilon keeps Keras's composite ops."""
 
 
-def _batch_norm_selected(layer, inputs, mask, training, fused=True):
+def _batch_norm_selected(layer, inputs, mask, training, *, fused):
     """Keras 3's ``BatchNormalization.call`` (without renorm) in training mode where the scalar
     bool ``training`` is true and in inference mode where it is false, by ``tf.where``. Where
     ``training`` is false the moving statistics are assigned their own value, bit for bit.
