@@ -43,8 +43,8 @@ use tensorflow::{Operation, SessionRunArgs, Tensor};
 use tfload::data::{ArrayDataset, Batch, BatchLoader, Dataset, LoaderOptions, Subset};
 use tfload::train::trainer::PreparedBatch;
 use tfload::train::{
-    fit, EpochReport, FitOptions, FitOutcome, LrSchedule, MaskSpec, MaskStart, RunData, RunPaths, StepKind,
-    TrainCallback, TrainContract, TrainableModel, Trainer,
+    fit, step_threads, EpochReport, FitOptions, FitOutcome, LrSchedule, MaskSpec, MaskStart, RunData, RunPaths,
+    StepKind, TrainCallback, TrainContract, TrainableModel, Trainer,
 };
 use tfload::{LoadedModel, SavedModel, SessionConfig, TensorData};
 
@@ -147,7 +147,9 @@ fn main() -> Result<()> {
         return count_ops(&setup);
     }
     let opened = TrainableModel::open(&setup.args.dir)?;
-    let trainer = Trainer::from_model_with(&opened, opened.mask(&setup.spec)?, SessionConfig::default(), step)?;
+    // The session settings `fit` gives this model's step (one intra-op thread for a small one).
+    let session = step_threads::for_step(SessionConfig::default(), opened.contract(), setup.args.batch_size);
+    let trainer = Trainer::from_model_with(&opened, opened.mask(&setup.spec)?, session, step)?;
     let floor = Floor::new(&setup, &trainer)?;
     let preparer = trainer.preparer();
     let prepared: Vec<PreparedBatch> =

@@ -172,7 +172,8 @@ pub struct TrainArgs {
     /// With --init-weights: leave layers whose shapes differ (a replaced head), or that the file lacks, as the model has them.
     #[arg(long, requires = "init_weights")]
     pub skip_mismatch: bool,
-    /// Threads inside one op (0: TensorFlow decides).
+    /// Threads inside one op (0: one for a small model's step, whose ops are too short to split,
+    /// else TensorFlow decides; give a count to set it).
     #[arg(long, default_value_t = 0)]
     pub intra_op_threads: u32,
     /// Ops run at once (0: TensorFlow decides).

@@ -77,7 +77,8 @@ pub struct TrainContract {
     /// How batch norm follows the mask (`per_layer_mask`).
     #[serde(default)]
     pub batch_norm_policy: Option<String>,
-    /// Whether `train_step` is compiled with XLA (informational).
+    /// Whether `train_step` is compiled with XLA (its step keeps TensorFlow's intra-op threads,
+    /// see [`crate::train::step_threads`]).
     #[serde(default)]
     pub jit_compile: Option<bool>,
     /// The base/head cut of the feature cache, where the exporter recorded one.
@@ -356,6 +357,25 @@ fn expect_spec(path: &Path, signature: &Signature, key: &str, dtype: DType, shap
 
 fn contract_error(path: &Path, problem: String) -> Error {
     Error::ContractMismatch { path: PathBuf::from(path), problem }
+}
+
+/// A record for unit tests: these inputs and mask variables, every other field empty, a learning
+/// rate of 0.01 and the given default mask.
+#[cfg(test)]
+pub(crate) fn test_contract(
+    inputs: serde_json::Value,
+    mask_variables: Vec<serde_json::Value>,
+    default_mask: &[f32],
+) -> TrainContract {
+    let tensor = serde_json::json!({"key": "k", "dtype": "float32", "shape": []});
+    serde_json::from_value(serde_json::json!({
+        "contract_version": 1, "signatures": {}, "inputs": inputs, "outputs": [], "labels": tensor, "mask": tensor,
+        "class_names": null, "metrics": [], "mask_variables": mask_variables, "non_trainable_variables": [],
+        "optimizer_variables": [], "default_mask": default_mask,
+        "learning_rate": {"key": "learning_rate", "dtype": "float32", "shape": [], "default": 0.01},
+        "optimizer": null, "loss": null
+    }))
+    .expect("a well-formed record")
 }
 
 #[cfg(test)]

@@ -39,6 +39,7 @@ use crate::train::schedule::LrSchedule;
 use crate::train::state::{
     partial_dir, write_state, BestRecord, Checkpoints, DataOrder, LogLine, MetricsLog, TrainState,
 };
+use crate::train::step_threads;
 use crate::train::trainable_model::TrainableModel;
 use crate::train::trainer::{Metrics, StepKind, Trainer, WeightedMean};
 
@@ -88,7 +89,8 @@ pub struct FitOptions {
     pub schedule: Option<LrSchedule>,
     /// Mask rules.
     pub mask: MaskSpec,
-    /// Session settings.
+    /// Session settings. Where they leave the intra-op threads to TensorFlow (0), a small
+    /// model's step runs on one ([`step_threads::for_step`]); set a count to override that.
     pub session: SessionConfig,
     /// When checkpoints are taken and which are kept.
     pub checkpoints: CheckpointPolicy,
@@ -551,6 +553,18 @@ struct Run<'o> {
     output_draft: Option<PathBuf>,
 }
 
+/// The run's session settings: the user's, with one intra-op thread for a small model's step
+/// when the user left the count to TensorFlow (see [`step_threads`]).
+fn session_for_run(model: &TrainableModel, session: SessionConfig, data: &RunData<'_>) -> SessionConfig {
+    let batch_size = data.train.options().batch_size;
+    let chosen = step_threads::for_step(session, model.contract(), batch_size);
+    if chosen != session {
+        let work = step_threads::step_work(model.contract(), batch_size);
+        log::info!("a small step (work {work} < {}): one intra-op thread", step_threads::SMALL_STEP_WORK);
+    }
+    chosen
+}
+
 impl<'o> Run<'o> {
     /// Loads the model (into this task's cluster session in a multi-worker run, after the tasks
     /// agreed on the run), checks the data against it.
@@ -564,20 +578,21 @@ impl<'o> Run<'o> {
     ) -> Result<Run<'o>> {
         let mask = model.mask(&state.mask)?;
         let schedule = options.schedule.unwrap_or_else(|| LrSchedule::constant(model.default_learning_rate()));
+        let session = session_for_run(&model, options.session, data);
         let trainer = match &options.cluster {
             // Under the feature cache the head steps run instead of `train_step`, and the
             // session loads only them and `features`.
             None if feature_cache::fallback_reason(model.contract(), &mask, &cache_options(options, data))
                 .is_none() =>
             {
-                Trainer::for_feature_cache(&model, mask, options.session)?
+                Trainer::for_feature_cache(&model, mask, session)?
             }
-            None => Trainer::from_model_with(&model, mask, options.session, options.step)?,
+            None => Trainer::from_model_with(&model, mask, session, options.step)?,
             Some(cluster) => {
                 let facts = run_facts(&state, mask_fingerprint(&mask.values()), options, &schedule, data);
                 let facts: Vec<(&str, f64)> = facts.iter().map(|(k, v)| (*k, *v)).collect();
                 cluster.agree(&facts, 1, "the start-up handshake, which every task joins before its first step")?;
-                Trainer::on_cluster(&model, mask, options.session, cluster)?
+                Trainer::on_cluster(&model, mask, session, cluster)?
             }
         };
         check_data(&trainer, data)?;

@@ -234,15 +234,7 @@ mod tests {
                                    "checkpoint_key": format!("mask_variables/{index}/.ATTRIBUTES/VARIABLE_VALUE")})
             })
             .collect();
-        let tensor = serde_json::json!({"key": "k", "dtype": "float32", "shape": []});
-        serde_json::from_value(serde_json::json!({
-            "contract_version": 1, "signatures": {}, "inputs": [], "outputs": [], "labels": tensor, "mask": tensor,
-            "class_names": null, "metrics": [], "mask_variables": mask_variables, "non_trainable_variables": [],
-            "optimizer_variables": [], "default_mask": [0.0, 0.0, 0.0, 1.0, 1.0],
-            "learning_rate": {"key": "learning_rate", "dtype": "float32", "shape": [], "default": 0.01},
-            "optimizer": null, "loss": null
-        }))
-        .expect("a well-formed record")
+        crate::train::contract::test_contract(serde_json::json!([]), mask_variables, &[0.0, 0.0, 0.0, 1.0, 1.0])
     }
 
     fn build(spec: MaskSpec) -> Vec<f32> {

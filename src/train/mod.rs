@@ -14,6 +14,7 @@ pub(crate) mod run_lock;
 pub(crate) mod savedmodel_writer;
 pub mod schedule;
 pub(crate) mod state;
+pub mod step_threads;
 pub mod tensorboard;
 pub mod trainable_model;
 pub mod trainer;

@@ -542,3 +542,28 @@ fn the_two_phase_recipe_trains_the_head_then_unfreezes_the_top_at_a_lower_rate()
         assert_eq!(after_top[&key] != after_head[&key], in_phase2, "{key}: phase 2 changes exactly its mask");
     }
 }
+
+/// A small model's step runs on one intra-op thread when the user leaves the count to tfload
+/// (the digits CNN's ops are too short to split), and on the count the user sets otherwise.
+/// Which models count as small is tested in `train::step_threads`.
+#[test]
+fn a_small_models_step_runs_on_one_intra_op_thread_unless_the_user_sets_a_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |name: &str, extra: &[&str]| -> String {
+        let output = Command::new(env!("CARGO_BIN_EXE_tfload"))
+            .args(["-v", "train", s(&model("cnn_digits")), "--data", s(&train_data()), "--epochs", "1"])
+            .args(["--out", s(&dir.path().join(name))])
+            .args(extra)
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(output.status.success(), "{stderr}");
+        stderr
+    };
+    let chosen = "one intra-op thread";
+    let by_tfload = run("auto", &[]);
+    assert!(by_tfload.contains(chosen), "{by_tfload}");
+    let by_user = run("set", &["--intra-op-threads", "2"]);
+    assert!(!by_user.contains(chosen), "{by_user}");
+}
