@@ -141,11 +141,16 @@ def freeze_keras(model, trainable):
         layer.trainable = layer.name in names
 
 
-def worker_keras(kind, data, batch, epochs, jit_compile=False, trainable="all"):
+def worker_keras(kind, data, batch, epochs, jit_compile=False, trainable="all", intra_op_threads=0):
     """Keras `fit`, the tutorial's way: preprocessed arrays in memory, shuffled each epoch; the
-    layers outside `trainable` frozen (see freeze_keras) before compiling."""
+    layers outside `trainable` frozen (see freeze_keras) before compiling. `intra_op_threads`
+    other than 0 sets TensorFlow's intra-op pool (what tfload picks for a small step)."""
     import numpy as np
     import keras
+    import tensorflow as tf
+
+    if intra_op_threads:
+        tf.config.threading.set_intra_op_parallelism_threads(intra_op_threads)
 
     d = np.load(data)
     x = d["x"] / 255.0 if kind != "mobilenet" else d["x"] / 127.5 - 1.0   # what the export bakes in
@@ -234,7 +239,7 @@ def run_way(way, kind, model_dir, data, batch, epochs):
                                           "--epochs", str(epochs), "--train-all", "--mode", way])
         lines = epoch_lines(stdout)
     else:
-        worker = [model_dir] if way == "signature" else [kind]   # keras, keras_xla
+        worker = [model_dir] if way == "signature" else [kind]   # keras, keras_xla, keras_1t
         stdout, wall, rss = run_measured([PYTHON, os.path.abspath(__file__), way, *worker, data,
                                           str(batch), str(epochs)])
         lines = epoch_lines(stdout)
@@ -245,7 +250,9 @@ def run_way(way, kind, model_dir, data, batch, epochs):
 
 # (config name, model kind, model dir getter, data getter, batch, epochs, rounds, ways)
 WAYS = ["tfload", "floor", "signature", "keras"]
-XLA_WAYS = WAYS + ["keras_xla"]   # XLA rows: Keras fit with jit_compile=True too
+# Small models: Keras fit with one intra-op thread too, the setting tfload picks for their steps.
+SMALL_WAYS = WAYS + ["keras_1t"]
+XLA_WAYS = WAYS + ["keras_xla"]   # XLA rows (TensorFlow's threads): Keras fit with jit_compile=True too
 
 
 def configs():
@@ -253,7 +260,7 @@ def configs():
     # specialized step runs): the committed models predate those.
     mlp = lambda: os.path.join(digits_models(), "mlp_digits")  # noqa: E731
     cnn = lambda: os.path.join(digits_models(), "cnn_digits")  # noqa: E731
-    tiny = WAYS
+    tiny = SMALL_WAYS
     return [
         ("MLP (mlp_digits)", "mlp", mlp, digits_data, 64, TINY_EPOCHS, ROUNDS, tiny),
         ("MLP (mlp_digits)", "mlp", mlp, digits_data, 256, TINY_EPOCHS, ROUNDS, tiny),
@@ -346,11 +353,13 @@ def bench_train_throughput():
             best_vs_keras[key] = max(best_vs_keras.get(key, 0.0), vs_keras)
         met["floor"] &= vs_floor >= 0.97
         wall = median_of(c, "tfload", "wall_per_epoch")
-        has_xla = "keras_xla" in c["ways"]
+        has_xla, has_1t = "keras_xla" in c["ways"], "keras_1t" in c["ways"]
         rows.append([c["name"], c["batch"], f"{tf_sps:,.0f}", f"{median_of(c, 'floor'):,.0f}",
                      f"{median_of(c, 'signature'):,.0f}", f"{median_of(c, 'keras'):,.0f}",
+                     f"{median_of(c, 'keras_1t'):,.0f}" if has_1t else "-",
                      f"{median_of(c, 'keras_xla'):,.0f}" if has_xla else "-",
-                     f"{vs_keras:.2f}x", f"{ratio(c, 'tfload', 'keras_xla'):.2f}x" if has_xla else "-",
+                     f"{vs_keras:.2f}x", f"{ratio(c, 'tfload', 'keras_1t'):.2f}x" if has_1t else "-",
+                     f"{ratio(c, 'tfload', 'keras_xla'):.2f}x" if has_xla else "-",
                      f"{vs_sig:.2f}x", f"{vs_floor:.3f} ({lo:.3f}-{hi:.3f})", f"{wall:.2f} s"])
     short = sorted(f"{kind} batch {batch}: {r:.2f}x" for (kind, batch), r in best_vs_keras.items() if r < 2.0)
     verdict = "; ".join([
@@ -363,11 +372,15 @@ def bench_train_throughput():
         "title": "Training throughput",
         "what": "Samples per second of the same training work four ways, same model, data in memory, batch size, "
                 "default thread settings and steps: **tfload** = `tfload train DIR --train-all` (the "
-                "`samples_per_sec` of its `metrics.jsonl` epoch lines); **floor** = `examples/train_floor.rs`, a "
-                "bare Rust loop of `Session::run` on `train_step` with tensors built once (TensorFlow's own compute); "
+                "`samples_per_sec` of its `metrics.jsonl` epoch lines; for the plain MLP and CNN exports its "
+                "default is one intra-op thread, see the notes); **floor** = `examples/train_floor.rs`, a "
+                "bare Rust loop of `Session::run` on `train_step` with tensors built once (TensorFlow's own compute, "
+                "with the session settings tfload picks); "
                 "**signature** = Python calling `tf.saved_model.load(DIR).signatures[\"train_step\"]` in a loop on "
                 "tensors built once; **Keras fit** = `model.fit` on the equivalent Keras model with the same optimizer "
-                "(arrays in memory, the tutorial's way; Keras 3 leaves XLA off on a CPU-only machine). The rows "
+                "(arrays in memory, the tutorial's way; Keras 3 leaves XLA off on a CPU-only machine); **Keras fit "
+                "(1 intra-op thread)** = the same `fit` after `tf.config.threading.set_intra_op_parallelism_threads(1)`, "
+                "the setting tfload picks by itself for these small steps, so that the gain from it shows apart. The rows "
                 "\"exported --jit-compile\" are the same architectures exported with `tfload-export "
                 "--jit-compile` (XLA compiles train_step's body); beside them **Keras fit (XLA)** = the same `fit` "
                 f"compiled with `jit_compile=True`, for a like-for-like comparison. {_steps_note()}. Ratios > 1 mean tfload is faster; "
@@ -375,8 +388,9 @@ def bench_train_throughput():
                 "the load changes from second to second, so a single ratio moves by 10-30 % between rounds. "
                 "\"tfload wall/epoch\" is the whole "
                 "command's wall time (start-up, loading, per-epoch checkpoints, writing the output) over its epochs.",
-        "header": ["model", "batch", "tfload samples/s", "floor", "signature (Python)", "Keras fit", "Keras fit (XLA)",
-                   "tfload / Keras fit", "tfload / Keras fit (XLA)", "tfload / signature", "tfload / floor",
+        "header": ["model", "batch", "tfload samples/s", "floor", "signature (Python)", "Keras fit",
+                   "Keras fit (1 intra-op thread)", "Keras fit (XLA)", "tfload / Keras fit",
+                   "tfload / Keras fit (1 intra-op thread)", "tfload / Keras fit (XLA)", "tfload / signature", "tfload / floor",
                    "tfload wall/epoch"],
         "rows": rows,
         "target": verdict,
@@ -441,7 +455,7 @@ def bench_train_memory():
 
 # Profile findings (callgrind, instruction counts, which do not depend on the machine's load).
 NOTES = """**Where tfload's time goes beyond the floor: the pause between two steps.** The gap shows on the MLP,
-whose step is shortest (about 215 us at batch 64 on an idle machine); on the CNN and MobileNetV2 it is lost in the
+whose step is shortest (about 215 us at batch 64 on an idle machine with TensorFlow's default threads); on the CNN and MobileNetV2 it is lost in the
 noise. Instruction counts (callgrind, `tfload-core train saved_models/mlp_digits --batch-size 64 --train-all` beside
 `train_floor --mode floor`, 1 and 3 epochs of 4,096 digits, the difference over the 128 extra steps) put tfload's
 own work per step at about 31 k instructions on the training thread (58 k for `fit` against 27 k for the
@@ -478,20 +492,35 @@ the better measure; there `fit` / floor is within a few % of 1 on most rows, and
 MLP-sized steps, where the copy above shows, and cycles during which the machine moved (the loader and `fit`
 layers run the same per-step code, so a large difference between them is the machine, not tfload).
 
-**The 2x target.** These rows train the digits models as the current exporter makes them, at bench time
-(fused BatchNormalization; tfload runs the step specialized on the mask, with TensorFlow's fused optimizer
-updates): the plain CNN export went from 1.55x / 1.17x Keras fit (the committed model's step, the run before)
-to 1.67x / 1.94x at batch 64 / 256 in this run, and 2.05x / 2.30x for the same `--train-all` step in the run of
-"Training with frozen layers"; Keras's own figure moves by 10-20 % between runs. Here the floor itself, TensorFlow
-running the specialized step with nothing around it, was 1.76x / 2.06x Keras fit: what keeps the CNN at batch 64
-under 2x in this run is the step's own compute, not tfload's loop around it.
+**One intra-op thread for small steps.** TensorFlow splits every CPU op across its intra-op pool (one thread
+per core) whatever the op's size. For the digits models' ops, a few thousand elements each, handing half of the
+work to the other thread and waiting for it costs more than it saves, and the pool's threads spin between steps
+(above). So when the user leaves `--intra-op-threads` at 0, the step is not XLA-compiled and its work is small
+(batch size x (one example's input elements + the model's weight elements) under 2^21,
+`src/train/step_threads.rs`), tfload gives the session one intra-op thread; the inter-op pool is untouched. The
+plain MLP and CNN rows here run that way; MobileNetV2 at 96x96 (about 27 M at batch 64) and the
+`--jit-compile` exports keep TensorFlow's threads, because there one thread was slower (MobileNetV2 about 12 %,
+the XLA CNN at batch 256 about 25 %, measured before this choice). Against the run before it, the floor's CNN step
+went from 1360 to 860 us at batch 64 and from 2230 to 1840 us at batch 256, the MLP's from 155 to 126 us.
 
-**XLA (`tfload-export --jit-compile`).** Specialized on the mask, the plain step now runs fewer nodes than
-Keras's own (CNN all trainable: 303 against about 528; MLP: 141 against 188; see "Training with frozen layers"),
-and XLA gains little over it (CNN 61.9 k against 47.5 k samples/s at batch 64, 102 k against 122 k at batch 256
-in this run). It is not a default: on MobileNetV2 (96x96, alpha 0.35) the XLA step was about 8x slower than the
-plain one (22 against 180 samples/s at batch 64, an earlier run), because XLA's CPU convolutions do not use
-oneDNN. Keras fit with `jit_compile=True` is shown too: it gains little, as Keras's per-step Python overhead stays.
+**The 2x target.** These rows train the digits models as the current exporter makes them, at bench time (fused
+BatchNormalization; the step specialized on the mask, with TensorFlow's fused optimizer updates; one intra-op
+thread). The plain CNN is now 2.75x / 2.13x Keras fit at batch 64 / 256 (1.67x / 1.94x the run before, with
+TensorFlow's threads), the MLP 6.56x / 5.49x. Keras's own figure moves by 10-20 % between runs. The column "Keras
+fit (1 intra-op thread)" gives Keras the same thread setting: it gains too (CNN 33.3 k against 26.8 k samples/s at
+batch 64), and tfload stays 2.22x / 1.76x ahead of it on the CNN, 6.2x / 6.9x on the MLP, so most of the lead is
+tfload's step and loop, not the thread setting. On the MLP tfload / floor fell (0.85 against 0.89): the floor's
+step got shorter while tfload's per-step extras (the row copy and the pause above, some 15-40 us) did not, so the
+same extras are a larger share. With one intra-op thread a core is idle during the MLP's step; a loader thread
+there might hide the copy (not tried with one intra-op thread yet).
+
+**XLA (`tfload-export --jit-compile`).** Specialized on the mask, the plain step runs fewer nodes than Keras's own
+(CNN all trainable: 303 against about 528; MLP: 141 against 188; see "Training with frozen layers"), and with one
+intra-op thread it is now faster than the XLA step (CNN 73.7 k against 58.9 k samples/s at batch 64, 128 k against
+94 k at batch 256 in this run). XLA is not a default: on MobileNetV2 (96x96, alpha 0.35) the XLA step was about 8x
+slower than the plain one (22 against 180 samples/s at batch 64, an earlier run), because XLA's CPU convolutions
+do not use oneDNN. Keras fit with `jit_compile=True` is shown too: it gains little, as Keras's per-step Python
+overhead stays.
 """
 
 # --------------------------------------------------------------------------------------------
@@ -677,9 +706,10 @@ BENCHMARKS = {
 if __name__ == "__main__":
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     way, who, data, batch, epochs = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
-    if way in ("keras", "keras_xla"):
+    if way in ("keras", "keras_xla", "keras_1t"):
         worker_keras(who, data, batch, epochs, jit_compile=way == "keras_xla",
-                     trainable=sys.argv[6] if len(sys.argv) > 6 else "all")
+                     trainable=sys.argv[6] if len(sys.argv) > 6 else "all",
+                     intra_op_threads=1 if way == "keras_1t" else 0)
     elif way == "signature":
         worker_signature(who, data, batch, epochs)
     else:
